@@ -1,0 +1,179 @@
+//! The composition root: builds the backends, the service and the router from the settings,
+//! binds the listener (port 0 works, for tests), and runs until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::gate::MemoryGate;
+use crate::http::{self, AppState, Limits};
+use crate::metrics::Metrics;
+use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
+use crate::service::{Service, ServiceError};
+use crate::store::{SqliteStore, SqliteStoreOptions, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cluster mode (FLASHSALE_REDIS_URL with FLASHSALE_DATABASE_URL) is not available in this build yet; unset both to run embedded")]
+    ClusterUnavailable,
+    #[error("opening the order store: {0}")]
+    Store(#[from] StoreError),
+    #[error("recovering state from the order store: {0}")]
+    Recovery(#[from] ServiceError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The secrets a server uses, and which of them it generated on this start.
+pub struct Credentials {
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub generated: Vec<String>,
+}
+
+pub fn credentials(settings: &Settings) -> Result<Credentials, StartError> {
+    let data_dir_error = |source| StartError::DataDir {
+        path: settings.data_dir.display().to_string(),
+        source,
+    };
+    let admin = secrets::resolve(
+        settings.admin_token.as_deref(),
+        &settings.data_dir,
+        ADMIN_TOKEN_FILE,
+    )
+    .map_err(data_dir_error)?;
+    let jwt = secrets::resolve(
+        settings.jwt_secret.as_deref(),
+        &settings.data_dir,
+        JWT_SECRET_FILE,
+    )
+    .map_err(data_dir_error)?;
+    let generated = [admin.generated, jwt.generated]
+        .into_iter()
+        .flatten()
+        .map(|path| path.display().to_string())
+        .collect();
+    Ok(Credentials {
+        admin_token: admin.value,
+        jwt_secret: jwt.value,
+        generated,
+    })
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    expiry_interval: Duration,
+    pub credentials: Credentials,
+}
+
+impl App {
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        if settings.is_cluster() {
+            return Err(StartError::ClusterUnavailable);
+        }
+        secrets::ensure_data_dir(&settings.data_dir).map_err(|source| StartError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        let credentials = credentials(settings)?;
+        let metrics = Arc::new(Metrics::default());
+        let store = SqliteStore::open(
+            &settings.data_dir,
+            SqliteStoreOptions {
+                commit_batch_max: settings.commit_batch_max,
+                write_queue_max: settings.write_queue_max,
+                read_connections_max: settings.read_connections_max,
+            },
+            Arc::clone(&metrics),
+        )?;
+        let service = Service::start(
+            Arc::new(MemoryGate::new()),
+            Arc::new(store),
+            clock,
+            settings.expiry_batch_max,
+        )
+        .await?;
+        let state = Arc::new(AppState::new(
+            Arc::new(service),
+            Authenticator::new(&credentials.admin_token, &credentials.jwt_secret),
+            metrics,
+            Limits {
+                max_in_flight: settings.max_in_flight,
+                request_timeout: Duration::from_millis(settings.request_timeout_ms),
+                buyer_requests_per_sec: settings.buyer_requests_per_sec,
+            },
+        ));
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            state,
+            expiry_interval: Duration::from_millis(settings.expiry_sweep_interval_ms),
+            credentials,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn service(&self) -> Arc<Service> {
+        Arc::clone(&self.state.service)
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stops accepting, answers every request
+    /// already received, closes idle connections, commits what is queued, and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let service = Arc::clone(&self.state.service);
+        let (stop_expiry, stop) = watch::channel(false);
+        let expiry = tokio::spawn(crate::expiry::run(
+            Arc::clone(&service),
+            Arc::clone(&self.state.metrics),
+            self.expiry_interval,
+            stop,
+        ));
+        let router = http::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(StartError::Serve);
+        let _ = stop_expiry.send(true);
+        let _ = expiry.await;
+        service.close().await?;
+        served
+    }
+}

@@ -1,0 +1,240 @@
+//! Who is asking. The admin presents the configured admin token; a buyer presents an HS256 JWT
+//! whose `sub` is their user id. Only HS256 is accepted: `alg: none`, any other algorithm, a bad
+//! signature, a missing or past `exp`, or a `nbf` in the future are all refused.
+//!
+//! JWTs are verified here over RustCrypto's HMAC (constant-time comparison) rather than through a
+//! general JWT crate: one algorithm is all the contract allows, and it keeps RSA and elliptic-curve
+//! code out of the build.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::domain::UserId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Buyer(UserId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing Authorization: Bearer credentials")]
+    Missing,
+    #[error("invalid credentials: {0}")]
+    Invalid(&'static str),
+}
+
+pub struct Authenticator {
+    admin_token: Vec<u8>,
+    /// Keyed once; cloning a keyed HMAC is cheaper than keying it per request.
+    jwt_key: HmacSha256,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: serde_json::Number,
+    nbf: Option<serde_json::Number>,
+}
+
+fn seconds(number: &serde_json::Number) -> Option<f64> {
+    number.as_f64().filter(|value| value.is_finite())
+}
+
+impl Authenticator {
+    pub fn new(admin_token: &str, jwt_secret: &str) -> Self {
+        Self {
+            admin_token: admin_token.as_bytes().to_vec(),
+            // HMAC takes keys of any length, so this cannot fail; an empty key is still a key.
+            jwt_key: HmacSha256::new_from_slice(jwt_secret.as_bytes())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
+        }
+    }
+
+    /// Checks an `Authorization` header value against the clock (`now_secs`, Unix seconds).
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        now_secs: i64,
+    ) -> Result<Principal, AuthError> {
+        let value = authorization.ok_or(AuthError::Missing)?;
+        let token = value
+            .strip_prefix(b"Bearer ")
+            .ok_or(AuthError::Invalid("expected a Bearer token"))?;
+        if !self.admin_token.is_empty() && bool::from(token.ct_eq(&self.admin_token)) {
+            return Ok(Principal::Admin);
+        }
+        let token = std::str::from_utf8(token).map_err(|_| AuthError::Invalid("not a token"))?;
+        self.verify(token, now_secs).map(Principal::Buyer)
+    }
+
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<UserId, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header_part), Some(claims_part), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Invalid("not a JWT"));
+        };
+        let header: Header = decode_json(header_part)?;
+        if header.alg != "HS256" {
+            return Err(AuthError::Invalid("only HS256 tokens are accepted"));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::Invalid("malformed signature"))?;
+        let mut mac = self.jwt_key.clone();
+        // The signed input is the header and the claims as sent, with the dot between them.
+        mac.update(&token.as_bytes()[..header_part.len() + 1 + claims_part.len()]);
+        mac.verify_slice(&signature)
+            .map_err(|_| AuthError::Invalid("bad signature"))?;
+        let claims: Claims = decode_json(claims_part)?;
+        let now = now_secs as f64;
+        let exp = seconds(&claims.exp).ok_or(AuthError::Invalid("exp is not a time"))?;
+        if exp <= now {
+            return Err(AuthError::Invalid("token expired"));
+        }
+        if let Some(nbf) = &claims.nbf {
+            if seconds(nbf).is_none_or(|nbf| nbf > now) {
+                return Err(AuthError::Invalid("token not valid yet"));
+            }
+        }
+        UserId::parse(&claims.sub).ok_or(AuthError::Invalid("sub must be 1 to 64 characters"))
+    }
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthError::Invalid("malformed token"))?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::Invalid("malformed token"))
+}
+
+/// Signs a buyer token (what `flashsale token` prints and what tests and the bench use).
+pub fn mint_token(jwt_secret: &str, user_id: &str, expires_at_secs: i64) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({ "sub": user_id, "exp": expires_at_secs });
+    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let mut mac = HmacSha256::new_from_slice(jwt_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(signed.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signed}.{signature}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new("admin-secret", "jwt-secret")
+    }
+
+    fn forge(header: &str, claims: &str, key: &str) -> String {
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let mut mac = HmacSha256::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(signed.as_bytes());
+        format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn a_minted_token_names_its_buyer() {
+        let token = mint_token("jwt-secret", "alice", NOW + 60);
+        assert_eq!(
+            authenticator().verify(&token, NOW).unwrap(),
+            UserId::parse("alice").unwrap()
+        );
+    }
+
+    #[test]
+    fn the_admin_token_is_recognized() {
+        assert_eq!(
+            authenticator().authenticate(Some(b"Bearer admin-secret"), NOW),
+            Ok(Principal::Admin)
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let claims = format!(r#"{{"sub":"alice","exp":{}}}"#, NOW + 60);
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(&claims)
+        );
+        let cases = [
+            ("wrong secret", mint_token("other", "alice", NOW + 60)),
+            ("expired", mint_token("jwt-secret", "alice", NOW)),
+            ("alg none", unsigned),
+            ("HS512", forge(r#"{"alg":"HS512"}"#, &claims, "jwt-secret")),
+            (
+                "empty sub",
+                forge(
+                    r#"{"alg":"HS256"}"#,
+                    &format!(r#"{{"sub":"","exp":{}}}"#, NOW + 60),
+                    "jwt-secret",
+                ),
+            ),
+            (
+                "no exp",
+                forge(r#"{"alg":"HS256"}"#, r#"{"sub":"alice"}"#, "jwt-secret"),
+            ),
+            (
+                "future nbf",
+                forge(
+                    r#"{"alg":"HS256"}"#,
+                    &format!(r#"{{"sub":"a","exp":{},"nbf":{}}}"#, NOW + 60, NOW + 30),
+                    "jwt-secret",
+                ),
+            ),
+            ("garbage", "a.b.c".to_string()),
+            ("two parts", "a.b".to_string()),
+        ];
+        for (name, token) in cases {
+            assert!(
+                authenticator().verify(&token, NOW).is_err(),
+                "{name} was accepted"
+            );
+        }
+        assert_eq!(
+            authenticator().authenticate(None, NOW),
+            Err(AuthError::Missing)
+        );
+        assert!(authenticator()
+            .authenticate(Some(b"Basic YWxpY2U6"), NOW)
+            .is_err());
+    }
+
+    #[test]
+    fn a_tampered_claim_breaks_the_signature() {
+        let token = mint_token("jwt-secret", "alice", NOW + 60);
+        let parts: Vec<&str> = token.split('.').collect();
+        let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"mallory","exp":{}}}"#, NOW + 60));
+        let tampered = format!("{}.{}.{}", parts[0], claims, parts[2]);
+        assert_eq!(
+            authenticator().verify(&tampered, NOW),
+            Err(AuthError::Invalid("bad signature"))
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Settings: one typed struct, filled from defaults, then the configuration file
+//! (`flashsale.toml` in the working directory if present, or `--config FILE`), then `FLASHSALE_*`
+//! environment variables, then command-line flags; each later source wins.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_FILE: &str = "flashsale.toml";
+pub const ENV_PREFIX: &str = "FLASHSALE_";
+
+/// Every setting. The doc of each field is the one place its meaning and default are written;
+/// `flashsale serve --help` repeats them.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded store, the generated admin token and JWT secret live.
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin; generated and stored in the data directory when unset.
+    pub admin_token: Option<String>,
+    /// HS256 secret of buyer tokens; generated and stored in the data directory when unset.
+    pub jwt_secret: Option<String>,
+    /// Redis of a cluster node (with `database_url`).
+    pub redis_url: Option<String>,
+    /// PostgreSQL of a cluster node (with `redis_url`).
+    pub database_url: Option<String>,
+    /// Requests handled at once; beyond it `503 overloaded` with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Longest time a request may take before `503 overloaded`.
+    pub request_timeout_ms: u64,
+    /// Requests per second one buyer may make (0: no limit); beyond it `429 rate_limited`.
+    pub buyer_requests_per_sec: u32,
+    /// Most writes committed in one transaction (group commit).
+    pub commit_batch_max: usize,
+    /// Most writes waiting for the writer; beyond it purchases get `503 overloaded`.
+    pub write_queue_max: usize,
+    /// Read-only connections to the embedded store.
+    pub read_connections_max: usize,
+    /// How often the payment-expiry sweep looks for overdue orders.
+    pub expiry_sweep_interval_ms: u64,
+    /// Most orders expired per sweep transaction.
+    pub expiry_batch_max: usize,
+    /// Runtime worker threads (0: one per core).
+    pub worker_threads: usize,
+    /// Log filter, in `RUST_LOG` syntax.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            admin_token: None,
+            jwt_secret: None,
+            redis_url: None,
+            database_url: None,
+            max_in_flight: 8192,
+            request_timeout_ms: 10_000,
+            buyer_requests_per_sec: 50,
+            commit_batch_max: 1024,
+            write_queue_max: 65_536,
+            read_connections_max: 4,
+            expiry_sweep_interval_ms: 250,
+            expiry_batch_max: 1000,
+            worker_threads: 0,
+            log: "info".into(),
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("admin_token", &redact(&self.admin_token))
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("redis_url", &redact(&self.redis_url))
+            .field("database_url", &redact(&self.database_url))
+            .field("max_in_flight", &self.max_in_flight)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
+            .field("commit_batch_max", &self.commit_batch_max)
+            .field("write_queue_max", &self.write_queue_max)
+            .field("read_connections_max", &self.read_connections_max)
+            .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
+            .field("expiry_batch_max", &self.expiry_batch_max)
+            .field("worker_threads", &self.worker_threads)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// The names environment variables may set, as `FLASHSALE_<NAME>`.
+const KEYS: [&str; 16] = [
+    "listen",
+    "data_dir",
+    "admin_token",
+    "jwt_secret",
+    "redis_url",
+    "database_url",
+    "max_in_flight",
+    "request_timeout_ms",
+    "buyer_requests_per_sec",
+    "commit_batch_max",
+    "write_queue_max",
+    "read_connections_max",
+    "expiry_sweep_interval_ms",
+    "expiry_batch_max",
+    "worker_threads",
+    "log",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Rule(String),
+}
+
+impl Settings {
+    /// Loads the layers in order. `flags` holds only what was given on the command line.
+    pub fn load(config_file: Option<&Path>, flags: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match config_file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed(ENV_PREFIX).only(&KEYS))
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|error| ConfigError::Invalid(Box::new(error)))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let rule = |message: &str| Err(ConfigError::Rule(message.into()));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return rule("listen must be an address such as 127.0.0.1:8080");
+        }
+        if self.max_in_flight == 0 || self.commit_batch_max == 0 || self.write_queue_max == 0 {
+            return rule("max_in_flight, commit_batch_max and write_queue_max must be at least 1");
+        }
+        if self.request_timeout_ms == 0 || self.expiry_sweep_interval_ms == 0 {
+            return rule("request_timeout_ms and expiry_sweep_interval_ms must be at least 1");
+        }
+        if self.redis_url.is_some() != self.database_url.is_some() {
+            return rule(
+                "a cluster node needs both FLASHSALE_REDIS_URL and FLASHSALE_DATABASE_URL",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.redis_url.is_some() && self.database_url.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        listen: Option<String>,
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file_beat_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "listen = \"127.0.0.1:1\"\nmax_in_flight = 7\nlog = \"debug\"\n",
+            )?;
+            jail.set_env("FLASHSALE_MAX_IN_FLIGHT", "9");
+            jail.set_env("FLASHSALE_LISTEN", "127.0.0.1:2");
+            let settings = Settings::load(
+                Some(Path::new("custom.toml")),
+                Flags {
+                    listen: Some("127.0.0.1:3".into()),
+                },
+            )
+            .map_err(|error| error.to_string())?;
+            assert_eq!(settings.listen, "127.0.0.1:3");
+            assert_eq!(settings.max_in_flight, 9);
+            assert_eq!(settings.log, "debug");
+            assert_eq!(settings.commit_batch_max, 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_in_the_file_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("flashsale.toml", "max_in_flite = 7\n")?;
+            assert!(Settings::load(None, Flags::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_half_configured_cluster_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FLASHSALE_REDIS_URL", "redis://127.0.0.1/");
+            let error = Settings::load(None, Flags::default()).unwrap_err();
+            assert!(error.to_string().contains("both"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let settings = Settings {
+            admin_token: Some("hunter2".into()),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,12 @@
+//! The sale rules. This module knows nothing of HTTP, SQL, Redis or the clock: every function that
+//! depends on time takes `now` as an argument, and nothing here does IO or awaits.
+
+mod ids;
+mod order;
+mod purchase;
+mod sale;
+
+pub use ids::{OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
+pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
+pub use purchase::{check_purchase, new_order, Rejection, QUANTITY_ERROR};
+pub use sale::{InvalidField, Sale, SaleDraft, SaleState};

@@ -1,0 +1,112 @@
+//! The rules a purchase must pass before it may take stock. The stock itself and each buyer's
+//! holding are decided by the stock gate, atomically; this module checks what does not need it.
+
+use jiff::Timestamp;
+
+use super::{Order, OrderId, OrderStatus, Sale, SaleState, UserId};
+
+/// Why a purchase is refused. Each is an ordinary outcome of a sale, not a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    SoldOut { remaining: u64 },
+    AlreadyPurchased { order_id: OrderId },
+    NotStarted { starts_at: Timestamp },
+    SaleEnded,
+    InvalidQuantity { per_user_limit: u32 },
+}
+
+/// The message for an invalid quantity, shared with the HTTP layer's parser.
+pub const QUANTITY_ERROR: &str = "quantity must be a whole number from 1 to the per-user limit";
+
+/// Checks quantity and sale window. `quantity` is whatever number the buyer sent.
+pub fn check_purchase(sale: &Sale, quantity: i64, now: Timestamp) -> Result<u32, Rejection> {
+    let quantity = u32::try_from(quantity)
+        .ok()
+        .filter(|quantity| (1..=sale.per_user_limit).contains(quantity))
+        .ok_or(Rejection::InvalidQuantity {
+            per_user_limit: sale.per_user_limit,
+        })?;
+    match sale.state(now, 1) {
+        SaleState::Scheduled => Err(Rejection::NotStarted {
+            starts_at: sale.starts_at,
+        }),
+        SaleState::Ended => Err(Rejection::SaleEnded),
+        SaleState::Live | SaleState::SoldOut => Ok(quantity),
+    }
+}
+
+/// The order a successful purchase creates.
+pub fn new_order(
+    sale: &Sale,
+    user_id: UserId,
+    quantity: u32,
+    idempotency_key: Option<String>,
+    now: Timestamp,
+) -> Order {
+    Order {
+        id: OrderId::generate(),
+        sale_id: sale.id.clone(),
+        user_id,
+        quantity,
+        status: OrderStatus::PendingPayment,
+        created_at: now,
+        expires_at: sale.payment_deadline(now),
+        paid_at: None,
+        idempotency_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SaleDraft, SaleId};
+
+    fn sale() -> Sale {
+        SaleDraft {
+            name: "GPU".into(),
+            stock: 10,
+            per_user_limit: Some(3),
+            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            ends_at: Some("2026-12-01T13:00:00Z".parse().unwrap()),
+            payment_window_secs: Some(60),
+            ..SaleDraft::default()
+        }
+        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
+        .unwrap()
+    }
+
+    #[test]
+    fn quantity_must_be_within_the_limit() {
+        let now = "2026-12-01T12:30:00Z".parse().unwrap();
+        for bad in [0, -1, 4, i64::MAX] {
+            assert_eq!(
+                check_purchase(&sale(), bad, now),
+                Err(Rejection::InvalidQuantity { per_user_limit: 3 })
+            );
+        }
+        assert_eq!(check_purchase(&sale(), 3, now), Ok(3));
+    }
+
+    #[test]
+    fn window_is_checked_with_the_time_given() {
+        let sale = sale();
+        assert_eq!(
+            check_purchase(&sale, 1, "2026-12-01T11:59:59Z".parse().unwrap()),
+            Err(Rejection::NotStarted {
+                starts_at: sale.starts_at
+            })
+        );
+        assert_eq!(
+            check_purchase(&sale, 1, "2026-12-01T13:00:00Z".parse().unwrap()),
+            Err(Rejection::SaleEnded)
+        );
+    }
+
+    #[test]
+    fn new_orders_expire_after_the_payment_window() {
+        let now: Timestamp = "2026-12-01T12:30:00Z".parse().unwrap();
+        let order = new_order(&sale(), UserId::parse("u").unwrap(), 2, None, now);
+        assert_eq!(order.status, OrderStatus::PendingPayment);
+        assert_eq!(order.expires_at, "2026-12-01T12:31:00Z".parse().unwrap());
+    }
+}

@@ -1,0 +1,53 @@
+//! The payment-expiry sweep: at its own pace, in batches, it turns overdue pending orders into
+//! expired ones and returns their stock. Due orders are found in the store each time, never
+//! kept in timers, so the sweep picks up where it left off after a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Expires every overdue order, one batch at a time; returns how many.
+pub async fn sweep(service: &Service, metrics: &Metrics) -> usize {
+    let mut total = 0;
+    loop {
+        match service.expire_due().await {
+            Ok(expired) => {
+                total += expired;
+                metrics.record_expired(expired);
+                if expired < service.expiry_batch_max() {
+                    return total;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "payment-expiry sweep failed; retrying next round");
+                return total;
+            }
+        }
+    }
+}
+
+/// Sweeps every `interval` until `stop` turns true.
+pub async fn run(
+    service: Arc<Service>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        sweep(&service, &metrics).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! Extractors that turn a request into checked values or a contract error: who is asking, the
+//! JSON body, path ids and the idempotency key. Nothing here panics on any input.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::{forbidden, ApiError};
+use super::AppState;
+use crate::auth::Principal;
+use crate::domain::{Actor, UserId};
+
+/// The longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
+
+impl Principal {
+    pub fn admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Buyer(_) => Err(forbidden()),
+        }
+    }
+
+    pub fn buyer(&self) -> Result<&UserId, ApiError> {
+        match self {
+            Principal::Buyer(user_id) => Ok(user_id),
+            Principal::Admin => Err(forbidden()),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Admin => Actor::Admin,
+            Principal::Buyer(user_id) => Actor::Buyer(user_id.clone()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let now_secs = state.service.now().as_second();
+        let principal = state.auth.authenticate(
+            parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|value| value.as_bytes()),
+            now_secs,
+        )?;
+        if let Principal::Buyer(user_id) = &principal {
+            if !state.buyer_limiter.allow(user_id.as_str(), now_secs) {
+                return Err(ApiError::rate_limited());
+            }
+        }
+        Ok(principal)
+    }
+}
+
+/// The field a serde error is about: its path, or the name in "missing field `x`".
+fn field_of(path: &serde_path_to_error::Path, message: &str) -> String {
+    let path = path.to_string();
+    if path != "." && !path.is_empty() {
+        return path;
+    }
+    message
+        .split('`')
+        .nth(1)
+        .map_or_else(|| "body".to_owned(), str::to_owned)
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let message = error.inner().to_string();
+        let field = field_of(error.path(), &message);
+        ApiError::invalid(&field, format!("invalid JSON body: {message}"))
+    })?;
+    Ok(value)
+}
+
+async fn body_bytes(request: Request, state: &Arc<AppState>) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large()
+            } else {
+                ApiError::invalid("body", rejection.body_text())
+            }
+        })
+}
+
+/// A required JSON body. The `Content-Type` is not insisted on: a body that parses is accepted.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid("body", "a JSON body is required"));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// An optional JSON body: empty means `None`.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+    }
+}
+
+/// The one id in a route's path, as sent (the service decides whether it exists).
+pub struct PathId(pub String);
+
+impl FromRequestParts<Arc<AppState>> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| PathId(id))
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))
+    }
+}
+
+/// The optional `Idempotency-Key` header: 1 to 128 printable ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let bytes = value.as_bytes();
+        let printable = bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
+        if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_LENGTH_MAX || !printable {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(IdempotencyKey(Some(
+            String::from_utf8_lossy(bytes).into_owned(),
+        )))
+    }
+}

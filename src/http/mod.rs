@@ -1,0 +1,116 @@
+//! The HTTP edge: the router, the state handlers share, and the layers around them. Only this
+//! module knows status codes (all of them in `error.rs`).
+
+mod error;
+mod extract;
+mod limits;
+mod openapi;
+mod ops;
+mod orders;
+mod sales;
+mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+
+pub use self::limits::BuyerLimiter;
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// The contract's limit on request bodies.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub buyer_limiter: BuyerLimiter,
+    pub in_flight: Arc<Semaphore>,
+    pub request_timeout: Duration,
+    pub openapi_json: String,
+}
+
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub buyer_requests_per_sec: u32,
+}
+
+impl AppState {
+    pub fn new(
+        service: Arc<Service>,
+        auth: Authenticator,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            service,
+            auth,
+            metrics,
+            buyer_limiter: BuyerLimiter::new(limits.buyer_requests_per_sec),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            request_timeout: limits.request_timeout,
+            openapi_json: openapi::document_json(),
+        }
+    }
+}
+
+/// Counts every response by route and status, and times it.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    state.metrics.request_started();
+    let response = next.run(request).await;
+    state.metrics.request_finished();
+    state.metrics.record_response(
+        route.as_deref().unwrap_or("other"),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    // The API sheds load and times out; the operations routes stay answerable under overload.
+    let api = Router::new()
+        .route(
+            "/api/v1/sales",
+            post(sales::create_sale).get(sales::list_sales),
+        )
+        .route("/api/v1/sales/{sale_id}", get(sales::show_sale))
+        .route("/api/v1/sales/{sale_id}/purchase", post(sales::purchase))
+        .route("/api/v1/sales/{sale_id}/audit", get(sales::audit))
+        .route("/api/v1/orders", get(orders::list_orders))
+        .route("/api/v1/orders/{order_id}", get(orders::show_order))
+        .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
+        .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::guard,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    let operations = Router::new()
+        .route("/", get(ops::index))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/openapi.json", get(ops::openapi));
+    Router::new()
+        .merge(api)
+        .merge(operations)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .with_state(state)
+}

@@ -1,0 +1,58 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types, so it
+//! cannot drift from the code (a test also checks that every route the router serves is in it).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{ops, orders, sales, wire};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "flashsale", description = "Flash-sale API (contract v1)"),
+    paths(
+        sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
+        orders::show_order, orders::list_orders, orders::pay, orders::cancel,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::index,
+    ),
+    components(schemas(
+        wire::CreateSaleRequest, wire::PurchaseRequest, wire::SaleBody, wire::SaleList,
+        wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, wire::ErrorDetail,
+        wire::Status,
+    )),
+    modifiers(&BearerSchemes),
+)]
+struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "buyer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An HS256 JWT with sub (user id) and exp"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON, built once at start-up.
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|error| format!(r#"{{"error":"{error}"}}"#))
+}

@@ -1,0 +1,139 @@
+//! Sale routes: create, list, show, purchase, audit. Each handler parses, authorizes, calls one
+//! service function and maps its result.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::ApiError;
+use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
+use super::wire::{
+    AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody, SaleList,
+};
+use super::AppState;
+use crate::auth::Principal;
+
+#[utoipa::path(post, path = "/api/v1/sales", tag = "sales",
+    request_body = CreateSaleRequest,
+    security(("admin" = [])),
+    responses(
+        (status = 201, description = "The sale", body = SaleBody),
+        (status = 400, description = "invalid_request, naming the field", body = ErrorBody),
+        (status = 401, description = "unauthenticated", body = ErrorBody),
+        (status = 403, description = "forbidden: not the admin", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+    ))]
+pub async fn create_sale(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(request): JsonBody<CreateSaleRequest>,
+) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
+    principal.admin()?;
+    let view = state.service.create_sale(request.into_draft()?).await?;
+    Ok((StatusCode::CREATED, Json(SaleBody::from(&view))))
+}
+
+#[utoipa::path(get, path = "/api/v1/sales", tag = "sales",
+    responses((status = 200, description = "Every sale, newest first", body = SaleList)))]
+pub async fn list_sales(State(state): State<Arc<AppState>>) -> Result<Json<SaleList>, ApiError> {
+    let sales = state.service.sales().await?;
+    Ok(Json(SaleList {
+        sales: sales.iter().map(SaleBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/sales/{sale_id}", tag = "sales",
+    params(("sale_id" = String, Path)),
+    responses(
+        (status = 200, description = "The sale", body = SaleBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+    ))]
+pub async fn show_sale(
+    State(state): State<Arc<AppState>>,
+    PathId(sale_id): PathId,
+) -> Result<Json<SaleBody>, ApiError> {
+    let view = state.service.sale(&sale_id).await?;
+    Ok(Json(SaleBody::from(&view)))
+}
+
+#[utoipa::path(post, path = "/api/v1/sales/{sale_id}/purchase", tag = "purchase",
+    params(
+        ("sale_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 128 printable ASCII characters; scope (buyer, sale, key)"),
+    ),
+    request_body(content = Option<PurchaseRequest>, description = "Optional; quantity defaults to 1"),
+    security(("buyer" = [])),
+    responses(
+        (status = 201, description = "Reserved: the order is durable", body = OrderBody),
+        (status = 200, description = "A repeated Idempotency-Key: the order it made", body = OrderBody),
+        (status = 400, description = "invalid_quantity or invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthenticated", body = ErrorBody),
+        (status = 403, description = "forbidden: not a buyer token", body = ErrorBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 409, description = "sold_out, already_purchased, not_started or sale_ended", body = ErrorBody),
+        (status = 429, description = "rate_limited, with Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded, with Retry-After", body = ErrorBody),
+    ))]
+pub async fn purchase(
+    State(state): State<Arc<AppState>>,
+    principal: Result<Principal, ApiError>,
+    PathId(sale_id): PathId,
+    idempotency_key: Result<IdempotencyKey, ApiError>,
+    body: Result<OptionalJsonBody<PurchaseRequest>, ApiError>,
+) -> Response {
+    let outcome = async {
+        let principal = principal?;
+        let user_id = principal.buyer()?.clone();
+        let IdempotencyKey(key) = idempotency_key?;
+        let OptionalJsonBody(request) = body?;
+        let quantity = match request.and_then(|request| request.quantity) {
+            None => 1,
+            Some(number) => number.as_i64().ok_or_else(ApiError::invalid_quantity)?,
+        };
+        Ok::<_, ApiError>(
+            state
+                .service
+                .purchase(user_id, &sale_id, quantity, key)
+                .await?,
+        )
+    }
+    .await;
+    match outcome {
+        Ok(purchased) => {
+            let (status, label) = if purchased.created {
+                (StatusCode::CREATED, "created")
+            } else {
+                (StatusCode::OK, "repeated")
+            };
+            state.metrics.record_purchase(label);
+            (status, Json(OrderBody::from(&purchased.order))).into_response()
+        }
+        Err(error) => {
+            state.metrics.record_purchase(error.code);
+            error.into_response()
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/sales/{sale_id}/audit", tag = "sales",
+    params(("sale_id" = String, Path)),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Stock and order quantities, checked against each other", body = AuditBody),
+        (status = 401, description = "unauthenticated", body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody),
+        (status = 404, description = "sale_not_found", body = ErrorBody),
+    ))]
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    PathId(sale_id): PathId,
+) -> Result<Json<AuditBody>, ApiError> {
+    principal.admin()?;
+    let audit = state.service.audit(&sale_id).await?;
+    Ok(Json(audit.into()))
+}

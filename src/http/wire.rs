@@ -1,0 +1,212 @@
+//! The JSON shapes of the contract, and their conversions from and to domain values. Only these
+//! types are serialized; the domain stays free of serde.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use crate::domain::{Order, SaleDraft};
+use crate::service::{Audit, SaleView};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSaleRequest {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// At most 2000 characters; default "".
+    pub description: Option<String>,
+    /// 1 to 1,000,000,000.
+    pub stock: i64,
+    /// 1 to 100; default 1.
+    pub per_user_limit: Option<i64>,
+    /// At least 0; default 0.
+    pub price_cents: Option<i64>,
+    /// RFC 3339. In the past: the sale is live at once.
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    /// RFC 3339, after `starts_at` and in the future; null: no end.
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    /// 1 to 86,400; default 900.
+    pub payment_window_secs: Option<i64>,
+}
+
+fn parse_time(field: &'static str, text: &str) -> Result<jiff::Timestamp, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be an RFC 3339 time")))
+}
+
+impl CreateSaleRequest {
+    pub fn into_draft(self) -> Result<SaleDraft, ApiError> {
+        Ok(SaleDraft {
+            starts_at: parse_time("starts_at", &self.starts_at)?,
+            ends_at: self
+                .ends_at
+                .as_deref()
+                .map(|text| parse_time("ends_at", text))
+                .transpose()?,
+            name: self.name,
+            description: self.description,
+            stock: self.stock,
+            per_user_limit: self.per_user_limit,
+            price_cents: self.price_cents,
+            payment_window_secs: self.payment_window_secs,
+        })
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    /// Units to buy, all or nothing: 1 to the sale's per-user limit; default 1.
+    #[schema(value_type = Option<i64>)]
+    pub quantity: Option<serde_json::Number>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SaleBody {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub stock: u64,
+    /// Stock not held by a pending or paid order.
+    pub remaining: u64,
+    pub per_user_limit: u32,
+    pub price_cents: u64,
+    #[schema(format = DateTime)]
+    pub starts_at: String,
+    #[schema(format = DateTime)]
+    pub ends_at: Option<String>,
+    pub payment_window_secs: u32,
+    /// scheduled, live, sold_out or ended.
+    pub state: &'static str,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<&SaleView> for SaleBody {
+    fn from(view: &SaleView) -> Self {
+        let sale = &view.sale;
+        Self {
+            id: sale.id.to_string(),
+            name: sale.name.clone(),
+            description: sale.description.clone(),
+            stock: sale.stock,
+            remaining: view.remaining,
+            per_user_limit: sale.per_user_limit,
+            price_cents: sale.price_cents,
+            starts_at: sale.starts_at.to_string(),
+            ends_at: sale.ends_at.map(|at| at.to_string()),
+            payment_window_secs: sale.payment_window_secs,
+            state: view.state.as_str(),
+            created_at: sale.created_at.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SaleList {
+    pub sales: Vec<SaleBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderBody {
+    pub id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: u32,
+    /// pending_payment, paid, cancelled or expired.
+    pub status: &'static str,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub paid_at: Option<String>,
+}
+
+impl From<&Order> for OrderBody {
+    fn from(order: &Order) -> Self {
+        Self {
+            id: order.id.to_string(),
+            sale_id: order.sale_id.to_string(),
+            user_id: order.user_id.to_string(),
+            quantity: order.quantity,
+            status: order.status.as_str(),
+            created_at: order.created_at.to_string(),
+            expires_at: order.expires_at.to_string(),
+            paid_at: order.paid_at.map(|at| at.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderPageBody {
+    pub orders: Vec<OrderBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct OrdersQuery {
+    pub sale_id: Option<String>,
+    /// 1 to 500; default 50.
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditBody {
+    pub sale_id: String,
+    pub stock: u64,
+    pub remaining: u64,
+    pub pending: u64,
+    pub paid: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    /// remaining + pending + paid == stock in every store the server uses.
+    pub consistent: bool,
+}
+
+impl From<Audit> for AuditBody {
+    fn from(audit: Audit) -> Self {
+        Self {
+            sale_id: audit.sale_id.to_string(),
+            stock: audit.stock,
+            remaining: audit.remaining,
+            pending: audit.pending,
+            paid: audit.paid,
+            cancelled: audit.cancelled,
+            expired: audit.expired,
+            consistent: audit.consistent,
+        }
+    }
+}
+
+/// Every error reply.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case.
+    pub code: String,
+    /// For a person.
+    pub message: String,
+    /// The offending field of a validation error.
+    pub field: Option<String>,
+    /// With already_purchased: an active order of the buyer.
+    pub order_id: Option<String>,
+    /// With sold_out.
+    pub remaining: Option<u64>,
+    /// With not_started.
+    #[schema(format = DateTime)]
+    pub starts_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    pub status: &'static str,
+}

@@ -1,0 +1,32 @@
+//! flashsale: a flash-sale server that never oversells, never sells twice to a buyer beyond the
+//! sale's limit, never loses an acknowledged order, and sheds load instead of falling over.
+//!
+//! # Layout
+//! - `domain`: sales, orders, their life cycle and the purchase rules; no IO, no async, no clock.
+//! - `gate`: the stock gate trait (atomic purchase decisions) and its in-memory implementation.
+//! - `store`: the order store trait (system of record) and its SQLite implementation.
+//! - `service`: the use cases; the only code that touches both gate and store.
+//! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
+//! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
+//! - `auth`: admin token and HS256 buyer tokens.
+//! - `metrics`: lock-free counters rendered for Prometheus.
+//! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
+//! - `clock`: where "now" comes from (a manual clock in tests).
+//! - `app`: the composition root: builds everything from settings and runs until shutdown.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod expiry;
+pub mod gate;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod service;
+pub mod store;
+
+/// The future a backend trait returns: boxed, so the traits can be used as `dyn` objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,134 @@
+//! `flashsale`: parses the command line and hands over to the library; no logic lives here.
+
+use std::process::ExitCode;
+
+use flashsale::app::{self, App};
+use flashsale::auth::mint_token;
+use flashsale::cli::{self, Command, ServeArgs, TokenArgs};
+use flashsale::config::Settings;
+
+fn main() -> ExitCode {
+    match cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("flashsale: {message}");
+    ExitCode::FAILURE
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let settings = match Settings::load(args.config.as_deref(), &args.settings) {
+        Ok(settings) => settings,
+        Err(error) => return fail(error),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.worker_threads > 0 {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("starting the runtime: {error}")),
+    };
+    let outcome = runtime.block_on(async {
+        let app = App::build(&settings).await?;
+        announce(&app, &settings);
+        app.run_until(shutdown_signal()).await
+    });
+    match outcome {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(error),
+    }
+}
+
+fn announce(app: &App, settings: &Settings) {
+    let address = app.local_addr();
+    println!(
+        "flashsale listening on http://{address} (embedded, data in {})",
+        settings.data_dir.display()
+    );
+    if !app.credentials.generated.is_empty() {
+        println!(
+            "generated and stored: {}",
+            app.credentials.generated.join(", ")
+        );
+        println!("admin token: {}", app.credentials.admin_token);
+        println!(
+            "buyer token for 'alice': {}",
+            mint_token(
+                &app.credentials.jwt_secret,
+                "alice",
+                jiff::Timestamp::now().as_second() + 86_400
+            )
+        );
+    }
+    println!("more buyer tokens: flashsale token --user ID");
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down: draining requests and flushing the store");
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    #[derive(serde::Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data_dir: Option<std::path::PathBuf>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jwt_secret: Option<String>,
+    }
+    let flags = Flags {
+        data_dir: args.data_dir,
+        jwt_secret: args.jwt_secret,
+    };
+    let settings = match Settings::load(args.config.as_deref(), flags) {
+        Ok(settings) => settings,
+        Err(error) => return fail(error),
+    };
+    if flashsale::domain::UserId::parse(&args.user).is_none() {
+        return fail("--user must be 1 to 64 characters");
+    }
+    if args.ttl_secs < 1 {
+        return fail("--ttl-secs must be at least 1");
+    }
+    let credentials = match app::credentials(&settings) {
+        Ok(credentials) => credentials,
+        Err(error) => return fail(error),
+    };
+    let expires = jiff::Timestamp::now()
+        .as_second()
+        .saturating_add(args.ttl_secs);
+    println!(
+        "{}",
+        mint_token(&credentials.jwt_secret, &args.user, expires)
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,278 @@
+//! Counters and histograms kept in fixed arrays of atomics, rendered in the Prometheus text
+//! format. Recording is a couple of relaxed atomic adds with no lookup and no lock, because it
+//! sits on every request of the hot path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// The routes, by their templates; anything else is counted as `other`.
+pub const ROUTES: [&str; 14] = [
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/openapi.json",
+    "/api/v1/sales",
+    "/api/v1/sales/{sale_id}",
+    "/api/v1/sales/{sale_id}/purchase",
+    "/api/v1/sales/{sale_id}/audit",
+    "/api/v1/orders",
+    "/api/v1/orders/{order_id}",
+    "/api/v1/orders/{order_id}/pay",
+    "/api/v1/orders/{order_id}/cancel",
+    "other",
+];
+
+/// Purchase outcomes, by the code the client sees (`created` and `repeated` for successes).
+pub const PURCHASE_OUTCOMES: [&str; 13] = [
+    "created",
+    "repeated",
+    "sold_out",
+    "already_purchased",
+    "not_started",
+    "sale_ended",
+    "invalid_quantity",
+    "sale_not_found",
+    "rate_limited",
+    "overloaded",
+    "invalid_request",
+    "unauthenticated",
+    "other",
+];
+
+const STATUS_CODES: usize = 600;
+/// Upper bounds of the latency buckets, in microseconds.
+const LATENCY_BOUNDS_MICROS: [u64; 16] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
+const BATCH_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+struct Histogram<const N: usize> {
+    bounds: [u64; N],
+    /// One per bound, plus the overflow bucket.
+    counts: Vec<AtomicU64>,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: [u64; N]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=N).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, value: u64) {
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+        let separator = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let le = *bound as f64 / scale;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.counts[N].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.sum.load(Relaxed) as f64 / scale;
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{labels} {sum}");
+        let _ = writeln!(out, "{name}_count{labels} {cumulative}");
+    }
+
+    fn is_empty(&self) -> bool {
+        self.counts.iter().all(|count| count.load(Relaxed) == 0)
+    }
+}
+
+pub struct Metrics {
+    responses: Vec<Vec<AtomicU64>>,
+    latency: Vec<Histogram<16>>,
+    purchases: Vec<AtomicU64>,
+    commit_batch: Histogram<13>,
+    expired_orders: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            responses: ROUTES
+                .iter()
+                .map(|_| (0..STATUS_CODES).map(|_| AtomicU64::new(0)).collect())
+                .collect(),
+            latency: ROUTES
+                .iter()
+                .map(|_| Histogram::new(LATENCY_BOUNDS_MICROS))
+                .collect(),
+            purchases: PURCHASE_OUTCOMES
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            commit_batch: Histogram::new(BATCH_BOUNDS),
+            expired_orders: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+fn route_index(route: &str) -> usize {
+    ROUTES
+        .iter()
+        .position(|known| *known == route)
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+impl Metrics {
+    pub fn record_response(&self, route: &str, status: u16, elapsed: Duration) {
+        let route = route_index(route);
+        let status = usize::from(status).min(STATUS_CODES - 1);
+        self.responses[route][status].fetch_add(1, Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency[route].record(micros);
+    }
+
+    pub fn record_purchase(&self, outcome: &str) {
+        let index = PURCHASE_OUTCOMES
+            .iter()
+            .position(|known| *known == outcome)
+            .unwrap_or(PURCHASE_OUTCOMES.len() - 1);
+        self.purchases[index].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_commit_batch(&self, commands: usize) {
+        self.commit_batch
+            .record(u64::try_from(commands).unwrap_or(u64::MAX));
+    }
+
+    pub fn record_expired(&self, orders: usize) {
+        self.expired_orders
+            .fetch_add(u64::try_from(orders).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str("# HELP flashsale_http_responses_total HTTP responses by route and status.\n");
+        out.push_str("# TYPE flashsale_http_responses_total counter\n");
+        for (route, statuses) in ROUTES.iter().zip(&self.responses) {
+            for (status, count) in statuses.iter().enumerate() {
+                let count = count.load(Relaxed);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "flashsale_http_responses_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP flashsale_http_request_duration_seconds Time from request to response.\n",
+        );
+        out.push_str("# TYPE flashsale_http_request_duration_seconds histogram\n");
+        for (route, histogram) in ROUTES.iter().zip(&self.latency) {
+            if !histogram.is_empty() {
+                histogram.render(
+                    &mut out,
+                    "flashsale_http_request_duration_seconds",
+                    &format!("route=\"{route}\""),
+                    1_000_000.0,
+                );
+            }
+        }
+        out.push_str("# HELP flashsale_purchases_total Purchase requests by outcome.\n");
+        out.push_str("# TYPE flashsale_purchases_total counter\n");
+        for (outcome, count) in PURCHASE_OUTCOMES.iter().zip(&self.purchases) {
+            let _ = writeln!(
+                out,
+                "flashsale_purchases_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP flashsale_commit_batch_commands Commands committed per transaction.\n",
+        );
+        out.push_str("# TYPE flashsale_commit_batch_commands histogram\n");
+        self.commit_batch
+            .render(&mut out, "flashsale_commit_batch_commands", "", 1.0);
+        out.push_str(
+            "# HELP flashsale_expired_orders_total Orders expired by the payment sweep.\n",
+        );
+        out.push_str("# TYPE flashsale_expired_orders_total counter\n");
+        let _ = writeln!(
+            out,
+            "flashsale_expired_orders_total {}",
+            self.expired_orders.load(Relaxed)
+        );
+        out.push_str("# HELP flashsale_http_requests_in_flight Requests being handled now.\n");
+        out.push_str("# TYPE flashsale_http_requests_in_flight gauge\n");
+        let _ = writeln!(
+            out,
+            "flashsale_http_requests_in_flight {}",
+            self.in_flight.load(Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let metrics = Metrics::default();
+        metrics.record_commit_batch(1);
+        metrics.record_commit_batch(3);
+        metrics.record_commit_batch(5000);
+        let text = metrics.render();
+        assert!(
+            text.contains("flashsale_commit_batch_commands_bucket{le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("flashsale_commit_batch_commands_bucket{le=\"4\"} 2\n"));
+        assert!(text.contains("flashsale_commit_batch_commands_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("flashsale_commit_batch_commands_count 3\n"));
+    }
+
+    #[test]
+    fn responses_are_counted_by_route_and_status() {
+        let metrics = Metrics::default();
+        let route = "/api/v1/sales/{sale_id}/purchase";
+        metrics.record_response(route, 409, Duration::from_micros(70));
+        metrics.record_response(route, 409, Duration::from_micros(70));
+        metrics.record_response("/nowhere", 404, Duration::from_micros(70));
+        let text = metrics.render();
+        assert!(text.contains(&format!(
+            "flashsale_http_responses_total{{route=\"{route}\",status=\"409\"}} 2"
+        )));
+        assert!(text.contains("route=\"other\",status=\"404\"} 1"));
+        assert!(text.contains(&format!(
+            "flashsale_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"0.0001\"}} 2"
+        )));
+    }
+}

@@ -1,0 +1,127 @@
+//! The order store is the system of record: sales and orders, durable. Every write that answers
+//! a client is committed before the answer leaves. Besides the gate's own checks, a store
+//! enforces stock, the per-buyer limit and the idempotency key with constraints, so a bug in a
+//! gate cannot oversell.
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+use jiff::Timestamp;
+
+use crate::domain::{Action, Actor, Order, OrderId, Refusal, Sale, SaleId, UserId};
+use crate::BoxFuture;
+
+/// Quantities summed over a sale's orders in each status, and the store's own count of what is
+/// left (kept by the store next to the orders, so the two can be checked against each other).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaleTally {
+    pub remaining: u64,
+    pub pending: u64,
+    pub paid: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+}
+
+/// Which orders to list, newest first.
+#[derive(Clone, Debug)]
+pub struct OrderQuery {
+    pub user_id: Option<UserId>,
+    pub sale_id: Option<SaleId>,
+    /// Only orders older than this one (the previous page's last order).
+    pub before: Option<OrderId>,
+    pub limit: usize,
+}
+
+/// The result of asking a store to pay, cancel or expire an order.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The order after the change (or as it was, when nothing changed).
+    pub order: Order,
+    /// True when this call moved the order out of an active status, so its stock must go back
+    /// to the gate. Exactly one call per order ever sees true.
+    pub released: bool,
+    /// Set when the change was refused (possibly after recording an overdue order as expired).
+    pub refusal: Option<Refusal>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the order store is overloaded: its write queue is full")]
+    Overloaded,
+    #[error("the order store is closed")]
+    Closed,
+    #[error("the order store failed: {0}")]
+    Failed(String),
+}
+
+/// Why a store refused an order the gate had accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("the buyer already has an order with this idempotency key")]
+    SameKey(Box<Order>),
+    #[error("the store's per-buyer limit refused the order")]
+    LimitExceeded,
+    #[error("the store's stock count refused the order")]
+    SoldOut,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("no such order")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub trait OrderStore: Send + Sync + 'static {
+    fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>>;
+
+    /// Records a new order. The order is queued before this returns (so dropping the future
+    /// does not lose it); the future resolves once it is committed or refused.
+    fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>>;
+
+    fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>>;
+
+    fn order_by_key(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Order>, StoreError>>;
+
+    fn orders(&self, query: OrderQuery) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
+
+    /// Applies `domain::decide` to the order and records its verdict, atomically.
+    fn transition(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Transition, TransitionError>>;
+
+    /// Expires up to `max` pending orders whose payment window closed by `now`, returning them.
+    fn expire_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
+
+    /// Every pending or paid order: what the gate must hold after a restart.
+    fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
+
+    fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>>;
+
+    /// Resolves once every write queued before this call is committed or refused.
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Commits what is queued and stops taking writes.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

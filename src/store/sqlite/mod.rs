@@ -1,0 +1,329 @@
+//! The embedded order store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is
+//! on disk when it returns and survives `kill -9` and power loss. `sqlite3 DATA_DIR/flashsale.db`
+//! inspects it.
+
+mod readers;
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use self::readers::ReadPool;
+use self::rows::{ORDER_COLUMNS, SALE_COLUMNS};
+use self::writer::{Command, Writer};
+use super::{
+    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+};
+use crate::domain::{Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::metrics::Metrics;
+use crate::BoxFuture;
+
+pub const DATABASE_FILE: &str = "flashsale.db";
+
+#[derive(Clone, Debug)]
+pub struct SqliteStoreOptions {
+    /// Most commands committed in one transaction.
+    pub commit_batch_max: usize,
+    /// Most commands waiting for the writer; beyond it purchases are shed with `overloaded`.
+    pub write_queue_max: usize,
+    pub read_connections_max: usize,
+}
+
+impl Default for SqliteStoreOptions {
+    fn default() -> Self {
+        Self {
+            commit_batch_max: 1024,
+            write_queue_max: 65_536,
+            read_connections_max: 4,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+    readers: Arc<ReadPool>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn failed(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(error.to_string())
+}
+
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is synced at every commit, which is what makes an acknowledged order durable.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.execute_batch(include_str!("schema.sql"))?;
+    Ok(connection)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
+    pub fn open(
+        data_dir: &Path,
+        options: SqliteStoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let path: PathBuf = data_dir.join(DATABASE_FILE);
+        let connection = open_writer(&path)
+            .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
+        let (commands, receiver) = mpsc::channel(options.write_queue_max.max(1));
+        let writer = Writer {
+            connection,
+            commands: receiver,
+            batch_max: options.commit_batch_max.max(1),
+            metrics,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("flashsale-writer".into())
+            .spawn(move || writer.run())
+            .map_err(failed)?;
+        Ok(Self {
+            commands,
+            readers: Arc::new(ReadPool::new(path, options.read_connections_max)),
+            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+        })
+    }
+
+    /// Sends a command that waits for room in the queue (admin and life-cycle writes).
+    fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + '_
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let command = make(reply);
+        async move {
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)
+        }
+    }
+}
+
+impl OrderStore for SqliteStore {
+    fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sale = Box::new(sale.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::CreateSale { sale, reply })
+                .await?
+        })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
+        Box::pin(self.readers.read(|connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {SALE_COLUMNS} FROM sales ORDER BY id DESC"
+                ))?
+                .query_map([], rows::sale)?
+                .collect()
+        }))
+    }
+
+    fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self
+            .commands
+            .try_send(Command::InsertOrder {
+                order: Box::new(order),
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            });
+        Box::pin(async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let order_id = order_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
+                .query_row([order_id.as_str()], rows::order)
+                .optional()
+        }))
+    }
+
+    fn order_by_key(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let (sale_id, user_id, key) =
+            (sale_id.clone(), user_id.clone(), idempotency_key.to_owned());
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3"
+                ))?
+                .query_row(
+                    params![sale_id.as_str(), user_id.as_str(), key],
+                    rows::order,
+                )
+                .optional()
+        }))
+    }
+
+    fn orders(&self, query: OrderQuery) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.readers.read(move |connection| {
+            // Only the filters in use appear in the SQL, so SQLite can pick the matching index.
+            let mut conditions = Vec::new();
+            let mut values: Vec<String> = Vec::new();
+            if let Some(user_id) = &query.user_id {
+                values.push(user_id.as_str().to_owned());
+                conditions.push(format!("user_id = ?{}", values.len()));
+            }
+            if let Some(sale_id) = &query.sale_id {
+                values.push(sale_id.as_str().to_owned());
+                conditions.push(format!("sale_id = ?{}", values.len()));
+            }
+            if let Some(before) = &query.before {
+                values.push(before.as_str().to_owned());
+                conditions.push(format!("id < ?{}", values.len()));
+            }
+            let filter = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders {filter} ORDER BY id DESC LIMIT {}",
+                query.limit
+            );
+            connection
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params_from_iter(values.iter()), rows::order)?
+                .collect()
+        }))
+    }
+
+    fn transition(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
+        let (order_id, actor) = (order_id.clone(), actor.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::Transition {
+                order_id,
+                action,
+                actor,
+                now,
+                reply,
+            })
+            .await?
+        })
+    }
+
+    fn expire_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(async move {
+            self.call(|reply| Command::ExpireDue { now, max, reply })
+                .await?
+        })
+    }
+
+    fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE sale_id = ?1 AND status IN ('pending_payment', 'paid')"
+                ))?
+                .query_map([sale_id.as_str()], rows::order)?
+                .collect()
+        }))
+    }
+
+    fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            let remaining: i64 = connection
+                .prepare_cached("SELECT remaining FROM sales WHERE id = ?1")?
+                .query_row([sale_id.as_str()], |row| row.get(0))?;
+            let mut tally = SaleTally {
+                remaining: u64::try_from(remaining).unwrap_or(0),
+                ..SaleTally::default()
+            };
+            let mut statement = connection.prepare_cached(
+                "SELECT status, SUM(quantity) FROM orders WHERE sale_id = ?1 GROUP BY status",
+            )?;
+            let mut rows = statement.query([sale_id.as_str()])?;
+            while let Some(row) = rows.next()? {
+                let status: String = row.get(0)?;
+                let quantity = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
+                match OrderStatus::parse(&status) {
+                    Some(OrderStatus::PendingPayment) => tally.pending = quantity,
+                    Some(OrderStatus::Paid) => tally.paid = quantity,
+                    Some(OrderStatus::Cancelled) => tally.cancelled = quantity,
+                    Some(OrderStatus::Expired) => tally.expired = quantity,
+                    None => {}
+                }
+            }
+            Ok(tally)
+        }))
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.call(|reply| Command::Barrier { reply }).await? })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.commands.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            self.readers
+                .read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+                .await
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let closed = self.call(|reply| Command::Close { reply }).await;
+            let thread = self
+                .writer_thread
+                .lock()
+                .ok()
+                .and_then(|mut thread| thread.take());
+            if let Some(thread) = thread {
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .map_err(failed)?
+                    .map_err(|_| StoreError::Failed("the writer thread panicked".into()))?;
+            }
+            match closed {
+                Ok(result) => result,
+                // Already closed by an earlier call: nothing left to flush.
+                Err(StoreError::Closed) => Ok(()),
+                Err(error) => Err(error),
+            }
+        })
+    }
+}

@@ -1,0 +1,74 @@
+-- The embedded system of record. Applied at every start; every statement is idempotent.
+-- Times are Unix milliseconds (UTC). Constraints and triggers repeat the gate's rules so that no
+-- bug above this layer can oversell or exceed a buyer's limit.
+
+CREATE TABLE IF NOT EXISTS sales (
+    id                  TEXT PRIMARY KEY,
+    name                TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    stock               INTEGER NOT NULL CHECK (stock >= 1),
+    -- Kept by the triggers below: stock not held by a pending or paid order.
+    remaining           INTEGER NOT NULL,
+    per_user_limit      INTEGER NOT NULL CHECK (per_user_limit BETWEEN 1 AND 100),
+    price_cents         INTEGER NOT NULL CHECK (price_cents >= 0),
+    starts_at_ms        INTEGER NOT NULL,
+    ends_at_ms          INTEGER,
+    payment_window_secs INTEGER NOT NULL CHECK (payment_window_secs >= 1),
+    created_at_ms       INTEGER NOT NULL,
+    CONSTRAINT stock_left CHECK (remaining >= 0),
+    CONSTRAINT stock_whole CHECK (remaining <= stock)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS orders (
+    id              TEXT PRIMARY KEY,
+    sale_id         TEXT NOT NULL REFERENCES sales (id),
+    user_id         TEXT NOT NULL,
+    quantity        INTEGER NOT NULL CHECK (quantity >= 1),
+    status          TEXT NOT NULL
+                    CHECK (status IN ('pending_payment', 'paid', 'cancelled', 'expired')),
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER NOT NULL,
+    paid_at_ms      INTEGER,
+    idempotency_key TEXT
+) STRICT;
+
+CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency
+    ON orders (sale_id, user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_active_by_buyer
+    ON orders (sale_id, user_id) WHERE status IN ('pending_payment', 'paid');
+CREATE INDEX IF NOT EXISTS orders_due
+    ON orders (expires_at_ms) WHERE status = 'pending_payment';
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id);
+CREATE INDEX IF NOT EXISTS orders_by_sale ON orders (sale_id, id);
+
+CREATE TRIGGER IF NOT EXISTS orders_per_user_limit
+BEFORE INSERT ON orders WHEN NEW.status IN ('pending_payment', 'paid')
+BEGIN
+    SELECT RAISE(ABORT, 'per_user_limit')
+    WHERE NEW.quantity + (
+        SELECT COALESCE(SUM(quantity), 0) FROM orders
+        WHERE sale_id = NEW.sale_id AND user_id = NEW.user_id
+          AND status IN ('pending_payment', 'paid')
+    ) > (SELECT per_user_limit FROM sales WHERE id = NEW.sale_id);
+END;
+
+CREATE TRIGGER IF NOT EXISTS orders_take_stock
+AFTER INSERT ON orders WHEN NEW.status IN ('pending_payment', 'paid')
+BEGIN
+    UPDATE sales SET remaining = remaining - NEW.quantity WHERE id = NEW.sale_id;
+END;
+
+CREATE TRIGGER IF NOT EXISTS orders_return_stock
+AFTER UPDATE OF status ON orders
+WHEN OLD.status IN ('pending_payment', 'paid') AND NEW.status IN ('cancelled', 'expired')
+BEGIN
+    UPDATE sales SET remaining = remaining + NEW.quantity WHERE id = NEW.sale_id;
+END;
+
+-- Terminal statuses are final: an order's stock can come back only once.
+CREATE TRIGGER IF NOT EXISTS orders_final_statuses
+BEFORE UPDATE OF status ON orders
+WHEN OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status
+BEGIN
+    SELECT RAISE(ABORT, 'order_final');
+END;
