@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (embedded by default: everything lives in the data directory).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a buyer token (HS256 JWT) signed with the configured secret.
     Token(TokenArgs),
 }

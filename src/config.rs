@@ -174,6 +174,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's `Jail` fixes the closures' error type; its size does not matter in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -9,7 +9,7 @@ use flashsale::config::Settings;
 
 fn main() -> ExitCode {
     match cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
     }
 }
@@ -49,28 +49,33 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Tells the user where the server is and how to start. Written with errors ignored: a closed
+/// stdout (a supervisor that stopped reading) must not bring the server down.
 fn announce(app: &App, settings: &Settings) {
-    let address = app.local_addr();
-    println!(
-        "flashsale listening on http://{address} (embedded, data in {})",
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "flashsale listening on http://{} (embedded, data in {})",
+        app.local_addr(),
         settings.data_dir.display()
     );
     if !app.credentials.generated.is_empty() {
-        println!(
+        let token = mint_token(
+            &app.credentials.jwt_secret,
+            "alice",
+            jiff::Timestamp::now().as_second() + 86_400,
+        );
+        let _ = writeln!(
+            out,
             "generated and stored: {}",
             app.credentials.generated.join(", ")
         );
-        println!("admin token: {}", app.credentials.admin_token);
-        println!(
-            "buyer token for 'alice': {}",
-            mint_token(
-                &app.credentials.jwt_secret,
-                "alice",
-                jiff::Timestamp::now().as_second() + 86_400
-            )
-        );
+        let _ = writeln!(out, "admin token: {}", app.credentials.admin_token);
+        let _ = writeln!(out, "buyer token for 'alice': {token}");
     }
-    println!("more buyer tokens: flashsale token --user ID");
+    let _ = writeln!(out, "more buyer tokens: flashsale token --user ID");
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {

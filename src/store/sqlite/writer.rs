@@ -231,15 +231,17 @@ fn insert_order(
     let Some(message) = constraint_message(&error) else {
         return Err(error);
     };
+    // A repeated idempotency key answers with its order whichever constraint fired first (the
+    // per-user trigger runs before the unique index is checked).
+    if order.idempotency_key.is_some() {
+        if let Some(existing) = order_by_key(transaction, order)? {
+            return Ok(Err(InsertError::SameKey(Box::new(existing))));
+        }
+    }
     Ok(Err(if message.contains("per_user_limit") {
         InsertError::LimitExceeded
     } else if message.contains("stock_left") {
         InsertError::SoldOut
-    } else if message.contains("idempotency_key") {
-        match order_by_key(transaction, order)? {
-            Some(existing) => InsertError::SameKey(Box::new(existing)),
-            None => InsertError::Store(StoreError::Failed(message.to_owned())),
-        }
     } else {
         InsertError::Store(StoreError::Failed(message.to_owned()))
     }))

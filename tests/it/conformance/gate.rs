@@ -1,0 +1,232 @@
+//! What every stock gate must do.
+
+use std::sync::Arc;
+
+use flashsale::gate::{GateDecision, GateError, Holding, Reservation, StockGate};
+
+use super::{order, sale, user};
+
+fn reservation(order: &flashsale::domain::Order, per_user_limit: u32) -> Reservation {
+    Reservation {
+        order: order.clone(),
+        per_user_limit,
+    }
+}
+
+/// Instantiates every gate case for one implementation; `$make` is an async expression giving
+/// a fresh `Arc<dyn StockGate>`.
+#[macro_export]
+macro_rules! gate_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use $crate::conformance::gate as cases;
+            $crate::gate_suite!(@cases $make;
+                sells_exactly_the_stock, takes_all_or_nothing, enforces_the_per_user_limit,
+                recognizes_an_idempotency_key, releases_each_order_once,
+                a_release_lets_the_buyer_buy_again, restores_from_holdings,
+                concurrent_buyers_never_oversell, knows_only_opened_sales);
+        }
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                cases::$case($make.await).await;
+            }
+        )*
+    };
+}
+
+pub async fn sells_exactly_the_stock(gate: Arc<dyn StockGate>) {
+    let sale = sale(3, 1);
+    gate.open_sale(&sale.id, 3).await.unwrap();
+    let mut reserved = 0;
+    for buyer in 0..5 {
+        let order = order(&sale, &format!("b{buyer}"), 1, None);
+        match gate.reserve(&reservation(&order, 1)).await.unwrap() {
+            GateDecision::Reserved => reserved += 1,
+            GateDecision::SoldOut { remaining } => assert_eq!(remaining, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(reserved, 3);
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(0));
+}
+
+pub async fn takes_all_or_nothing(gate: Arc<dyn StockGate>) {
+    let sale = sale(5, 3);
+    gate.open_sale(&sale.id, 5).await.unwrap();
+    let first = order(&sale, "a", 3, None);
+    assert_eq!(
+        gate.reserve(&reservation(&first, 3)).await.unwrap(),
+        GateDecision::Reserved
+    );
+    let second = order(&sale, "b", 3, None);
+    assert_eq!(
+        gate.reserve(&reservation(&second, 3)).await.unwrap(),
+        GateDecision::SoldOut { remaining: 2 }
+    );
+    assert_eq!(
+        gate.remaining(&sale.id).await.unwrap(),
+        Some(2),
+        "nothing partial taken"
+    );
+}
+
+pub async fn enforces_the_per_user_limit(gate: Arc<dyn StockGate>) {
+    let sale = sale(10, 2);
+    gate.open_sale(&sale.id, 10).await.unwrap();
+    let first = order(&sale, "a", 1, None);
+    assert_eq!(
+        gate.reserve(&reservation(&first, 2)).await.unwrap(),
+        GateDecision::Reserved
+    );
+    let second = order(&sale, "a", 1, None);
+    assert_eq!(
+        gate.reserve(&reservation(&second, 2)).await.unwrap(),
+        GateDecision::Reserved
+    );
+    let third = order(&sale, "a", 1, None);
+    match gate.reserve(&reservation(&third, 2)).await.unwrap() {
+        GateDecision::AlreadyPurchased { order_id } => {
+            assert!(
+                order_id == first.id || order_id == second.id,
+                "names an active order"
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(8));
+}
+
+pub async fn recognizes_an_idempotency_key(gate: Arc<dyn StockGate>) {
+    let sale = sale(10, 5);
+    gate.open_sale(&sale.id, 10).await.unwrap();
+    let first = order(&sale, "a", 1, Some("key-1"));
+    assert_eq!(
+        gate.reserve(&reservation(&first, 5)).await.unwrap(),
+        GateDecision::Reserved
+    );
+    let repeat = order(&sale, "a", 1, Some("key-1"));
+    assert_eq!(
+        gate.reserve(&reservation(&repeat, 5)).await.unwrap(),
+        GateDecision::SameKey {
+            order_id: first.id.clone()
+        }
+    );
+    let other_buyer = order(&sale, "b", 1, Some("key-1"));
+    assert_eq!(
+        gate.reserve(&reservation(&other_buyer, 5)).await.unwrap(),
+        GateDecision::Reserved,
+        "a key is scoped to its buyer"
+    );
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(8));
+}
+
+pub async fn releases_each_order_once(gate: Arc<dyn StockGate>) {
+    let sale = sale(4, 2);
+    gate.open_sale(&sale.id, 4).await.unwrap();
+    let held = order(&sale, "a", 2, None);
+    gate.reserve(&reservation(&held, 2)).await.unwrap();
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(2));
+    let holding = Holding::from(&held);
+    assert!(gate.release(&holding).await.unwrap());
+    assert!(
+        !gate.release(&holding).await.unwrap(),
+        "a second release is a no-op"
+    );
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
+    let stranger = Holding::from(&order(&sale, "z", 1, None));
+    assert!(
+        !gate.release(&stranger).await.unwrap(),
+        "an unknown order releases nothing"
+    );
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
+}
+
+pub async fn a_release_lets_the_buyer_buy_again(gate: Arc<dyn StockGate>) {
+    let sale = sale(1, 1);
+    gate.open_sale(&sale.id, 1).await.unwrap();
+    let first = order(&sale, "a", 1, None);
+    gate.reserve(&reservation(&first, 1)).await.unwrap();
+    assert!(gate.release(&Holding::from(&first)).await.unwrap());
+    let again = order(&sale, "a", 1, None);
+    assert_eq!(
+        gate.reserve(&reservation(&again, 1)).await.unwrap(),
+        GateDecision::Reserved
+    );
+}
+
+pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
+    let sale = sale(10, 2);
+    gate.open_sale(&sale.id, 10).await.unwrap();
+    let stale = order(&sale, "gone", 1, None);
+    gate.reserve(&reservation(&stale, 2)).await.unwrap();
+    let kept = order(&sale, "a", 2, Some("k"));
+    let other = order(&sale, "b", 1, None);
+    gate.restore_sale(
+        &sale.id,
+        10,
+        vec![Holding::from(&kept), Holding::from(&other)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gate.remaining(&sale.id).await.unwrap(),
+        Some(7),
+        "10 - 2 - 1"
+    );
+    let over = order(&sale, "a", 1, None);
+    assert_eq!(
+        gate.reserve(&reservation(&over, 2)).await.unwrap(),
+        GateDecision::AlreadyPurchased {
+            order_id: kept.id.clone()
+        }
+    );
+    let repeat = order(&sale, "a", 1, Some("k"));
+    assert_eq!(
+        gate.reserve(&reservation(&repeat, 2)).await.unwrap(),
+        GateDecision::SameKey {
+            order_id: kept.id.clone()
+        }
+    );
+    let fresh = order(&sale, "gone", 2, None);
+    assert_eq!(
+        gate.reserve(&reservation(&fresh, 2)).await.unwrap(),
+        GateDecision::Reserved,
+        "holdings not restored are forgotten"
+    );
+    let _ = user("a");
+}
+
+pub async fn concurrent_buyers_never_oversell(gate: Arc<dyn StockGate>) {
+    let sale = sale(100, 1);
+    gate.open_sale(&sale.id, 100).await.unwrap();
+    let mut tasks = Vec::new();
+    for buyer in 0..1000 {
+        let gate = Arc::clone(&gate);
+        let order = order(&sale, &format!("crowd-{buyer}"), 1, None);
+        tasks.push(tokio::spawn(async move {
+            gate.reserve(&reservation(&order, 1)).await.unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for task in tasks {
+        if task.await.unwrap() == GateDecision::Reserved {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 100);
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(0));
+}
+
+pub async fn knows_only_opened_sales(gate: Arc<dyn StockGate>) {
+    let sale = sale(1, 1);
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), None);
+    let order = order(&sale, "a", 1, None);
+    assert!(matches!(
+        gate.reserve(&reservation(&order, 1)).await,
+        Err(GateError::UnknownSale(_))
+    ));
+    gate.ping().await.unwrap();
+}

@@ -1,0 +1,286 @@
+//! Starts a real server on port 0 with a fresh data directory, and talks to it over real HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::app::App;
+use flashsale::auth::mint_token;
+use flashsale::clock::Clock;
+use flashsale::config::Settings;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(512)
+        .build_http()
+}
+
+/// Settings for a test server: port 0, the given data directory, short expiry sweeps, and no
+/// per-buyer rate limit unless a test sets one.
+pub fn test_settings(data_dir: &std::path::Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        admin_token: Some("test-admin-token".into()),
+        jwt_secret: Some("test-jwt-secret".into()),
+        buyer_requests_per_sec: 0,
+        expiry_sweep_interval_ms: 100,
+        ..Settings::default()
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub client: HttpClient,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), flashsale::app::StartError>>>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(data_dir.path());
+        tweak(&mut settings);
+        let mut server = Self::start_on(settings, None).await;
+        server._data_dir = Some(data_dir);
+        server
+    }
+
+    /// Starts a server with exactly these settings (and clock, if given).
+    pub async fn start_on(settings: Settings, clock: Option<Arc<dyn Clock>>) -> Self {
+        let app = match clock {
+            Some(clock) => App::build_with_clock(&settings, clock).await,
+            None => App::build(&settings).await,
+        }
+        .expect("server starts");
+        let addr = app.local_addr();
+        let admin_token = app.credentials.admin_token.clone();
+        let jwt_secret = app.credentials.jwt_secret.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            admin_token,
+            jwt_secret,
+            client: http_client(),
+            stop: Some(stop),
+            task: Some(task),
+            _data_dir: None,
+        }
+    }
+
+    /// Drains and stops the server, as SIGTERM would.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        mint_token(
+            &self.jwt_secret,
+            user,
+            jiff::Timestamp::now().as_second() + 3600,
+        )
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        send(&self.client, self.addr, method, path, bearer, body, headers).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.send(Method::GET, path, bearer, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> Reply {
+        self.send(Method::POST, path, bearer, Some(body.to_string()), &[])
+            .await
+    }
+
+    /// Creates a sale that is live now, with the given fields on top of a default.
+    pub async fn create_sale(&self, fields: Value) -> String {
+        let mut body = json!({
+            "name": "Test sale",
+            "stock": 100,
+            "starts_at": "2020-01-01T00:00:00Z",
+        });
+        for (key, value) in fields.as_object().expect("object").clone() {
+            body[key] = value;
+        }
+        let reply = self
+            .post("/api/v1/sales", Some(&self.admin_token), body)
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body["id"].as_str().expect("sale id").to_owned()
+    }
+
+    pub async fn purchase(&self, sale_id: &str, user: &str, quantity: Option<u32>) -> Reply {
+        let body = quantity.map(|quantity| json!({ "quantity": quantity }).to_string());
+        self.send(
+            Method::POST,
+            &format!("/api/v1/sales/{sale_id}/purchase"),
+            Some(&self.token(user)),
+            body,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn audit(&self, sale_id: &str) -> Value {
+        let reply = self
+            .get(
+                &format!("/api/v1/sales/{sale_id}/audit"),
+                Some(&self.admin_token),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body
+    }
+
+    /// Asserts the audit invariant and returns the audit.
+    pub async fn assert_consistent(&self, sale_id: &str) -> Value {
+        let audit = self.audit(sale_id).await;
+        assert_eq!(audit["consistent"], json!(true), "{audit}");
+        let sum = audit["remaining"].as_u64().unwrap()
+            + audit["pending"].as_u64().unwrap()
+            + audit["paid"].as_u64().unwrap();
+        assert_eq!(sum, audit["stock"].as_u64().unwrap(), "{audit}");
+        audit
+    }
+
+    /// Buys once for each user, all at once (at most `concurrency` in flight), returning the
+    /// replies in user order.
+    pub async fn purchase_all(&self, sale_id: &str, users: Vec<String>) -> Vec<Reply> {
+        let gate = Arc::new(Semaphore::new(512));
+        let mut tasks = Vec::with_capacity(users.len());
+        for user in users {
+            let (client, addr, gate) = (self.client.clone(), self.addr, Arc::clone(&gate));
+            let token = self.token(&user);
+            let path = format!("/api/v1/sales/{sale_id}/purchase");
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.expect("semaphore");
+                send(&client, addr, Method::POST, &path, Some(&token), None, &[]).await
+            }));
+        }
+        let mut replies = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            replies.push(task.await.expect("purchase task"));
+        }
+        replies
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", format!("Bearer {bearer}"));
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("reply within 30 s")
+        .expect("HTTP exchange");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Counts replies by (status, error code).
+pub fn tally(replies: &[Reply]) -> std::collections::BTreeMap<(u16, String), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for reply in replies {
+        *counts
+            .entry((reply.status.as_u16(), reply.code().to_owned()))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn users(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}

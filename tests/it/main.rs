@@ -1,0 +1,10 @@
+//! One integration-test binary (it links once): a real server on port 0, real HTTP, real files.
+
+mod auth;
+mod bad_input;
+mod conformance;
+mod harness;
+mod ops;
+mod process;
+mod property;
+mod scenarios;

@@ -1,0 +1,288 @@
+//! The real `flashsale` binary: killed with SIGKILL in the middle of a stream of purchases, and
+//! stopped with SIGTERM under load. Every order that got a 201 must be there after a restart.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{http_client, send, HttpClient};
+
+const ADMIN: &str = "process-admin";
+const SECRET: &str = "process-secret";
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    client: HttpClient,
+}
+
+impl Server {
+    /// Starts the binary on port 0 and reads the address it prints.
+    async fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("FLASHSALE_ADMIN_TOKEN", ADMIN)
+            .env("FLASHSALE_JWT_SECRET", SECRET)
+            .env("FLASHSALE_BUYER_REQUESTS_PER_SEC", "0")
+            .env("FLASHSALE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        // Read the first line, then keep draining so the server never writes to a closed pipe.
+        let (line_sender, line_receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = line_sender.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let first_line = tokio::task::spawn_blocking(move || line_receiver.recv())
+            .await
+            .unwrap()
+            .expect("reads stdout");
+        let addr = first_line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first_line:?}"));
+        Self {
+            child,
+            addr,
+            client: http_client(),
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> crate::harness::Reply {
+        send(
+            &self.client,
+            self.addr,
+            method,
+            path,
+            Some(ADMIN),
+            body,
+            &[],
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Buyers purchase in a loop from `workers` tasks until `stop` is set or the server goes away;
+/// returns the ids of orders that got a 201, and counts any reply that is neither 201 nor a
+/// refusal (a 5xx would be a failure of the contract).
+async fn buy_until_stopped(
+    server: &Server,
+    sale_id: &str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+) -> (Vec<String>, usize) {
+    let unexpected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (client, addr, stop) = (server.client.clone(), server.addr, Arc::clone(&stop));
+        let (acknowledged, unexpected) = (Arc::clone(&acknowledged), Arc::clone(&unexpected));
+        let path = format!("/api/v1/sales/{sale_id}/purchase");
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let user = format!("w{worker}-n{n}");
+                let token = flashsale::auth::mint_token(
+                    SECRET,
+                    &user,
+                    jiff::Timestamp::now().as_second() + 600,
+                );
+                let request = hyper::Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("http://{addr}{path}"))
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                    .unwrap();
+                let Ok(response) = client.request(request).await else {
+                    return; // the server is gone
+                };
+                let status = response.status();
+                let Ok(body) = http_body_util::BodyExt::collect(response.into_body()).await else {
+                    return;
+                };
+                if status == StatusCode::CREATED {
+                    let order: serde_json::Value =
+                        serde_json::from_slice(&body.to_bytes()).unwrap();
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .push(order["id"].as_str().unwrap().to_owned());
+                } else if status.is_server_error() {
+                    unexpected.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let ids = acknowledged.lock().unwrap().clone();
+    (ids, unexpected.load(Ordering::SeqCst))
+}
+
+async fn wait_for_acknowledged(count: usize, stop: &AtomicBool, seen: impl Fn() -> usize) {
+    for _ in 0..300 {
+        if seen() >= count || stop.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn create_sale(server: &Server, stock: u64) -> String {
+    let reply = server
+        .admin(
+            Method::POST,
+            "/api/v1/sales",
+            Some(
+                json!({"name": "Crash", "stock": stock, "starts_at": "2020-01-01T00:00:00Z"})
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// Every acknowledged order exists after the restart, and the audit holds.
+async fn verify_after_restart(data_dir: &Path, sale_id: &str, acknowledged: &[String]) {
+    let server = Server::start(data_dir).await;
+    for order_id in acknowledged {
+        let reply = server
+            .admin(Method::GET, &format!("/api/v1/orders/{order_id}"), None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "acknowledged order {order_id} was lost"
+        );
+        assert_eq!(reply.body["status"], json!("pending_payment"));
+    }
+    let audit = server
+        .admin(Method::GET, &format!("/api/v1/sales/{sale_id}/audit"), None)
+        .await
+        .body;
+    assert_eq!(audit["consistent"], json!(true), "{audit}");
+    let pending = audit["pending"].as_u64().unwrap() as usize;
+    assert!(
+        pending >= acknowledged.len(),
+        "{pending} pending < {} acknowledged",
+        acknowledged.len()
+    );
+    assert_eq!(
+        audit["remaining"].as_u64().unwrap() + audit["pending"].as_u64().unwrap(),
+        audit["stock"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_loses_no_acknowledged_order() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data_dir.path()).await;
+    let sale_id = create_sale(&server, 1_000_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let buying = {
+        let stop = Arc::clone(&stop);
+        let server_ref: &Server = &server;
+        // Run the buyers and the killer side by side.
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let buyers = buy_until_stopped(server_ref, &sale_id, 16, Arc::clone(&stop), acknowledged);
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let killed = Command::new("kill")
+                .args(["-KILL", &server_ref.pid()])
+                .status();
+            assert!(killed.expect("kill runs").success());
+            stop.store(true, Ordering::SeqCst);
+        };
+        let (result, ()) = tokio::join!(buyers, killer);
+        result
+    };
+    let (acknowledged, _) = buying;
+    let _ = server.child.wait();
+    assert!(
+        acknowledged.len() > 50,
+        "the load ran: {} orders",
+        acknowledged.len()
+    );
+    drop(server);
+    verify_after_restart(data_dir.path(), &sale_id, &acknowledged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data_dir.path()).await;
+    let sale_id = create_sale(&server, 1_000_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (acknowledged, server_errors) = {
+        let server_ref: &Server = &server;
+        let buyers = buy_until_stopped(
+            server_ref,
+            &sale_id,
+            8,
+            Arc::clone(&stop),
+            Arc::clone(&seen),
+        );
+        let terminator = async {
+            wait_for_acknowledged(100, &stop, || seen.lock().unwrap().len()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent = Command::new("kill")
+                .args(["-TERM", &server_ref.pid()])
+                .status();
+            assert!(sent.expect("kill runs").success());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop.store(true, Ordering::SeqCst);
+        };
+        let (result, ()) = tokio::join!(buyers, terminator);
+        result
+    };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .expect("waits");
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    assert_eq!(
+        server_errors, 0,
+        "draining answers requests, it does not fail them"
+    );
+    assert!(!acknowledged.is_empty());
+    verify_after_restart(data_dir.path(), &sale_id, &acknowledged).await;
+}
