@@ -1,13 +1,58 @@
-//! Identifiers. Sale and order ids are opaque, URL-safe and at most 64 characters; they are
-//! UUIDv7 in simple form, so sorting by id sorts by creation time (newest-first listings and
-//! pagination cursors rely on that).
+//! Identifiers. Sale and order ids are opaque, URL-safe and at most 64 characters. A generated id
+//! is 32 hex digits: the creation time in milliseconds, a per-process sequence, and a per-process
+//! random tag. Sorting by id therefore sorts by creation time (newest-first listings and
+//! pagination cursors rely on that), ids from one process never repeat, and ids from different
+//! processes collide only if they share the millisecond, the sequence value and the 16-bit tag.
+//! Making one costs no system call: every purchase makes one before the gate decides.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest sale or order id the API accepts (the contract's limit).
 pub const ID_LENGTH_MAX: usize = 64;
 /// Longest buyer id (`sub` claim) the API accepts.
 pub const USER_ID_LENGTH_MAX: usize = 64;
+
+struct IdSource {
+    sequence: AtomicU64,
+    tag: u16,
+}
+
+fn id_source() -> &'static IdSource {
+    static SOURCE: OnceLock<IdSource> = OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let mut seed = [0u8; 8];
+        // Without OS randomness ids stay unique within the process; only the cross-process
+        // tag loses its spread, so falling back to the clock is acceptable.
+        if getrandom::fill(&mut seed).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos());
+            seed = (nanos as u64).to_le_bytes();
+        }
+        let seed = u64::from_le_bytes(seed);
+        IdSource {
+            // Start low in the range so the sequence never wraps in practice.
+            sequence: AtomicU64::new(seed >> 24),
+            tag: (seed & 0xffff) as u16,
+        }
+    })
+}
+
+fn generate_id() -> String {
+    let source = id_source();
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let sequence = source.sequence.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:012x}{sequence:016x}{:04x}",
+        millis & 0xffff_ffff_ffff,
+        source.tag
+    )
+}
 
 fn is_url_safe_id(text: &str) -> bool {
     !text.is_empty()
@@ -26,7 +71,7 @@ macro_rules! opaque_id {
         impl $name {
             /// A new id, ordered after every id this process made before.
             pub fn generate() -> Self {
-                Self(uuid::Uuid::now_v7().simple().to_string())
+                Self(generate_id())
             }
 
             /// Accepts an id that came from outside (a path, a cursor, a store row).
@@ -83,6 +128,13 @@ mod tests {
         let second = OrderId::generate();
         assert!(OrderId::parse(first.as_str()).is_some());
         assert!(second > first, "{second} should sort after {first}");
+    }
+
+    #[test]
+    fn generated_ids_have_a_fixed_width() {
+        let id = SaleId::generate();
+        assert_eq!(id.as_str().len(), 32);
+        assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

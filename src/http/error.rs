@@ -1,9 +1,11 @@
 //! The one place that turns errors into HTTP statuses and the contract's error bodies:
 //! `{"error": {"code": "…", "message": "…", …extra fields}}`.
 
+use std::borrow::Cow;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::domain::{InvalidField, Rejection, QUANTITY_ERROR};
@@ -12,39 +14,74 @@ use crate::service::ServiceError;
 /// Seconds a shed client is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// The fields an error may carry besides its code and message. Typed rather than a JSON map:
+/// the sold-out reply is the most frequent response of a flash sale, and serializing it should
+/// cost no more than a few small writes.
+#[derive(Debug, Default, Serialize)]
+pub struct Detail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_user_limit: Option<u32>,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
-    pub message: String,
-    pub extra: Map<String, Value>,
+    pub message: Cow<'static, str>,
+    /// Boxed: most errors carry one small field at most, and the box keeps `Result<_, ApiError>`
+    /// small on every handler's happy path.
+    pub detail: Box<Detail>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(flatten)]
+    detail: &'a Detail,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             code,
             message: message.into(),
-            extra: Map::new(),
+            detail: Box::default(),
         }
     }
 
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+    pub fn field(mut self, field: &str) -> Self {
+        self.detail.field = Some(field.to_owned());
         self
     }
 
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).with("field", field)
+    pub fn invalid(field: &str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message).field(field)
     }
 
     pub fn invalid_quantity() -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_quantity", QUANTITY_ERROR)
-            .with("field", "quantity")
+        Self::new(StatusCode::BAD_REQUEST, "invalid_quantity", QUANTITY_ERROR).field("quantity")
     }
 
-    pub fn overloaded(message: impl Into<String>) -> Self {
+    pub fn overloaded(message: &'static str) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
     }
 
@@ -71,11 +108,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = Map::with_capacity(self.extra.len() + 2);
-        error.insert("code".into(), Value::from(self.code));
-        error.insert("message".into(), Value::from(self.message));
-        error.extend(self.extra);
-        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let envelope = Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+                detail: &self.detail,
+            },
+        };
+        let mut response = (self.status, axum::Json(envelope)).into_response();
         if matches!(
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -107,23 +147,31 @@ impl From<InvalidField> for ApiError {
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
-        let conflict = |code, message: &str| Self::new(StatusCode::CONFLICT, code, message);
+        let conflict = |code, message| Self::new(StatusCode::CONFLICT, code, message);
         match rejection {
             Rejection::SoldOut { remaining } => {
-                conflict("sold_out", "not enough stock left").with("remaining", remaining)
+                let mut error = conflict("sold_out", "not enough stock left");
+                error.detail.remaining = Some(remaining);
+                error
             }
-            Rejection::AlreadyPurchased { order_id } => conflict(
-                "already_purchased",
-                "this purchase would exceed the per-user limit",
-            )
-            .with("order_id", order_id.as_str()),
+            Rejection::AlreadyPurchased { order_id } => {
+                let mut error = conflict(
+                    "already_purchased",
+                    "this purchase would exceed the per-user limit",
+                );
+                error.detail.order_id = Some(order_id.to_string());
+                error
+            }
             Rejection::NotStarted { starts_at } => {
-                conflict("not_started", "the sale has not started")
-                    .with("starts_at", starts_at.to_string())
+                let mut error = conflict("not_started", "the sale has not started");
+                error.detail.starts_at = Some(starts_at.to_string());
+                error
             }
             Rejection::SaleEnded => conflict("sale_ended", "the sale has ended"),
             Rejection::InvalidQuantity { per_user_limit } => {
-                Self::invalid_quantity().with("per_user_limit", per_user_limit)
+                let mut error = Self::invalid_quantity();
+                error.detail.per_user_limit = Some(per_user_limit);
+                error
             }
         }
     }

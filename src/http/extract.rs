@@ -98,6 +98,16 @@ async fn body_bytes(request: Request, state: &Arc<AppState>) -> Result<Bytes, Ap
         })
 }
 
+/// An HTTP/1.1 request without `Content-Length` or `Transfer-Encoding`, or with a length of 0,
+/// has no body: nothing to read (most purchases send none).
+fn declares_no_body(request: &Request) -> bool {
+    let headers = request.headers();
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
 /// A required JSON body. The `Content-Type` is not insisted on: a body that parses is accepted.
 pub struct JsonBody<T>(pub T);
 
@@ -120,6 +130,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        if declares_no_body(&request) {
+            return Ok(OptionalJsonBody(None));
+        }
         let bytes = body_bytes(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));

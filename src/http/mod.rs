@@ -66,15 +66,12 @@ impl AppState {
 /// Counts every response by route and status, and times it.
 async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     state.metrics.request_started();
     let response = next.run(request).await;
     state.metrics.request_finished();
     state.metrics.record_response(
-        route.as_deref().unwrap_or("other"),
+        route.as_ref().map_or("other", MatchedPath::as_str),
         response.status().as_u16(),
         started.elapsed(),
     );
