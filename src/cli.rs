@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print a buyer token (HS256 JWT) signed with the configured secret.
     Token(TokenArgs),
+    /// Load a server with a scenario, measure it, and verify its records afterwards.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]

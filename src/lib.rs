@@ -12,10 +12,12 @@
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
 //! - `clock`: where "now" comes from (a manual clock in tests).
+//! - `bench`: the load generator (`flashsale bench`): scenarios, HDR latency, verification.
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

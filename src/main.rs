@@ -11,6 +11,25 @@ fn main() -> ExitCode {
     match cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
+        Command::Bench(args) => bench(*args),
+    }
+}
+
+fn bench(args: flashsale::bench::BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("starting the runtime: {error}")),
+    };
+    match runtime.block_on(flashsale::bench::run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("flashsale bench: verification failed (see the checks above)");
+            ExitCode::from(3)
+        }
+        Err(error) => fail(error),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod bench;
 mod conformance;
 mod harness;
 mod ops;

@@ -1,0 +1,339 @@
+//! Runs one phase of load: `total` planned requests over `connections` keep-alive connections,
+//! either closed-loop (each connection sends its next request when the last one is answered,
+//! after an optional think time) or open-loop (request `k` is due at `start + k / rate`, and its
+//! latency is measured from that time, so a slow server cannot hide its queueing: no coordinated
+//! omission).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::body::Bytes;
+use hyper::Method;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::client::{process_cpu_time, ClientError, Connection};
+use super::random::SplitMix64;
+use super::stats::Stats;
+
+/// One request to send, and what it stands for.
+pub struct Planned {
+    pub method: Method,
+    pub path: Arc<str>,
+    pub bearer: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub body: Option<Bytes>,
+    /// Which sale (index into the scenario's sales) and which buyer this request is.
+    pub sale: usize,
+    pub buyer: u64,
+}
+
+pub type Planner = Arc<dyn Fn(u64) -> Planned + Send + Sync>;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// As fast as the server answers; each connection may wait up to `think_max_ms` (seeded)
+    /// before each request.
+    Closed { think_max_ms: u64, seed: u64 },
+    /// Requests due at a fixed rate, whatever the replies.
+    Open { requests_per_sec: f64 },
+}
+
+/// A successful reply that named an order.
+#[derive(Clone, Debug)]
+pub struct Won {
+    pub sale: usize,
+    pub buyer: u64,
+    pub order_id: String,
+}
+
+pub struct PhaseResult {
+    pub name: String,
+    pub stats: Stats,
+    pub elapsed: Duration,
+    pub client_cpu: Duration,
+    pub won: Vec<Won>,
+    /// `order_id`s named by `already_purchased` replies (kept up to a bound).
+    pub named_by_refusals: Vec<String>,
+}
+
+impl PhaseResult {
+    pub fn requests_per_sec(&self) -> f64 {
+        self.stats.total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Client CPU microseconds per request.
+    pub fn client_cpu_micros_per_request(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / (self.stats.total().max(1) as f64)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.stats.count(TRANSPORT_ERROR) + self.stats.count(TIMEOUT)
+    }
+}
+
+pub const TRANSPORT_ERROR: &str = "transport error";
+pub const TIMEOUT: &str = "timeout";
+const REFUSAL_IDS_MAX: usize = 100_000;
+
+#[derive(Deserialize)]
+struct ReplyBody {
+    id: Option<String>,
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    order_id: Option<String>,
+}
+
+/// Live counters for the progress bar.
+#[derive(Default)]
+struct Live {
+    done: AtomicU64,
+    succeeded: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Collected {
+    stats: Stats,
+    won: Vec<Won>,
+    named_by_refusals: Vec<String>,
+}
+
+pub struct Phase {
+    pub name: String,
+    pub address: SocketAddr,
+    pub connections: usize,
+    pub total: u64,
+    pub planner: Planner,
+    pub pace: Pace,
+    pub timeout: Duration,
+    pub progress: bool,
+}
+
+fn progress_bar(phase: &Phase) -> ProgressBar {
+    if !phase.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(phase.total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(phase.name.clone());
+    bar
+}
+
+impl Phase {
+    pub async fn run(self) -> PhaseResult {
+        let live = Arc::new(Live::default());
+        let next = Arc::new(AtomicU64::new(0));
+        let collected = Arc::new(Mutex::new(Collected {
+            stats: Stats::new(),
+            won: Vec::new(),
+            named_by_refusals: Vec::new(),
+        }));
+        let bar = progress_bar(&self);
+        let cpu_before = process_cpu_time();
+        let started = Instant::now();
+        let ticker = {
+            let (live, bar) = (Arc::clone(&live), bar.clone());
+            tokio::spawn(async move {
+                let mut last = (Instant::now(), 0u64);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let done = live.done.load(Relaxed);
+                    let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                    last = (Instant::now(), done);
+                    bar.set_position(done);
+                    bar.set_message(format!(
+                        "{rate:>9.0} req/s  ok {}  refused {}  failed {}",
+                        live.succeeded.load(Relaxed),
+                        live.refused.load(Relaxed),
+                        live.failed.load(Relaxed)
+                    ));
+                }
+            })
+        };
+        let connections = self.connections.max(1).min(self.total.max(1) as usize);
+        let mut tasks = Vec::with_capacity(connections);
+        let shared = Arc::new(self);
+        for index in 0..connections {
+            let (phase, next, live, collected) = (
+                Arc::clone(&shared),
+                Arc::clone(&next),
+                Arc::clone(&live),
+                Arc::clone(&collected),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mine = phase.drive(index, connections, started, &next, &live).await;
+                let mut all = collected
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                all.stats.merge(&mine.stats);
+                all.won.extend(mine.won);
+                let room = REFUSAL_IDS_MAX.saturating_sub(all.named_by_refusals.len());
+                all.named_by_refusals
+                    .extend(mine.named_by_refusals.into_iter().take(room));
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let elapsed = started.elapsed();
+        ticker.abort();
+        bar.set_position(live.done.load(Relaxed));
+        bar.finish_and_clear();
+        let client_cpu = process_cpu_time().saturating_sub(cpu_before);
+        let collected = std::mem::replace(
+            &mut *collected
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Collected {
+                stats: Stats::new(),
+                won: Vec::new(),
+                named_by_refusals: Vec::new(),
+            },
+        );
+        PhaseResult {
+            name: shared.name.clone(),
+            stats: collected.stats,
+            elapsed,
+            client_cpu,
+            won: collected.won,
+            named_by_refusals: collected.named_by_refusals,
+        }
+    }
+
+    /// One connection's loop.
+    async fn drive(
+        &self,
+        index: usize,
+        connections: usize,
+        started: Instant,
+        next: &AtomicU64,
+        live: &Live,
+    ) -> Collected {
+        let mut mine = Collected {
+            stats: Stats::new(),
+            won: Vec::new(),
+            named_by_refusals: Vec::new(),
+        };
+        let mut connection: Option<Connection> = None;
+        let mut think = match self.pace {
+            Pace::Closed { seed, .. } => {
+                SplitMix64::new(seed ^ (index as u64).wrapping_mul(0x9e37))
+            }
+            Pace::Open { .. } => SplitMix64::new(0),
+        };
+        let mut own_sequence = index as u64;
+        loop {
+            // Closed loop: take the next request from the shared counter. Open loop: this
+            // connection owns every `connections`-th request, each due at its scheduled time.
+            let (request_index, measured_from) = match self.pace {
+                Pace::Closed { think_max_ms, .. } => {
+                    let request_index = next.fetch_add(1, Relaxed);
+                    if request_index >= self.total {
+                        break;
+                    }
+                    if think_max_ms > 0 {
+                        let pause = think.below(think_max_ms + 1);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    (request_index, None)
+                }
+                Pace::Open { requests_per_sec } => {
+                    let request_index = own_sequence;
+                    if request_index >= self.total {
+                        break;
+                    }
+                    own_sequence += connections as u64;
+                    let due = started
+                        + Duration::from_secs_f64(
+                            request_index as f64 / requests_per_sec.max(1e-9),
+                        );
+                    tokio::time::sleep_until(due.into()).await;
+                    (request_index, Some(due))
+                }
+            };
+            let planned = (self.planner)(request_index);
+            let sent_at = Instant::now();
+            let reply = self.exchange(&mut connection, index, &planned).await;
+            let latency = measured_from.unwrap_or(sent_at).elapsed();
+            let outcome = match reply {
+                Ok(reply) => {
+                    let status = reply.status.as_u16();
+                    let body: Option<ReplyBody> = serde_json::from_slice(&reply.body).ok();
+                    let (id, error) = body.map_or((None, None), |body| (body.id, body.error));
+                    match error {
+                        Some(error) => {
+                            if let Some(order_id) = error.order_id {
+                                mine.named_by_refusals.push(order_id);
+                            }
+                            live.refused.fetch_add(1, Relaxed);
+                            format!("{status} {}", error.code)
+                        }
+                        None => {
+                            if let Some(order_id) = id {
+                                mine.won.push(Won {
+                                    sale: planned.sale,
+                                    buyer: planned.buyer,
+                                    order_id,
+                                });
+                            }
+                            live.succeeded.fetch_add(1, Relaxed);
+                            status.to_string()
+                        }
+                    }
+                }
+                Err(error) => {
+                    connection = None;
+                    live.failed.fetch_add(1, Relaxed);
+                    match error {
+                        ClientError::Timeout => TIMEOUT.to_owned(),
+                        _ => TRANSPORT_ERROR.to_owned(),
+                    }
+                }
+            };
+            mine.stats.record(&outcome, latency);
+            live.done.fetch_add(1, Relaxed);
+        }
+        mine
+    }
+
+    async fn exchange(
+        &self,
+        connection: &mut Option<Connection>,
+        index: usize,
+        planned: &Planned,
+    ) -> Result<super::client::Reply, ClientError> {
+        if connection.is_none() {
+            *connection = Some(Connection::open(self.address, index, self.timeout).await?);
+        }
+        let Some(open) = connection.as_mut() else {
+            return Err(ClientError::Timeout);
+        };
+        let key_header;
+        let headers: &[(&str, &str)] = match &planned.idempotency_key {
+            Some(key) => {
+                key_header = [("idempotency-key", key.as_str())];
+                &key_header
+            }
+            None => &[],
+        };
+        open.send(
+            planned.method.clone(),
+            &planned.path,
+            planned.bearer.as_deref(),
+            headers,
+            planned.body.clone(),
+        )
+        .await
+    }
+}

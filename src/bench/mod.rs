@@ -1,0 +1,296 @@
+//! `flashsale bench`: a stampede load generator that also proves correctness. It drives a server
+//! over real HTTP/1.1 keep-alive connections, measures latency per outcome without coordinated
+//! omission, and checks the server's own records afterwards; any violation makes it exit non-zero.
+
+mod api;
+mod client;
+mod driver;
+mod random;
+mod report;
+mod scenarios;
+mod stats;
+mod target;
+mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use self::api::Api;
+pub use self::random::SplitMix64;
+use self::report::{PhaseReport, Report};
+use self::scenarios::{Outcome, RunOptions};
+pub use self::stats::Stats;
+use self::target::Target;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// 7000 buyers at once for 100 units.
+    Oversell,
+    /// One buyer, 20 concurrent purchases (half with one Idempotency-Key): one order.
+    Idempotency,
+    /// 3 sales x 50 units x 1000 buyers each, at once.
+    Multi,
+    /// 10,000 units, 20,000 buyers.
+    Big,
+    /// --buyers [1,000,000] against --stock [10,000], as fast as the server answers.
+    Stampede,
+    /// Open loop at --rate R for --duration D; latency from each request's scheduled time.
+    Sustained,
+    /// Buy; pay, cancel or let expire; buy again: every unit comes back exactly once.
+    Lifecycle,
+    /// GET /healthz with the same client and connections: the plain-HTTP ceiling.
+    Baseline,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Drive this server (http://HOST:PORT) instead of starting an embedded one.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// The target's admin token (else read from --data-dir).
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// The target's JWT secret (else read from --data-dir).
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// The target's data directory, to read its generated secrets from.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Buyers (stampede default 1,000,000; big 20,000; oversell 7,000; multi 1,000 per sale; lifecycle 300).
+    #[arg(long, value_name = "N")]
+    pub buyers: Option<u64>,
+    /// Units on sale (stampede and sustained default 10,000; big 10,000; oversell 100; multi 50 per sale; lifecycle 100).
+    #[arg(long, value_name = "N")]
+    pub stock: Option<u64>,
+    /// Keep-alive connections [default: 256].
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub connections: usize,
+    /// Requests per second of the sustained scenario.
+    #[arg(long, value_name = "R", default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Seconds the sustained scenario runs.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Requests of the baseline scenario (with --with-baseline: as many as the purchase phase).
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    pub requests: u64,
+    /// Payment window of the lifecycle scenario's sale.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub payment_window_secs: u32,
+    /// Longest random pause before each request, in ms (closed loop; seeded).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub think_time_ms: u64,
+    /// Seed of the buyer order and think times [default: random, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Longest wait for one reply, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Run the baseline first with the same connections and print purchase req/s / baseline req/s.
+    #[arg(long)]
+    pub with_baseline: bool,
+    /// Write every figure to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw latency by percentile per outcome to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
+    #[error("writing {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Oversell => "oversell",
+            Self::Idempotency => "idempotency",
+            Self::Multi => "multi",
+            Self::Big => "big",
+            Self::Stampede => "stampede",
+            Self::Sustained => "sustained",
+            Self::Lifecycle => "lifecycle",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+async fn run_scenario(
+    args: &BenchArgs,
+    api: &Arc<Api>,
+    options: &RunOptions,
+) -> Result<Outcome, BenchError> {
+    let buyers = |default| args.buyers.unwrap_or(default);
+    let stock = |default| args.stock.unwrap_or(default);
+    Ok(match args.scenario {
+        Scenario::Oversell => {
+            scenarios::storm(api, options, &[(stock(100), 1)], buyers(7000)).await?
+        }
+        Scenario::Idempotency => scenarios::one_buyer(api, options, 20).await?,
+        Scenario::Multi => {
+            let stock = stock(50);
+            scenarios::storm(
+                api,
+                options,
+                &[(stock, 1), (stock, 1), (stock, 1)],
+                buyers(1000),
+            )
+            .await?
+        }
+        Scenario::Big => {
+            scenarios::storm(api, options, &[(stock(10_000), 1)], buyers(20_000)).await?
+        }
+        Scenario::Stampede => {
+            scenarios::storm(api, options, &[(stock(10_000), 1)], buyers(1_000_000)).await?
+        }
+        Scenario::Sustained => {
+            if args.rate <= 0.0 || args.duration <= 0.0 {
+                return Err(BenchError::Usage(
+                    "--rate and --duration must be positive".into(),
+                ));
+            }
+            let duration = Duration::from_secs_f64(args.duration);
+            scenarios::sustained(api, options, stock(10_000), args.rate, duration).await?
+        }
+        Scenario::Lifecycle => {
+            scenarios::lifecycle(
+                api,
+                options,
+                stock(100),
+                buyers(300),
+                args.payment_window_secs,
+            )
+            .await?
+        }
+        Scenario::Baseline => Outcome {
+            phases: vec![scenarios::baseline(api, options, args.requests).await],
+            checks: Vec::new(),
+            sales: Vec::new(),
+        },
+    })
+}
+
+/// Runs a bench; returns whether every check passed.
+pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
+    if args
+        .buyers
+        .is_some_and(|buyers| buyers == 0 || buyers > u64::from(u32::MAX))
+    {
+        return Err(BenchError::Usage(
+            "--buyers must be 1 to 4,294,967,295".into(),
+        ));
+    }
+    if args.connections == 0 {
+        return Err(BenchError::Usage("--connections must be at least 1".into()));
+    }
+    let open_files = client::raise_open_file_limit();
+    if (open_files as usize) < args.connections + 64 {
+        eprintln!(
+            "warning: the open-file limit is {open_files}; {} connections may fail",
+            args.connections
+        );
+    }
+    let seed = args.seed.unwrap_or_else(random::fresh_seed);
+    eprintln!("flashsale bench {}: seed {seed}", args.scenario.name());
+    let target = match &args.target {
+        Some(url) => {
+            Target::existing(
+                url,
+                args.admin_token.clone(),
+                args.jwt_secret.clone(),
+                args.data_dir.as_deref(),
+            )
+            .await?
+        }
+        None => Target::embedded()?,
+    };
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let api = Arc::new(Api::new(
+        target.address,
+        target.admin_token.clone(),
+        target.jwt_secret.clone(),
+        timeout,
+    ));
+    let options = RunOptions {
+        connections: args.connections,
+        seed,
+        think_max_ms: args.think_time_ms,
+        timeout,
+        progress: !args.quiet,
+    };
+    let baseline_requests = match args.scenario {
+        Scenario::Stampede | Scenario::Big | Scenario::Oversell => {
+            args.buyers.unwrap_or(match args.scenario {
+                Scenario::Stampede => 1_000_000,
+                Scenario::Big => 20_000,
+                _ => 7000,
+            })
+        }
+        _ => args.requests,
+    };
+    let baseline = if args.with_baseline && args.scenario != Scenario::Baseline {
+        Some(scenarios::baseline(&api, &options, baseline_requests).await)
+    } else {
+        None
+    };
+    let outcome = run_scenario(&args, &api, &options).await?;
+    let ratio = baseline.as_ref().and_then(|baseline| {
+        outcome
+            .phases
+            .first()
+            .map(|phase| phase.requests_per_sec() / baseline.requests_per_sec().max(1e-9))
+    });
+    let phases: Vec<&driver::PhaseResult> = baseline.iter().chain(outcome.phases.iter()).collect();
+    let server = target.server.as_ref();
+    let report = Report {
+        scenario: args.scenario.name().to_owned(),
+        seed,
+        target: match &args.target {
+            Some(url) => url.clone(),
+            None => format!("http://{} (embedded)", target.address),
+        },
+        connections: args.connections,
+        phases: phases
+            .iter()
+            .map(|phase| PhaseReport::from(*phase))
+            .collect(),
+        phase_curves: phases
+            .iter()
+            .map(|phase| phase.stats.percentile_curves())
+            .collect(),
+        ratio_to_baseline: ratio,
+        server_peak_rss_bytes: server.and_then(target::EmbeddedServer::peak_rss_bytes),
+        server_cpu_seconds: server.and_then(target::EmbeddedServer::cpu_seconds),
+        passed: outcome.checks.iter().all(|check| check.passed),
+        sales: outcome.sales,
+        checks: outcome.checks,
+    };
+    print!("{}", report::render(&report));
+    if let Some(path) = &args.json {
+        report::write_json(&report, path)
+            .map_err(|error| BenchError::Write(path.clone(), error))?;
+    }
+    if let Some(path) = &args.plot {
+        report::write_plot(&report, path)
+            .map_err(|error| BenchError::Write(path.clone(), error))?;
+    }
+    Ok(report.passed)
+}

@@ -1,0 +1,340 @@
+//! The scenarios. Each creates its own sales, drives the load, and verifies the result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+
+use super::api::{buyer_name, Api, ApiError};
+use super::driver::{Pace, Phase, PhaseResult, Planned, Planner};
+use super::random::SplitMix64;
+use super::verify::{self, Check, SaleUnderTest};
+
+/// What every scenario needs to know about the run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub connections: usize,
+    pub seed: u64,
+    pub think_max_ms: u64,
+    pub timeout: Duration,
+    pub progress: bool,
+}
+
+/// What a scenario produced: its phases (in order) and its checks.
+pub struct Outcome {
+    pub phases: Vec<PhaseResult>,
+    pub checks: Vec<Check>,
+    pub sales: Vec<SaleUnderTest>,
+}
+
+fn phase(
+    api: &Api,
+    options: &RunOptions,
+    name: &str,
+    total: u64,
+    planner: Planner,
+    pace: Pace,
+) -> Phase {
+    Phase {
+        name: name.to_owned(),
+        address: api.address(),
+        connections: options.connections,
+        total,
+        planner,
+        pace,
+        timeout: options.timeout,
+        progress: options.progress,
+    }
+}
+
+fn closed(options: &RunOptions) -> Pace {
+    Pace::Closed {
+        think_max_ms: options.think_max_ms,
+        seed: options.seed,
+    }
+}
+
+/// Plans `buyers` purchases per sale: request `i` goes to sale `i % sales` for the `i / sales`-th
+/// buyer of a seeded order, so every buyer asks once per sale, in a reproducible order.
+fn purchase_planner(api: &Arc<Api>, sale_ids: &[String], buyers: u64, seed: u64) -> Planner {
+    let paths: Vec<Arc<str>> = sale_ids
+        .iter()
+        .map(|id| Arc::from(format!("/api/v1/sales/{id}/purchase")))
+        .collect();
+    let order = SplitMix64::new(seed).permutation(u32::try_from(buyers).unwrap_or(u32::MAX));
+    let api = Arc::clone(api);
+    Arc::new(move |index| {
+        let sale = (index % paths.len() as u64) as usize;
+        let buyer = u64::from(order[(index / paths.len() as u64) as usize]);
+        Planned {
+            method: Method::POST,
+            path: Arc::clone(&paths[sale]),
+            bearer: Some(api.token(&buyer_name(buyer))),
+            idempotency_key: None,
+            body: None,
+            sale,
+            buyer,
+        }
+    })
+}
+
+/// Sells `sales` (stock, limit) to `buyers` distinct buyers each, closed-loop.
+pub async fn storm(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    sales: &[(u64, u32)],
+    buyers: u64,
+) -> Result<Outcome, ApiError> {
+    let mut under_test = Vec::new();
+    for (index, (stock, limit)) in sales.iter().enumerate() {
+        let id = api
+            .create_sale(&format!("bench sale {}", index + 1), *stock, *limit, 900)
+            .await?;
+        under_test.push(SaleUnderTest {
+            id,
+            stock: *stock,
+            per_user_limit: *limit,
+            buyers,
+        });
+    }
+    let ids: Vec<String> = under_test.iter().map(|sale| sale.id.clone()).collect();
+    let planner = purchase_planner(api, &ids, buyers, options.seed);
+    let total = buyers * ids.len() as u64;
+    let result = phase(api, options, "purchase", total, planner, closed(options))
+        .run()
+        .await;
+    let checks = verify::purchases(api, &under_test, &result, options.seed).await?;
+    Ok(Outcome {
+        phases: vec![result],
+        checks,
+        sales: under_test,
+    })
+}
+
+/// One buyer sends `requests` purchases at once, half of them with one idempotency key.
+pub async fn one_buyer(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    requests: u64,
+) -> Result<Outcome, ApiError> {
+    let sale_id = api.create_sale("bench idempotency", 100, 1, 900).await?;
+    let path: Arc<str> = Arc::from(format!("/api/v1/sales/{sale_id}/purchase"));
+    let token = api.token(&buyer_name(0));
+    let planner: Planner = Arc::new(move |index| Planned {
+        method: Method::POST,
+        path: Arc::clone(&path),
+        bearer: Some(token.clone()),
+        idempotency_key: (index % 2 == 1).then(|| "bench-idempotency-key".to_owned()),
+        body: None,
+        sale: 0,
+        buyer: 0,
+    });
+    let options = RunOptions {
+        connections: requests as usize,
+        ..options.clone()
+    };
+    let result = phase(
+        api,
+        &options,
+        "purchase",
+        requests,
+        planner,
+        closed(&options),
+    )
+    .run()
+    .await;
+    let sale = SaleUnderTest {
+        id: sale_id,
+        stock: 100,
+        per_user_limit: 1,
+        buyers: 1,
+    };
+    let mut checks = vec![verify::one_order_for_one_buyer(&result)];
+    checks
+        .extend(verify::purchases(api, std::slice::from_ref(&sale), &result, options.seed).await?);
+    Ok(Outcome {
+        phases: vec![result],
+        checks,
+        sales: vec![sale],
+    })
+}
+
+/// Open loop: purchases due at `rate` per second for `duration`, each from a new buyer.
+pub async fn sustained(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    stock: u64,
+    rate: f64,
+    duration: Duration,
+) -> Result<Outcome, ApiError> {
+    let sale_id = api.create_sale("bench sustained", stock, 1, 900).await?;
+    let total = (rate * duration.as_secs_f64()).ceil().max(1.0) as u64;
+    let sale = SaleUnderTest {
+        id: sale_id.clone(),
+        stock,
+        per_user_limit: 1,
+        buyers: total,
+    };
+    let planner = purchase_planner(api, &[sale_id], total, options.seed);
+    let pace = Pace::Open {
+        requests_per_sec: rate,
+    };
+    let result = phase(api, options, "sustained", total, planner, pace)
+        .run()
+        .await;
+    let checks = verify::purchases(api, std::slice::from_ref(&sale), &result, options.seed).await?;
+    Ok(Outcome {
+        phases: vec![result],
+        checks,
+        sales: vec![sale],
+    })
+}
+
+/// `GET /healthz` with the same client and connections: the plain-HTTP ceiling.
+pub async fn baseline(api: &Arc<Api>, options: &RunOptions, requests: u64) -> PhaseResult {
+    let path: Arc<str> = Arc::from("/healthz");
+    let planner: Planner = Arc::new(move |_| Planned {
+        method: Method::GET,
+        path: Arc::clone(&path),
+        bearer: None,
+        idempotency_key: None,
+        body: None,
+        sale: 0,
+        buyer: 0,
+    });
+    phase(api, options, "baseline", requests, planner, closed(options))
+        .run()
+        .await
+}
+
+/// Buy; then pay a third, cancel a third and let a third expire; then buy again. Every unit
+/// that was cancelled or expired must sell again exactly once, and paid units never.
+pub async fn lifecycle(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    stock: u64,
+    buyers: u64,
+    payment_window_secs: u32,
+) -> Result<Outcome, ApiError> {
+    let sale_id = api
+        .create_sale("bench lifecycle", stock, 1, payment_window_secs)
+        .await?;
+    let sale = SaleUnderTest {
+        id: sale_id.clone(),
+        stock,
+        per_user_limit: 1,
+        buyers,
+    };
+    let planner = purchase_planner(api, std::slice::from_ref(&sale_id), buyers, options.seed);
+    let first = phase(api, options, "buy", buyers, planner, closed(options))
+        .run()
+        .await;
+    let mut checks =
+        verify::purchases(api, std::slice::from_ref(&sale), &first, options.seed).await?;
+
+    let (mut paid, mut cancelled, mut left) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unexpected = Vec::new();
+    for (index, won) in first.won.iter().enumerate() {
+        let buyer = buyer_name(won.buyer);
+        let (action, bucket) = match index % 3 {
+            0 => ("pay", &mut paid),
+            1 => ("cancel", &mut cancelled),
+            _ => {
+                left.push(won.buyer);
+                continue;
+            }
+        };
+        let status = api.act(&won.order_id, &buyer, action).await?;
+        if status.is_success() {
+            bucket.push(won.buyer);
+        } else {
+            unexpected.push(format!("{action} {}: {status}", won.order_id));
+        }
+    }
+    checks.push(Check::new(
+        "every pay and cancel within the window succeeds",
+        unexpected.is_empty(),
+        format!(
+            "{} paid, {} cancelled, {} refused {:?}",
+            paid.len(),
+            cancelled.len(),
+            unexpected.len(),
+            unexpected.first()
+        ),
+    ));
+
+    // Wait for the payment window and the sweep.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(u64::from(payment_window_secs) + 30);
+    let mut audit = api.audit(&sale_id).await?;
+    while audit.expired < left.len() as u64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        audit = api.audit(&sale_id).await?;
+    }
+    checks.push(Check::new(
+        "unpaid orders expire after the payment window",
+        audit.expired == left.len() as u64 && audit.pending == 0,
+        format!("{} expected to expire; audit {audit:?}", left.len()),
+    ));
+
+    // Everyone but the payers tries again: exactly the returned units sell.
+    let returned = (cancelled.len() + left.len()) as u64;
+    let paid_buyers: std::collections::HashSet<u64> = paid.iter().copied().collect();
+    let again: Vec<u64> = (0..buyers)
+        .filter(|buyer| !paid_buyers.contains(buyer))
+        .collect();
+    let again = Arc::new(again);
+    let path: Arc<str> = Arc::from(format!("/api/v1/sales/{sale_id}/purchase"));
+    let planner: Planner = {
+        let (api, again) = (Arc::clone(api), Arc::clone(&again));
+        Arc::new(move |index| {
+            let buyer = again[index as usize];
+            Planned {
+                method: Method::POST,
+                path: Arc::clone(&path),
+                bearer: Some(api.token(&buyer_name(buyer))),
+                idempotency_key: None,
+                body: None,
+                sale: 0,
+                buyer,
+            }
+        })
+    };
+    let second = phase(
+        api,
+        options,
+        "buy again",
+        again.len() as u64,
+        planner,
+        closed(options),
+    )
+    .run()
+    .await;
+    let resold = second.won.len() as u64;
+    let expected_resold = returned.min(again.len() as u64);
+    let audit = api.audit(&sale_id).await?;
+    checks.push(Check::new(
+        "every returned unit sells again exactly once",
+        resold == expected_resold && audit.pending == resold,
+        format!("{returned} units returned, {resold} sold again; audit {audit:?}"),
+    ));
+    checks.push(Check::new(
+        "the books balance: paid, cancelled and expired as done",
+        audit.consistent
+            && audit.paid == paid.len() as u64
+            && audit.cancelled == cancelled.len() as u64
+            && audit.expired == left.len() as u64
+            && audit.remaining + audit.pending + audit.paid == stock,
+        format!("{audit:?}"),
+    ));
+    checks.push(Check::new(
+        "no transport errors or timeouts in the second round",
+        second.errors() == 0,
+        format!("{} failed exchanges", second.errors()),
+    ));
+    Ok(Outcome {
+        phases: vec![first, second],
+        checks,
+        sales: vec![sale],
+    })
+}

@@ -1,0 +1,236 @@
+//! `flashsale bench`: the real binary runs the small scenarios against an embedded server and must
+//! pass; against a fake server with planted faults its verification must fail, naming the fault.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+fn bench(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .arg("bench")
+        .args(args)
+        .args(["--quiet", "--seed", "11"])
+        .output()
+        .expect("bench runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_small_scenarios_pass_against_an_embedded_server() {
+    for scenario in ["oversell", "idempotency", "multi", "lifecycle"] {
+        let (passed, output) = bench(&[scenario]);
+        assert!(passed, "{scenario} failed:\n{output}");
+        assert!(output.contains("PASSED"), "{output}");
+        assert!(!output.contains("FAIL "), "{output}");
+    }
+}
+
+#[test]
+fn figures_are_written_as_json_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("run.json");
+    let svg_path = dir.path().join("run.svg");
+    let (passed, output) = bench(&[
+        "oversell",
+        "--buyers",
+        "500",
+        "--with-baseline",
+        "--json",
+        json_path.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("purchase req/s / baseline req/s = "),
+        "{output}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(report["seed"], json!(11));
+    assert_eq!(report["phases"][0]["name"], json!("baseline"));
+    assert_eq!(report["phases"][0]["requests"], json!(500));
+    assert_eq!(report["phases"][1]["requests"], json!(500));
+    assert!(report["ratio_to_baseline"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["passed"], json!(true));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+}
+
+/// The faults a fake server can plant.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Accepts every purchase: more winners than stock.
+    Oversell,
+    /// Gives two buyers the same order id.
+    Duplicate,
+    /// Sells correctly but cannot find one of its orders afterwards.
+    Missing,
+}
+
+struct Fake {
+    fault: Fault,
+    stock: AtomicU64,
+    sold: AtomicU64,
+    orders: Mutex<HashMap<String, String>>,
+}
+
+fn buyer_of(headers: &HeaderMap) -> String {
+    let token = headers["authorization"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("Bearer ");
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+async fn create(
+    State(fake): State<Arc<Fake>>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    fake.stock
+        .store(body["stock"].as_u64().unwrap(), Ordering::SeqCst);
+    (StatusCode::CREATED, Json(json!({ "id": "fake-sale" })))
+}
+
+async fn purchase(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    let buyer = buyer_of(&headers);
+    let number = fake.sold.fetch_add(1, Ordering::SeqCst);
+    if fake.fault != Fault::Oversell && number >= fake.stock.load(Ordering::SeqCst) {
+        let error = json!({ "error": { "code": "sold_out", "message": "", "remaining": 0 } });
+        return (StatusCode::CONFLICT, Json(error));
+    }
+    let id = match fake.fault {
+        Fault::Duplicate => format!("order-{}", number / 2),
+        _ => format!("order-{number}"),
+    };
+    fake.orders
+        .lock()
+        .unwrap()
+        .insert(id.clone(), buyer.clone());
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "sale_id": "fake-sale", "user_id": buyer })),
+    )
+}
+
+async fn audit(State(fake): State<Arc<Fake>>) -> Json<Value> {
+    let held = fake.orders.lock().unwrap().len() as u64;
+    let stock = fake.stock.load(Ordering::SeqCst);
+    Json(
+        json!({ "sale_id": "fake-sale", "stock": stock, "remaining": stock.saturating_sub(held),
+        "pending": held, "paid": 0, "cancelled": 0, "expired": 0, "consistent": true }),
+    )
+}
+
+async fn order(State(fake): State<Arc<Fake>>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+    if fake.fault == Fault::Missing && id == "order-7" {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": { "code": "order_not_found", "message": "" } })),
+        );
+    }
+    match fake.orders.lock().unwrap().get(&id) {
+        Some(buyer) => (
+            StatusCode::OK,
+            Json(json!({ "id": id, "sale_id": "fake-sale", "user_id": buyer,
+            "quantity": 1, "status": "pending_payment" })),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": { "code": "order_not_found", "message": "" } })),
+        ),
+    }
+}
+
+async fn list(State(fake): State<Arc<Fake>>) -> Json<Value> {
+    let orders: Vec<Value> = fake.orders.lock().unwrap().iter().map(|(id, buyer)| json!({
+        "id": id, "sale_id": "fake-sale", "user_id": buyer, "quantity": 1, "status": "pending_payment" })).collect();
+    Json(json!({ "orders": orders, "next_cursor": null }))
+}
+
+/// Runs the oversell scenario against a fake server with `fault`; returns the bench's output.
+async fn against_fake(fault: Fault) -> (bool, String) {
+    let fake = Arc::new(Fake {
+        fault,
+        stock: AtomicU64::new(0),
+        sold: AtomicU64::new(0),
+        orders: Mutex::new(HashMap::new()),
+    });
+    let router = Router::new()
+        .route("/api/v1/sales", post(create))
+        .route("/api/v1/sales/{id}/purchase", post(purchase))
+        .route("/api/v1/sales/{id}/audit", get(audit))
+        .route("/api/v1/orders", get(list))
+        .route("/api/v1/orders/{id}", get(order))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let target = format!("http://{address}");
+    tokio::task::spawn_blocking(move || {
+        bench(&[
+            "oversell",
+            "--buyers",
+            "300",
+            "--target",
+            &target,
+            "--admin-token",
+            "a",
+            "--jwt-secret",
+            "s",
+        ])
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_a_planted_oversell() {
+    let (passed, output) = against_fake(Fault::Oversell).await;
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains("FAIL sale fake-sale: winners == min(stock, buyers x limit)"),
+        "{output}"
+    );
+    assert!(
+        output.contains("300 distinct orders acknowledged, 100 expected"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_a_planted_duplicate() {
+    let (passed, output) = against_fake(Fault::Duplicate).await;
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains("FAIL sale fake-sale: no order acknowledged to two buyers"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_a_planted_missing_order() {
+    let (passed, output) = against_fake(Fault::Missing).await;
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains("FAIL sale fake-sale: every acknowledged order is retrievable"),
+        "{output}"
+    );
+    assert!(output.contains("order-7 not found"), "{output}");
+}
