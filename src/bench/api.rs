@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::client::{ClientError, Connection};
-use crate::auth::mint_token;
+use crate::auth::TokenMinter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -63,7 +63,9 @@ struct Page {
 pub struct Api {
     address: SocketAddr,
     admin_token: String,
-    jwt_secret: String,
+    minter: TokenMinter,
+    /// Tokens expire a day after the bench started.
+    token_expires_at_secs: i64,
     /// Admin calls are few and sequential; one connection serves them.
     connection: Mutex<Option<Connection>>,
     timeout: Duration,
@@ -83,7 +85,8 @@ impl Api {
         Self {
             address,
             admin_token,
-            jwt_secret,
+            minter: TokenMinter::new(&jwt_secret),
+            token_expires_at_secs: jiff::Timestamp::now().as_second() + 86_400,
             connection: Mutex::new(None),
             timeout,
         }
@@ -95,11 +98,12 @@ impl Api {
 
     /// A buyer token valid for a day.
     pub fn token(&self, user: &str) -> String {
-        mint_token(
-            &self.jwt_secret,
-            user,
-            jiff::Timestamp::now().as_second() + 86_400,
-        )
+        self.minter.mint(user, self.token_expires_at_secs)
+    }
+
+    /// The `Authorization` header of buyer `buyer`.
+    pub fn buyer_authorization(&self, buyer: u64) -> Option<hyper::header::HeaderValue> {
+        super::client::bearer(&self.token(&buyer_name(buyer)))
     }
 
     async fn call(
@@ -117,9 +121,9 @@ impl Api {
         let Some(connection) = slot.as_mut() else {
             return Err(ClientError::Timeout.into());
         };
-        let bearer = bearer.unwrap_or(&self.admin_token);
+        let authorization = super::client::bearer(bearer.unwrap_or(&self.admin_token));
         match connection
-            .send(method, path, Some(bearer), &[], body.map(Bytes::from))
+            .send(method, path, authorization, &[], body.map(Bytes::from))
             .await
         {
             Ok(reply) => Ok((reply.status, reply.body)),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
@@ -79,6 +80,11 @@ pub struct Connection {
 }
 
 /// A reply: status and body.
+/// `Bearer <token>` as a header value; cloning it later costs a reference count.
+pub fn bearer(token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {token}"))).ok()
+}
+
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
@@ -121,7 +127,7 @@ impl Connection {
         &mut self,
         method: Method,
         path: &str,
-        bearer: Option<&str>,
+        authorization: Option<HeaderValue>,
         headers: &[(&str, &str)],
         body: Option<Bytes>,
     ) -> Result<Reply, ClientError> {
@@ -129,8 +135,8 @@ impl Connection {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.host);
-        if let Some(bearer) = bearer {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"));
+        if let Some(authorization) = authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization);
         }
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");

@@ -22,7 +22,8 @@ use super::stats::Stats;
 pub struct Planned {
     pub method: Method,
     pub path: Arc<str>,
-    pub bearer: Option<String>,
+    /// The `Authorization` header, ready to send.
+    pub authorization: Option<hyper::header::HeaderValue>,
     pub idempotency_key: Option<String>,
     pub body: Option<Bytes>,
     /// Which sale (index into the scenario's sales) and which buyer this request is.
@@ -78,16 +79,45 @@ pub const TRANSPORT_ERROR: &str = "transport error";
 pub const TIMEOUT: &str = "timeout";
 const REFUSAL_IDS_MAX: usize = 100_000;
 
+/// The parts of a reply the bench reads; borrowed, so parsing allocates nothing.
 #[derive(Deserialize)]
-struct ReplyBody {
-    id: Option<String>,
-    error: Option<ErrorBody>,
+struct ReplyBody<'a> {
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    error: Option<ErrorBody<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    order_id: Option<String>,
+struct ErrorBody<'a> {
+    code: &'a str,
+    order_id: Option<&'a str>,
+}
+
+/// Outcome names seen so far on one connection, so a name is formatted once, not per request.
+#[derive(Default)]
+struct OutcomeNames(Vec<(u16, String, String)>);
+
+impl OutcomeNames {
+    fn name(&mut self, status: u16, code: &str) -> &str {
+        let position = match self
+            .0
+            .iter()
+            .position(|(known, known_code, _)| *known == status && known_code == code)
+        {
+            Some(position) => position,
+            None => {
+                let name = if code.is_empty() {
+                    status.to_string()
+                } else {
+                    format!("{status} {code}")
+                };
+                self.0.push((status, code.to_owned(), name));
+                self.0.len() - 1
+            }
+        };
+        &self.0[position].2
+    }
 }
 
 /// Live counters for the progress bar.
@@ -233,6 +263,7 @@ impl Phase {
             Pace::Open { .. } => SplitMix64::new(0),
         };
         let mut own_sequence = index as u64;
+        let mut names = OutcomeNames::default();
         loop {
             // Closed loop: take the next request from the shared counter. Open loop: this
             // connection owns every `connections`-th request, each due at its scheduled time.
@@ -266,7 +297,7 @@ impl Phase {
             let sent_at = Instant::now();
             let reply = self.exchange(&mut connection, index, &planned).await;
             let latency = measured_from.unwrap_or(sent_at).elapsed();
-            let outcome = match reply {
+            let outcome: &str = match reply {
                 Ok(reply) => {
                     let status = reply.status.as_u16();
                     let body: Option<ReplyBody> = serde_json::from_slice(&reply.body).ok();
@@ -274,21 +305,23 @@ impl Phase {
                     match error {
                         Some(error) => {
                             if let Some(order_id) = error.order_id {
-                                mine.named_by_refusals.push(order_id);
+                                if mine.named_by_refusals.len() < REFUSAL_IDS_MAX {
+                                    mine.named_by_refusals.push(order_id.to_owned());
+                                }
                             }
                             live.refused.fetch_add(1, Relaxed);
-                            format!("{status} {}", error.code)
+                            names.name(status, error.code)
                         }
                         None => {
                             if let Some(order_id) = id {
                                 mine.won.push(Won {
                                     sale: planned.sale,
                                     buyer: planned.buyer,
-                                    order_id,
+                                    order_id: order_id.to_owned(),
                                 });
                             }
                             live.succeeded.fetch_add(1, Relaxed);
-                            status.to_string()
+                            names.name(status, "")
                         }
                     }
                 }
@@ -296,12 +329,12 @@ impl Phase {
                     connection = None;
                     live.failed.fetch_add(1, Relaxed);
                     match error {
-                        ClientError::Timeout => TIMEOUT.to_owned(),
-                        _ => TRANSPORT_ERROR.to_owned(),
+                        ClientError::Timeout => TIMEOUT,
+                        _ => TRANSPORT_ERROR,
                     }
                 }
             };
-            mine.stats.record(&outcome, latency);
+            mine.stats.record(outcome, latency);
             live.done.fetch_add(1, Relaxed);
         }
         mine
@@ -330,7 +363,7 @@ impl Phase {
         open.send(
             planned.method.clone(),
             &planned.path,
-            planned.bearer.as_deref(),
+            planned.authorization.clone(),
             headers,
             planned.body.clone(),
         )

@@ -47,11 +47,19 @@ fn generate_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
     let sequence = source.sequence.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:012x}{sequence:016x}{:04x}",
-        millis & 0xffff_ffff_ffff,
-        source.tag
-    )
+    let mut text = String::with_capacity(32);
+    push_hex(&mut text, millis & 0xffff_ffff_ffff, 12);
+    push_hex(&mut text, sequence, 16);
+    push_hex(&mut text, u64::from(source.tag), 4);
+    text
+}
+
+/// Appends the low `digits` hex digits of `value`, most significant first.
+fn push_hex(text: &mut String, value: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..digits).rev() {
+        text.push(char::from(HEX[((value >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 fn is_url_safe_id(text: &str) -> bool {
