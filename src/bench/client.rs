@@ -34,8 +34,10 @@ pub enum ClientError {
     Timeout,
 }
 
-/// Raises the soft open-file limit to the hard one; returns the limit now in force.
-pub fn raise_open_file_limit() -> u64 {
+/// Raises the open-file limit to at least `wanted` (root may raise the hard limit too, up to the
+/// kernel's `fs.nr_open`), else as far as the hard limit allows; returns the limit now in force.
+/// An embedded server started afterwards inherits it.
+pub fn raise_open_file_limit(wanted: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
     unsafe {
         let mut limit = libc::rlimit {
@@ -45,14 +47,27 @@ pub fn raise_open_file_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return 0;
         }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
+        if limit.rlim_cur >= wanted {
+            return limit.rlim_cur;
+        }
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(limit.rlim_max);
+        let both = wanted.min(nr_open).max(limit.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: both,
+            rlim_max: both,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return both;
+        }
+        let soft = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &soft) == 0 {
+            return limit.rlim_max;
         }
         limit.rlim_cur
     }

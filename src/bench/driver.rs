@@ -55,6 +55,8 @@ pub struct PhaseResult {
     pub stats: Stats,
     pub elapsed: Duration,
     pub client_cpu: Duration,
+    /// The server's CPU time during the phase, when the bench started the server.
+    pub server_cpu: Option<Duration>,
     pub won: Vec<Won>,
     /// `order_id`s named by `already_purchased` replies (kept up to a bound).
     pub named_by_refusals: Vec<String>,
@@ -68,6 +70,12 @@ impl PhaseResult {
     /// Client CPU microseconds per request.
     pub fn client_cpu_micros_per_request(&self) -> f64 {
         self.client_cpu.as_secs_f64() * 1e6 / (self.stats.total().max(1) as f64)
+    }
+
+    /// Server CPU microseconds per request, when known.
+    pub fn server_cpu_micros_per_request(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / (self.stats.total().max(1) as f64))
     }
 
     pub fn errors(&self) -> u64 {
@@ -144,6 +152,12 @@ pub struct Phase {
     pub pace: Pace,
     pub timeout: Duration,
     pub progress: bool,
+    /// The server's process, to measure its CPU during the phase.
+    pub server_pid: Option<u32>,
+}
+
+fn server_cpu_now(pid: Option<u32>) -> Option<f64> {
+    pid.and_then(super::target::process_cpu_seconds)
 }
 
 fn progress_bar(phase: &Phase) -> ProgressBar {
@@ -163,15 +177,20 @@ fn progress_bar(phase: &Phase) -> ProgressBar {
 impl Phase {
     pub async fn run(self) -> PhaseResult {
         let live = Arc::new(Live::default());
-        let next = Arc::new(AtomicU64::new(0));
+        let connections = self.connections.max(1).min(self.total.max(1) as usize);
+        // Requests below `connections` are each connection's first; the shared counter hands
+        // out the rest.
+        let next = Arc::new(AtomicU64::new(connections as u64));
         let collected = Arc::new(Mutex::new(Collected {
             stats: Stats::new(),
             won: Vec::new(),
             named_by_refusals: Vec::new(),
         }));
         let bar = progress_bar(&self);
-        let cpu_before = process_cpu_time();
-        let started = Instant::now();
+        // Every connection is open before the clock starts, so the figures measure the server,
+        // not the connect storm (a connection that fails to open is retried per request later).
+        let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
+        let start_at = Arc::new(tokio::sync::OnceCell::<Instant>::new());
         let ticker = {
             let (live, bar) = (Arc::clone(&live), bar.clone());
             tokio::spawn(async move {
@@ -191,7 +210,6 @@ impl Phase {
                 }
             })
         };
-        let connections = self.connections.max(1).min(self.total.max(1) as usize);
         let mut tasks = Vec::with_capacity(connections);
         let shared = Arc::new(self);
         for index in 0..connections {
@@ -201,8 +219,16 @@ impl Phase {
                 Arc::clone(&live),
                 Arc::clone(&collected),
             );
+            let (ready, start_at) = (Arc::clone(&ready), Arc::clone(&start_at));
             tasks.push(tokio::spawn(async move {
-                let mine = phase.drive(index, connections, started, &next, &live).await;
+                let mut connection = Connection::open(phase.address, index, phase.timeout)
+                    .await
+                    .ok();
+                ready.wait().await;
+                let started = *start_at.get_or_init(|| async { Instant::now() }).await;
+                let mine = phase
+                    .drive(index, connections, started, &mut connection, &next, &live)
+                    .await;
                 let mut all = collected
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -213,6 +239,10 @@ impl Phase {
                     .extend(mine.named_by_refusals.into_iter().take(room));
             }));
         }
+        ready.wait().await;
+        let cpu_before = process_cpu_time();
+        let server_cpu_before = server_cpu_now(shared.server_pid);
+        let started = *start_at.get_or_init(|| async { Instant::now() }).await;
         for task in tasks {
             let _ = task.await;
         }
@@ -221,6 +251,9 @@ impl Phase {
         bar.set_position(live.done.load(Relaxed));
         bar.finish_and_clear();
         let client_cpu = process_cpu_time().saturating_sub(cpu_before);
+        let server_cpu = server_cpu_before
+            .zip(server_cpu_now(shared.server_pid))
+            .map(|(before, after)| Duration::from_secs_f64((after - before).max(0.0)));
         let collected = std::mem::replace(
             &mut *collected
                 .lock()
@@ -236,6 +269,7 @@ impl Phase {
             stats: collected.stats,
             elapsed,
             client_cpu,
+            server_cpu,
             won: collected.won,
             named_by_refusals: collected.named_by_refusals,
         }
@@ -247,6 +281,7 @@ impl Phase {
         index: usize,
         connections: usize,
         started: Instant,
+        connection: &mut Option<Connection>,
         next: &AtomicU64,
         live: &Live,
     ) -> Collected {
@@ -255,7 +290,6 @@ impl Phase {
             won: Vec::new(),
             named_by_refusals: Vec::new(),
         };
-        let mut connection: Option<Connection> = None;
         let mut think = match self.pace {
             Pace::Closed { seed, .. } => {
                 SplitMix64::new(seed ^ (index as u64).wrapping_mul(0x9e37))
@@ -263,13 +297,21 @@ impl Phase {
             Pace::Open { .. } => SplitMix64::new(0),
         };
         let mut own_sequence = index as u64;
+        let mut first_request = true;
         let mut names = OutcomeNames::default();
         loop {
             // Closed loop: take the next request from the shared counter. Open loop: this
             // connection owns every `connections`-th request, each due at its scheduled time.
             let (request_index, measured_from) = match self.pace {
                 Pace::Closed { think_max_ms, .. } => {
-                    let request_index = next.fetch_add(1, Relaxed);
+                    // Each connection's first request is its own, so every connection sends at
+                    // least one; the rest go to whichever connection is free.
+                    let request_index = if first_request {
+                        first_request = false;
+                        index as u64
+                    } else {
+                        next.fetch_add(1, Relaxed)
+                    };
                     if request_index >= self.total {
                         break;
                     }
@@ -295,7 +337,7 @@ impl Phase {
             };
             let planned = (self.planner)(request_index);
             let sent_at = Instant::now();
-            let reply = self.exchange(&mut connection, index, &planned).await;
+            let reply = self.exchange(connection, index, &planned).await;
             let latency = measured_from.unwrap_or(sent_at).elapsed();
             let outcome: &str = match reply {
                 Ok(reply) => {
@@ -326,7 +368,7 @@ impl Phase {
                     }
                 }
                 Err(error) => {
-                    connection = None;
+                    *connection = None;
                     live.failed.fetch_add(1, Relaxed);
                     match error {
                         ClientError::Timeout => TIMEOUT,

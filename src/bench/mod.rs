@@ -201,8 +201,11 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     if args.connections == 0 {
         return Err(BenchError::Usage("--connections must be at least 1".into()));
     }
-    let open_files = client::raise_open_file_limit();
-    if (open_files as usize) < args.connections + 64 {
+    // Each connection takes a descriptor here and one in the server; the limit is per process
+    // (an embedded server inherits it), so each side needs the connections plus some room.
+    let wanted = args.connections as u64 + 1024;
+    let open_files = client::raise_open_file_limit(wanted);
+    if open_files < wanted {
         eprintln!(
             "warning: the open-file limit is {open_files}; {} connections may fail",
             args.connections
@@ -235,6 +238,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
         think_max_ms: args.think_time_ms,
         timeout,
         progress: !args.quiet,
+        server_pid: target.server.as_ref().map(target::EmbeddedServer::pid),
     };
     let baseline_requests = match args.scenario {
         Scenario::Stampede | Scenario::Big | Scenario::Oversell => {

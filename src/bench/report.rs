@@ -17,6 +17,7 @@ pub struct PhaseReport {
     pub requests_per_sec: f64,
     pub client_cpu_seconds: f64,
     pub client_cpu_micros_per_request: f64,
+    pub server_cpu_micros_per_request: Option<f64>,
     pub errors: u64,
     pub outcomes: Vec<OutcomeSummary>,
 }
@@ -30,6 +31,7 @@ impl From<&PhaseResult> for PhaseReport {
             requests_per_sec: phase.requests_per_sec(),
             client_cpu_seconds: phase.client_cpu.as_secs_f64(),
             client_cpu_micros_per_request: phase.client_cpu_micros_per_request(),
+            server_cpu_micros_per_request: phase.server_cpu_micros_per_request(),
             errors: phase.errors(),
             outcomes: phase.stats.summaries(),
         }
@@ -64,19 +66,23 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<12} {:>10} {:>9} {:>11} {:>8} {:>16}",
-        "phase", "requests", "seconds", "req/s", "errors", "client CPU us/req"
+        "\n{:<12} {:>10} {:>9} {:>11} {:>8} {:>17} {:>17}",
+        "phase", "requests", "seconds", "req/s", "errors", "client CPU us/req", "server CPU us/req"
     );
     for phase in &report.phases {
+        let server = phase
+            .server_cpu_micros_per_request
+            .map_or_else(|| "-".to_owned(), |micros| format!("{micros:.1}"));
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>9.2} {:>11.0} {:>8} {:>16.1}",
+            "{:<12} {:>10} {:>9.2} {:>11.0} {:>8} {:>17.1} {:>17}",
             phase.name,
             phase.requests,
             phase.seconds,
             phase.requests_per_sec,
             phase.errors,
-            phase.client_cpu_micros_per_request
+            phase.client_cpu_micros_per_request,
+            server
         );
     }
     for phase in &report.phases {

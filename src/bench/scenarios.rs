@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub think_max_ms: u64,
     pub timeout: Duration,
     pub progress: bool,
+    /// The server's process id, when the bench started it.
+    pub server_pid: Option<u32>,
 }
 
 /// What a scenario produced: its phases (in order) and its checks.
@@ -45,6 +47,7 @@ fn phase(
         pace,
         timeout: options.timeout,
         progress: options.progress,
+        server_pid: options.server_pid,
     }
 }
 
