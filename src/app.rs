@@ -11,13 +11,14 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{Cluster, ClusterError, Persister};
 use crate::config::Settings;
-use crate::gate::MemoryGate;
+use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
 use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
 use crate::service::{Service, ServiceError};
-use crate::store::{SqliteStore, SqliteStoreOptions, StoreError};
+use crate::store::{OrderStore, SqliteStore, SqliteStoreOptions, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,8 +27,10 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cluster mode (FLASHSALE_REDIS_URL with FLASHSALE_DATABASE_URL) is not available in this build yet; unset both to run embedded")]
-    ClusterUnavailable,
+    #[error("cluster nodes must share their secrets: set admin_token and jwt_secret (FLASHSALE_ADMIN_TOKEN, FLASHSALE_JWT_SECRET) to the same values on every node")]
+    ClusterSecrets,
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
     #[error("opening the order store: {0}")]
     Store(#[from] StoreError),
     #[error("recovering state from the order store: {0}")]
@@ -100,6 +103,8 @@ pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
     expiry_interval: Duration,
+    /// A cluster node's queue persister, started with the server.
+    persister: Option<Persister>,
     pub credentials: Credentials,
 }
 
@@ -112,8 +117,10 @@ impl App {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
-        if settings.is_cluster() {
-            return Err(StartError::ClusterUnavailable);
+        if settings.is_cluster()
+            && (settings.admin_token.is_none() || settings.jwt_secret.is_none())
+        {
+            return Err(StartError::ClusterSecrets);
         }
         secrets::ensure_data_dir(&settings.data_dir).map_err(|source| StartError::DataDir {
             path: settings.data_dir.display().to_string(),
@@ -121,22 +128,25 @@ impl App {
         })?;
         let credentials = credentials(settings)?;
         let metrics = Arc::new(Metrics::default());
-        let store = SqliteStore::open(
-            &settings.data_dir,
-            SqliteStoreOptions {
-                commit_batch_max: settings.commit_batch_max,
-                write_queue_max: settings.write_queue_max,
-                read_connections_max: settings.read_connections_max,
-            },
-            Arc::clone(&metrics),
-        )?;
-        let service = Service::start(
-            Arc::new(MemoryGate::new()),
-            Arc::new(store),
-            clock,
-            settings.expiry_batch_max,
-        )
-        .await?;
+        let (gate, store, persister): (Arc<dyn StockGate>, Arc<dyn OrderStore>, _) =
+            if settings.is_cluster() {
+                let (gate, store, persister) = Cluster::connect(settings, Arc::clone(&metrics))
+                    .await?
+                    .into_node();
+                (gate, store, Some(persister))
+            } else {
+                let store = SqliteStore::open(
+                    &settings.data_dir,
+                    SqliteStoreOptions {
+                        commit_batch_max: settings.commit_batch_max,
+                        write_queue_max: settings.write_queue_max,
+                        read_connections_max: settings.read_connections_max,
+                    },
+                    Arc::clone(&metrics),
+                )?;
+                (Arc::new(MemoryGate::new()), Arc::new(store), None)
+            };
+        let service = Service::start(gate, store, clock, settings.expiry_batch_max).await?;
         let state = Arc::new(AppState::new(
             Arc::new(service),
             Authenticator::new(&credentials.admin_token, &credentials.jwt_secret),
@@ -155,6 +165,7 @@ impl App {
             listener,
             state,
             expiry_interval: Duration::from_millis(settings.expiry_sweep_interval_ms),
+            persister,
             credentials,
         })
     }
@@ -181,8 +192,11 @@ impl App {
             Arc::clone(&service),
             Arc::clone(&self.state.metrics),
             self.expiry_interval,
-            stop,
+            stop.clone(),
         ));
+        let persister = self
+            .persister
+            .map(|persister| tokio::spawn(persister.run(stop)));
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
@@ -190,6 +204,9 @@ impl App {
             .map_err(StartError::Serve);
         let _ = stop_expiry.send(true);
         let _ = expiry.await;
+        if let Some(persister) = persister {
+            let _ = persister.await;
+        }
         service.close().await?;
         served
     }

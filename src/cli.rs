@@ -27,6 +27,23 @@ pub enum Command {
     Token(TokenArgs),
     /// Load a server with a scenario, measure it, and verify its records afterwards.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Cluster: compare Redis and PostgreSQL per sale; with --repair rebuild the gate of every
+    /// sale that disagrees from PostgreSQL (after Redis lost its data). Exit 0 when all agree,
+    /// 2 when some do not.
+    Reconcile(Box<ReconcileArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    /// Rebuild each disagreeing sale's gate in Redis from PostgreSQL and the queue.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The node settings (the same file, variables and flags as `serve`).
+    #[command(flatten)]
+    pub node: ServeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +83,34 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Cluster: prefix of every Redis key.
+    #[arg(long, value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_key_prefix: Option<String>,
+    /// Cluster: PostgreSQL schema of the tables.
+    #[arg(long, value_name = "SCHEMA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_schema: Option<String>,
+    /// Cluster: PostgreSQL connections per node.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_connections_max: Option<usize>,
+    /// Cluster: refuse to start unless Redis fsyncs every write (appendonly yes, appendfsync always).
+    #[arg(long, value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_require_durable: Option<bool>,
+    /// Cluster: most queued orders written to PostgreSQL per transaction.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_batch_max: Option<usize>,
+    /// Cluster: idle time after which another node takes over a node's queued orders, in ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_claim_idle_ms: Option<u64>,
+    /// Cluster: longest a local sold-out mark refuses without asking Redis, in ms (0: off).
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sold_out_recheck_ms: Option<u64>,
     /// Requests handled at once; beyond it 503 overloaded.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,23 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// PostgreSQL of a cluster node (with `redis_url`).
     pub database_url: Option<String>,
+    /// Cluster: prefix of every Redis key, so deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Cluster: the PostgreSQL schema holding the tables (created if missing).
+    pub database_schema: String,
+    /// Cluster: PostgreSQL connections per node.
+    pub database_connections_max: usize,
+    /// Cluster: refuse to start unless Redis has `appendonly yes` and `appendfsync always`
+    /// (without them an acknowledged order can be lost with Redis).
+    pub redis_require_durable: bool,
+    /// Cluster: most queued orders written to PostgreSQL in one transaction.
+    pub queue_batch_max: usize,
+    /// Cluster: how long a queued order may stay unacknowledged by its node's persister before
+    /// another node takes it over (a node that died).
+    pub queue_claim_idle_ms: u64,
+    /// Cluster: longest time a local sold-out mark refuses without asking Redis (0: no local
+    /// fast path); returned stock normally clears it at once by pub/sub.
+    pub sold_out_recheck_ms: u64,
     /// Requests handled at once; beyond it `503 overloaded` with `Retry-After`.
     pub max_in_flight: usize,
     /// Longest time a request may take before `503 overloaded`.
@@ -60,6 +77,13 @@ impl Default for Settings {
             jwt_secret: None,
             redis_url: None,
             database_url: None,
+            redis_key_prefix: "flashsale".into(),
+            database_schema: "flashsale".into(),
+            database_connections_max: 16,
+            redis_require_durable: true,
+            queue_batch_max: 1024,
+            queue_claim_idle_ms: 10_000,
+            sold_out_recheck_ms: 1000,
             max_in_flight: 8192,
             request_timeout_ms: 10_000,
             buyer_requests_per_sec: 50,
@@ -84,6 +108,13 @@ impl fmt::Debug for Settings {
             .field("jwt_secret", &redact(&self.jwt_secret))
             .field("redis_url", &redact(&self.redis_url))
             .field("database_url", &redact(&self.database_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("database_schema", &self.database_schema)
+            .field("database_connections_max", &self.database_connections_max)
+            .field("redis_require_durable", &self.redis_require_durable)
+            .field("queue_batch_max", &self.queue_batch_max)
+            .field("queue_claim_idle_ms", &self.queue_claim_idle_ms)
+            .field("sold_out_recheck_ms", &self.sold_out_recheck_ms)
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
@@ -99,13 +130,20 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 23] = [
     "listen",
     "data_dir",
     "admin_token",
     "jwt_secret",
     "redis_url",
     "database_url",
+    "redis_key_prefix",
+    "database_schema",
+    "database_connections_max",
+    "redis_require_durable",
+    "queue_batch_max",
+    "queue_claim_idle_ms",
+    "sold_out_recheck_ms",
     "max_in_flight",
     "request_timeout_ms",
     "buyer_requests_per_sec",
@@ -159,6 +197,12 @@ impl Settings {
         }
         if self.request_timeout_ms == 0 || self.expiry_sweep_interval_ms == 0 {
             return rule("request_timeout_ms and expiry_sweep_interval_ms must be at least 1");
+        }
+        if self.queue_batch_max == 0 || self.database_connections_max == 0 {
+            return rule("queue_batch_max and database_connections_max must be at least 1");
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
+            return rule("redis_key_prefix must be non-empty and free of { and }");
         }
         if self.redis_url.is_some() != self.database_url.is_some() {
             return rule(

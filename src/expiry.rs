@@ -49,5 +49,8 @@ pub async fn run(
             return;
         }
         sweep(&service, &metrics).await;
+        if let Err(error) = service.return_unreturned().await {
+            tracing::warn!(%error, "returning unfinished releases failed; retrying next round");
+        }
     }
 }

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use flashsale::app::{self, App};
 use flashsale::auth::mint_token;
-use flashsale::cli::{self, Command, ServeArgs, TokenArgs};
+use flashsale::cli::{self, Command, ReconcileArgs, ServeArgs, TokenArgs};
 use flashsale::config::Settings;
 
 fn main() -> ExitCode {
@@ -17,6 +17,89 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),
         Command::Bench(args) => bench(*args),
+        Command::Reconcile(args) => reconcile(*args),
+    }
+}
+
+fn reconcile(args: ReconcileArgs) -> ExitCode {
+    let mut settings = match Settings::load(args.node.config.as_deref(), &args.node.settings) {
+        Ok(settings) => settings,
+        Err(error) => return fail(error),
+    };
+    if !settings.is_cluster() {
+        return fail("reconcile compares Redis with PostgreSQL: set redis_url and database_url");
+    }
+    // A maintenance tool: it must run against a Redis that lost its data, whatever its settings.
+    settings.redis_require_durable = false;
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("starting the runtime: {error}")),
+    };
+    let outcome = runtime.block_on(async {
+        let metrics = std::sync::Arc::new(flashsale::metrics::Metrics::default());
+        let cluster = flashsale::cluster::Cluster::connect(&settings, metrics)
+            .await
+            .map_err(|error| error.to_string())?;
+        flashsale::cluster::reconcile::reconcile(&cluster, args.repair)
+            .await
+            .map_err(|error| error.to_string())
+    });
+    let reports = match outcome {
+        Ok(reports) => reports,
+        Err(error) => return fail(error),
+    };
+    if args.json {
+        println!("{}", serde_json::json!({ "sales": reports }));
+    } else {
+        println!(
+            "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {}",
+            "sale",
+            "stock",
+            "redis",
+            "held",
+            "pg_left",
+            "pg_held",
+            "queued",
+            "missing",
+            "orphan",
+            "verdict"
+        );
+        for report in &reports {
+            let redis = report
+                .redis_remaining
+                .map_or_else(|| "lost".to_owned(), |remaining| remaining.to_string());
+            let verdict = match (report.consistent, report.repaired) {
+                (true, true) => "repaired",
+                (true, false) => "ok",
+                (false, _) => "DISAGREE",
+            };
+            println!(
+                "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {verdict}",
+                report.sale_id,
+                report.stock,
+                redis,
+                report.redis_held,
+                report.postgres_remaining,
+                report.postgres_pending + report.postgres_paid,
+                report.queued,
+                report.missing_holdings.len(),
+                report.orphan_holdings.len(),
+            );
+        }
+    }
+    if reports.iter().all(|report| report.consistent) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

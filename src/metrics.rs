@@ -109,6 +109,19 @@ pub struct Metrics {
     commit_batch: Histogram<13>,
     expired_orders: AtomicU64,
     in_flight: AtomicU64,
+    cluster: ClusterCounters,
+}
+
+/// What only a cluster node reports (all zero on an embedded server, and then not rendered).
+#[derive(Default)]
+struct ClusterCounters {
+    enabled: std::sync::atomic::AtomicBool,
+    gate_calls: AtomicU64,
+    local_sold_out: AtomicU64,
+    persisted_orders: AtomicU64,
+    refused_orders: AtomicU64,
+    queue_lag_ms: AtomicU64,
+    queue_unpersisted: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -129,6 +142,7 @@ impl Default for Metrics {
             commit_batch: Histogram::new(BATCH_BOUNDS),
             expired_orders: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            cluster: ClusterCounters::default(),
         }
     }
 }
@@ -165,6 +179,98 @@ impl Metrics {
     pub fn record_expired(&self, orders: usize) {
         self.expired_orders
             .fetch_add(u64::try_from(orders).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Turns on the cluster's section of the report.
+    pub fn enable_cluster(&self) {
+        self.cluster.enabled.store(true, Relaxed);
+    }
+
+    /// A purchase the gate decided: by a Redis call, or locally from a sold-out mark.
+    pub fn record_gate_call(&self, remote: bool) {
+        let counter = if remote {
+            &self.cluster.gate_calls
+        } else {
+            &self.cluster.local_sold_out
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_persisted(&self, persisted: usize, refused: usize) {
+        self.cluster
+            .persisted_orders
+            .fetch_add(u64::try_from(persisted).unwrap_or(u64::MAX), Relaxed);
+        self.cluster
+            .refused_orders
+            .fetch_add(u64::try_from(refused).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The age of the oldest order not yet in PostgreSQL, and how many there are.
+    pub fn record_queue(&self, lag: Duration, unpersisted: u64) {
+        self.cluster
+            .queue_lag_ms
+            .store(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX), Relaxed);
+        self.cluster.queue_unpersisted.store(unpersisted, Relaxed);
+    }
+
+    fn render_cluster(&self, out: &mut String) {
+        let counters = &self.cluster;
+        if !counters.enabled.load(Relaxed) {
+            return;
+        }
+        let rows: [(&str, &str, &str, &AtomicU64, f64); 6] = [
+            (
+                "flashsale_gate_redis_calls_total",
+                "counter",
+                "Purchases decided by a Redis script call.",
+                &counters.gate_calls,
+                1.0,
+            ),
+            (
+                "flashsale_gate_local_sold_out_total",
+                "counter",
+                "Purchases refused from this node's sold-out mark, without Redis.",
+                &counters.local_sold_out,
+                1.0,
+            ),
+            (
+                "flashsale_queue_persisted_orders_total",
+                "counter",
+                "Queued orders this node wrote to PostgreSQL.",
+                &counters.persisted_orders,
+                1.0,
+            ),
+            (
+                "flashsale_queue_refused_orders_total",
+                "counter",
+                "Queued orders PostgreSQL's constraints refused (kept in refused_orders).",
+                &counters.refused_orders,
+                1.0,
+            ),
+            (
+                "flashsale_queue_lag_seconds",
+                "gauge",
+                "Age of the oldest acknowledged order not yet in PostgreSQL.",
+                &counters.queue_lag_ms,
+                1000.0,
+            ),
+            (
+                "flashsale_queue_unpersisted_orders",
+                "gauge",
+                "Acknowledged orders not yet in PostgreSQL.",
+                &counters.queue_unpersisted,
+                1.0,
+            ),
+        ];
+        for (name, kind, help, value, scale) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let value = value.load(Relaxed);
+            if scale == 1.0 {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name} {}", value as f64 / scale);
+            }
+        }
     }
 
     pub fn request_started(&self) {
@@ -235,6 +341,7 @@ impl Metrics {
             "flashsale_http_requests_in_flight {}",
             self.in_flight.load(Relaxed)
         );
+        self.render_cluster(&mut out);
         out
     }
 }

@@ -5,11 +5,15 @@
 //! - a purchase takes stock in the gate first (memory or one Redis call), then queues the order for
 //!   the store and answers only after the store committed it; if the commit fails, the gate gets the
 //!   stock back;
+//! - in a cluster the gate's one Redis script also queues the order durably, so the purchase is
+//!   acknowledged then, and the node's persister writes it to PostgreSQL shortly after;
 //! - pay, cancel and expire change the store first (one atomic decision there), and only the call
 //!   that moved an order out of an active status gives its stock back to the gate: once per order.
+//!   The store remembers which releases the gate has not confirmed, and they are retried.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use crate::clock::Clock;
 use crate::domain::{
@@ -106,6 +110,9 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     /// Sales never change once created, so every purchase reads them from here, not a store.
     catalog: RwLock<HashMap<SaleId, Arc<Sale>>>,
+    /// When the last reload of the catalog from the store started.
+    catalog_loaded: Mutex<Option<Instant>>,
+    catalog_reload: tokio::sync::Mutex<()>,
     expiry_batch_max: usize,
 }
 
@@ -119,8 +126,9 @@ fn refusal_error(refusal: Refusal) -> ServiceError {
 }
 
 impl Service {
-    /// Loads every sale and rebuilds the gate from the store's active orders, so that a restart
-    /// changes nothing a client can see.
+    /// Loads every sale and, for a gate private to this process, rebuilds the gate from the
+    /// store's active orders, so that a restart changes nothing a client can see. A shared gate
+    /// (Redis) outlives nodes and is never rebuilt here: that is `flashsale reconcile --repair`.
     pub async fn start(
         gate: Arc<dyn StockGate>,
         store: Arc<dyn OrderStore>,
@@ -132,8 +140,14 @@ impl Service {
             store,
             clock,
             catalog: RwLock::new(HashMap::new()),
+            catalog_loaded: Mutex::new(None),
+            catalog_reload: tokio::sync::Mutex::new(()),
             expiry_batch_max: expiry_batch_max.max(1),
         };
+        if service.gate.queues_orders() {
+            service.reload_catalog().await?;
+            return Ok(service);
+        }
         for sale in service.store.sales().await? {
             let holdings = service
                 .store
@@ -142,10 +156,7 @@ impl Service {
                 .iter()
                 .map(Holding::from)
                 .collect();
-            service
-                .gate
-                .restore_sale(&sale.id, sale.stock, holdings)
-                .await?;
+            service.gate.restore_sale(&sale, holdings).await?;
             service.remember(sale);
         }
         Ok(service)
@@ -164,14 +175,54 @@ impl Service {
         sale
     }
 
-    fn known_sale(&self, sale_id: &str) -> Result<Arc<Sale>, ServiceError> {
-        let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
+    fn cached_sale(&self, sale_id: &SaleId) -> Option<Arc<Sale>> {
         self.catalog
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&sale_id)
+            .get(sale_id)
             .cloned()
-            .ok_or(ServiceError::SaleNotFound)
+    }
+
+    /// Reloads every sale from the store (other nodes create sales too). Reloads never
+    /// overlap, and callers that arrive while one runs share the next: a crowd asking for a
+    /// sale this node does not know (or for made-up ids) costs the store one query at a time.
+    async fn reload_catalog(&self) -> Result<(), ServiceError> {
+        let asked_at = Instant::now();
+        let _one_at_a_time = self.catalog_reload.lock().await;
+        let reloaded_since = self
+            .catalog_loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|started| started >= asked_at);
+        if reloaded_since {
+            return Ok(());
+        }
+        let started = Instant::now();
+        for sale in self.store.sales().await? {
+            if self.cached_sale(&sale.id).is_none() {
+                self.remember(sale);
+            }
+        }
+        *self
+            .catalog_loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(started);
+        Ok(())
+    }
+
+    async fn known_sale(&self, sale_id: &str) -> Result<Arc<Sale>, ServiceError> {
+        let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
+        if let Some(sale) = self.cached_sale(&sale_id) {
+            return Ok(sale);
+        }
+        // A sale another node created since this one last looked.
+        if self.gate.queues_orders() {
+            self.reload_catalog().await?;
+            if let Some(sale) = self.cached_sale(&sale_id) {
+                return Ok(sale);
+            }
+        }
+        Err(ServiceError::SaleNotFound)
     }
 
     async fn view(&self, sale: Arc<Sale>) -> Result<SaleView, ServiceError> {
@@ -187,13 +238,16 @@ impl Service {
     pub async fn create_sale(&self, draft: SaleDraft) -> Result<SaleView, ServiceError> {
         let sale = draft.validate(SaleId::generate(), self.clock.now())?;
         self.store.create_sale(&sale).await?;
-        self.gate.open_sale(&sale.id, sale.stock).await?;
+        self.gate.open_sale(&sale).await?;
         let sale = self.remember(sale);
         self.view(sale).await
     }
 
     /// Every sale, newest first.
     pub async fn sales(&self) -> Result<Vec<SaleView>, ServiceError> {
+        if self.gate.queues_orders() {
+            self.reload_catalog().await?;
+        }
         let mut sales: Vec<Arc<Sale>> = self
             .catalog
             .read()
@@ -210,7 +264,7 @@ impl Service {
     }
 
     pub async fn sale(&self, sale_id: &str) -> Result<SaleView, ServiceError> {
-        let sale = self.known_sale(sale_id)?;
+        let sale = self.known_sale(sale_id).await?;
         self.view(sale).await
     }
 
@@ -221,11 +275,16 @@ impl Service {
         quantity: i64,
         idempotency_key: Option<String>,
     ) -> Result<Purchased, ServiceError> {
-        let sale = self.known_sale(sale_id)?;
+        let sale = self.known_sale(sale_id).await?;
         let now = self.clock.now();
         let quantity = check_purchase(&sale, quantity, now).map_err(ServiceError::Rejected)?;
-        if let Some(key) = &idempotency_key {
-            // A key that bought before returns that order, even if it was cancelled since.
+        // A key that bought before returns that order, even if it was cancelled since. A gate
+        // that queues orders (Redis) remembers every key for good and answers `SameKey` itself,
+        // which keeps the store off the purchase path.
+        if let Some(key) = idempotency_key
+            .as_ref()
+            .filter(|_| !self.gate.queues_orders())
+        {
             if let Some(order) = self.store.order_by_key(&sale.id, &user_id, key).await? {
                 return Ok(Purchased {
                     order,
@@ -248,6 +307,21 @@ impl Service {
                 }))
             }
             GateDecision::SameKey { order_id } => return self.repeated(&order_id).await,
+            GateDecision::Closed => {
+                return Err(ServiceError::Rejected(match sale.state(now, 1) {
+                    SaleState::Scheduled => Rejection::NotStarted {
+                        starts_at: sale.starts_at,
+                    },
+                    _ => Rejection::SaleEnded,
+                }))
+            }
+        }
+        if self.gate.queues_orders() {
+            // The gate's script queued the order durably with the reservation.
+            return Ok(Purchased {
+                order: reservation.order,
+                created: true,
+            });
         }
         self.commit(reservation.order).await
     }
@@ -396,9 +470,33 @@ impl Service {
     /// Gives an order's stock back to the gate. The store already recorded the order as
     /// inactive, so a failure here is repaired by the next rebuild from the store.
     async fn release(&self, order: &Order) {
-        if let Err(error) = self.gate.release(&Holding::from(order)).await {
-            tracing::error!(%error, order_id = %order.id, "could not return stock to the gate");
+        match self.gate.release(&Holding::from(order)).await {
+            Ok(_) => {
+                if let Err(error) = self.store.stock_returned(vec![order.id.clone()]).await {
+                    tracing::warn!(%error, order_id = %order.id,
+                        "could not record a release; it will be repeated, harmlessly");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, order_id = %order.id,
+                    "could not return stock to the gate; retried by the next sweep");
+            }
         }
+    }
+
+    /// Returns the stock of orders whose release a node did not finish (it died, or the gate
+    /// was unreachable); each release is idempotent, so repeating one is harmless. Returns how
+    /// many orders it settled.
+    pub async fn return_unreturned(&self) -> Result<usize, ServiceError> {
+        let orders = self.store.unreturned(self.expiry_batch_max).await?;
+        let mut settled = Vec::with_capacity(orders.len());
+        for order in orders {
+            self.gate.release(&Holding::from(&order)).await?;
+            settled.push(order.id);
+        }
+        let count = settled.len();
+        self.store.stock_returned(settled).await?;
+        Ok(count)
     }
 
     /// Expires one batch of overdue orders; returns how many.
@@ -407,8 +505,16 @@ impl Service {
             .store
             .expire_due(self.clock.now(), self.expiry_batch_max)
             .await?;
+        let mut returned = Vec::with_capacity(expired.len());
         for order in &expired {
-            self.release(order).await;
+            match self.gate.release(&Holding::from(order)).await {
+                Ok(_) => returned.push(order.id.clone()),
+                Err(error) => tracing::error!(%error, order_id = %order.id,
+                    "could not return stock to the gate; retried by the next sweep"),
+            }
+        }
+        if let Err(error) = self.store.stock_returned(returned).await {
+            tracing::warn!(%error, "could not record releases; they will be repeated, harmlessly");
         }
         Ok(expired.len())
     }
@@ -418,7 +524,7 @@ impl Service {
     }
 
     pub async fn audit(&self, sale_id: &str) -> Result<Audit, ServiceError> {
-        let sale = self.known_sale(sale_id)?;
+        let sale = self.known_sale(sale_id).await?;
         let tally = self.store.tally(&sale.id).await?;
         let remaining = self.gate.remaining(&sale.id).await?.unwrap_or(0);
         let consistent =

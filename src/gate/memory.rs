@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::{GateDecision, GateError, Holding, Reservation, StockGate};
-use crate::domain::{OrderId, SaleId, UserId};
+use crate::domain::{OrderId, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
 /// Enough shards that two cores rarely meet on one; each empty shard costs a few dozen bytes.
@@ -166,23 +166,24 @@ impl MemoryGate {
 }
 
 impl StockGate for MemoryGate {
-    fn open_sale(&self, sale_id: &SaleId, stock: u64) -> BoxFuture<'_, Result<(), GateError>> {
-        self.put_sale(sale_id, SaleGate::new(stock));
+    fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
+        if self.sale(&sale.id).is_err() {
+            self.put_sale(&sale.id, SaleGate::new(sale.stock));
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn restore_sale(
         &self,
-        sale_id: &SaleId,
-        stock: u64,
+        sale: &Sale,
         holdings: Vec<Holding>,
     ) -> BoxFuture<'_, Result<(), GateError>> {
         let held: u64 = holdings.iter().map(|h| u64::from(h.quantity)).sum();
-        let gate = SaleGate::new(stock.saturating_sub(held));
+        let gate = SaleGate::new(sale.stock.saturating_sub(held));
         for holding in holdings {
             gate.add_holding(holding);
         }
-        self.put_sale(sale_id, gate);
+        self.put_sale(&sale.id, gate);
         Box::pin(std::future::ready(Ok(())))
     }
 

@@ -5,10 +5,14 @@
 //! Memory grows with the number of winners (at most the stock), never with the number of requests.
 
 mod memory;
+mod redis;
 
+pub use self::redis::{
+    record, RedisDurability, RedisGate, RedisGateOptions, RedisKeys, PERSISTERS,
+};
 pub use memory::MemoryGate;
 
-use crate::domain::{Order, OrderId, SaleId, UserId};
+use crate::domain::{Order, OrderId, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
 /// A purchase that passed the rules and asks for stock. It carries the whole order so that a
@@ -33,6 +37,9 @@ pub enum GateDecision {
     SameKey {
         order_id: OrderId,
     },
+    /// The purchase's time is outside the sale's window (a gate that keeps the window checks
+    /// it again, so a node with a wrong clock cannot sell early or late).
+    Closed,
 }
 
 /// One active order's claim on a sale's stock, as a store reports it when the gate is rebuilt.
@@ -66,15 +73,15 @@ pub enum GateError {
 }
 
 pub trait StockGate: Send + Sync + 'static {
-    /// Puts a new sale on the gate with its whole stock.
-    fn open_sale(&self, sale_id: &SaleId, stock: u64) -> BoxFuture<'_, Result<(), GateError>>;
+    /// Puts a new sale on the gate with its whole stock. Opening a sale the gate knows already
+    /// changes nothing.
+    fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>>;
 
-    /// Replaces a sale's state with what the system of record says: `stock` minus the active
+    /// Replaces a sale's state with what the system of record says: its stock minus the active
     /// holdings. Used at start-up (embedded) and by repair (cluster).
     fn restore_sale(
         &self,
-        sale_id: &SaleId,
-        stock: u64,
+        sale: &Sale,
         holdings: Vec<Holding>,
     ) -> BoxFuture<'_, Result<(), GateError>>;
 
@@ -88,4 +95,11 @@ pub trait StockGate: Send + Sync + 'static {
     fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>>;
 
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>>;
+
+    /// True for a gate that also queues each reserved order durably for the store and is shared
+    /// by several nodes (Redis): a `Reserved` answer is then an acknowledged order, and the
+    /// gate outlives any one node, so a node never rebuilds it on start.
+    fn queues_orders(&self) -> bool {
+        false
+    }
 }

@@ -3,8 +3,10 @@
 //! enforces stock, the per-buyer limit and the idempotency key with constraints, so a bug in a
 //! gate cannot oversell.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 use jiff::Timestamp;
@@ -124,4 +126,17 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Commits what is queued and stops taking writes.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Orders that left an active status but whose stock the gate has not confirmed back (a
+    /// node died between the two). Empty for a store whose gate is rebuilt at every start.
+    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let _ = max;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Records that the gate has these orders' stock back.
+    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = order_ids;
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -51,14 +51,18 @@ impl Reply {
     }
 }
 
+/// One server, or several cluster nodes sharing Redis and PostgreSQL; requests go to the nodes
+/// in turn.
 pub struct TestServer {
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
+    next: std::sync::atomic::AtomicUsize,
     pub admin_token: String,
     pub jwt_secret: String,
     pub client: HttpClient,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), flashsale::app::StartError>>>,
-    _data_dir: Option<tempfile::TempDir>,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<Result<(), flashsale::app::StartError>>>,
+    _data_dirs: Vec<tempfile::TempDir>,
+    _backends: Option<crate::services::ClusterBackends>,
 }
 
 impl TestServer {
@@ -71,8 +75,56 @@ impl TestServer {
         let mut settings = test_settings(data_dir.path());
         tweak(&mut settings);
         let mut server = Self::start_on(settings, None).await;
-        server._data_dir = Some(data_dir);
+        server._data_dirs.push(data_dir);
         server
+    }
+
+    /// `nodes` cluster nodes on a fresh Redis key prefix and PostgreSQL schema, or `None` (after
+    /// saying so) when the test services are not configured.
+    pub async fn start_cluster(nodes: usize) -> Option<Self> {
+        Self::start_cluster_with(nodes, |_| {}).await
+    }
+
+    pub async fn start_cluster_with(nodes: usize, tweak: impl Fn(&mut Settings)) -> Option<Self> {
+        let backends = crate::services::ClusterBackends::new()?;
+        let mut cluster: Option<Self> = None;
+        for _ in 0..nodes {
+            let data_dir = tempfile::tempdir().expect("temp dir");
+            let mut settings = test_settings(data_dir.path());
+            backends.configure(&mut settings);
+            tweak(&mut settings);
+            let node = Self::start_on(settings, None).await;
+            cluster = Some(match cluster {
+                None => node,
+                Some(mut cluster) => {
+                    cluster.join(node);
+                    cluster
+                }
+            });
+            if let Some(cluster) = cluster.as_mut() {
+                cluster._data_dirs.push(data_dir);
+            }
+        }
+        let mut cluster = cluster.expect("at least one node");
+        cluster._backends = Some(backends);
+        Some(cluster)
+    }
+
+    /// Takes over another running node: its requests are spread over both.
+    fn join(&mut self, mut node: TestServer) {
+        self.addrs.append(&mut node.addrs);
+        self.stops.append(&mut node.stops);
+        self.tasks.append(&mut node.tasks);
+        self._data_dirs.append(&mut node._data_dirs);
+    }
+
+    pub fn next_addr(&self) -> SocketAddr {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.addrs[turn % self.addrs.len()]
+    }
+
+    pub fn backends(&self) -> Option<&crate::services::ClusterBackends> {
+        self._backends.as_ref()
     }
 
     /// Starts a server with exactly these settings (and clock, if given).
@@ -90,22 +142,24 @@ impl TestServer {
             let _ = stopped.await;
         }));
         Self {
-            addr,
+            addrs: vec![addr],
+            next: std::sync::atomic::AtomicUsize::new(0),
             admin_token,
             jwt_secret,
             client: http_client(),
-            stop: Some(stop),
-            task: Some(task),
-            _data_dir: None,
+            stops: vec![stop],
+            tasks: vec![task],
+            _data_dirs: Vec::new(),
+            _backends: None,
         }
     }
 
     /// Drains and stops the server, as SIGTERM would.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
+        for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             task.await
                 .expect("server task")
                 .expect("server stops cleanly");
@@ -128,7 +182,16 @@ impl TestServer {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        send(&self.client, self.addr, method, path, bearer, body, headers).await
+        send(
+            &self.client,
+            self.next_addr(),
+            method,
+            path,
+            bearer,
+            body,
+            headers,
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
@@ -197,7 +260,7 @@ impl TestServer {
         let gate = Arc::new(Semaphore::new(512));
         let mut tasks = Vec::with_capacity(users.len());
         for user in users {
-            let (client, addr, gate) = (self.client.clone(), self.addr, Arc::clone(&gate));
+            let (client, addr, gate) = (self.client.clone(), self.next_addr(), Arc::clone(&gate));
             let token = self.token(&user);
             let path = format!("/api/v1/sales/{sale_id}/purchase");
             tasks.push(tokio::spawn(async move {
@@ -215,7 +278,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             task.abort();
         }
     }

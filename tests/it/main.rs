@@ -9,3 +9,4 @@ mod ops;
 mod process;
 mod property;
 mod scenarios;
+mod services;

@@ -39,21 +39,15 @@ async fn stampede(server: &TestServer, stock: u64, buyers: usize) {
     assert_eq!(audit["remaining"], json!(stock as usize - winners));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seven_thousand_buyers_for_one_hundred_units() {
-    let server = TestServer::start().await;
+pub async fn seven_thousand_buyers_for_one_hundred_units(server: TestServer) {
     stampede(&server, 100, 7000).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_units_for_twenty_thousand_buyers() {
-    let server = TestServer::start().await;
+pub async fn ten_thousand_units_for_twenty_thousand_buyers(server: TestServer) {
     stampede(&server, 10_000, 20_000).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_sales_at_once_each_get_exactly_their_winners() {
-    let server = TestServer::start().await;
+pub async fn three_sales_at_once_each_get_exactly_their_winners(server: TestServer) {
     let (a, b, c) = tokio::join!(
         stampede(&server, 50, 1000),
         stampede(&server, 50, 1000),
@@ -62,9 +56,7 @@ async fn three_sales_at_once_each_get_exactly_their_winners() {
     let ((), (), ()) = (a, b, c);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_buyer_sending_twenty_purchases_wins_once() {
-    let server = TestServer::start().await;
+pub async fn one_buyer_sending_twenty_purchases_wins_once(server: TestServer) {
     let sale_id = server.create_sale(json!({ "stock": 100 })).await;
     let replies = server
         .purchase_all(&sale_id, vec!["greedy".to_owned(); 20])
@@ -87,9 +79,7 @@ async fn one_buyer_sending_twenty_purchases_wins_once() {
     assert_eq!(audit["pending"], json!(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_user_limit_counts_quantities() {
-    let server = TestServer::start().await;
+pub async fn per_user_limit_counts_quantities(server: TestServer) {
     let sale_id = server
         .create_sale(json!({ "stock": 10, "per_user_limit": 3 }))
         .await;
@@ -121,9 +111,7 @@ async fn per_user_limit_counts_quantities() {
     assert_eq!(audit["pending"], json!(9));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_idempotency_key_five_times_at_once_makes_one_order() {
-    let server = TestServer::start().await;
+pub async fn the_same_idempotency_key_five_times_at_once_makes_one_order(server: TestServer) {
     let sale_id = server.create_sale(json!({ "stock": 100 })).await;
     let token = server.token("ivan");
     let path = format!("/api/v1/sales/{sale_id}/purchase");
@@ -131,7 +119,7 @@ async fn the_same_idempotency_key_five_times_at_once_makes_one_order() {
     for _ in 0..5 {
         let (client, addr, token, path) = (
             server.client.clone(),
-            server.addr,
+            server.next_addr(),
             token.clone(),
             path.clone(),
         );
@@ -207,9 +195,7 @@ async fn the_same_idempotency_key_five_times_at_once_makes_one_order() {
     server.assert_consistent(&sale_id).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_key_is_not_remembered() {
-    let server = TestServer::start().await;
+pub async fn a_refused_key_is_not_remembered(server: TestServer) {
     let sale_id = server.create_sale(json!({ "stock": 1 })).await;
     assert_eq!(
         server.purchase(&sale_id, "first", None).await.status,
@@ -262,9 +248,7 @@ async fn a_refused_key_is_not_remembered() {
     server.assert_consistent(&sale_id).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sale_window_is_enforced() {
-    let server = TestServer::start().await;
+pub async fn the_sale_window_is_enforced(server: TestServer) {
     let now = jiff::Timestamp::now();
     let starts_at = now + jiff::SignedDuration::from_millis(1500);
     let ends_at = now + jiff::SignedDuration::from_millis(3000);
@@ -300,9 +284,7 @@ async fn the_sale_window_is_enforced() {
     server.assert_consistent(&sale_id).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unpaid_orders_expire_and_their_stock_sells_again() {
-    let server = TestServer::start().await;
+pub async fn unpaid_orders_expire_and_their_stock_sells_again(server: TestServer) {
     let sale_id = server
         .create_sale(json!({ "stock": 1, "payment_window_secs": 1 }))
         .await;
@@ -373,9 +355,7 @@ async fn wait_for_created(server: &TestServer, sale_id: &str, user: &str) -> cra
     panic!("{user} never got the returned unit");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pay_and_cancel_follow_the_life_cycle() {
-    let server = TestServer::start().await;
+pub async fn pay_and_cancel_follow_the_life_cycle(server: TestServer) {
     let sale_id = server.create_sale(json!({ "stock": 2 })).await;
     let token = server.token("henry");
     let order = server.purchase(&sale_id, "henry", None).await;
@@ -443,9 +423,7 @@ async fn pay_and_cancel_follow_the_life_cycle() {
     server.assert_consistent(&sale_id).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_are_listed_newest_first_and_paginated() {
-    let server = TestServer::start().await;
+pub async fn orders_are_listed_newest_first_and_paginated(server: TestServer) {
     let sales = [
         server
             .create_sale(json!({ "stock": 10, "per_user_limit": 10 }))
@@ -512,3 +490,28 @@ async fn orders_are_listed_newest_first_and_paginated() {
         "newest sale first"
     );
 }
+
+/// Runs every scenario against one kind of deployment; `$start` is an async expression giving
+/// `Option<TestServer>` (`None`: not available here, skipped).
+macro_rules! scenario_suite {
+    ($mode:ident, $start:expr; $($case:ident),*) => {
+        mod $mode {
+            #[allow(unused_imports)]
+            use crate::harness::TestServer;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(server) = $start.await {
+                        super::$case(server).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+scenario_suite!(embedded, async { Some(TestServer::start().await) };
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated);
+// Two cluster nodes sharing Redis and PostgreSQL, requests spread across both.
+scenario_suite!(two_nodes, TestServer::start_cluster(2);
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated);

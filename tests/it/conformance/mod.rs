@@ -56,8 +56,8 @@ mod embedded {
 
     use super::store::StoreBackend;
 
-    async fn memory_gate() -> Arc<dyn StockGate> {
-        Arc::new(MemoryGate::new())
+    async fn memory_gate() -> Option<Arc<dyn StockGate>> {
+        Some(Arc::new(MemoryGate::new()))
     }
 
     pub struct Sqlite(tempfile::TempDir);
@@ -83,5 +83,131 @@ mod embedded {
     }
 
     crate::gate_suite!(memory_gate, super::memory_gate());
-    crate::store_suite!(sqlite_store, super::Sqlite::new());
+    crate::store_suite!(sqlite_store, Some(super::Sqlite::new()));
+}
+
+/// The cluster implementations, against the Redis and PostgreSQL named by the environment.
+mod cluster {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use flashsale::cluster::{ClusterStore, Queue};
+    use flashsale::domain::{Sale, SaleId};
+    use flashsale::gate::{
+        GateDecision, GateError, Holding, RedisGate, RedisGateOptions, Reservation, StockGate,
+    };
+    use flashsale::metrics::Metrics;
+    use flashsale::store::{OrderStore, PostgresOptions, PostgresStore};
+    use flashsale::BoxFuture;
+
+    use super::store::StoreBackend;
+    use crate::services::{KeyPrefix, Schema};
+
+    /// A Redis gate on a private key prefix, whose keys are deleted when the case drops it.
+    struct PrivateRedisGate {
+        gate: RedisGate,
+        _prefix: KeyPrefix,
+    }
+
+    impl StockGate for PrivateRedisGate {
+        fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
+            self.gate.open_sale(sale)
+        }
+        fn restore_sale(
+            &self,
+            sale: &Sale,
+            holdings: Vec<Holding>,
+        ) -> BoxFuture<'_, Result<(), GateError>> {
+            self.gate.restore_sale(sale, holdings)
+        }
+        fn reserve(
+            &self,
+            reservation: &Reservation,
+        ) -> BoxFuture<'_, Result<GateDecision, GateError>> {
+            self.gate.reserve(reservation)
+        }
+        fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.gate.release(holding)
+        }
+        fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+            self.gate.remaining(sale_id)
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
+            self.gate.ping()
+        }
+    }
+
+    async fn redis_gate() -> Option<Arc<dyn StockGate>> {
+        let prefix = KeyPrefix::new()?;
+        let gate = connect_gate(&prefix).await;
+        Some(Arc::new(PrivateRedisGate {
+            gate,
+            _prefix: prefix,
+        }))
+    }
+
+    async fn connect_gate(prefix: &KeyPrefix) -> RedisGate {
+        RedisGate::connect(
+            RedisGateOptions {
+                url: prefix.url.clone(),
+                key_prefix: prefix.prefix.clone(),
+                sold_out_recheck: Duration::from_millis(1000),
+                response_timeout: Duration::from_secs(5),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .expect("Redis gate connects")
+    }
+
+    async fn open_postgres(schema: &Schema) -> PostgresStore {
+        PostgresStore::open(PostgresOptions {
+            url: schema.url.clone(),
+            schema: schema.name.clone(),
+            connections_max: 4,
+            connect_timeout: Duration::from_secs(3),
+        })
+        .await
+        .expect("PostgreSQL store opens")
+    }
+
+    pub struct Postgres(Schema);
+
+    impl Postgres {
+        pub fn new() -> Option<Self> {
+            Schema::new().map(Self)
+        }
+    }
+
+    impl StoreBackend for Postgres {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn OrderStore>> {
+            Box::pin(async move { Arc::new(open_postgres(&self.0).await) as Arc<dyn OrderStore> })
+        }
+    }
+
+    /// PostgreSQL seen through the cluster's store, which also reads the Redis queue.
+    pub struct Cluster(Schema, KeyPrefix);
+
+    impl Cluster {
+        pub fn new() -> Option<Self> {
+            let schema = Schema::new();
+            let prefix = KeyPrefix::new();
+            Some(Self(schema?, prefix?))
+        }
+    }
+
+    impl StoreBackend for Cluster {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn OrderStore>> {
+            Box::pin(async move {
+                let gate = connect_gate(&self.1).await;
+                let queue = Queue::new(gate.connection(), gate.keys().clone());
+                Arc::new(ClusterStore::new(open_postgres(&self.0).await, queue))
+                    as Arc<dyn OrderStore>
+            })
+        }
+    }
+
+    crate::gate_suite!(redis_gate, super::redis_gate());
+    crate::store_suite!(postgres_store, super::Postgres::new());
+    crate::store_suite!(cluster_store, super::Cluster::new());
 }

@@ -1,0 +1,112 @@
+//! Cluster mode: any number of stateless nodes sharing one Redis (the stock gate and the order
+//! queue) and one PostgreSQL (the system of record). This module wires them: the Redis gate,
+//! the store that reads PostgreSQL and the queue, the persister, and reconciliation.
+
+mod persister;
+mod queue;
+pub mod reconcile;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::persister::Persister;
+pub use self::queue::Queue;
+pub use self::store::ClusterStore;
+use crate::config::Settings;
+use crate::domain::OrderId;
+use crate::gate::{GateError, RedisDurability, RedisGate, RedisGateOptions};
+use crate::metrics::Metrics;
+use crate::store::{PostgresOptions, PostgresStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("connecting to Redis: {0}")]
+    Redis(#[from] GateError),
+    #[error("connecting to PostgreSQL: {0}")]
+    Postgres(#[from] StoreError),
+    #[error(
+        "Redis would lose acknowledged orders on a crash (appendonly {}, appendfsync {}): \
+         set appendonly yes and appendfsync always, or start with --redis-require-durable false \
+         to accept that (tests, demos)",
+        .0.appendonly, .0.appendfsync
+    )]
+    VolatileRedis(RedisDurability),
+}
+
+/// The shared backends of one node, connected.
+pub struct Cluster {
+    pub gate: Arc<RedisGate>,
+    pub store: Arc<ClusterStore>,
+    pub postgres: PostgresStore,
+    pub queue: Queue,
+    persister: Persister,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// Connects to both, checks Redis keeps what it acknowledges, and sets up the schema.
+    pub async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, ClusterError> {
+        let (Some(redis_url), Some(database_url)) = (&settings.redis_url, &settings.database_url)
+        else {
+            return Err(ClusterError::Postgres(StoreError::Failed(
+                "cluster mode needs both redis_url and database_url".into(),
+            )));
+        };
+        metrics.enable_cluster();
+        let gate = RedisGate::connect(
+            RedisGateOptions {
+                url: redis_url.clone(),
+                key_prefix: settings.redis_key_prefix.clone(),
+                sold_out_recheck: Duration::from_millis(settings.sold_out_recheck_ms),
+                response_timeout: REDIS_RESPONSE_TIMEOUT,
+            },
+            Arc::clone(&metrics),
+        )
+        .await?;
+        match gate.durability().await {
+            Some(durability) if !durability.is_durable() => {
+                if settings.redis_require_durable {
+                    return Err(ClusterError::VolatileRedis(durability));
+                }
+                tracing::warn!(appendonly = %durability.appendonly,
+                    appendfsync = %durability.appendfsync,
+                    "Redis does not fsync every write: acknowledged orders can be lost with it");
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                "Redis refused CONFIG GET: make sure it runs with appendonly yes and appendfsync always"
+            ),
+        }
+        let postgres = PostgresStore::open(PostgresOptions {
+            url: database_url.clone(),
+            schema: settings.database_schema.clone(),
+            connections_max: settings.database_connections_max,
+            connect_timeout: CONNECT_TIMEOUT,
+        })
+        .await?;
+        let queue = Queue::new(gate.connection(), gate.keys().clone());
+        let persister = Persister::new(
+            queue.clone(),
+            postgres.clone(),
+            format!("node-{}", OrderId::generate()),
+            settings.queue_batch_max,
+            Duration::from_millis(settings.queue_claim_idle_ms),
+            metrics,
+        );
+        Ok(Self {
+            store: Arc::new(ClusterStore::new(postgres.clone(), queue.clone())),
+            gate: Arc::new(gate),
+            postgres,
+            queue,
+            persister,
+        })
+    }
+
+    /// The gate and store a node's service uses, and the persister it runs beside them.
+    pub fn into_node(self) -> (Arc<RedisGate>, Arc<ClusterStore>, Persister) {
+        (self.gate, self.store, self.persister)
+    }
+}

@@ -1,0 +1,144 @@
+//! What a node reads of the Redis order queue outside the purchase script: the sales that have
+//! a queue, and the orders acknowledged but not yet in PostgreSQL.
+
+use std::collections::HashMap;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::domain::{Order, OrderId, SaleId, UserId};
+use crate::gate::{record, RedisKeys};
+use crate::store::StoreError;
+
+pub fn redis_failed(error: redis::RedisError) -> StoreError {
+    StoreError::Failed(format!("Redis: {error}"))
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    connection: ConnectionManager,
+    keys: RedisKeys,
+}
+
+impl Queue {
+    pub fn new(connection: ConnectionManager, keys: RedisKeys) -> Self {
+        Self { connection, keys }
+    }
+
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// Every sale opened on the gate.
+    pub async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+        let members: Vec<String> = self
+            .connection()
+            .smembers(self.keys.sales())
+            .await
+            .map_err(redis_failed)?;
+        let mut sale_ids: Vec<SaleId> = members
+            .iter()
+            .filter_map(|text| SaleId::parse(text))
+            .collect();
+        sale_ids.sort();
+        Ok(sale_ids)
+    }
+
+    /// A queued order by id, whichever sale it belongs to.
+    pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let sale_ids = self.sale_ids().await?;
+        if sale_ids.is_empty() {
+            return Ok(None);
+        }
+        let mut pipeline = redis::pipe();
+        for sale_id in &sale_ids {
+            pipeline.hget(self.keys.unpersisted(sale_id), order_id.as_str());
+        }
+        let found: Vec<Option<String>> = pipeline
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_failed)?;
+        Ok(found.iter().flatten().find_map(|text| record::decode(text)))
+    }
+
+    /// Every queued order of a sale.
+    pub async fn unpersisted(&self, sale_id: &SaleId) -> Result<Vec<Order>, StoreError> {
+        let entries: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.keys.unpersisted(sale_id))
+            .await
+            .map_err(redis_failed)?;
+        Ok(entries
+            .values()
+            .filter_map(|text| record::decode(text))
+            .collect())
+    }
+
+    /// The order an idempotency key made, as the gate remembers it.
+    pub async fn key_owner(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> Result<Option<OrderId>, StoreError> {
+        let owner: Option<String> = self
+            .connection()
+            .hget(
+                self.keys.idempotency(sale_id),
+                RedisKeys::key_field(user_id.as_str(), key),
+            )
+            .await
+            .map_err(redis_failed)?;
+        Ok(owner.and_then(|text| OrderId::parse(&text)))
+    }
+}
+
+impl Queue {
+    /// Every holding Redis keeps for a sale: order id → quantity.
+    pub async fn holdings(&self, sale_id: &SaleId) -> Result<HashMap<String, u64>, StoreError> {
+        let entries: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.keys.holds(sale_id))
+            .await
+            .map_err(redis_failed)?;
+        Ok(entries
+            .into_iter()
+            .map(|(order_id, holding)| {
+                let quantity = serde_json::from_str::<serde_json::Value>(&holding)
+                    .ok()
+                    .and_then(|holding| holding["q"].as_u64())
+                    .unwrap_or(0);
+                (order_id, quantity)
+            })
+            .collect())
+    }
+
+    /// Remembers idempotency keys (after Redis lost them): buyer, key, order.
+    pub async fn remember_keys(
+        &self,
+        sale_id: &SaleId,
+        keys: &[(UserId, String, OrderId)],
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (user_id, key, order_id) in keys {
+            pipeline
+                .hset(
+                    self.keys.idempotency(sale_id),
+                    RedisKeys::key_field(user_id.as_str(), key),
+                    order_id.as_str(),
+                )
+                .ignore();
+        }
+        pipeline
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(redis_failed)
+    }
+}

@@ -1,0 +1,211 @@
+//! The order store a cluster node uses: PostgreSQL, plus the orders Redis acknowledged that are
+//! still on their way there. Reads fall back to the queue, and paying or cancelling a queued
+//! order first writes it to PostgreSQL (idempotently), so an order is usable the moment its
+//! purchase is acknowledged.
+
+use jiff::Timestamp;
+
+use super::queue::Queue;
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::store::{
+    InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError, Transition,
+    TransitionError,
+};
+use crate::BoxFuture;
+
+pub struct ClusterStore {
+    postgres: PostgresStore,
+    queue: Queue,
+}
+
+impl ClusterStore {
+    pub fn new(postgres: PostgresStore, queue: Queue) -> Self {
+        Self { postgres, queue }
+    }
+
+    async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = self.postgres.order(order_id).await? {
+            return Ok(Some(order));
+        }
+        if let Some(order) = self.queue.find(order_id).await? {
+            return Ok(Some(order));
+        }
+        // Persisted between the two reads: the queue forgets an order only after its commit.
+        self.postgres.order(order_id).await
+    }
+}
+
+impl OrderStore for ClusterStore {
+    fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.create_sale(sale)
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
+        self.postgres.sales()
+    }
+
+    fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
+        self.postgres.insert_order(order)
+    }
+
+    fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let order_id = order_id.clone();
+        Box::pin(async move { self.find(&order_id).await })
+    }
+
+    fn order_by_key(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let (sale_id, user_id, key) =
+            (sale_id.clone(), user_id.clone(), idempotency_key.to_owned());
+        // The gate's record first: it also knows keys of orders still queued.
+        Box::pin(async move {
+            match self.queue.key_owner(&sale_id, &user_id, &key).await? {
+                Some(order_id) => self.find(&order_id).await,
+                None => self.postgres.order_by_key(&sale_id, &user_id, &key).await,
+            }
+        })
+    }
+
+    fn orders(&self, query: OrderQuery) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        // A buyer sees an order in their listing as soon as it is acknowledged: the queued
+        // orders are read first and merged, PostgreSQL's version winning (it may be paid).
+        Box::pin(async move {
+            let sale_ids = match &query.sale_id {
+                Some(sale_id) => vec![sale_id.clone()],
+                None => self.queue.sale_ids().await?,
+            };
+            let mut queued = Vec::new();
+            for sale_id in &sale_ids {
+                queued.extend(
+                    self.queue
+                        .unpersisted(sale_id)
+                        .await?
+                        .into_iter()
+                        .filter(|order| {
+                            query
+                                .user_id
+                                .as_ref()
+                                .is_none_or(|user| order.user_id == *user)
+                                && query
+                                    .before
+                                    .as_ref()
+                                    .is_none_or(|before| order.id < *before)
+                        }),
+                );
+            }
+            let limit = query.limit;
+            let mut orders = self.postgres.orders(query).await?;
+            if queued.is_empty() {
+                return Ok(orders);
+            }
+            let stored: std::collections::HashSet<OrderId> =
+                orders.iter().map(|order| order.id.clone()).collect();
+            orders.extend(
+                queued
+                    .into_iter()
+                    .filter(|order| !stored.contains(&order.id)),
+            );
+            orders.sort_by(|a, b| b.id.cmp(&a.id));
+            orders.truncate(limit);
+            Ok(orders)
+        })
+    }
+
+    fn transition(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
+        let (order_id, actor) = (order_id.clone(), actor.clone());
+        Box::pin(async move {
+            match self
+                .postgres
+                .transition(&order_id, action, &actor, now)
+                .await
+            {
+                Err(TransitionError::NotFound) => {}
+                other => return other,
+            }
+            let Some(queued) = self.queue.find(&order_id).await? else {
+                return self
+                    .postgres
+                    .transition(&order_id, action, &actor, now)
+                    .await;
+            };
+            if let Some(Err(error)) = self
+                .postgres
+                .insert_orders(std::slice::from_ref(&queued))
+                .await?
+                .pop()
+            {
+                return Err(StoreError::Failed(format!(
+                    "a queued order could not be written to PostgreSQL: {error}"
+                ))
+                .into());
+            }
+            self.postgres
+                .transition(&order_id, action, &actor, now)
+                .await
+        })
+    }
+
+    fn expire_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        self.postgres.expire_due(now, max)
+    }
+
+    fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let queued = self.queue.unpersisted(&sale_id).await?;
+            let mut active = self.postgres.active_orders(&sale_id).await?;
+            let known: std::collections::HashSet<OrderId> =
+                active.iter().map(|order| order.id.clone()).collect();
+            active.extend(
+                queued
+                    .into_iter()
+                    .filter(|order| !known.contains(&order.id)),
+            );
+            Ok(active)
+        })
+    }
+
+    fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            // Queue first, then one PostgreSQL snapshot: an order leaves the queue only after
+            // its commit, so each order is counted exactly once.
+            let queued = self.queue.unpersisted(&sale_id).await?;
+            self.postgres.tally_including(&sale_id, &queued).await
+        })
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.barrier()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.ping()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.close()
+    }
+
+    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        self.postgres.unreturned(max)
+    }
+
+    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.stock_returned(order_ids)
+    }
+}

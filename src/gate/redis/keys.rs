@@ -1,0 +1,71 @@
+//! Where a deployment's data lives in Redis. Every key of one sale carries the sale id as its
+//! hash tag (`{...}`), so one script can touch all of them on Redis Cluster too; scripts get
+//! their keys in `KEYS`, never build names themselves.
+
+use crate::domain::SaleId;
+
+/// The consumer group every node's order persister joins.
+pub const PERSISTERS: &str = "persisters";
+
+#[derive(Clone, Debug)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn of(&self, sale_id: &str, what: &str) -> String {
+        format!("{}:{{{sale_id}}}:{what}", self.prefix)
+    }
+
+    /// Hash: stock, remaining, starts_ms, ends_ms.
+    pub fn sale(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "sale")
+    }
+
+    /// Hash: buyer → the orders they hold, as `order_id:quantity` separated by spaces.
+    pub fn buyers(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "buyers")
+    }
+
+    /// Hash: order id → the holding as JSON `{u, q, k}`.
+    pub fn holds(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "holds")
+    }
+
+    /// Hash: buyer and idempotency key → order id. Kept for good: a key names one order.
+    pub fn idempotency(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "keys")
+    }
+
+    /// Stream of new orders for the persisters.
+    pub fn queue(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "queue")
+    }
+
+    /// Hash: order id → order JSON, for orders not yet in PostgreSQL.
+    pub fn unpersisted(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "unpersisted")
+    }
+
+    /// Set of every sale id opened on the gate: what the persisters read.
+    pub fn sales(&self) -> String {
+        format!("{}:sales", self.prefix)
+    }
+
+    /// Pub/sub channel announcing that a sold-out sale has stock again.
+    pub fn stock_back(&self) -> String {
+        format!("{}:stock-back", self.prefix)
+    }
+
+    /// The field of `idempotency` for this buyer and key; length-prefixed, as buyer ids may
+    /// hold any character.
+    pub fn key_field(user_id: &str, key: &str) -> String {
+        format!("{}:{user_id}{key}", user_id.len())
+    }
+}

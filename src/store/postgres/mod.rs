@@ -1,0 +1,820 @@
+//! The cluster's order store: PostgreSQL, shared by every node. A commit is durable when it
+//! returns (the server's `synchronous_commit`). Orders arrive in batches from the Redis order
+//! queue (`insert_orders`), one transaction per batch, idempotent on the order id; pay, cancel
+//! and expire lock the order's row and apply `domain::decide`, so several nodes can act on the
+//! same order and exactly one of them moves it out of an active status.
+
+mod rows;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
+use jiff::Timestamp;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use self::rows::{order_from_row, sale_from_row, ORDER_COLUMNS, SALE_COLUMNS};
+use super::{
+    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+};
+use crate::domain::{
+    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId, Verdict,
+};
+use crate::BoxFuture;
+
+/// Serializes schema set-up between nodes that start at the same moment.
+const SCHEMA_LOCK: i64 = 0x666c_6173_6873_616c;
+
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    pub url: String,
+    /// The schema holding flashsale's tables (created if missing); lets several deployments or
+    /// test runs share one database.
+    pub schema: String,
+    pub connections_max: usize,
+    /// How long a request waits for a connection, or for one to be made, before failing.
+    pub connect_timeout: Duration,
+}
+
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    closed: Arc<AtomicBool>,
+}
+
+fn failed(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(error.to_string())
+}
+
+fn db_failed(error: tokio_postgres::Error) -> StoreError {
+    // The Display of a server error is only "db error"; its detail is in the source.
+    match error.as_db_error() {
+        Some(db) => StoreError::Failed(format!("PostgreSQL: {}", db.message())),
+        None => StoreError::Failed(format!("PostgreSQL: {error}")),
+    }
+}
+
+/// A valid SQL identifier or an error: the schema name is put into statements as is.
+fn checked_schema(schema: &str) -> Result<&str, StoreError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(schema)
+    } else {
+        Err(StoreError::Failed(format!(
+            "database schema {schema:?}: use lowercase letters, digits and _"
+        )))
+    }
+}
+
+const ACTIVE: &str = "('pending_payment', 'paid')";
+
+/// How one order of a batch fared.
+enum BatchFailure {
+    SoldOut,
+    LimitExceeded,
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for BatchFailure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.code() == Some(&SqlState::CHECK_VIOLATION) {
+            Self::SoldOut
+        } else {
+            Self::Db(error)
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema and tables if missing, and checks the connection works.
+    pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        let schema = checked_schema(&options.schema)?;
+        let mut config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|error| failed(format!("database URL: {error}")))?;
+        config.connect_timeout(options.connect_timeout);
+        config.options(format!("-c search_path={schema}"));
+        config.application_name("flashsale");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.connections_max.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(failed)?;
+        let store = Self {
+            pool,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        let mut client = store.client().await?;
+        let transaction = client.transaction().await.map_err(db_failed)?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(db_failed)?;
+        transaction
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(db_failed)?;
+        transaction
+            .batch_execute(include_str!("schema.sql"))
+            .await
+            .map_err(db_failed)?;
+        transaction.commit().await.map_err(db_failed)?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.pool
+            .get()
+            .await
+            .map_err(|error| failed(format!("PostgreSQL connection: {error}")))
+    }
+
+    /// Records a batch of new orders in one transaction. An order whose id is already stored
+    /// counts as recorded, so a batch can be retried. When the constraints refuse a batch, its
+    /// orders are tried one by one so that only the offending ones are refused.
+    pub async fn insert_orders(
+        &self,
+        orders: &[Order],
+    ) -> Result<Vec<Result<(), InsertError>>, StoreError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        match insert_batch(&mut client, orders).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(BatchFailure::Db(error)) => Err(db_failed(error)),
+            Err(failure) if orders.len() == 1 => Ok(vec![Err(match failure {
+                BatchFailure::SoldOut => InsertError::SoldOut,
+                _ => InsertError::LimitExceeded,
+            })]),
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(orders.len());
+                for order in orders {
+                    outcomes.push(
+                        match insert_batch(&mut client, std::slice::from_ref(order)).await {
+                            Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                            Err(BatchFailure::SoldOut) => Err(InsertError::SoldOut),
+                            Err(BatchFailure::LimitExceeded) => Err(InsertError::LimitExceeded),
+                            Err(BatchFailure::Db(error)) => return Err(db_failed(error)),
+                        },
+                    );
+                }
+                Ok(outcomes)
+            }
+        }
+    }
+
+    /// Keeps an acknowledged order the constraints refused, so that it is never silently lost.
+    pub async fn record_refused(&self, order: &Order, reason: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO refused_orders (id, sale_id, user_id, quantity, reason) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &order.id.as_str(),
+                    &order.sale_id.as_str(),
+                    &order.user_id.as_str(),
+                    &quantity(order.quantity),
+                    &reason,
+                ],
+            )
+            .await
+            .map_err(db_failed)?;
+        Ok(())
+    }
+
+    /// Orders the gate acknowledged that the constraints refused, per sale.
+    pub async fn refused_count(&self, sale_id: &SaleId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM refused_orders WHERE sale_id = $1",
+                &[&sale_id.as_str()],
+            )
+            .await
+            .map_err(db_failed)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    /// Every order of a sale made with an idempotency key: buyer, key, order.
+    pub async fn keyed_orders(
+        &self,
+        sale_id: &SaleId,
+    ) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT user_id, idempotency_key, id FROM orders \
+                 WHERE sale_id = $1 AND idempotency_key IS NOT NULL",
+                &[&sale_id.as_str()],
+            )
+            .await
+            .map_err(db_failed)?;
+        rows.iter()
+            .map(|row| {
+                let user_id = UserId::parse(row.get(0));
+                let order_id = OrderId::parse(row.get(2));
+                match (user_id, order_id) {
+                    (Some(user_id), Some(order_id)) => Ok((user_id, row.get(1), order_id)),
+                    _ => Err(failed("a stored order has an invalid id")),
+                }
+            })
+            .collect()
+    }
+
+    /// Which of these orders are stored.
+    pub async fn stored_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(db_failed)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+}
+
+fn quantity(quantity: u32) -> i32 {
+    i32::try_from(quantity).unwrap_or(i32::MAX)
+}
+
+async fn insert_batch(
+    client: &mut Object,
+    orders: &[Order],
+) -> Result<Vec<Result<(), InsertError>>, BatchFailure> {
+    let transaction = client.transaction().await?;
+    let sale_ids: Vec<&str> = orders
+        .iter()
+        .map(|order| order.sale_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Every write that counts stock locks its sale's row first, in id order: the per-buyer
+    // check below then sees every committed order of that buyer.
+    transaction
+        .query(
+            "SELECT id FROM sales WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&sale_ids],
+        )
+        .await?;
+    let ids: Vec<&str> = orders.iter().map(|order| order.id.as_str()).collect();
+    let sales: Vec<&str> = orders.iter().map(|order| order.sale_id.as_str()).collect();
+    let users: Vec<&str> = orders.iter().map(|order| order.user_id.as_str()).collect();
+    let quantities: Vec<i32> = orders
+        .iter()
+        .map(|order| quantity(order.quantity))
+        .collect();
+    let statuses: Vec<&str> = orders.iter().map(|order| order.status.as_str()).collect();
+    let created: Vec<Timestamp> = orders.iter().map(|order| order.created_at).collect();
+    let expires: Vec<Timestamp> = orders.iter().map(|order| order.expires_at).collect();
+    let paid: Vec<Option<Timestamp>> = orders.iter().map(|order| order.paid_at).collect();
+    let keys: Vec<Option<&str>> = orders
+        .iter()
+        .map(|order| order.idempotency_key.as_deref())
+        .collect();
+    let inserted: HashSet<String> = transaction
+        .query(
+            "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at, expires_at, \
+                                 paid_at, idempotency_key) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], \
+                                  $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
+                                  $9::text[]) \
+             ON CONFLICT DO NOTHING RETURNING id",
+            &[
+                &ids,
+                &sales,
+                &users,
+                &quantities,
+                &statuses,
+                &created,
+                &expires,
+                &paid,
+                &keys,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !inserted.is_empty() {
+        let inserted: Vec<&str> = inserted.iter().map(String::as_str).collect();
+        // The CHECK (remaining >= 0) refuses an oversell here.
+        transaction
+            .execute(
+                &format!(
+                    "UPDATE sales s SET remaining = s.remaining - t.taken \
+                     FROM (SELECT sale_id, sum(quantity)::bigint AS taken FROM orders \
+                           WHERE id = ANY($1) AND status IN {ACTIVE} GROUP BY sale_id) t \
+                     WHERE s.id = t.sale_id"
+                ),
+                &[&inserted],
+            )
+            .await?;
+        let over_limit = transaction
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM orders o JOIN sales s ON s.id = o.sale_id \
+                     WHERE (o.user_id, o.sale_id) IN \
+                           (SELECT user_id, sale_id FROM orders WHERE id = ANY($1)) \
+                       AND o.status IN {ACTIVE} \
+                     GROUP BY o.sale_id, o.user_id, s.per_user_limit \
+                     HAVING sum(o.quantity) > s.per_user_limit LIMIT 1"
+                ),
+                &[&inserted],
+            )
+            .await?;
+        if over_limit.is_some() {
+            return Err(BatchFailure::LimitExceeded);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(orders.len());
+    let skipped: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !inserted.contains(*id))
+        .collect();
+    let already: HashSet<String> = if skipped.is_empty() {
+        HashSet::new()
+    } else {
+        transaction
+            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&skipped])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    for order in orders {
+        let id = order.id.as_str();
+        if inserted.contains(id) || already.contains(id) {
+            outcomes.push(Ok(()));
+            continue;
+        }
+        // Not inserted and not there under its id: another order holds its idempotency key.
+        let existing = transaction
+            .query_opt(
+                &format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE sale_id = $1 AND user_id = $2 AND idempotency_key = $3"
+                ),
+                &[
+                    &order.sale_id.as_str(),
+                    &order.user_id.as_str(),
+                    &order.idempotency_key,
+                ],
+            )
+            .await?;
+        outcomes.push(match existing.as_ref().map(order_from_row) {
+            Some(Ok(existing)) => Err(InsertError::SameKey(Box::new(existing))),
+            Some(Err(error)) => Err(InsertError::Store(error)),
+            None => Err(InsertError::Store(StoreError::Failed(format!(
+                "order {id} was neither inserted nor found"
+            )))),
+        });
+    }
+    transaction.commit().await?;
+    Ok(outcomes)
+}
+
+async fn load_for_update(
+    client: &impl GenericClient,
+    order_id: &OrderId,
+) -> Result<Option<Order>, StoreError> {
+    client
+        .query_opt(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"),
+            &[&order_id.as_str()],
+        )
+        .await
+        .map_err(db_failed)?
+        .as_ref()
+        .map(order_from_row)
+        .transpose()
+}
+
+async fn set_status(
+    client: &impl GenericClient,
+    order: &mut Order,
+    status: OrderStatus,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let was_active = order.status.is_active();
+    if status == OrderStatus::Paid {
+        order.paid_at = Some(now);
+    }
+    order.status = status;
+    let leaves_active = was_active && !status.is_active();
+    client
+        .execute(
+            "UPDATE orders SET status = $2, paid_at = $3, \
+                 stock_returned = stock_returned AND NOT $4 \
+             WHERE id = $1",
+            &[
+                &order.id.as_str(),
+                &status.as_str(),
+                &order.paid_at,
+                &leaves_active,
+            ],
+        )
+        .await
+        .map_err(db_failed)?;
+    if leaves_active {
+        client
+            .execute(
+                "UPDATE sales SET remaining = remaining + $2 WHERE id = $1",
+                &[&order.sale_id.as_str(), &i64::from(order.quantity)],
+            )
+            .await
+            .map_err(db_failed)?;
+    }
+    Ok(())
+}
+
+async fn tally(client: &impl GenericClient, sale_id: &SaleId) -> Result<SaleTally, StoreError> {
+    let remaining: i64 = client
+        .query_opt(
+            "SELECT remaining FROM sales WHERE id = $1",
+            &[&sale_id.as_str()],
+        )
+        .await
+        .map_err(db_failed)?
+        .map(|row| row.get(0))
+        .unwrap_or(0);
+    let mut tally = SaleTally {
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        ..SaleTally::default()
+    };
+    for row in client
+        .query(
+            "SELECT status, sum(quantity)::bigint FROM orders \
+             WHERE sale_id = $1 GROUP BY status",
+            &[&sale_id.as_str()],
+        )
+        .await
+        .map_err(db_failed)?
+    {
+        let units = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        match OrderStatus::parse(row.get(0)) {
+            Some(OrderStatus::PendingPayment) => tally.pending = units,
+            Some(OrderStatus::Paid) => tally.paid = units,
+            Some(OrderStatus::Cancelled) => tally.cancelled = units,
+            Some(OrderStatus::Expired) => tally.expired = units,
+            None => return Err(failed("an order has an unknown status")),
+        }
+    }
+    Ok(tally)
+}
+
+impl PostgresStore {
+    /// The tally of a sale counting also `queued` orders (acknowledged, maybe not written yet),
+    /// each once: the stored ones are found in the same snapshot as the tally.
+    pub async fn tally_including(
+        &self,
+        sale_id: &SaleId,
+        queued: &[Order],
+    ) -> Result<SaleTally, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db_failed)?;
+        let mut counted = tally(&transaction, sale_id).await?;
+        let ids: Vec<&str> = queued.iter().map(|order| order.id.as_str()).collect();
+        let stored: HashSet<String> = transaction
+            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(db_failed)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        transaction.commit().await.map_err(db_failed)?;
+        for order in queued
+            .iter()
+            .filter(|order| !stored.contains(order.id.as_str()))
+        {
+            let units = u64::from(order.quantity);
+            counted.pending += units;
+            counted.remaining = counted.remaining.saturating_sub(units);
+        }
+        Ok(counted)
+    }
+}
+
+impl OrderStore for PostgresStore {
+    fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sale = sale.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let stock = i64::try_from(sale.stock).map_err(failed)?;
+            client
+                .execute(
+                    "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
+                         price_cents, starts_at, ends_at, payment_window_secs, created_at) \
+                     VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &sale.id.as_str(),
+                        &sale.name,
+                        &sale.description,
+                        &stock,
+                        &i32::try_from(sale.per_user_limit).map_err(failed)?,
+                        &i64::try_from(sale.price_cents).map_err(failed)?,
+                        &sale.starts_at,
+                        &sale.ends_at,
+                        &i32::try_from(sale.payment_window_secs).map_err(failed)?,
+                        &sale.created_at,
+                    ],
+                )
+                .await
+                .map_err(db_failed)?;
+            Ok(())
+        })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .query(
+                    &format!("SELECT {SALE_COLUMNS} FROM sales ORDER BY id DESC"),
+                    &[],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(sale_from_row)
+                .collect()
+        })
+    }
+
+    fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
+        // The future owns a clone of the store: it borrows nothing across the await.
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .insert_orders(std::slice::from_ref(&order))
+                .await?
+                .pop()
+                .unwrap_or(Ok(()))
+        })
+    }
+
+    fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let order_id = order_id.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .query_opt(
+                    &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"),
+                    &[&order_id.as_str()],
+                )
+                .await
+                .map_err(db_failed)?
+                .as_ref()
+                .map(order_from_row)
+                .transpose()
+        })
+    }
+
+    fn order_by_key(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        idempotency_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
+        let (sale_id, user_id, key) =
+            (sale_id.clone(), user_id.clone(), idempotency_key.to_owned());
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .query_opt(
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders \
+                         WHERE sale_id = $1 AND user_id = $2 AND idempotency_key = $3"
+                    ),
+                    &[&sale_id.as_str(), &user_id.as_str(), &key],
+                )
+                .await
+                .map_err(db_failed)?
+                .as_ref()
+                .map(order_from_row)
+                .transpose()
+        })
+    }
+
+    fn orders(&self, query: OrderQuery) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+            client
+                .query(
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders \
+                         WHERE ($1::text IS NULL OR user_id = $1) \
+                           AND ($2::text IS NULL OR sale_id = $2) \
+                           AND ($3::text IS NULL OR id < $3) \
+                         ORDER BY id DESC LIMIT $4"
+                    ),
+                    &[
+                        &query.user_id.as_ref().map(UserId::as_str),
+                        &query.sale_id.as_ref().map(SaleId::as_str),
+                        &query.before.as_ref().map(OrderId::as_str),
+                        &limit,
+                    ],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    fn transition(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
+        let (order_id, actor) = (order_id.clone(), actor.clone());
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(db_failed)?;
+            let Some(mut order) = load_for_update(&transaction, &order_id).await? else {
+                return Err(TransitionError::NotFound);
+            };
+            let was_active = order.status.is_active();
+            let refusal = match decide(&order, action, &actor, now) {
+                Verdict::Apply(status) => {
+                    set_status(&transaction, &mut order, status, now).await?;
+                    None
+                }
+                Verdict::Unchanged => None,
+                Verdict::ExpireThenRefuse(refusal) => {
+                    set_status(&transaction, &mut order, OrderStatus::Expired, now).await?;
+                    Some(refusal)
+                }
+                Verdict::Refuse(refusal) => Some(refusal),
+            };
+            transaction.commit().await.map_err(db_failed)?;
+            Ok(Transition {
+                released: was_active && !order.status.is_active(),
+                order,
+                refusal,
+            })
+        })
+    }
+
+    fn expire_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            // SKIP LOCKED: nodes sweeping at the same time take disjoint orders.
+            let columns = ORDER_COLUMNS
+                .split(", ")
+                .map(|column| format!("o.{column}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            client
+                .query(
+                    &format!(
+                        "WITH due AS (SELECT id FROM orders \
+                                      WHERE status = 'pending_payment' AND expires_at <= $1 \
+                                      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                              expired AS (UPDATE orders o \
+                                          SET status = 'expired', stock_returned = false \
+                                          FROM due WHERE o.id = due.id RETURNING {columns}), \
+                              returned AS (UPDATE sales s SET remaining = s.remaining + t.back \
+                                           FROM (SELECT sale_id, sum(quantity)::bigint AS back \
+                                                 FROM expired GROUP BY sale_id) t \
+                                           WHERE s.id = t.sale_id) \
+                         SELECT * FROM expired"
+                    ),
+                    &[&now, &max],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .query(
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders \
+                         WHERE sale_id = $1 AND status IN {ACTIVE} ORDER BY id"
+                    ),
+                    &[&sale_id.as_str()],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            tally(&client, &sale_id).await
+        })
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Every write is committed before its call returns: nothing is queued here.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client.execute("SELECT 1", &[]).await.map_err(db_failed)?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            self.pool.close();
+            Ok(())
+        })
+    }
+
+    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            client
+                .query(
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders WHERE NOT stock_returned \
+                         ORDER BY id LIMIT $1"
+                    ),
+                    &[&max],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if order_ids.is_empty() {
+                return Ok(());
+            }
+            let client = self.client().await?;
+            let ids: Vec<&str> = order_ids.iter().map(OrderId::as_str).collect();
+            client
+                .execute(
+                    "UPDATE orders SET stock_returned = true WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .map_err(db_failed)?;
+            Ok(())
+        })
+    }
+}

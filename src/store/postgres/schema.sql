@@ -1,0 +1,66 @@
+-- The cluster's system of record. Applied at every start under an advisory lock (nodes may start
+-- together); every statement is idempotent. The constraints repeat the gate's rules so that no
+-- bug above this layer can oversell, and terminal statuses are final.
+
+CREATE TABLE IF NOT EXISTS sales (
+    id                  text PRIMARY KEY,
+    name                text NOT NULL,
+    description         text NOT NULL,
+    stock               bigint NOT NULL CHECK (stock >= 1),
+    -- Stock not held by a pending or paid order, kept by the store's own statements.
+    remaining           bigint NOT NULL,
+    per_user_limit      integer NOT NULL CHECK (per_user_limit BETWEEN 1 AND 100),
+    price_cents         bigint NOT NULL CHECK (price_cents >= 0),
+    starts_at           timestamptz NOT NULL,
+    ends_at             timestamptz,
+    payment_window_secs integer NOT NULL CHECK (payment_window_secs >= 1),
+    created_at          timestamptz NOT NULL,
+    CONSTRAINT stock_left CHECK (remaining >= 0),
+    CONSTRAINT stock_whole CHECK (remaining <= stock)
+);
+
+CREATE TABLE IF NOT EXISTS orders (
+    id              text PRIMARY KEY,
+    sale_id         text NOT NULL REFERENCES sales (id),
+    user_id         text NOT NULL,
+    quantity        integer NOT NULL CHECK (quantity >= 1),
+    status          text NOT NULL
+                    CHECK (status IN ('pending_payment', 'paid', 'cancelled', 'expired')),
+    created_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    paid_at         timestamptz,
+    idempotency_key text,
+    -- False from the moment an order leaves an active status until the stock gate confirmed it
+    -- has the stock back: the outbox that makes a release survive a node dying in between.
+    stock_returned  boolean NOT NULL DEFAULT true
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency
+    ON orders (sale_id, user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_by_buyer ON orders (user_id, sale_id, id);
+CREATE INDEX IF NOT EXISTS orders_by_sale ON orders (sale_id, id);
+CREATE INDEX IF NOT EXISTS orders_due ON orders (expires_at) WHERE status = 'pending_payment';
+CREATE INDEX IF NOT EXISTS orders_returning ON orders (id) WHERE NOT stock_returned;
+
+-- Orders the gate acknowledged but the store's constraints refused. Never expected; kept (not
+-- dropped) so an operator sees every acknowledged order, and reported by `flashsale reconcile`.
+CREATE TABLE IF NOT EXISTS refused_orders (
+    id          text PRIMARY KEY,
+    sale_id     text NOT NULL,
+    user_id     text NOT NULL,
+    quantity    integer NOT NULL,
+    reason      text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION orders_final_statuses() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status THEN
+        RAISE EXCEPTION 'order_final';
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS orders_final_statuses ON orders;
+CREATE TRIGGER orders_final_statuses BEFORE UPDATE OF status ON orders
+    FOR EACH ROW EXECUTE FUNCTION orders_final_statuses();
