@@ -61,17 +61,8 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
         println!("{}", serde_json::json!({ "sales": reports }));
     } else {
         println!(
-            "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {}",
-            "sale",
-            "stock",
-            "redis",
-            "held",
-            "pg_left",
-            "pg_held",
-            "queued",
-            "missing",
-            "orphan",
-            "verdict"
+            "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} verdict",
+            "sale", "stock", "redis", "held", "pg_left", "pg_held", "queued", "missing", "orphan",
         );
         for report in &reports {
             let redis = report
@@ -133,7 +124,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs go to stderr: stdout carries the start-up announcement, which scripts read.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if settings.worker_threads > 0 {
         runtime.worker_threads(settings.worker_threads);

@@ -20,7 +20,7 @@ use crate::store::{PostgresStore, StoreError};
 
 const IDLE_PAUSE: Duration = Duration::from_millis(5);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
-const SALES_REFRESH: Duration = Duration::from_millis(500);
+const SALES_REFRESH: Duration = Duration::from_millis(100);
 const LAG_REFRESH: Duration = Duration::from_millis(500);
 /// Longest a stopping node keeps writing what it read.
 const DRAIN_MAX: Duration = Duration::from_secs(5);

@@ -23,6 +23,20 @@ impl ClusterStore {
         Self { postgres, queue }
     }
 
+    /// The queued orders PostgreSQL does not hold yet (read after the queue: an order leaves
+    /// the queue only after its commit, so none is missed).
+    async fn not_stored(&self, queued: Vec<Order>) -> Result<Vec<Order>, StoreError> {
+        if queued.is_empty() {
+            return Ok(queued);
+        }
+        let ids: Vec<&str> = queued.iter().map(|order| order.id.as_str()).collect();
+        let stored = self.postgres.stored_ids(&ids).await?;
+        Ok(queued
+            .into_iter()
+            .filter(|order| !stored.contains(order.id.as_str()))
+            .collect())
+    }
+
     async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         if let Some(order) = self.postgres.order(order_id).await? {
             return Ok(Some(order));
@@ -102,13 +116,7 @@ impl OrderStore for ClusterStore {
             if queued.is_empty() {
                 return Ok(orders);
             }
-            let stored: std::collections::HashSet<OrderId> =
-                orders.iter().map(|order| order.id.clone()).collect();
-            orders.extend(
-                queued
-                    .into_iter()
-                    .filter(|order| !stored.contains(&order.id)),
-            );
+            orders.extend(self.not_stored(queued).await?);
             orders.sort_by(|a, b| b.id.cmp(&a.id));
             orders.truncate(limit);
             Ok(orders)
@@ -168,13 +176,7 @@ impl OrderStore for ClusterStore {
         Box::pin(async move {
             let queued = self.queue.unpersisted(&sale_id).await?;
             let mut active = self.postgres.active_orders(&sale_id).await?;
-            let known: std::collections::HashSet<OrderId> =
-                active.iter().map(|order| order.id.clone()).collect();
-            active.extend(
-                queued
-                    .into_iter()
-                    .filter(|order| !known.contains(&order.id)),
-            );
+            active.extend(self.not_stored(queued).await?);
             Ok(active)
         })
     }

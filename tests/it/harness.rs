@@ -129,6 +129,13 @@ impl TestServer {
 
     /// Starts a server with exactly these settings (and clock, if given).
     pub async fn start_on(settings: Settings, clock: Option<Arc<dyn Clock>>) -> Self {
+        // FLASHSALE_TEST_LOG=warn (say) shows the servers' logs when a test is debugged.
+        if let Ok(filter) = std::env::var("FLASHSALE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let app = match clock {
             Some(clock) => App::build_with_clock(&settings, clock).await,
             None => App::build(&settings).await,

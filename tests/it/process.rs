@@ -14,28 +14,36 @@ use serde_json::json;
 
 use crate::harness::{http_client, send, HttpClient};
 
-const ADMIN: &str = "process-admin";
-const SECRET: &str = "process-secret";
+pub const ADMIN: &str = "process-admin";
+pub const SECRET: &str = "process-secret";
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    client: HttpClient,
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub client: HttpClient,
 }
 
 impl Server {
     /// Starts the binary on port 0 and reads the address it prints.
-    async fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with_env(data_dir, &[]).await
+    }
+
+    /// Starts the binary with these environment variables on top of the test defaults.
+    pub async fn start_with_env(data_dir: &Path, variables: &[(String, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("FLASHSALE_ADMIN_TOKEN", ADMIN)
             .env("FLASHSALE_JWT_SECRET", SECRET)
             .env("FLASHSALE_BUYER_REQUESTS_PER_SEC", "0")
             .env("FLASHSALE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
+            .stdout(Stdio::piped());
+        for (name, value) in variables {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("binary starts");
         let stdout = child.stdout.take().expect("stdout");
         // Read the first line, then keep draining so the server never writes to a closed pipe.
         let (line_sender, line_receiver) = std::sync::mpsc::channel();
@@ -63,11 +71,11 @@ impl Server {
         }
     }
 
-    fn pid(&self) -> String {
+    pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
-    async fn admin(
+    pub async fn admin(
         &self,
         method: Method,
         path: &str,
@@ -96,7 +104,7 @@ impl Drop for Server {
 /// Buyers purchase in a loop from `workers` tasks until `stop` is set or the server goes away;
 /// returns the ids of orders that got a 201, and counts any reply that is neither 201 nor a
 /// refusal (a 5xx would be a failure of the contract).
-async fn buy_until_stopped(
+pub async fn buy_until_stopped(
     server: &Server,
     sale_id: &str,
     workers: usize,
@@ -161,7 +169,7 @@ async fn wait_for_acknowledged(count: usize, stop: &AtomicBool, seen: impl Fn() 
     }
 }
 
-async fn create_sale(server: &Server, stock: u64) -> String {
+pub async fn create_sale(server: &Server, stock: u64) -> String {
     let reply = server
         .admin(
             Method::POST,

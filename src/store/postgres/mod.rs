@@ -133,7 +133,9 @@ impl PostgresStore {
             .await
             .map_err(db_failed)?;
         transaction
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .batch_execute(&format!(
+                "SET LOCAL client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS {schema}"
+            ))
             .await
             .map_err(db_failed)?;
         transaction
@@ -335,17 +337,19 @@ async fn insert_batch(
                 &[&inserted],
             )
             .await?;
+        // One index probe per buyer of the batch (orders_by_buyer), whatever the table's size.
         let over_limit = transaction
             .query_opt(
                 &format!(
-                    "SELECT 1 FROM orders o JOIN sales s ON s.id = o.sale_id \
-                     WHERE (o.user_id, o.sale_id) IN \
-                           (SELECT user_id, sale_id FROM orders WHERE id = ANY($1)) \
-                       AND o.status IN {ACTIVE} \
-                     GROUP BY o.sale_id, o.user_id, s.per_user_limit \
-                     HAVING sum(o.quantity) > s.per_user_limit LIMIT 1"
+                    "SELECT 1 FROM (SELECT DISTINCT user_id, sale_id \
+                                    FROM UNNEST($1::text[], $2::text[]) AS b (user_id, sale_id)) b \
+                     JOIN sales s ON s.id = b.sale_id \
+                     CROSS JOIN LATERAL (SELECT sum(o.quantity) AS held FROM orders o \
+                                         WHERE o.user_id = b.user_id AND o.sale_id = b.sale_id \
+                                           AND o.status IN {ACTIVE}) h \
+                     WHERE h.held > s.per_user_limit LIMIT 1"
                 ),
-                &[&inserted],
+                &[&users, &sales],
             )
             .await?;
         if over_limit.is_some() {
