@@ -156,11 +156,18 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn announce(app: &App, settings: &Settings) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
+    let mode = if settings.is_cluster() {
+        format!(
+            "cluster node: Redis prefix {}, PostgreSQL schema {}",
+            settings.redis_key_prefix, settings.database_schema
+        )
+    } else {
+        format!("embedded, data in {}", settings.data_dir.display())
+    };
     let _ = writeln!(
         out,
-        "flashsale listening on http://{} (embedded, data in {})",
-        app.local_addr(),
-        settings.data_dir.display()
+        "flashsale listening on http://{} ({mode})",
+        app.local_addr()
     );
     if !app.credentials.generated.is_empty() {
         let token = mint_token(

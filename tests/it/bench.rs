@@ -234,3 +234,33 @@ async fn verification_catches_a_planted_missing_order() {
     );
     assert!(output.contains("order-7 not found"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_small_scenarios_pass_against_a_cluster_node() {
+    let Some(server) = crate::harness::TestServer::start_cluster(2).await else {
+        return;
+    };
+    let (admin, secret) = (server.admin_token.clone(), server.jwt_secret.clone());
+    for addr in server.addrs.clone() {
+        let target = format!("http://{addr}");
+        for scenario in ["oversell", "lifecycle"] {
+            let (admin, secret, url) = (admin.clone(), secret.clone(), target.clone());
+            let (passed, output) = tokio::task::spawn_blocking(move || {
+                bench(&[
+                    scenario,
+                    "--target",
+                    &url,
+                    "--admin-token",
+                    &admin,
+                    "--jwt-secret",
+                    &secret,
+                ])
+            })
+            .await
+            .unwrap();
+            assert!(passed, "{scenario} on {target} failed:\n{output}");
+            assert!(output.contains("PASSED"), "{output}");
+        }
+    }
+    server.stop().await;
+}
