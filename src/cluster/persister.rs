@@ -226,8 +226,9 @@ impl Persister {
             }
         }
         for entry in entries.iter().filter(|entry| entry.order.is_none()) {
+            // Only the purchase script writes entries, so this is never an acknowledged order.
             tracing::error!(sale_id = %entry.sale_id, entry_id = %entry.entry_id,
-                "a queue entry is not an order; acknowledged and left in the stream");
+                "a queue entry is not an order; dropped");
         }
         self.acknowledge(&entries).await?;
         self.metrics
@@ -235,32 +236,32 @@ impl Persister {
         Ok(entries.len())
     }
 
-    /// Acknowledges committed entries and forgets them: from now on PostgreSQL answers for them.
+    /// Acknowledges committed entries and forgets them, in one `MULTI`: from now on PostgreSQL
+    /// answers for them.
     async fn acknowledge(&self, entries: &[Entry]) -> Result<(), StoreError> {
         let mut by_sale: BTreeMap<&SaleId, Vec<&Entry>> = BTreeMap::new();
         for entry in entries {
             by_sale.entry(&entry.sale_id).or_default().push(entry);
         }
         let keys = self.queue.keys();
-        let mut pipeline = redis::pipe();
+        let mut transaction = redis::pipe();
+        transaction.atomic();
         for (sale_id, entries) in by_sale {
             let queue = keys.queue(sale_id);
             let entry_ids: Vec<&str> = entries.iter().map(|e| e.entry_id.as_str()).collect();
-            pipeline.xack(&queue, PERSISTERS, &entry_ids).ignore();
-            let decoded: Vec<&Entry> = entries.into_iter().filter(|e| e.order.is_some()).collect();
-            if !decoded.is_empty() {
-                let ids: Vec<&str> = decoded.iter().map(|e| e.entry_id.as_str()).collect();
-                pipeline.xdel(&queue, &ids).ignore();
-                let order_ids: Vec<&str> = decoded
-                    .iter()
-                    .filter_map(|e| e.order.as_ref().map(|order| order.id.as_str()))
-                    .collect();
-                pipeline
+            transaction.xack(&queue, PERSISTERS, &entry_ids).ignore();
+            transaction.xdel(&queue, &entry_ids).ignore();
+            let order_ids: Vec<&str> = entries
+                .iter()
+                .filter_map(|e| e.order.as_ref().map(|order| order.id.as_str()))
+                .collect();
+            if !order_ids.is_empty() {
+                transaction
                     .hdel(keys.unpersisted(sale_id), &order_ids)
                     .ignore();
             }
         }
-        pipeline
+        transaction
             .query_async::<()>(&mut self.queue.connection())
             .await
             .map_err(redis_failed)

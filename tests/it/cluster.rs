@@ -652,7 +652,7 @@ async fn after_sell_out_nodes_refuse_without_redis_until_stock_comes_back() {
             &[],
         )
         .await;
-    assert_eq!(cancel.status, StatusCode::OK);
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.body);
     let started = Instant::now();
     let mut resold = false;
     let mut n = 0;
@@ -713,5 +713,47 @@ async fn a_release_a_node_did_not_finish_is_finished_by_the_sweep() {
     // Exactly once: the stock is not returned a second time.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.audit(&sale_id).await["remaining"], json!(3));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sweeping_together_expire_each_order_once() {
+    let Some(server) = TestServer::start_cluster_with(2, |settings| {
+        settings.expiry_sweep_interval_ms = 20;
+        settings.expiry_batch_max = 7;
+    })
+    .await
+    else {
+        return;
+    };
+    let sale_id = server
+        .create_sale(json!({ "stock": 300, "payment_window_secs": 1 }))
+        .await;
+    let replies = server.purchase_all(&sale_id, users("slow", 300)).await;
+    assert!(replies
+        .iter()
+        .all(|reply| reply.status == StatusCode::CREATED));
+    let all_expired = eventually(Duration::from_secs(20), || async {
+        server.audit(&sale_id).await["expired"] == json!(300)
+    })
+    .await;
+    assert!(all_expired, "{}", server.audit(&sale_id).await);
+    // Both nodes swept in small batches at the same time; each unit came back exactly once.
+    let settled = eventually(Duration::from_secs(10), || async {
+        server.audit(&sale_id).await["consistent"] == json!(true)
+    })
+    .await;
+    assert!(settled, "{}", server.audit(&sale_id).await);
+    let audit = server.assert_consistent(&sale_id).await;
+    assert_eq!(audit["remaining"], json!(300), "{audit}");
+    assert_eq!(audit["pending"], json!(0), "{audit}");
+    let again = server
+        .purchase_all(&sale_id, users("second-round", 300))
+        .await;
+    let created = again
+        .iter()
+        .filter(|reply| reply.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 300, "every unit sells again, none twice");
     server.stop().await;
 }

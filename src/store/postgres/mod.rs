@@ -278,12 +278,7 @@ async fn insert_batch(
         .collect();
     // Every write that counts stock locks its sale's row first, in id order: the per-buyer
     // check below then sees every committed order of that buyer.
-    transaction
-        .query(
-            "SELECT id FROM sales WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&sale_ids],
-        )
-        .await?;
+    lock_sales(&transaction, &sale_ids).await?;
     let ids: Vec<&str> = orders.iter().map(|order| order.id.as_str()).collect();
     let sales: Vec<&str> = orders.iter().map(|order| order.sale_id.as_str()).collect();
     let users: Vec<&str> = orders.iter().map(|order| order.user_id.as_str()).collect();
@@ -404,28 +399,36 @@ async fn insert_batch(
     Ok(outcomes)
 }
 
-async fn load_for_update(
-    client: &impl GenericClient,
-    order_id: &OrderId,
-) -> Result<Option<Order>, StoreError> {
-    client
-        .query_opt(
-            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"),
-            &[&order_id.as_str()],
-        )
-        .await
-        .map_err(db_failed)?
-        .as_ref()
-        .map(order_from_row)
-        .transpose()
+/// A transaction that failed in a way worth repeating (PostgreSQL chose it as a deadlock victim
+/// or a serialization failure), or for good.
+enum Attempt<E> {
+    Retry,
+    Failed(E),
 }
+
+impl<E: From<StoreError>> From<tokio_postgres::Error> for Attempt<E> {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.code() {
+            Some(code)
+                if *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                Self::Retry
+            }
+            _ => Self::Failed(db_failed(error).into()),
+        }
+    }
+}
+
+/// How often a transaction PostgreSQL aborted as a deadlock victim is tried again.
+const ATTEMPTS: usize = 5;
 
 async fn set_status(
     client: &impl GenericClient,
     order: &mut Order,
     status: OrderStatus,
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<(), tokio_postgres::Error> {
     let was_active = order.status.is_active();
     if status == OrderStatus::Paid {
         order.paid_at = Some(now);
@@ -444,18 +447,138 @@ async fn set_status(
                 &leaves_active,
             ],
         )
-        .await
-        .map_err(db_failed)?;
+        .await?;
     if leaves_active {
         client
             .execute(
                 "UPDATE sales SET remaining = remaining + $2 WHERE id = $1",
                 &[&order.sale_id.as_str(), &i64::from(order.quantity)],
             )
-            .await
-            .map_err(db_failed)?;
+            .await?;
     }
     Ok(())
+}
+
+/// Every transaction that changes stock locks its sales' rows first (in id order), then orders:
+/// with one lock order, nodes paying, expiring and persisting the same sale cannot deadlock.
+async fn lock_sales(
+    client: &impl GenericClient,
+    sale_ids: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query(
+            "SELECT id FROM sales WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&sale_ids],
+        )
+        .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    async fn transition_once(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Transition, Attempt<TransitionError>> {
+        let mut client = self.client().await.map_err(|e| Attempt::Failed(e.into()))?;
+        let transaction = client.transaction().await?;
+        let sale_id: Option<String> = transaction
+            .query_opt(
+                "SELECT sale_id FROM orders WHERE id = $1",
+                &[&order_id.as_str()],
+            )
+            .await?
+            .map(|row| row.get(0));
+        let Some(sale_id) = sale_id else {
+            return Err(Attempt::Failed(TransitionError::NotFound));
+        };
+        lock_sales(&transaction, &[sale_id.as_str()]).await?;
+        let row = transaction
+            .query_opt(
+                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"),
+                &[&order_id.as_str()],
+            )
+            .await?;
+        let mut order = match row.as_ref().map(order_from_row) {
+            Some(Ok(order)) => order,
+            Some(Err(error)) => return Err(Attempt::Failed(error.into())),
+            None => return Err(Attempt::Failed(TransitionError::NotFound)),
+        };
+        let was_active = order.status.is_active();
+        let refusal = match decide(&order, action, actor, now) {
+            Verdict::Apply(status) => {
+                set_status(&transaction, &mut order, status, now).await?;
+                None
+            }
+            Verdict::Unchanged => None,
+            Verdict::ExpireThenRefuse(refusal) => {
+                set_status(&transaction, &mut order, OrderStatus::Expired, now).await?;
+                Some(refusal)
+            }
+            Verdict::Refuse(refusal) => Some(refusal),
+        };
+        transaction.commit().await?;
+        Ok(Transition {
+            released: was_active && !order.status.is_active(),
+            order,
+            refusal,
+        })
+    }
+
+    async fn expire_due_once(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<Order>, Attempt<StoreError>> {
+        let mut client = self.client().await.map_err(Attempt::Failed)?;
+        let transaction = client.transaction().await?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let due = transaction
+            .query(
+                "SELECT id, sale_id FROM orders \
+                 WHERE status = 'pending_payment' AND expires_at <= $1 \
+                 ORDER BY expires_at LIMIT $2",
+                &[&now, &max],
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = due.iter().map(|row| row.get(0)).collect();
+        let sale_ids: BTreeSet<String> = due.iter().map(|row| row.get(1)).collect();
+        let sale_ids: Vec<&str> = sale_ids.iter().map(String::as_str).collect();
+        lock_sales(&transaction, &sale_ids).await?;
+        // Nodes sweeping together may pick the same orders: the status condition lets exactly
+        // one of them expire each.
+        let expired: Vec<Order> = transaction
+            .query(
+                &format!(
+                    "UPDATE orders SET status = 'expired', stock_returned = false \
+                     WHERE id = ANY($1) AND status = 'pending_payment' AND expires_at <= $2 \
+                     RETURNING {ORDER_COLUMNS}"
+                ),
+                &[&ids, &now],
+            )
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(Attempt::Failed)?;
+        let expired_ids: Vec<&str> = expired.iter().map(|order| order.id.as_str()).collect();
+        transaction
+            .execute(
+                "UPDATE sales s SET remaining = s.remaining + t.back \
+                 FROM (SELECT sale_id, sum(quantity)::bigint AS back FROM orders \
+                       WHERE id = ANY($1) GROUP BY sale_id) t \
+                 WHERE s.id = t.sale_id",
+                &[&expired_ids],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(expired)
+    }
 }
 
 async fn tally(client: &impl GenericClient, sale_id: &SaleId) -> Result<SaleTally, StoreError> {
@@ -669,30 +792,14 @@ impl OrderStore for PostgresStore {
     ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
         let (order_id, actor) = (order_id.clone(), actor.clone());
         Box::pin(async move {
-            let mut client = self.client().await?;
-            let transaction = client.transaction().await.map_err(db_failed)?;
-            let Some(mut order) = load_for_update(&transaction, &order_id).await? else {
-                return Err(TransitionError::NotFound);
-            };
-            let was_active = order.status.is_active();
-            let refusal = match decide(&order, action, &actor, now) {
-                Verdict::Apply(status) => {
-                    set_status(&transaction, &mut order, status, now).await?;
-                    None
+            for _ in 0..ATTEMPTS {
+                match self.transition_once(&order_id, action, &actor, now).await {
+                    Ok(transition) => return Ok(transition),
+                    Err(Attempt::Failed(error)) => return Err(error),
+                    Err(Attempt::Retry) => continue,
                 }
-                Verdict::Unchanged => None,
-                Verdict::ExpireThenRefuse(refusal) => {
-                    set_status(&transaction, &mut order, OrderStatus::Expired, now).await?;
-                    Some(refusal)
-                }
-                Verdict::Refuse(refusal) => Some(refusal),
-            };
-            transaction.commit().await.map_err(db_failed)?;
-            Ok(Transition {
-                released: was_active && !order.status.is_active(),
-                order,
-                refusal,
-            })
+            }
+            Err(failed("PostgreSQL kept aborting the transition").into())
         })
     }
 
@@ -702,36 +809,14 @@ impl OrderStore for PostgresStore {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let max = i64::try_from(max).unwrap_or(i64::MAX);
-            // SKIP LOCKED: nodes sweeping at the same time take disjoint orders.
-            let columns = ORDER_COLUMNS
-                .split(", ")
-                .map(|column| format!("o.{column}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            client
-                .query(
-                    &format!(
-                        "WITH due AS (SELECT id FROM orders \
-                                      WHERE status = 'pending_payment' AND expires_at <= $1 \
-                                      ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
-                              expired AS (UPDATE orders o \
-                                          SET status = 'expired', stock_returned = false \
-                                          FROM due WHERE o.id = due.id RETURNING {columns}), \
-                              returned AS (UPDATE sales s SET remaining = s.remaining + t.back \
-                                           FROM (SELECT sale_id, sum(quantity)::bigint AS back \
-                                                 FROM expired GROUP BY sale_id) t \
-                                           WHERE s.id = t.sale_id) \
-                         SELECT * FROM expired"
-                    ),
-                    &[&now, &max],
-                )
-                .await
-                .map_err(db_failed)?
-                .iter()
-                .map(order_from_row)
-                .collect()
+            for _ in 0..ATTEMPTS {
+                match self.expire_due_once(now, max).await {
+                    Ok(expired) => return Ok(expired),
+                    Err(Attempt::Failed(error)) => return Err(error),
+                    Err(Attempt::Retry) => continue,
+                }
+            }
+            Err(failed("PostgreSQL kept aborting the expiry sweep"))
         })
     }
 
@@ -813,7 +898,8 @@ impl OrderStore for PostgresStore {
             let ids: Vec<&str> = order_ids.iter().map(OrderId::as_str).collect();
             client
                 .execute(
-                    "UPDATE orders SET stock_returned = true WHERE id = ANY($1)",
+                    "UPDATE orders SET stock_returned = true WHERE id IN \
+                     (SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE)",
                     &[&ids],
                 )
                 .await
