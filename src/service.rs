@@ -468,7 +468,8 @@ impl Service {
     }
 
     /// Gives an order's stock back to the gate. The store already recorded the order as
-    /// inactive, so a failure here is repaired by the next rebuild from the store.
+    /// inactive (and, in a cluster, that the gate has yet to confirm), so a failure here is
+    /// repaired by the next sweep (cluster) or rebuild from the store (embedded).
     async fn release(&self, order: &Order) {
         match self.gate.release(&Holding::from(order)).await {
             Ok(_) => {
