@@ -31,12 +31,7 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
     }
     // A maintenance tool: it must run against a Redis that lost its data, whatever its settings.
     settings.redis_require_durable = false;
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,6 +107,16 @@ fn bench(args: flashsale::bench::BenchArgs) -> ExitCode {
     }
 }
 
+/// Logs go to stderr: stdout carries what scripts read (the start-up announcement, reports).
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("flashsale: {message}");
     ExitCode::FAILURE
@@ -122,13 +127,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return fail(error),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: stdout carries the start-up announcement, which scripts read.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs(&settings.log);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if settings.worker_threads > 0 {
         runtime.worker_threads(settings.worker_threads);
