@@ -528,8 +528,12 @@ impl Service {
         let sale = self.known_sale(sale_id).await?;
         let tally = self.store.tally(&sale.id).await?;
         let remaining = self.gate.remaining(&sale.id).await?.unwrap_or(0);
-        let consistent =
-            remaining + tally.pending + tally.paid == sale.stock && tally.remaining == remaining;
+        let held = self.gate.held(&sale.id).await?.unwrap_or(0);
+        // Both sides balance, and they agree: the gate's count and holdings, the store's count
+        // and active orders.
+        let consistent = remaining + tally.pending + tally.paid == sale.stock
+            && tally.remaining == remaining
+            && held == tally.pending + tally.paid;
         Ok(Audit {
             sale_id: sale.id.clone(),
             stock: sale.stock,

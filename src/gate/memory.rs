@@ -209,6 +209,23 @@ impl StockGate for MemoryGate {
         Box::pin(std::future::ready(Ok(remaining)))
     }
 
+    fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+        let held = self.sale(sale_id).ok().map(|sale| {
+            sale.shards
+                .iter()
+                .map(|shard| {
+                    shard
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .values()
+                        .map(|holder| u64::from(holder.quantity))
+                        .sum::<u64>()
+                })
+                .sum()
+        });
+        Box::pin(std::future::ready(Ok(held)))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
         Box::pin(std::future::ready(Ok(())))
     }

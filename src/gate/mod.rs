@@ -94,6 +94,10 @@ pub trait StockGate: Send + Sync + 'static {
     /// Remaining stock of a sale, or `None` when the gate does not know it.
     fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>>;
 
+    /// Units held by the holdings the gate keeps for a sale (what the audit compares with the
+    /// store's active orders), or `None` when the gate does not know the sale.
+    fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>>;
+
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>>;
 
     /// True for a gate that also queues each reserved order durably for the store and is shared

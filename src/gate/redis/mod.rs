@@ -333,6 +333,32 @@ impl StockGate for RedisGate {
         Box::pin(async move { connection.hget(key, "remaining").await.map_err(unavailable) })
     }
 
+    fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+        let (sale, holds) = (self.keys.sale(sale_id), self.keys.holds(sale_id));
+        let mut connection = self.connection();
+        Box::pin(async move {
+            let (exists, holdings): (bool, Vec<String>) = redis::pipe()
+                .exists(sale)
+                .hvals(holds)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if !exists {
+                return Ok(None);
+            }
+            let mut held = 0;
+            for holding in holdings {
+                held += serde_json::from_str::<serde_json::Value>(&holding)
+                    .ok()
+                    .and_then(|holding| holding["q"].as_u64())
+                    .ok_or_else(|| {
+                        GateError::Unavailable("Redis: a stored holding is not valid".into())
+                    })?;
+            }
+            Ok(Some(held))
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
         let mut connection = self.connection();
         Box::pin(async move {

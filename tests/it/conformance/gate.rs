@@ -131,8 +131,10 @@ pub async fn releases_each_order_once(gate: Arc<dyn StockGate>) {
     let held = order(&sale, "a", 2, None);
     gate.reserve(&reservation(&held, 2)).await.unwrap();
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(2));
+    assert_eq!(gate.held(&sale.id).await.unwrap(), Some(2));
     let holding = Holding::from(&held);
     assert!(gate.release(&holding).await.unwrap());
+    assert_eq!(gate.held(&sale.id).await.unwrap(), Some(0));
     assert!(
         !gate.release(&holding).await.unwrap(),
         "a second release is a no-op"
@@ -173,6 +175,11 @@ pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
         gate.remaining(&sale.id).await.unwrap(),
         Some(7),
         "10 - 2 - 1"
+    );
+    assert_eq!(
+        gate.held(&sale.id).await.unwrap(),
+        Some(3),
+        "only what was restored"
     );
     let over = order(&sale, "a", 1, None);
     assert_eq!(
@@ -216,11 +223,13 @@ pub async fn concurrent_buyers_never_oversell(gate: Arc<dyn StockGate>) {
     }
     assert_eq!(reserved, 100);
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(0));
+    assert_eq!(gate.held(&sale.id).await.unwrap(), Some(100));
 }
 
 pub async fn knows_only_opened_sales(gate: Arc<dyn StockGate>) {
     let sale = sale(1, 1);
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), None);
+    assert_eq!(gate.held(&sale.id).await.unwrap(), None);
     let order = order(&sale, "a", 1, None);
     assert!(matches!(
         gate.reserve(&reservation(&order, 1)).await,

@@ -132,6 +132,9 @@ mod cluster {
         fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
             self.gate.remaining(sale_id)
         }
+        fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+            self.gate.held(sale_id)
+        }
         fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
             self.gate.ping()
         }
