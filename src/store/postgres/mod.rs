@@ -253,12 +253,19 @@ impl PostgresStore {
     /// Which of these orders are stored.
     pub async fn stored_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
-            .await
-            .map_err(db_failed)?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        stored_among(&client, ids).await.map_err(db_failed)
     }
+}
+
+/// Which of these order ids the orders table holds.
+async fn stored_among(
+    client: &impl GenericClient,
+    ids: &[&str],
+) -> Result<HashSet<String>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 fn quantity(quantity: u32) -> i32 {
@@ -360,12 +367,7 @@ async fn insert_batch(
     let already: HashSet<String> = if skipped.is_empty() {
         HashSet::new()
     } else {
-        transaction
-            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&skipped])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+        stored_among(&transaction, &skipped).await?
     };
     for order in orders {
         let id = order.id.as_str();
@@ -634,13 +636,7 @@ impl PostgresStore {
             .map_err(db_failed)?;
         let mut counted = tally(&transaction, sale_id).await?;
         let ids: Vec<&str> = queued.iter().map(|order| order.id.as_str()).collect();
-        let stored: HashSet<String> = transaction
-            .query("SELECT id FROM orders WHERE id = ANY($1)", &[&ids])
-            .await
-            .map_err(db_failed)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let stored = stored_among(&transaction, &ids).await.map_err(db_failed)?;
         transaction.commit().await.map_err(db_failed)?;
         for order in queued
             .iter()
