@@ -95,9 +95,7 @@ impl Queue {
             .map_err(redis_failed)?;
         Ok(owner.and_then(|text| OrderId::parse(&text)))
     }
-}
 
-impl Queue {
     /// Every holding Redis keeps for a sale: order id → quantity.
     pub async fn holdings(&self, sale_id: &SaleId) -> Result<HashMap<String, u64>, StoreError> {
         let entries: HashMap<String, String> = self
@@ -107,13 +105,7 @@ impl Queue {
             .map_err(redis_failed)?;
         Ok(entries
             .into_iter()
-            .map(|(order_id, holding)| {
-                let quantity = serde_json::from_str::<serde_json::Value>(&holding)
-                    .ok()
-                    .and_then(|holding| holding["q"].as_u64())
-                    .unwrap_or(0);
-                (order_id, quantity)
-            })
+            .map(|(order_id, holding)| (order_id, record::holding_quantity(&holding).unwrap_or(0)))
             .collect())
     }
 

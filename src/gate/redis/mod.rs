@@ -348,12 +348,9 @@ impl StockGate for RedisGate {
             }
             let mut held = 0;
             for holding in holdings {
-                held += serde_json::from_str::<serde_json::Value>(&holding)
-                    .ok()
-                    .and_then(|holding| holding["q"].as_u64())
-                    .ok_or_else(|| {
-                        GateError::Unavailable("Redis: a stored holding is not valid".into())
-                    })?;
+                held += record::holding_quantity(&holding).ok_or_else(|| {
+                    GateError::Unavailable("Redis: a stored holding is not valid".into())
+                })?;
             }
             Ok(Some(held))
         })

@@ -1,4 +1,5 @@
-//! An order as the queue carries it: JSON in the stream entry and in the unpersisted hash.
+//! What the scripts store as JSON: an order as the queue carries it (the stream entry and the
+//! unpersisted hash), and a holding (`{u, q, k}`, written by the Lua scripts).
 
 use std::borrow::Cow;
 
@@ -53,6 +54,13 @@ pub fn decode(text: &str) -> Option<Order> {
     })
 }
 
+/// The units a holding (as the scripts store it) holds; `None` when it is not a holding.
+pub fn holding_quantity(text: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|holding| holding["q"].as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +86,11 @@ mod tests {
         };
         assert_eq!(decode(&encode(&keyless)), Some(keyless));
         assert_eq!(decode("{\"id\":\"nope\"}"), None);
+    }
+
+    #[test]
+    fn a_holding_tells_its_quantity() {
+        assert_eq!(holding_quantity(r#"{"u":"a b","q":3,"k":""}"#), Some(3));
+        assert_eq!(holding_quantity("not json"), None);
     }
 }
