@@ -459,7 +459,8 @@ impl Service {
         let now = self.clock.now();
         let transition = self.store.transition(&order_id, action, actor, now).await?;
         if transition.released {
-            self.release(&transition.order).await;
+            self.return_stock(std::slice::from_ref(&transition.order))
+                .await;
         }
         match transition.refusal {
             Some(refusal) => Err(refusal_error(refusal)),
@@ -467,21 +468,24 @@ impl Service {
         }
     }
 
-    /// Gives an order's stock back to the gate. The store already recorded the order as
-    /// inactive (and, in a cluster, that the gate has yet to confirm), so a failure here is
-    /// repaired by the next sweep (cluster) or rebuild from the store (embedded).
-    async fn release(&self, order: &Order) {
-        match self.gate.release(&Holding::from(order)).await {
-            Ok(_) => {
-                if let Err(error) = self.store.stock_returned(vec![order.id.clone()]).await {
-                    tracing::warn!(%error, order_id = %order.id,
-                        "could not record a release; it will be repeated, harmlessly");
-                }
+    /// Gives orders' stock back to the gate, then records which releases the gate confirmed.
+    /// The store already recorded the orders as inactive (and, in a cluster, that the gate has
+    /// yet to confirm), so a failure here is repaired by the next sweep (cluster) or rebuild
+    /// from the store (embedded).
+    async fn return_stock(&self, orders: &[Order]) {
+        let mut returned = Vec::with_capacity(orders.len());
+        for order in orders {
+            match self.gate.release(&Holding::from(order)).await {
+                Ok(_) => returned.push(order.id.clone()),
+                Err(error) => tracing::error!(%error, order_id = %order.id,
+                    "could not return stock to the gate; retried by the next sweep"),
             }
-            Err(error) => {
-                tracing::error!(%error, order_id = %order.id,
-                    "could not return stock to the gate; retried by the next sweep");
-            }
+        }
+        if returned.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.stock_returned(returned).await {
+            tracing::warn!(%error, "could not record releases; they will be repeated, harmlessly");
         }
     }
 
@@ -506,17 +510,7 @@ impl Service {
             .store
             .expire_due(self.clock.now(), self.expiry_batch_max)
             .await?;
-        let mut returned = Vec::with_capacity(expired.len());
-        for order in &expired {
-            match self.gate.release(&Holding::from(order)).await {
-                Ok(_) => returned.push(order.id.clone()),
-                Err(error) => tracing::error!(%error, order_id = %order.id,
-                    "could not return stock to the gate; retried by the next sweep"),
-            }
-        }
-        if let Err(error) = self.store.stock_returned(returned).await {
-            tracing::warn!(%error, "could not record releases; they will be repeated, harmlessly");
-        }
+        self.return_stock(&expired).await;
         Ok(expired.len())
     }
 
