@@ -64,29 +64,29 @@ pub async fn reconcile(
     Ok(reports)
 }
 
-/// Active orders: PostgreSQL's, and the queued ones not written yet.
-async fn active_orders(cluster: &Cluster, sale: &Sale) -> Result<Vec<Order>, StoreError> {
-    cluster.store.active_orders(&sale.id).await
-}
-
 async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, ReconcileError> {
     // Holdings first, then the queue, then PostgreSQL: an order leaves the queue only after its
     // commit, so an order whose holding was seen is found in one of the later reads.
     let remaining = cluster.gate.remaining(&sale.id).await?;
     let holdings = cluster.queue.holdings(&sale.id).await?;
     let queued = cluster.queue.unpersisted(&sale.id).await?;
-    let active = active_orders(cluster, sale).await?;
-    let tally = cluster.postgres.tally(&sale.id).await?;
-    let refused_orders = cluster.postgres.refused_count(&sale.id).await?;
+    let mut active = cluster.postgres.active_orders(&sale.id).await?;
     let stored = cluster
         .postgres
         .stored_ids(&queued.iter().map(|o| o.id.as_str()).collect::<Vec<_>>())
         .await?;
-    let queued_units: u64 = queued
-        .iter()
+    let not_written: Vec<Order> = queued
+        .into_iter()
         .filter(|order| !stored.contains(order.id.as_str()))
+        .collect();
+    let queued_units: u64 = not_written
+        .iter()
         .map(|order| u64::from(order.quantity))
         .sum();
+    // Active orders: PostgreSQL's, and the queued ones not written yet.
+    active.extend(not_written);
+    let tally = cluster.postgres.tally(&sale.id).await?;
+    let refused_orders = cluster.postgres.refused_count(&sale.id).await?;
     let active_ids: HashMap<&str, u64> = active
         .iter()
         .map(|order| (order.id.as_str(), u64::from(order.quantity)))
@@ -129,7 +129,9 @@ async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, Rec
 }
 
 async fn rebuild(cluster: &Cluster, sale: &Sale) -> Result<(), ReconcileError> {
-    let holdings: Vec<Holding> = active_orders(cluster, sale)
+    let holdings: Vec<Holding> = cluster
+        .store
+        .active_orders(&sale.id)
         .await?
         .iter()
         .map(Holding::from)
