@@ -31,7 +31,6 @@ pub struct RedisGateOptions {
 }
 
 pub struct RedisGate {
-    client: Client,
     connection: ConnectionManager,
     keys: RedisKeys,
     reserve: Script,
@@ -85,12 +84,11 @@ impl RedisGate {
         let keys = RedisKeys::new(&options.key_prefix);
         let sold_out = Arc::new(SoldOutCache::new(options.sold_out_recheck));
         let listener = tokio::spawn(listen_for_stock(
-            client.clone(),
+            client,
             keys.stock_back(),
             Arc::clone(&sold_out),
         ));
         Ok(Self {
-            client,
             connection,
             keys,
             reserve: Script::new(include_str!("reserve.lua")),
@@ -104,10 +102,6 @@ impl RedisGate {
 
     pub fn keys(&self) -> &RedisKeys {
         &self.keys
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// A handle on the gate's multiplexed connection (cheap: clones share it).
