@@ -17,7 +17,7 @@ use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
 use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
-use crate::service::{Service, ServiceError};
+use crate::service::{Intake, PrivateIntake, Service, ServiceError, SharedIntake};
 use crate::store::{OrderStore, SqliteStore, SqliteStoreOptions, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +110,21 @@ pub struct App {
 
 impl App {
     pub async fn build(settings: &Settings) -> Result<Self, StartError> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+        Self::build_on(settings, None).await
     }
 
+    /// A server whose time is `clock` (tests: a manual clock). Cluster nodes given the same
+    /// clock share it, in place of Redis's.
     pub async fn build_with_clock(
         settings: &Settings,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        Self::build_on(settings, Some(clock)).await
+    }
+
+    async fn build_on(
+        settings: &Settings,
+        clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, StartError> {
         if settings.is_cluster()
             && (settings.admin_token.is_none() || settings.jwt_secret.is_none())
@@ -128,25 +137,38 @@ impl App {
         })?;
         let credentials = credentials(settings)?;
         let metrics = Arc::new(Metrics::default());
-        let (gate, store, persister): (Arc<dyn StockGate>, Arc<dyn OrderStore>, _) =
-            if settings.is_cluster() {
-                let (gate, store, persister) = Cluster::connect(settings, Arc::clone(&metrics))
-                    .await?
-                    .into_node();
-                (gate, store, Some(persister))
-            } else {
-                let store = SqliteStore::open(
-                    &settings.data_dir,
-                    SqliteStoreOptions {
-                        commit_batch_max: settings.commit_batch_max,
-                        write_queue_max: settings.write_queue_max,
-                        read_connections_max: settings.read_connections_max,
-                    },
-                    Arc::clone(&metrics),
-                )?;
-                (Arc::new(MemoryGate::new()), Arc::new(store), None)
+        type Backends = (
+            Arc<dyn StockGate>,
+            Arc<dyn OrderStore>,
+            Arc<dyn Intake>,
+            Arc<dyn Clock>,
+            Option<Persister>,
+        );
+        let (gate, store, intake, clock, persister): Backends = if settings.is_cluster() {
+            let cluster = Cluster::connect(settings, Arc::clone(&metrics), clock.is_some()).await?;
+            let clock = match clock {
+                Some(clock) => clock,
+                None => cluster.clock().await?,
             };
-        let service = Service::start(gate, store, clock, settings.expiry_batch_max).await?;
+            let (gate, store, persister) = cluster.into_node();
+            (gate, store, Arc::new(SharedIntake), clock, Some(persister))
+        } else {
+            let store = SqliteStore::open(
+                &settings.data_dir,
+                SqliteStoreOptions {
+                    commit_batch_max: settings.commit_batch_max,
+                    write_queue_max: settings.write_queue_max,
+                    read_connections_max: settings.read_connections_max,
+                },
+                Arc::clone(&metrics),
+            )?;
+            let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
+            let store: Arc<dyn OrderStore> = Arc::new(store);
+            let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
+            let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+            (gate, store, intake, clock, None)
+        };
+        let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max).await?;
         let state = Arc::new(AppState::new(
             Arc::new(service),
             Authenticator::new(&credentials.admin_token, &credentials.jwt_secret),

@@ -1,5 +1,6 @@
 //! Where "now" comes from. The domain never reads the clock; the service asks this trait, so
-//! tests can move time by hand.
+//! tests can move time by hand. An embedded server uses the system clock; a cluster node uses
+//! Redis's (`cluster::RedisClock`), one clock for every node.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -8,6 +9,12 @@ use jiff::{SignedDuration, Timestamp};
 pub trait Clock: Send + Sync + 'static {
     /// The current time, to the millisecond (the precision the stores keep).
     fn now(&self) -> Timestamp;
+
+    /// How far `now` may be from the clock that decides a sale's window (the gate's). Checks
+    /// made here leave that much at each edge to the gate.
+    fn uncertainty(&self) -> SignedDuration {
+        SignedDuration::ZERO
+    }
 }
 
 pub struct SystemClock;

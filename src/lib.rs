@@ -26,6 +26,7 @@ pub mod domain;
 pub mod expiry;
 pub mod gate;
 pub mod http;
+pub mod ids;
 pub mod metrics;
 pub mod secrets;
 pub mod service;

@@ -41,7 +41,7 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let metrics = std::sync::Arc::new(flashsale::metrics::Metrics::default());
-        let cluster = flashsale::cluster::Cluster::connect(&settings, metrics)
+        let cluster = flashsale::cluster::Cluster::connect(&settings, metrics, false)
             .await
             .map_err(|error| error.to_string())?;
         flashsale::cluster::reconcile::reconcile(&cluster, args.repair)
@@ -81,6 +81,15 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
                 report.orphan_holdings.len(),
             );
         }
+    }
+    if reports.is_empty() {
+        // Nothing compared proves nothing: most likely the wrong database or schema.
+        eprintln!(
+            "flashsale reconcile: no sales in PostgreSQL schema {:?}: is database_url / \
+             database_schema the one the nodes use?",
+            settings.database_schema
+        );
+        return ExitCode::from(2);
     }
     if reports.iter().all(|report| report.consistent) {
         ExitCode::SUCCESS

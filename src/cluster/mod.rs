@@ -2,6 +2,7 @@
 //! queue) and one PostgreSQL (the system of record). This module wires them: the Redis gate,
 //! the store that reads PostgreSQL and the queue, the persister, and reconciliation.
 
+mod clock;
 mod persister;
 mod queue;
 pub mod reconcile;
@@ -10,9 +11,11 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::clock::RedisClock;
 pub use self::persister::Persister;
 pub use self::queue::Queue;
 pub use self::store::ClusterStore;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::OrderId;
 use crate::gate::{GateError, RedisDurability, RedisGate, RedisGateOptions};
@@ -47,8 +50,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
-    /// Connects to both, checks Redis keeps what it acknowledges, and sets up the schema.
-    pub async fn connect(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, ClusterError> {
+    /// Connects to both, checks Redis keeps what it acknowledges, and sets up the schema. With
+    /// `time_from_caller`, the purchase script takes its time from the node (tests, whose nodes
+    /// share a manual clock) instead of from Redis's clock.
+    pub async fn connect(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        time_from_caller: bool,
+    ) -> Result<Self, ClusterError> {
         let (Some(redis_url), Some(database_url)) = (&settings.redis_url, &settings.database_url)
         else {
             return Err(ClusterError::Postgres(StoreError::Failed(
@@ -62,6 +71,7 @@ impl Cluster {
                 key_prefix: settings.redis_key_prefix.clone(),
                 sold_out_recheck: Duration::from_millis(settings.sold_out_recheck_ms),
                 response_timeout: REDIS_RESPONSE_TIMEOUT,
+                time_from_caller,
             },
             Arc::clone(&metrics),
         )
@@ -103,6 +113,11 @@ impl Cluster {
             queue,
             persister,
         })
+    }
+
+    /// The cluster's one clock, Redis's, as this node keeps it.
+    pub async fn clock(&self) -> Result<Arc<dyn Clock>, ClusterError> {
+        Ok(RedisClock::start(self.gate.connection()).await?)
     }
 
     /// The gate and store a node's service uses, and the persister it runs beside them.

@@ -27,6 +27,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 pub struct Persister {
     queue: Queue,
+    acknowledge: redis::Script,
     postgres: PostgresStore,
     consumer: String,
     batch_max: usize,
@@ -61,6 +62,7 @@ impl Persister {
     ) -> Self {
         Self {
             queue,
+            acknowledge: redis::Script::new(include_str!("../gate/redis/acknowledge.lua")),
             postgres,
             consumer,
             batch_max: batch_max.max(1),
@@ -114,7 +116,7 @@ impl Persister {
             .sales_read
             .is_none_or(|at| at.elapsed() > SALES_REFRESH)
         {
-            round.sales = self.queue.sale_ids().await?;
+            round.sales = self.queue.queued_sale_ids().await?;
             round.sales_read = Some(Instant::now());
         }
         if round.last_lag.is_none_or(|at| at.elapsed() > LAG_REFRESH) {
@@ -236,35 +238,36 @@ impl Persister {
         Ok(entries.len())
     }
 
-    /// Acknowledges committed entries and forgets them, in one `MULTI`: from now on PostgreSQL
-    /// answers for them.
+    /// Acknowledges committed entries and forgets them, one script per sale (atomic with the
+    /// purchases of that sale): from now on PostgreSQL answers for them, and a sale whose queue
+    /// is empty leaves the persisters' work list.
     async fn acknowledge(&self, entries: &[Entry]) -> Result<(), StoreError> {
         let mut by_sale: BTreeMap<&SaleId, Vec<&Entry>> = BTreeMap::new();
         for entry in entries {
             by_sale.entry(&entry.sale_id).or_default().push(entry);
         }
         let keys = self.queue.keys();
-        let mut transaction = redis::pipe();
-        transaction.atomic();
         for (sale_id, entries) in by_sale {
-            let queue = keys.queue(sale_id);
-            let entry_ids: Vec<&str> = entries.iter().map(|e| e.entry_id.as_str()).collect();
-            transaction.xack(&queue, PERSISTERS, &entry_ids).ignore();
-            transaction.xdel(&queue, &entry_ids).ignore();
-            let order_ids: Vec<&str> = entries
-                .iter()
-                .filter_map(|e| e.order.as_ref().map(|order| order.id.as_str()))
-                .collect();
-            if !order_ids.is_empty() {
-                transaction
-                    .hdel(keys.unpersisted(sale_id), &order_ids)
-                    .ignore();
+            let mut invocation = self.acknowledge.prepare_invoke();
+            invocation
+                .key(keys.queue(sale_id))
+                .key(keys.unpersisted(sale_id))
+                .key(keys.queued_sales())
+                .arg(PERSISTERS)
+                .arg(sale_id.as_str())
+                .arg(entries.len());
+            for entry in &entries {
+                invocation.arg(&entry.entry_id);
             }
+            for order in entries.iter().filter_map(|entry| entry.order.as_ref()) {
+                invocation.arg(order.id.as_str());
+            }
+            invocation
+                .invoke_async::<i64>(&mut self.queue.connection())
+                .await
+                .map_err(redis_failed)?;
         }
-        transaction
-            .query_async::<()>(&mut self.queue.connection())
-            .await
-            .map_err(redis_failed)
+        Ok(())
     }
 
     /// Publishes the age of the oldest order not yet in PostgreSQL, and how many there are.

@@ -33,11 +33,11 @@ impl Queue {
         self.connection.clone()
     }
 
-    /// Every sale opened on the gate.
-    pub async fn sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
+    /// The sales with orders in their queue (only they can have orders not yet in PostgreSQL).
+    pub async fn queued_sale_ids(&self) -> Result<Vec<SaleId>, StoreError> {
         let members: Vec<String> = self
             .connection()
-            .smembers(self.keys.sales())
+            .smembers(self.keys.queued_sales())
             .await
             .map_err(redis_failed)?;
         let mut sale_ids: Vec<SaleId> = members
@@ -50,7 +50,7 @@ impl Queue {
 
     /// A queued order by id, whichever sale it belongs to.
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
-        let sale_ids = self.sale_ids().await?;
+        let sale_ids = self.queued_sale_ids().await?;
         if sale_ids.is_empty() {
             return Ok(None);
         }
@@ -107,30 +107,5 @@ impl Queue {
             .into_iter()
             .map(|(order_id, holding)| (order_id, record::holding_quantity(&holding).unwrap_or(0)))
             .collect())
-    }
-
-    /// Remembers idempotency keys (after Redis lost them): buyer, key, order.
-    pub async fn remember_keys(
-        &self,
-        sale_id: &SaleId,
-        keys: &[(UserId, String, OrderId)],
-    ) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut pipeline = redis::pipe();
-        for (user_id, key, order_id) in keys {
-            pipeline
-                .hset(
-                    self.keys.idempotency(sale_id),
-                    RedisKeys::key_field(user_id.as_str(), key),
-                    order_id.as_str(),
-                )
-                .ignore();
-        }
-        pipeline
-            .query_async::<()>(&mut self.connection())
-            .await
-            .map_err(redis_failed)
     }
 }

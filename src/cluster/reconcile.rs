@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::Cluster;
 use crate::domain::{Order, Sale};
-use crate::gate::{Holding, StockGate};
+use crate::gate::{Holding, OrderKey, StockGate};
 use crate::store::{OrderStore, StoreError};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn reconcile(
         let mut attempts = 0;
         while repair && !report.consistent && attempts < 3 {
             attempts += 1;
-            rebuild(cluster, &sale).await?;
+            rebuild(cluster, &sale, &report.orphan_holdings).await?;
             report = check(cluster, &sale).await?;
             report.repaired = true;
         }
@@ -128,18 +128,23 @@ async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, Rec
     })
 }
 
-async fn rebuild(cluster: &Cluster, sale: &Sale) -> Result<(), ReconcileError> {
-    let holdings: Vec<Holding> = cluster
-        .store
-        .active_orders(&sale.id)
-        .await?
-        .iter()
-        .map(Holding::from)
-        .collect();
-    tracing::warn!(sale_id = %sale.id, holdings = holdings.len(),
+/// Rebuilds a sale's gate from PostgreSQL and the queue. Holdings Redis has beyond those are
+/// kept (an order persisted while this ran), except the `orphans` the check found: holdings
+/// whose order is active nowhere, whose stock comes back.
+async fn rebuild(cluster: &Cluster, sale: &Sale, orphans: &[String]) -> Result<(), ReconcileError> {
+    let mut holdings = Vec::new();
+    let mut keys = Vec::new();
+    for order in cluster.store.orders_for_gate(&sale.id).await? {
+        if order.status.is_active() {
+            holdings.push(Holding::from(&order));
+        }
+        keys.extend(OrderKey::of(&order));
+    }
+    tracing::warn!(sale_id = %sale.id, holdings = holdings.len(), orphans = orphans.len(),
         "rebuilding the sale's gate in Redis from PostgreSQL and the queue");
-    cluster.gate.repair_sale(sale, &holdings).await?;
-    let keys = cluster.postgres.keyed_orders(&sale.id).await?;
-    cluster.queue.remember_keys(&sale.id, &keys).await?;
+    cluster
+        .gate
+        .repair_sale(sale, &holdings, &keys, orphans)
+        .await?;
     Ok(())
 }

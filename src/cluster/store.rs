@@ -90,7 +90,7 @@ impl OrderStore for ClusterStore {
         Box::pin(async move {
             let sale_ids = match &query.sale_id {
                 Some(sale_id) => vec![sale_id.clone()],
-                None => self.queue.sale_ids().await?,
+                None => self.queue.queued_sale_ids().await?,
             };
             let mut queued = Vec::new();
             for sale_id in &sale_ids {
@@ -178,6 +178,16 @@ impl OrderStore for ClusterStore {
             let mut active = self.postgres.active_orders(&sale_id).await?;
             active.extend(self.not_stored(queued).await?);
             Ok(active)
+        })
+    }
+
+    fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let queued = self.queue.unpersisted(&sale_id).await?;
+            let mut orders = self.postgres.orders_for_gate(&sale_id).await?;
+            orders.extend(self.not_stored(queued).await?);
+            Ok(orders)
         })
     }
 

@@ -3,54 +3,22 @@
 //! random tag. Sorting by id therefore sorts by creation time (newest-first listings and
 //! pagination cursors rely on that), ids from one process never repeat, and ids from different
 //! processes collide only if they share the millisecond, the sequence value and the 16-bit tag.
-//! Making one costs no system call: every purchase makes one before the gate decides.
+//! The domain only formats and parses them; `crate::ids` makes them (it reads the clock).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest sale or order id the API accepts (the contract's limit).
 pub const ID_LENGTH_MAX: usize = 64;
 /// Longest buyer id (`sub` claim) the API accepts.
 pub const USER_ID_LENGTH_MAX: usize = 64;
 
-struct IdSource {
-    sequence: AtomicU64,
-    tag: u16,
-}
-
-fn id_source() -> &'static IdSource {
-    static SOURCE: OnceLock<IdSource> = OnceLock::new();
-    SOURCE.get_or_init(|| {
-        let mut seed = [0u8; 8];
-        // Without OS randomness ids stay unique within the process; only the cross-process
-        // tag loses its spread, so falling back to the clock is acceptable.
-        if getrandom::fill(&mut seed).is_err() {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_nanos());
-            seed = (nanos as u64).to_le_bytes();
-        }
-        let seed = u64::from_le_bytes(seed);
-        IdSource {
-            // Start low in the range so the sequence never wraps in practice.
-            sequence: AtomicU64::new(seed >> 24),
-            tag: (seed & 0xffff) as u16,
-        }
-    })
-}
-
-fn generate_id() -> String {
-    let source = id_source();
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    let sequence = source.sequence.fetch_add(1, Ordering::Relaxed);
+/// The text of a generated id: `millis` (the creation time), then a per-process `sequence` and
+/// `tag`, as fixed-width hex.
+pub fn generated_id_text(millis: u64, sequence: u64, tag: u16) -> String {
     let mut text = String::with_capacity(32);
     push_hex(&mut text, millis & 0xffff_ffff_ffff, 12);
     push_hex(&mut text, sequence, 16);
-    push_hex(&mut text, u64::from(source.tag), 4);
+    push_hex(&mut text, u64::from(tag), 4);
     text
 }
 
@@ -77,9 +45,9 @@ macro_rules! opaque_id {
         pub struct $name(String);
 
         impl $name {
-            /// A new id, ordered after every id this process made before.
-            pub fn generate() -> Self {
-                Self(generate_id())
+            /// An id made by this process (see `crate::ids`): trusted, not parsed.
+            pub(crate) fn from_generated(text: String) -> Self {
+                Self(text)
             }
 
             /// Accepts an id that came from outside (a path, a cursor, a store row).

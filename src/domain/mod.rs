@@ -6,7 +6,7 @@ mod order;
 mod purchase;
 mod sale;
 
-pub use ids::{OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
+pub use ids::{generated_id_text, OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
 pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
-pub use purchase::{check_purchase, new_order, Rejection, QUANTITY_ERROR};
+pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};
 pub use sale::{InvalidField, Sale, SaleDraft, SaleState};

@@ -4,7 +4,8 @@
 //! live in shards keyed by buyer. A purchase locks only its buyer's shard (so one buyer's
 //! concurrent requests are serialized and the per-user limit is exact), and winners of different
 //! shards never wait on each other. Once a sale is sold out, a request costs one uncontended
-//! shard lock and one atomic load.
+//! shard lock and one atomic load. Idempotency keys are kept per buyer for good (they name their
+//! order also after it was cancelled), so memory grows with keyed orders, i.e. with winners.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
@@ -12,7 +13,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::{GateDecision, GateError, Holding, Reservation, StockGate};
+use jiff::Timestamp;
+
+use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 use crate::domain::{OrderId, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
@@ -27,25 +30,54 @@ pub struct MemoryGate {
 
 struct SaleGate {
     remaining: AtomicU64,
+    starts_at: Timestamp,
+    ends_at: Option<Timestamp>,
     shards: Box<[Mutex<HashMap<UserId, Holder>>]>,
 }
 
+/// What the gate knows of one buyer of a sale: the orders holding stock, and the keys of every
+/// order made with one.
 #[derive(Default)]
 struct Holder {
     quantity: u32,
     orders: Vec<HeldOrder>,
+    keys: Vec<(String, OrderId)>,
 }
 
 struct HeldOrder {
     order_id: OrderId,
     quantity: u32,
-    idempotency_key: Option<String>,
+}
+
+impl Holder {
+    fn key_owner(&self, key: &str) -> Option<&OrderId> {
+        self.keys
+            .iter()
+            .find(|(known, _)| known == key)
+            .map(|(_, order_id)| order_id)
+    }
+
+    fn hold(&mut self, order_id: OrderId, quantity: u32, key: Option<String>) {
+        self.quantity += quantity;
+        if let Some(key) = key {
+            if self.key_owner(&key).is_none() {
+                self.keys.push((key, order_id.clone()));
+            }
+        }
+        self.orders.push(HeldOrder { order_id, quantity });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.keys.is_empty()
+    }
 }
 
 impl SaleGate {
-    fn new(remaining: u64) -> Self {
+    fn new(sale: &Sale, remaining: u64) -> Self {
         Self {
             remaining: AtomicU64::new(remaining),
+            starts_at: sale.starts_at,
+            ends_at: sale.ends_at,
             shards: (0..SHARDS_PER_SALE)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
@@ -75,18 +107,22 @@ impl SaleGate {
     fn reserve(&self, reservation: &Reservation) -> GateDecision {
         let order = &reservation.order;
         let mut holders = self.shard(&order.user_id);
-        if let Some(holder) = holders.get(&order.user_id) {
-            if let Some(key) = &order.idempotency_key {
-                if let Some(same) = holder
-                    .orders
-                    .iter()
-                    .find(|held| held.idempotency_key.as_ref() == Some(key))
-                {
-                    return GateDecision::SameKey {
-                        order_id: same.order_id.clone(),
-                    };
-                }
+        let holder = holders.get(&order.user_id);
+        if let Some(key) = &order.idempotency_key {
+            if let Some(order_id) = holder.and_then(|holder| holder.key_owner(key)) {
+                return GateDecision::SameKey {
+                    order_id: order_id.clone(),
+                };
             }
+        }
+        let now = order.created_at;
+        if now < self.starts_at {
+            return GateDecision::NotStarted;
+        }
+        if self.ends_at.is_some_and(|ends_at| now >= ends_at) {
+            return GateDecision::Ended;
+        }
+        if let Some(holder) = holder {
             if holder.quantity + order.quantity > reservation.per_user_limit {
                 if let Some(first) = holder.orders.first() {
                     return GateDecision::AlreadyPurchased {
@@ -98,48 +134,68 @@ impl SaleGate {
         if let Err(remaining) = self.take(u64::from(order.quantity)) {
             return GateDecision::SoldOut { remaining };
         }
-        let holder = holders.entry(order.user_id.clone()).or_default();
-        holder.quantity += order.quantity;
-        holder.orders.push(HeldOrder {
-            order_id: order.id.clone(),
-            quantity: order.quantity,
-            idempotency_key: order.idempotency_key.clone(),
-        });
-        GateDecision::Reserved
+        holders.entry(order.user_id.clone()).or_default().hold(
+            order.id.clone(),
+            order.quantity,
+            order.idempotency_key.clone(),
+        );
+        GateDecision::Reserved { created_at: now }
     }
 
-    fn release(&self, holding: &Holding) -> bool {
+    /// Gives back an order's stock; `forget_key` also drops the key it was made with (the
+    /// order was never recorded).
+    fn release(&self, holding: &Holding, forget_key: bool) -> bool {
         let mut holders = self.shard(&holding.user_id);
         let Entry::Occupied(mut entry) = holders.entry(holding.user_id.clone()) else {
             return false;
         };
         let holder = entry.get_mut();
-        let Some(position) = holder
+        if forget_key {
+            holder
+                .keys
+                .retain(|(_, order_id)| *order_id != holding.order_id);
+        }
+        let released = match holder
             .orders
             .iter()
             .position(|held| held.order_id == holding.order_id)
-        else {
-            return false;
+        {
+            Some(position) => {
+                let held = holder.orders.swap_remove(position);
+                holder.quantity -= held.quantity;
+                self.remaining
+                    .fetch_add(u64::from(held.quantity), Ordering::AcqRel);
+                true
+            }
+            None => false,
         };
-        let held = holder.orders.swap_remove(position);
-        holder.quantity -= held.quantity;
-        if holder.orders.is_empty() {
+        if holder.is_empty() {
             entry.remove();
         }
-        self.remaining
-            .fetch_add(u64::from(held.quantity), Ordering::AcqRel);
-        true
+        released
     }
 
     fn add_holding(&self, holding: Holding) {
         let mut holders = self.shard(&holding.user_id);
-        let holder = holders.entry(holding.user_id).or_default();
-        holder.quantity += holding.quantity;
-        holder.orders.push(HeldOrder {
-            order_id: holding.order_id,
-            quantity: holding.quantity,
-            idempotency_key: holding.idempotency_key,
-        });
+        holders.entry(holding.user_id).or_default().hold(
+            holding.order_id,
+            holding.quantity,
+            holding.idempotency_key,
+        );
+    }
+
+    fn add_key(&self, key: OrderKey) {
+        let mut holders = self.shard(&key.user_id);
+        let holder = holders.entry(key.user_id).or_default();
+        if holder.key_owner(&key.key).is_none() {
+            holder.keys.push((key.key, key.order_id));
+        }
+    }
+
+    fn key_owner(&self, user_id: &UserId, key: &str) -> Option<OrderId> {
+        self.shard(user_id)
+            .get(user_id)
+            .and_then(|holder| holder.key_owner(key).cloned())
     }
 }
 
@@ -168,7 +224,7 @@ impl MemoryGate {
 impl StockGate for MemoryGate {
     fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
         if self.sale(&sale.id).is_err() {
-            self.put_sale(&sale.id, SaleGate::new(sale.stock));
+            self.put_sale(&sale.id, SaleGate::new(sale, sale.stock));
         }
         Box::pin(std::future::ready(Ok(())))
     }
@@ -177,11 +233,23 @@ impl StockGate for MemoryGate {
         &self,
         sale: &Sale,
         holdings: Vec<Holding>,
+        keys: Vec<OrderKey>,
     ) -> BoxFuture<'_, Result<(), GateError>> {
         let held: u64 = holdings.iter().map(|h| u64::from(h.quantity)).sum();
-        let gate = SaleGate::new(sale.stock.saturating_sub(held));
+        // The store's constraints keep its active orders within the stock; more held than the
+        // stock means the store itself is corrupt, and serving would oversell.
+        let Some(remaining) = sale.stock.checked_sub(held) else {
+            return Box::pin(std::future::ready(Err(GateError::Corrupt(format!(
+                "sale {}: the store's active orders hold {held} units of a stock of {}",
+                sale.id, sale.stock
+            )))));
+        };
+        let gate = SaleGate::new(sale, remaining);
         for holding in holdings {
             gate.add_holding(holding);
+        }
+        for key in keys {
+            gate.add_key(key);
         }
         self.put_sale(&sale.id, gate);
         Box::pin(std::future::ready(Ok(())))
@@ -197,8 +265,28 @@ impl StockGate for MemoryGate {
     fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
         let released = self
             .sale(&holding.sale_id)
-            .map(|sale| sale.release(holding));
+            .map(|sale| sale.release(holding, false));
         Box::pin(std::future::ready(released))
+    }
+
+    fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+        let released = self
+            .sale(&holding.sale_id)
+            .map(|sale| sale.release(holding, true));
+        Box::pin(std::future::ready(released))
+    }
+
+    fn key_owner(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Option<OrderId>, GateError>> {
+        let owner = self
+            .sale(sale_id)
+            .ok()
+            .and_then(|sale| sale.key_owner(user_id, key));
+        Box::pin(std::future::ready(Ok(owner)))
     }
 
     fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {

@@ -117,6 +117,10 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Every pending or paid order: what the gate must hold after a restart.
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
+    /// What a gate must know of a sale when it is rebuilt: every active order (its holding) and
+    /// every order made with an idempotency key (the key names it for good).
+    fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
+
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>>;
 
     /// Resolves once every write queued before this call is committed or refused.
@@ -127,16 +131,11 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Commits what is queued and stops taking writes.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Orders that left an active status but whose stock the gate has not confirmed back (a
-    /// node died between the two). Empty for a store whose gate is rebuilt at every start.
-    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
-        let _ = max;
-        Box::pin(async { Ok(Vec::new()) })
-    }
+    /// Orders that left an active status but whose stock the gate has not confirmed back (the
+    /// process died between the two, or the gate was away): the one retry record of stock
+    /// returns, written in the transaction that moved the order.
+    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
     /// Records that the gate has these orders' stock back.
-    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let _ = order_ids;
-        Box::pin(async { Ok(()) })
-    }
+    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use flashsale::clock::ManualClock;
 use flashsale::domain::{Actor, OrderStatus, SaleDraft, UserId};
-use flashsale::gate::MemoryGate;
+use flashsale::gate::{MemoryGate, StockGate};
 use flashsale::metrics::Metrics;
-use flashsale::service::{Service, ServiceError};
-use flashsale::store::{SqliteStore, SqliteStoreOptions};
+use flashsale::service::{PrivateIntake, Service, ServiceError};
+use flashsale::store::{OrderStore, SqliteStore, SqliteStoreOptions};
 use jiff::SignedDuration;
 use proptest::prelude::*;
 
@@ -60,7 +60,10 @@ async fn open(data_dir: &Path, clock: Arc<ManualClock>) -> Service {
         Arc::new(Metrics::default()),
     )
     .expect("store opens");
-    Service::start(Arc::new(MemoryGate::new()), Arc::new(store), clock, 3)
+    let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
+    let store: Arc<dyn OrderStore> = Arc::new(store);
+    let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
+    Service::start(gate, store, intake, clock, 3)
         .await
         .expect("service starts")
 }

@@ -53,9 +53,11 @@ impl RedisKeys {
         self.of(sale_id.as_str(), "unpersisted")
     }
 
-    /// Set of every sale id opened on the gate: what the persisters read.
-    pub fn sales(&self) -> String {
-        format!("{}:sales", self.prefix)
+    /// Set of the sales that have orders in their queue: the persisters' work list, kept by the
+    /// scripts (the purchase adds its sale, the acknowledgement of a sale's last entry removes
+    /// it), so its size follows the sales being bought, not every sale ever made.
+    pub fn queued_sales(&self) -> String {
+        format!("{}:queued-sales", self.prefix)
     }
 
     /// Pub/sub channel announcing that a sold-out sale has stock again.

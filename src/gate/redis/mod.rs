@@ -15,8 +15,8 @@ use redis::{AsyncCommands, Client, Script};
 
 pub use self::keys::{RedisKeys, PERSISTERS};
 use self::sold_out::SoldOutCache;
-use super::{GateDecision, GateError, Holding, Reservation, StockGate};
-use crate::domain::{OrderId, Sale, SaleId};
+use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
+use crate::domain::{OrderId, Sale, SaleId, UserId};
 use crate::metrics::Metrics;
 use crate::BoxFuture;
 
@@ -28,6 +28,9 @@ pub struct RedisGateOptions {
     /// the local fast path off.
     pub sold_out_recheck: Duration,
     pub response_timeout: Duration,
+    /// Whether the purchase script takes "now" from the reservation (the node's clock: tests
+    /// give their nodes one manual clock) instead of Redis's own clock, one for every node.
+    pub time_from_caller: bool,
 }
 
 pub struct RedisGate {
@@ -36,6 +39,7 @@ pub struct RedisGate {
     reserve: Script,
     release: Script,
     restore: Script,
+    time_from_caller: bool,
     sold_out: Arc<SoldOutCache>,
     metrics: Arc<Metrics>,
     listener: tokio::task::JoinHandle<()>,
@@ -94,6 +98,7 @@ impl RedisGate {
             reserve: Script::new(include_str!("reserve.lua")),
             release: Script::new(include_str!("release.lua")),
             restore: Script::new(include_str!("restore.lua")),
+            time_from_caller: options.time_from_caller,
             sold_out,
             metrics,
             listener,
@@ -123,16 +128,32 @@ impl RedisGate {
         })
     }
 
-    /// Rebuilds a sale from the system of record's active orders (repair after Redis lost
-    /// data). Unlike `restore_sale`, orders still queued in Redis keep their holdings, so a
-    /// purchase made while the repair runs is not dropped.
-    pub async fn repair_sale(&self, sale: &Sale, holdings: &[Holding]) -> Result<(), GateError> {
-        self.put_sale(sale, holdings, Put::Repair).await?;
+    /// Rebuilds a sale from the system of record (repair after Redis lost data, or a holding
+    /// went missing): its active orders and keys, plus every order still queued and every holding
+    /// Redis has, except `orphans` (holdings whose order is active nowhere), whose stock comes
+    /// back. An order persisted while the repair ran keeps its holding.
+    pub async fn repair_sale(
+        &self,
+        sale: &Sale,
+        holdings: &[Holding],
+        keys: &[OrderKey],
+        orphans: &[String],
+    ) -> Result<(), GateError> {
+        self.put_sale(sale, holdings, keys, orphans, Put::Repair)
+            .await?;
         self.sold_out.clear(sale.id.as_str());
         Ok(())
     }
 
-    async fn put_sale(&self, sale: &Sale, holdings: &[Holding], put: Put) -> Result<(), GateError> {
+    /// Runs `restore.lua`: the sale, its queue and the persisters' group in one step.
+    async fn put_sale(
+        &self,
+        sale: &Sale,
+        holdings: &[Holding],
+        keys: &[OrderKey],
+        orphans: &[String],
+        put: Put,
+    ) -> Result<(), GateError> {
         let mut connection = self.connection();
         let mut invocation = self.restore.prepare_invoke();
         invocation
@@ -141,10 +162,14 @@ impl RedisGate {
             .key(self.keys.holds(&sale.id))
             .key(self.keys.idempotency(&sale.id))
             .key(self.keys.unpersisted(&sale.id))
+            .key(self.keys.queue(&sale.id))
             .arg(sale.stock)
             .arg(sale.starts_at.as_millisecond())
             .arg(sale.ends_at.map_or(-1, |ends_at| ends_at.as_millisecond()))
-            .arg(put.mode());
+            .arg(put.mode())
+            .arg(PERSISTERS)
+            .arg(holdings.len())
+            .arg(keys.len());
         for holding in holdings {
             invocation
                 .arg(holding.order_id.as_str())
@@ -152,31 +177,73 @@ impl RedisGate {
                 .arg(holding.quantity)
                 .arg(holding.idempotency_key.as_deref().unwrap_or(""));
         }
+        for key in keys {
+            invocation
+                .arg(key.user_id.as_str())
+                .arg(&key.key)
+                .arg(key.order_id.as_str());
+        }
+        for orphan in orphans {
+            invocation.arg(orphan);
+        }
         let _: i64 = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        // The persisters' group starts at the stream's beginning, so no order queued before it
-        // existed is missed. It exists already on every call but the first.
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.keys.queue(&sale.id))
-            .arg(PERSISTERS)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-        if let Err(error) = created {
-            if error.code() != Some("BUSYGROUP") {
-                return Err(unavailable(error));
-            }
-        }
-        // Listed for the persisters only once its queue and group exist.
-        let _: i64 = connection
-            .sadd(self.keys.sales(), sale.id.as_str())
+        Ok(())
+    }
+
+    async fn release_order(&self, holding: &Holding, forget_key: bool) -> Result<bool, GateError> {
+        let sale_id = &holding.sale_id;
+        let mut invocation = self.release.prepare_invoke();
+        invocation
+            .key(self.keys.sale(sale_id))
+            .key(self.keys.buyers(sale_id))
+            .key(self.keys.holds(sale_id))
+            .key(self.keys.idempotency(sale_id))
+            .arg(holding.order_id.as_str())
+            .arg(self.keys.stock_back())
+            .arg(sale_id.as_str())
+            .arg(if forget_key { "1" } else { "0" });
+        let released: i64 = invocation
+            .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        if released == 1 {
+            self.sold_out.clear(sale_id.as_str());
+        }
+        Ok(released == 1)
+    }
+
+    async fn key_owner_of(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> Result<Option<OrderId>, GateError> {
+        let owner: Option<String> = self
+            .connection()
+            .hget(
+                self.keys.idempotency(sale_id),
+                RedisKeys::key_field(user_id.as_str(), key),
+            )
+            .await
+            .map_err(unavailable)?;
+        owner.map(|text| order_id(Some(&text))).transpose()
+    }
+
+    /// Refused from memory: this node saw the sale sold out a moment ago. A retry of a key that
+    /// won is still answered with its order (one lookup, far cheaper than the script).
+    async fn sold_out_here(&self, order: &crate::domain::Order) -> Result<GateDecision, GateError> {
+        if let Some(key) = &order.idempotency_key {
+            if let Some(order_id) = self
+                .key_owner_of(&order.sale_id, &order.user_id, key)
+                .await?
+            {
+                return Ok(GateDecision::SameKey { order_id });
+            }
+        }
+        Ok(GateDecision::SoldOut { remaining: 0 })
     }
 }
 
@@ -229,30 +296,37 @@ fn order_id(text: Option<&String>) -> Result<OrderId, GateError> {
 impl StockGate for RedisGate {
     fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
         let sale = sale.clone();
-        Box::pin(async move { self.put_sale(&sale, &[], Put::Open).await })
+        Box::pin(async move { self.put_sale(&sale, &[], &[], &[], Put::Open).await })
     }
 
     fn restore_sale(
         &self,
         sale: &Sale,
         holdings: Vec<Holding>,
+        keys: Vec<OrderKey>,
     ) -> BoxFuture<'_, Result<(), GateError>> {
         let sale = sale.clone();
         Box::pin(async move {
-            self.put_sale(&sale, &holdings, Put::Restore).await?;
+            self.put_sale(&sale, &holdings, &keys, &[], Put::Restore)
+                .await?;
             self.sold_out.clear(sale.id.as_str());
             Ok(())
         })
     }
 
     fn reserve(&self, reservation: &Reservation) -> BoxFuture<'_, Result<GateDecision, GateError>> {
-        let order = &reservation.order;
+        let order = reservation.order.clone();
         let sale_id = order.sale_id.clone();
         if self.sold_out.is_sold_out(&sale_id) {
             self.metrics.record_gate_call(false);
-            return Box::pin(async { Ok(GateDecision::SoldOut { remaining: 0 }) });
+            return Box::pin(async move { self.sold_out_here(&order).await });
         }
         self.metrics.record_gate_call(true);
+        let now_ms = if self.time_from_caller {
+            order.created_at.as_millisecond().to_string()
+        } else {
+            String::new()
+        };
         let mut invocation = self.reserve.prepare_invoke();
         invocation
             .key(self.keys.sale(&sale_id))
@@ -261,13 +335,16 @@ impl StockGate for RedisGate {
             .key(self.keys.idempotency(&sale_id))
             .key(self.keys.queue(&sale_id))
             .key(self.keys.unpersisted(&sale_id))
+            .key(self.keys.queued_sales())
             .arg(order.id.as_str())
             .arg(order.user_id.as_str())
             .arg(order.quantity)
             .arg(order.idempotency_key.as_deref().unwrap_or(""))
-            .arg(order.created_at.as_millisecond())
+            .arg(now_ms)
             .arg(reservation.per_user_limit)
-            .arg(record::encode(order));
+            .arg(record::encode_untimed(&order))
+            .arg(u64::from(reservation.payment_window_secs) * 1000)
+            .arg(sale_id.as_str());
         let mut connection = self.connection();
         Box::pin(async move {
             let reply: Vec<String> = invocation
@@ -275,7 +352,18 @@ impl StockGate for RedisGate {
                 .await
                 .map_err(unavailable)?;
             match reply.first().map(String::as_str) {
-                Some("reserved") => Ok(GateDecision::Reserved),
+                Some("reserved") => {
+                    let created_at = reply
+                        .get(1)
+                        .and_then(|ms| ms.parse().ok())
+                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                        .ok_or_else(|| {
+                            GateError::Unavailable(format!(
+                                "Redis: the purchase script gave no time: {reply:?}"
+                            ))
+                        })?;
+                    Ok(GateDecision::Reserved { created_at })
+                }
                 Some("sold_out") => {
                     let remaining = reply.get(1).and_then(|text| text.parse().ok()).unwrap_or(0);
                     if remaining == 0 {
@@ -289,7 +377,8 @@ impl StockGate for RedisGate {
                 Some("same_key") => Ok(GateDecision::SameKey {
                     order_id: order_id(reply.get(1))?,
                 }),
-                Some("closed") => Ok(GateDecision::Closed),
+                Some("not_started") => Ok(GateDecision::NotStarted),
+                Some("ended") => Ok(GateDecision::Ended),
                 Some("unknown") => Err(GateError::UnknownSale(sale_id)),
                 _ => Err(GateError::Unavailable(format!(
                     "Redis: unexpected reply {reply:?} from the purchase script"
@@ -299,32 +388,49 @@ impl StockGate for RedisGate {
     }
 
     fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
-        let sale_id = holding.sale_id.clone();
-        let mut invocation = self.release.prepare_invoke();
-        invocation
-            .key(self.keys.sale(&sale_id))
-            .key(self.keys.buyers(&sale_id))
-            .key(self.keys.holds(&sale_id))
-            .arg(holding.order_id.as_str())
-            .arg(self.keys.stock_back())
-            .arg(sale_id.as_str());
-        let mut connection = self.connection();
-        Box::pin(async move {
-            let released: i64 = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            if released == 1 {
-                self.sold_out.clear(sale_id.as_str());
-            }
-            Ok(released == 1)
-        })
+        let holding = holding.clone();
+        Box::pin(async move { self.release_order(&holding, false).await })
+    }
+
+    fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+        let holding = holding.clone();
+        Box::pin(async move { self.release_order(&holding, true).await })
+    }
+
+    fn key_owner(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> BoxFuture<'_, Result<Option<OrderId>, GateError>> {
+        let (sale_id, user_id, key) = (sale_id.clone(), user_id.clone(), key.to_owned());
+        Box::pin(async move { self.key_owner_of(&sale_id, &user_id, &key).await })
     }
 
     fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
         let key = self.keys.sale(sale_id);
         let mut connection = self.connection();
         Box::pin(async move { connection.hget(key, "remaining").await.map_err(unavailable) })
+    }
+
+    fn remaining_of<'a>(
+        &'a self,
+        sale_ids: &'a [SaleId],
+    ) -> BoxFuture<'a, Result<Vec<Option<u64>>, GateError>> {
+        let mut pipeline = redis::pipe();
+        for sale_id in sale_ids {
+            pipeline.hget(self.keys.sale(sale_id), "remaining");
+        }
+        let mut connection = self.connection();
+        Box::pin(async move {
+            if sale_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            pipeline
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)
+        })
     }
 
     fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
@@ -359,9 +465,5 @@ impl StockGate for RedisGate {
                 .map_err(unavailable)?;
             Ok(())
         })
-    }
-
-    fn queues_orders(&self) -> bool {
-        true
     }
 }

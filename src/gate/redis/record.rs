@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Order, OrderId, OrderStatus, SaleId, UserId};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct QueuedOrder<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
@@ -19,23 +19,33 @@ struct QueuedOrder<'a> {
     quantity: u32,
     created_at_ms: i64,
     expires_at_ms: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(borrow)]
     idempotency_key: Option<Cow<'a, str>>,
 }
 
-pub fn encode(order: &Order) -> String {
-    let queued = QueuedOrder {
-        id: Cow::Borrowed(order.id.as_str()),
-        sale_id: Cow::Borrowed(order.sale_id.as_str()),
-        user_id: Cow::Borrowed(order.user_id.as_str()),
+/// The order as the purchase script completes it: every field but the times, without the
+/// closing brace (the script appends the times it took from Redis's clock).
+pub fn encode_untimed(order: &Order) -> String {
+    #[derive(Serialize)]
+    struct Untimed<'a> {
+        id: &'a str,
+        sale_id: &'a str,
+        user_id: &'a str,
+        quantity: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<&'a str>,
+    }
+    let mut text = serde_json::to_string(&Untimed {
+        id: order.id.as_str(),
+        sale_id: order.sale_id.as_str(),
+        user_id: order.user_id.as_str(),
         quantity: order.quantity,
-        created_at_ms: order.created_at.as_millisecond(),
-        expires_at_ms: order.expires_at.as_millisecond(),
-        idempotency_key: order.idempotency_key.as_deref().map(Cow::Borrowed),
-    };
+        idempotency_key: order.idempotency_key.as_deref(),
+    })
     // Serializing plain strings and numbers cannot fail.
-    serde_json::to_string(&queued).unwrap_or_default()
+    .unwrap_or_default();
+    text.pop();
+    text
 }
 
 /// The order a queue entry describes, as a new (pending) order; `None` when it is not one.
@@ -79,13 +89,40 @@ mod tests {
             paid_at: None,
             idempotency_key: Some("k\\ey é".into()),
         };
-        assert_eq!(decode(&encode(&order)), Some(order.clone()));
+        assert_eq!(decode(&as_queued(&order)), Some(order.clone()));
         let keyless = Order {
             idempotency_key: None,
             ..order
         };
-        assert_eq!(decode(&encode(&keyless)), Some(keyless));
+        assert_eq!(decode(&as_queued(&keyless)), Some(keyless));
         assert_eq!(decode("{\"id\":\"nope\"}"), None);
+    }
+
+    /// The record as reserve.lua completes it: the untimed order plus the times.
+    fn as_queued(order: &Order) -> String {
+        format!(
+            "{},\"created_at_ms\":{},\"expires_at_ms\":{}}}",
+            encode_untimed(order),
+            order.created_at.as_millisecond(),
+            order.expires_at.as_millisecond()
+        )
+    }
+
+    #[test]
+    fn an_untimed_order_completed_by_the_script_decodes() {
+        let created_at = Timestamp::from_millisecond(1_800_000_000_123).unwrap();
+        let order = Order {
+            id: OrderId::generate(),
+            sale_id: SaleId::generate(),
+            user_id: UserId::parse("b\"}{").unwrap(),
+            quantity: 2,
+            status: OrderStatus::PendingPayment,
+            created_at,
+            expires_at: created_at + jiff::SignedDuration::from_secs(60),
+            paid_at: None,
+            idempotency_key: Some("k".into()),
+        };
+        assert_eq!(decode(&as_queued(&order)), Some(order));
     }
 
     #[test]

@@ -1,17 +1,13 @@
--- One purchase, atomically: window, idempotency key, per-buyer limit, stock; then take the stock,
--- record the holding and the key, and queue the order. Either all of it happens or none.
--- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 6 unpersisted (one hash tag: the sale id)
--- ARGV: 1 order id, 2 user, 3 quantity, 4 idempotency key ('' for none), 5 now (ms),
---       6 per-user limit, 7 the order as JSON
-local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts_ms', 'ends_ms')
-if not sale[1] then
-    return {'unknown'}
-end
-local now = tonumber(ARGV[5])
-local ends = tonumber(sale[3])
-if now < tonumber(sale[2]) or (ends >= 0 and now >= ends) then
-    return {'closed'}
-end
+-- One purchase, atomically: a known idempotency key first (it names its order whatever else
+-- changed since), then the window, the per-buyer limit and the stock; then take the stock, record
+-- the holding and the key, and queue the order. Either all of it happens or none.
+-- The window and the order's times come from Redis's clock, one clock for every node, so a node
+-- whose clock is off cannot sell early or late, nor shorten a payment window.
+-- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 6 unpersisted (one hash tag: the sale id),
+--       7 the set of sales with queued orders (the persisters' work list)
+-- ARGV: 1 order id, 2 user, 3 quantity, 4 idempotency key ('' for none), 5 now in ms ('' for
+--       Redis's clock; tests pass a manual clock), 6 per-user limit, 7 the order as JSON without
+--       its times and closing brace, 8 payment window (ms), 9 sale id
 local user = ARGV[2]
 local key_field = nil
 if ARGV[4] ~= '' then
@@ -20,6 +16,24 @@ if ARGV[4] ~= '' then
     if earlier then
         return {'same_key', earlier}
     end
+end
+local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts_ms', 'ends_ms')
+if not sale[1] then
+    return {'unknown'}
+end
+local now
+if ARGV[5] ~= '' then
+    now = tonumber(ARGV[5])
+else
+    local time = redis.call('TIME')
+    now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+if now < tonumber(sale[2]) then
+    return {'not_started'}
+end
+local ends = tonumber(sale[3])
+if ends >= 0 and now >= ends then
+    return {'ended'}
 end
 local quantity = tonumber(ARGV[3])
 local held = redis.call('HGET', KEYS[2], user)
@@ -47,6 +61,10 @@ redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({u = user, q = quantity, k = A
 if key_field then
     redis.call('HSET', KEYS[4], key_field, ARGV[1])
 end
-redis.call('XADD', KEYS[5], '*', 'order', ARGV[7])
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[7])
-return {'reserved'}
+local created = string.format('%d', now)
+local record = ARGV[7] .. ',"created_at_ms":' .. created
+    .. ',"expires_at_ms":' .. string.format('%d', now + tonumber(ARGV[8])) .. '}'
+redis.call('XADD', KEYS[5], '*', 'order', record)
+redis.call('HSET', KEYS[6], ARGV[1], record)
+redis.call('SADD', KEYS[7], ARGV[9])
+return {'reserved', created}

@@ -1,20 +1,37 @@
--- Replaces a sale's stock and holdings with what the system of record says. Idempotency keys are
--- kept (a key names its order for good) and the holdings' keys added.
+-- Puts a sale on the gate, in one step with its order queue and the persisters' group, so a sale
+-- is never half open. Idempotency keys are kept (a key names its order for good) and the given
+-- ones added.
 -- Modes: 'open' only creates a sale that does not exist yet (returns 0 when it did);
--- 'restore' takes exactly the given holdings; 'repair' also keeps a holding for every order
--- still queued for PostgreSQL (KEYS[5]), so a purchase made during a repair is not dropped.
--- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 unpersisted
--- ARGV: 1 stock, 2 starts (ms), 3 ends (ms, -1 for none), 4 mode,
---       then per holding: order id, user, quantity, idempotency key ('' for none)
-if ARGV[4] == 'open' and redis.call('EXISTS', KEYS[1]) == 1 then
+-- 'restore' takes exactly the given holdings; 'repair' takes the given holdings (the system of
+-- record's active orders), every order still queued for PostgreSQL, and every holding Redis has
+-- now, except the listed orphans: an order persisted while the repair read PostgreSQL keeps its
+-- holding, so a repair racing live purchases never drops one.
+-- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 unpersisted, 6 queue
+-- ARGV: 1 stock, 2 starts (ms), 3 ends (ms, -1 for none), 4 mode, 5 consumer group,
+--       6 number of holdings H, 7 number of keys K, then H x (order id, user, quantity, key),
+--       then K x (user, key, order id), then the orphan order ids to drop (repair)
+local function ensure_group()
+    local created = redis.pcall('XGROUP', 'CREATE', KEYS[6], ARGV[5], '0', 'MKSTREAM')
+    if type(created) == 'table' and created.err and not string.find(created.err, 'BUSYGROUP') then
+        return redis.error_reply(created.err)
+    end
+end
+local mode = ARGV[4]
+if mode == 'open' and redis.call('EXISTS', KEYS[1]) == 1 then
+    ensure_group()
     return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local holding_count, key_count = tonumber(ARGV[6]), tonumber(ARGV[7])
 local holdings = {}
-for i = 5, #ARGV, 4 do
+local keys_at = 8 + holding_count * 4
+for i = 8, keys_at - 1, 4 do
     holdings[ARGV[i]] = {user = ARGV[i + 1], quantity = tonumber(ARGV[i + 2]), key = ARGV[i + 3]}
 end
-if ARGV[4] == 'repair' then
+if mode == 'repair' then
+    local drop = {}
+    for i = keys_at + key_count * 3, #ARGV do
+        drop[ARGV[i]] = true
+    end
     local queued = redis.call('HGETALL', KEYS[5])
     for i = 1, #queued, 2 do
         if not holdings[queued[i]] then
@@ -24,7 +41,15 @@ if ARGV[4] == 'repair' then
             }
         end
     end
+    local present = redis.call('HGETALL', KEYS[3])
+    for i = 1, #present, 2 do
+        if not holdings[present[i]] and not drop[present[i]] then
+            local hold = cjson.decode(present[i + 1])
+            holdings[present[i]] = {user = hold.u, quantity = hold.q, key = hold.k}
+        end
+    end
 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 local remaining = tonumber(ARGV[1])
 local buyers = {}
 for id, holding in pairs(holdings) do
@@ -37,12 +62,16 @@ for id, holding in pairs(holdings) do
         redis.call('HSET', KEYS[4], string.len(user) .. ':' .. user .. holding.key, id)
     end
 end
+for i = keys_at, keys_at + key_count * 3 - 1, 3 do
+    redis.call('HSET', KEYS[4], string.len(ARGV[i]) .. ':' .. ARGV[i] .. ARGV[i + 1], ARGV[i + 2])
+end
 for user, entries in pairs(buyers) do
     redis.call('HSET', KEYS[2], user, entries)
 end
 if remaining < 0 then
-    remaining = 0
+    return redis.error_reply('flashsale: the holdings exceed the stock of ' .. ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'remaining', remaining,
     'starts_ms', ARGV[2], 'ends_ms', ARGV[3])
+ensure_group()
 return 1

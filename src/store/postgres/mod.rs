@@ -79,19 +79,37 @@ fn checked_schema(schema: &str) -> Result<&str, StoreError> {
 
 const ACTIVE: &str = "('pending_payment', 'paid')";
 
-/// How one order of a batch fared.
+/// Why a batch of orders was not recorded.
 enum BatchFailure {
     SoldOut,
     LimitExceeded,
+    /// PostgreSQL refused an order's data for good (an integrity or data error other than the
+    /// stock check): retrying it would fail the same way.
+    Refused(String),
+    /// Worth retrying (a connection lost, a server going away).
     Db(tokio_postgres::Error),
 }
 
 impl From<tokio_postgres::Error> for BatchFailure {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.code() == Some(&SqlState::CHECK_VIOLATION) {
-            Self::SoldOut
-        } else {
-            Self::Db(error)
+        match error.code() {
+            Some(code) if *code == SqlState::CHECK_VIOLATION => Self::SoldOut,
+            // Class 22 (data exception) and 23 (integrity constraint violation).
+            Some(code) if code.code().starts_with("22") || code.code().starts_with("23") => {
+                Self::Refused(db_failed(error).to_string())
+            }
+            _ => Self::Db(error),
+        }
+    }
+}
+
+impl BatchFailure {
+    fn into_insert_error(self) -> Result<InsertError, StoreError> {
+        match self {
+            Self::SoldOut => Ok(InsertError::SoldOut),
+            Self::LimitExceeded => Ok(InsertError::LimitExceeded),
+            Self::Refused(reason) => Ok(InsertError::Store(StoreError::Failed(reason))),
+            Self::Db(error) => Err(db_failed(error)),
         }
     }
 }
@@ -157,8 +175,9 @@ impl PostgresStore {
     }
 
     /// Records a batch of new orders in one transaction. An order whose id is already stored
-    /// counts as recorded, so a batch can be retried. When the constraints refuse a batch, its
-    /// orders are tried one by one so that only the offending ones are refused.
+    /// counts as recorded, so a batch can be retried. When the constraints or the data refuse a
+    /// batch, its orders are tried one by one so that only the offending ones are refused (one
+    /// poisoned order never holds up the others); a failure worth retrying fails the call.
     pub async fn insert_orders(
         &self,
         orders: &[Order],
@@ -170,19 +189,14 @@ impl PostgresStore {
         match insert_batch(&mut client, orders).await {
             Ok(outcomes) => Ok(outcomes),
             Err(BatchFailure::Db(error)) => Err(db_failed(error)),
-            Err(failure) if orders.len() == 1 => Ok(vec![Err(match failure {
-                BatchFailure::SoldOut => InsertError::SoldOut,
-                _ => InsertError::LimitExceeded,
-            })]),
+            Err(failure) if orders.len() == 1 => Ok(vec![Err(failure.into_insert_error()?)]),
             Err(_) => {
                 let mut outcomes = Vec::with_capacity(orders.len());
                 for order in orders {
                     outcomes.push(
                         match insert_batch(&mut client, std::slice::from_ref(order)).await {
                             Ok(mut one) => one.pop().unwrap_or(Ok(())),
-                            Err(BatchFailure::SoldOut) => Err(InsertError::SoldOut),
-                            Err(BatchFailure::LimitExceeded) => Err(InsertError::LimitExceeded),
-                            Err(BatchFailure::Db(error)) => return Err(db_failed(error)),
+                            Err(failure) => Err(failure.into_insert_error()?),
                         },
                     );
                 }
@@ -222,32 +236,6 @@ impl PostgresStore {
             .await
             .map_err(db_failed)?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-    }
-
-    /// Every order of a sale made with an idempotency key: buyer, key, order.
-    pub async fn keyed_orders(
-        &self,
-        sale_id: &SaleId,
-    ) -> Result<Vec<(UserId, String, OrderId)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT user_id, idempotency_key, id FROM orders \
-                 WHERE sale_id = $1 AND idempotency_key IS NOT NULL",
-                &[&sale_id.as_str()],
-            )
-            .await
-            .map_err(db_failed)?;
-        rows.iter()
-            .map(|row| {
-                let user_id = UserId::parse(row.get(0));
-                let order_id = OrderId::parse(row.get(2));
-                match (user_id, order_id) {
-                    (Some(user_id), Some(order_id)) => Ok((user_id, row.get(1), order_id)),
-                    _ => Err(failed("a stored order has an invalid id")),
-                }
-            })
-            .collect()
     }
 
     /// Which of these orders are stored.
@@ -825,6 +813,26 @@ impl OrderStore for PostgresStore {
                     &format!(
                         "SELECT {ORDER_COLUMNS} FROM orders \
                          WHERE sale_id = $1 AND status IN {ACTIVE} ORDER BY id"
+                    ),
+                    &[&sale_id.as_str()],
+                )
+                .await
+                .map_err(db_failed)?
+                .iter()
+                .map(order_from_row)
+                .collect()
+        })
+    }
+
+    fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .query(
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
+                         AND (status IN {ACTIVE} OR idempotency_key IS NOT NULL) ORDER BY id"
                     ),
                     &[&sale_id.as_str()],
                 )

@@ -70,7 +70,24 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.execute_batch(include_str!("schema.sql"))?;
+    add_stock_returned(&connection)?;
     Ok(connection)
+}
+
+/// Stores made before stock returns were recorded lack the column: add it (every order of
+/// theirs counts as returned, which a restart's rebuild of the gate made true), then its index.
+fn add_stock_returned(connection: &Connection) -> rusqlite::Result<()> {
+    let has_column = connection
+        .prepare("SELECT 1 FROM pragma_table_info('orders') WHERE name = 'stock_returned'")?
+        .exists([])?;
+    if !has_column {
+        connection.execute_batch(
+            "ALTER TABLE orders ADD COLUMN stock_returned INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS orders_returning ON orders (id) WHERE stock_returned = 0",
+    )
 }
 
 impl SqliteStore {
@@ -266,6 +283,41 @@ impl OrderStore for SqliteStore {
                 .query_map([sale_id.as_str()], rows::order)?
                 .collect()
         }))
+    }
+
+    fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = ?1 \
+                     AND (status IN ('pending_payment', 'paid') OR idempotency_key IS NOT NULL)"
+                ))?
+                .query_map([sale_id.as_str()], rows::order)?
+                .collect()
+        }))
+    }
+
+    fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE stock_returned = 0 \
+                     ORDER BY id LIMIT ?1"
+                ))?
+                .query_map([i64::try_from(max).unwrap_or(i64::MAX)], rows::order)?
+                .collect()
+        }))
+    }
+
+    fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if order_ids.is_empty() {
+                return Ok(());
+            }
+            self.call(|reply| Command::StockReturned { order_ids, reply })
+                .await?
+        })
     }
 
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {

@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at_ms   INTEGER NOT NULL,
     expires_at_ms   INTEGER NOT NULL,
     paid_at_ms      INTEGER,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    -- 0 from the moment an order leaves an active status until the stock gate confirmed it has
+    -- the stock back: the record that lets any sweep finish a return a crash interrupted.
+    -- (Added to older stores by `open_writer`; its index is made there too.)
+    stock_returned  INTEGER NOT NULL DEFAULT 1
 ) STRICT;
 
 CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency

@@ -3,7 +3,7 @@
 //! is committed, so a client hears "done" only for what is on disk.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction as SqlTransaction};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{self, millis, ORDER_COLUMNS};
@@ -34,6 +34,11 @@ pub enum Command {
         max: usize,
         reply: Reply<Result<Vec<Order>, StoreError>>,
     },
+    /// The gate has these orders' stock back.
+    StockReturned {
+        order_ids: Vec<OrderId>,
+        reply: Reply<Result<(), StoreError>>,
+    },
     Barrier {
         reply: Reply<Result<(), StoreError>>,
     },
@@ -42,15 +47,23 @@ pub enum Command {
     },
 }
 
-/// A reply held back until its transaction commits.
+/// A reply held back until its transaction commits, with what the command did (or the error
+/// that undid it alone).
 enum Pending {
-    Unit(Reply<Result<(), StoreError>>),
+    Unit(Reply<Result<(), StoreError>>, Result<(), StoreError>),
     Insert(Reply<Result<(), InsertError>>, Result<(), InsertError>),
     Transition(
         Reply<Result<Transition, TransitionError>>,
         Result<Transition, TransitionError>,
     ),
-    Expired(Reply<Result<Vec<Order>, StoreError>>, Vec<Order>),
+    Expired(
+        Reply<Result<Vec<Order>, StoreError>>,
+        Result<Vec<Order>, StoreError>,
+    ),
+}
+
+fn statement_failed(error: &rusqlite::Error) -> StoreError {
+    StoreError::Failed(error.to_string())
 }
 
 impl Pending {
@@ -58,20 +71,38 @@ impl Pending {
         // A receiver that went away (a client that disconnected) needs no answer; what it asked
         // for is committed all the same.
         match self {
-            Self::Unit(reply) => drop(reply.send(Ok(()))),
+            Self::Unit(reply, result) => drop(reply.send(result)),
             Self::Insert(reply, result) => drop(reply.send(result)),
             Self::Transition(reply, result) => drop(reply.send(result)),
-            Self::Expired(reply, orders) => drop(reply.send(Ok(orders))),
+            Self::Expired(reply, result) => drop(reply.send(result)),
         }
     }
 
     fn send_failed(self, message: &str) {
         let error = || StoreError::Failed(message.to_owned());
         match self {
-            Self::Unit(reply) => drop(reply.send(Err(error()))),
+            Self::Unit(reply, _) => drop(reply.send(Err(error()))),
             Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
             Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
             Self::Expired(reply, _) => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+impl Command {
+    /// Answers a command that never reached a transaction.
+    fn fail(self, message: &str) {
+        let error = || StoreError::Failed(message.to_owned());
+        match self {
+            Self::CreateSale { reply, .. }
+            | Self::StockReturned { reply, .. }
+            | Self::Barrier { reply }
+            | Self::Close { reply } => drop(reply.send(Err(error()))),
+            Self::InsertOrder { reply, .. } => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::Transition { reply, .. } => {
+                drop(reply.send(Err(TransitionError::Store(error()))))
+            }
+            Self::ExpireDue { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -105,25 +136,60 @@ impl Writer {
         }
     }
 
-    /// Applies and commits one batch; returns whether the writer was asked to close.
+    /// Applies and commits one batch; returns whether the writer was asked to close. Each
+    /// command runs in a savepoint of its own: one that fails is undone and answered alone, and
+    /// the rest of the batch commits (a `Close` in it is always honoured).
     fn commit(&mut self, batch: &mut Vec<Command>) -> bool {
         let mut pending = Vec::with_capacity(batch.len());
         let mut close = None;
-        let outcome = (|| -> rusqlite::Result<()> {
-            let transaction = self.connection.transaction()?;
-            for command in batch.drain(..) {
-                match command {
-                    Command::Close { reply } => close = Some(reply),
-                    command => pending.push(apply(&transaction, command)?),
+        let mut failure: Option<String> = None;
+        let mut transaction = match self.connection.transaction() {
+            Ok(transaction) => Some(transaction),
+            Err(error) => {
+                failure = Some(error.to_string());
+                None
+            }
+        };
+        for command in batch.drain(..) {
+            let command = match command {
+                Command::Close { reply } => {
+                    close = Some(reply);
+                    continue;
+                }
+                command => command,
+            };
+            let Some(transaction) = transaction.as_mut().filter(|_| failure.is_none()) else {
+                command.fail(failure.as_deref().unwrap_or("the batch failed"));
+                continue;
+            };
+            match transaction.savepoint() {
+                Ok(savepoint) => {
+                    let (answer, applied) = apply(&savepoint, command);
+                    let ended = if applied {
+                        savepoint.commit()
+                    } else {
+                        savepoint.finish()
+                    };
+                    if let Err(error) = ended {
+                        failure = Some(error.to_string());
+                    }
+                    pending.push(answer);
+                }
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    command.fail(&error.to_string());
                 }
             }
-            transaction.commit()
-        })();
-        match outcome {
+        }
+        let committed = match (transaction, &failure) {
+            (Some(transaction), None) => transaction.commit().map_err(|error| error.to_string()),
+            (_, Some(message)) => Err(message.clone()),
+            (None, None) => Err("the batch failed".to_owned()),
+        };
+        match committed {
             Ok(()) => pending.into_iter().for_each(Pending::send_committed),
-            Err(error) => {
-                tracing::error!(%error, "order store commit failed");
-                let message = error.to_string();
+            Err(message) => {
+                tracing::error!(error = %message, "order store commit failed");
                 pending
                     .into_iter()
                     .for_each(|reply| reply.send_failed(&message));
@@ -139,38 +205,54 @@ impl Writer {
     }
 }
 
-/// Applies one command inside the batch's transaction. An error here aborts the whole batch;
-/// refusals by constraints are ordinary results.
-fn apply(transaction: &SqlTransaction<'_>, command: Command) -> rusqlite::Result<Pending> {
-    Ok(match command {
+/// Applies one command; returns its pending answer and whether every statement succeeded
+/// (refusals by constraints are ordinary results and count as applied).
+fn apply(connection: &Connection, command: Command) -> (Pending, bool) {
+    match command {
         Command::CreateSale { sale, reply } => {
-            create_sale(transaction, &sale)?;
-            Pending::Unit(reply)
+            let result = create_sale(connection, &sale).map_err(|e| statement_failed(&e));
+            let applied = result.is_ok();
+            (Pending::Unit(reply, result), applied)
         }
-        Command::InsertOrder { order, reply } => {
-            let result = insert_order(transaction, &order)?;
-            Pending::Insert(reply, result)
-        }
+        Command::InsertOrder { order, reply } => match insert_order(connection, &order) {
+            Ok(result) => (Pending::Insert(reply, result), true),
+            Err(error) => (
+                Pending::Insert(reply, Err(InsertError::Store(statement_failed(&error)))),
+                false,
+            ),
+        },
         Command::Transition {
             order_id,
             action,
             actor,
             now,
             reply,
-        } => {
-            let result = transition(transaction, &order_id, action, &actor, now)?;
-            Pending::Transition(reply, result)
-        }
+        } => match transition(connection, &order_id, action, &actor, now) {
+            Ok(result) => (Pending::Transition(reply, result), true),
+            Err(error) => (
+                Pending::Transition(reply, Err(TransitionError::Store(statement_failed(&error)))),
+                false,
+            ),
+        },
         Command::ExpireDue { now, max, reply } => {
-            Pending::Expired(reply, expire_due(transaction, now, max)?)
+            let result = expire_due(connection, now, max).map_err(|e| statement_failed(&e));
+            let applied = result.is_ok();
+            (Pending::Expired(reply, result), applied)
         }
-        Command::Barrier { reply } | Command::Close { reply } => Pending::Unit(reply),
-    })
+        Command::StockReturned { order_ids, reply } => {
+            let result = stock_returned(connection, &order_ids).map_err(|e| statement_failed(&e));
+            let applied = result.is_ok();
+            (Pending::Unit(reply, result), applied)
+        }
+        Command::Barrier { reply } | Command::Close { reply } => {
+            (Pending::Unit(reply, Ok(())), true)
+        }
+    }
 }
 
-fn create_sale(transaction: &SqlTransaction<'_>, sale: &Sale) -> rusqlite::Result<()> {
+fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
     let stock = i64::try_from(sale.stock).unwrap_or(i64::MAX);
-    transaction
+    connection
         .prepare_cached(
             "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
              price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms) \
@@ -203,10 +285,10 @@ fn constraint_message(error: &rusqlite::Error) -> Option<&str> {
 }
 
 fn insert_order(
-    transaction: &SqlTransaction<'_>,
+    connection: &Connection,
     order: &Order,
 ) -> rusqlite::Result<Result<(), InsertError>> {
-    let inserted = transaction
+    let inserted = connection
         .prepare_cached(
             "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at_ms, \
              expires_at_ms, paid_at_ms, idempotency_key) \
@@ -234,7 +316,7 @@ fn insert_order(
     // A repeated idempotency key answers with its order whichever constraint fired first (the
     // per-user trigger runs before the unique index is checked).
     if order.idempotency_key.is_some() {
-        if let Some(existing) = order_by_key(transaction, order)? {
+        if let Some(existing) = order_by_key(connection, order)? {
             return Ok(Err(InsertError::SameKey(Box::new(existing))));
         }
     }
@@ -247,11 +329,8 @@ fn insert_order(
     }))
 }
 
-fn order_by_key(
-    transaction: &SqlTransaction<'_>,
-    order: &Order,
-) -> rusqlite::Result<Option<Order>> {
-    transaction
+fn order_by_key(connection: &Connection, order: &Order) -> rusqlite::Result<Option<Order>> {
+    connection
         .prepare_cached(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders \
              WHERE sale_id = ?1 AND user_id = ?2 AND idempotency_key = ?3"
@@ -267,55 +346,67 @@ fn order_by_key(
         .optional()
 }
 
-fn load_order(
-    transaction: &SqlTransaction<'_>,
-    order_id: &OrderId,
-) -> rusqlite::Result<Option<Order>> {
-    transaction
+fn load_order(connection: &Connection, order_id: &OrderId) -> rusqlite::Result<Option<Order>> {
+    connection
         .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
         .query_row([order_id.as_str()], rows::order)
         .optional()
 }
 
 fn set_status(
-    transaction: &SqlTransaction<'_>,
+    connection: &Connection,
     order: &mut Order,
     status: OrderStatus,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
+    let leaves_active = order.status.is_active() && !status.is_active();
     if status == OrderStatus::Paid {
         order.paid_at = Some(now);
     }
     order.status = status;
-    transaction
-        .prepare_cached("UPDATE orders SET status = ?2, paid_at_ms = ?3 WHERE id = ?1")?
+    // Leaving an active status owes the gate a return, recorded with the change itself.
+    connection
+        .prepare_cached(
+            "UPDATE orders SET status = ?2, paid_at_ms = ?3, \
+             stock_returned = stock_returned AND NOT ?4 WHERE id = ?1",
+        )?
         .execute(params![
             order.id.as_str(),
             status.as_str(),
-            order.paid_at.map(millis)
+            order.paid_at.map(millis),
+            leaves_active,
         ])?;
     Ok(())
 }
 
+fn stock_returned(connection: &Connection, order_ids: &[OrderId]) -> rusqlite::Result<()> {
+    let mut statement =
+        connection.prepare_cached("UPDATE orders SET stock_returned = 1 WHERE id = ?1")?;
+    for order_id in order_ids {
+        statement.execute([order_id.as_str()])?;
+    }
+    Ok(())
+}
+
 fn transition(
-    transaction: &SqlTransaction<'_>,
+    connection: &Connection,
     order_id: &OrderId,
     action: Action,
     actor: &Actor,
     now: Timestamp,
 ) -> rusqlite::Result<Result<Transition, TransitionError>> {
-    let Some(mut order) = load_order(transaction, order_id)? else {
+    let Some(mut order) = load_order(connection, order_id)? else {
         return Ok(Err(TransitionError::NotFound));
     };
     let was_active = order.status.is_active();
     let refusal = match decide(&order, action, actor, now) {
         Verdict::Apply(status) => {
-            set_status(transaction, &mut order, status, now)?;
+            set_status(connection, &mut order, status, now)?;
             None
         }
         Verdict::Unchanged => None,
         Verdict::ExpireThenRefuse(refusal) => {
-            set_status(transaction, &mut order, OrderStatus::Expired, now)?;
+            set_status(connection, &mut order, OrderStatus::Expired, now)?;
             Some(refusal)
         }
         Verdict::Refuse(refusal) => Some(refusal),
@@ -328,12 +419,8 @@ fn transition(
     }))
 }
 
-fn expire_due(
-    transaction: &SqlTransaction<'_>,
-    now: Timestamp,
-    max: usize,
-) -> rusqlite::Result<Vec<Order>> {
-    let mut due: Vec<Order> = transaction
+fn expire_due(connection: &Connection, now: Timestamp, max: usize) -> rusqlite::Result<Vec<Order>> {
+    let mut due: Vec<Order> = connection
         .prepare_cached(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders \
              WHERE status = 'pending_payment' AND expires_at_ms <= ?1 \
@@ -347,7 +434,7 @@ fn expire_due(
     for order in &mut due {
         if decide(order, Action::Expire, &Actor::Admin, now) == Verdict::Apply(OrderStatus::Expired)
         {
-            set_status(transaction, order, OrderStatus::Expired, now)?;
+            set_status(connection, order, OrderStatus::Expired, now)?;
         }
     }
     due.retain(|order| order.status == OrderStatus::Expired);

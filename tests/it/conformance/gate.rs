@@ -2,15 +2,28 @@
 
 use std::sync::Arc;
 
-use flashsale::gate::{GateDecision, GateError, Holding, Reservation, StockGate};
+use flashsale::domain::{Order, Sale};
+use flashsale::gate::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 
-use super::{order, sale, user};
+use super::{at, order, sale, user, T0};
 
 fn reservation(order: &flashsale::domain::Order, per_user_limit: u32) -> Reservation {
     Reservation {
         order: order.clone(),
         per_user_limit,
+        payment_window_secs: 60,
     }
+}
+
+fn is_reserved(decision: &GateDecision) -> bool {
+    matches!(decision, GateDecision::Reserved { .. })
+}
+
+/// `order` placed at another time (the reservation's time is the node's "now").
+fn at_time(mut order: Order, when: &str) -> Order {
+    order.created_at = at(when);
+    order.expires_at = order.created_at + jiff::SignedDuration::from_secs(60);
+    order
 }
 
 /// Instantiates every gate case for one implementation; `$make` is an async expression giving
@@ -24,7 +37,9 @@ macro_rules! gate_suite {
                 sells_exactly_the_stock, takes_all_or_nothing, enforces_the_per_user_limit,
                 recognizes_an_idempotency_key, releases_each_order_once,
                 a_release_lets_the_buyer_buy_again, restores_from_holdings,
-                concurrent_buyers_never_oversell, knows_only_opened_sales);
+                concurrent_buyers_never_oversell, knows_only_opened_sales,
+                a_key_names_its_order_for_good, an_abandoned_order_forgets_its_key,
+                decides_the_window_by_its_time, a_winning_key_is_answered_outside_the_window);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -46,7 +61,7 @@ pub async fn sells_exactly_the_stock(gate: Arc<dyn StockGate>) {
     for buyer in 0..5 {
         let order = order(&sale, &format!("b{buyer}"), 1, None);
         match gate.reserve(&reservation(&order, 1)).await.unwrap() {
-            GateDecision::Reserved => reserved += 1,
+            GateDecision::Reserved { .. } => reserved += 1,
             GateDecision::SoldOut { remaining } => assert_eq!(remaining, 0),
             other => panic!("unexpected {other:?}"),
         }
@@ -59,10 +74,9 @@ pub async fn takes_all_or_nothing(gate: Arc<dyn StockGate>) {
     let sale = sale(5, 3);
     gate.open_sale(&sale).await.unwrap();
     let first = order(&sale, "a", 3, None);
-    assert_eq!(
-        gate.reserve(&reservation(&first, 3)).await.unwrap(),
-        GateDecision::Reserved
-    );
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&first, 3)).await.unwrap()
+    ));
     let second = order(&sale, "b", 3, None);
     assert_eq!(
         gate.reserve(&reservation(&second, 3)).await.unwrap(),
@@ -79,15 +93,13 @@ pub async fn enforces_the_per_user_limit(gate: Arc<dyn StockGate>) {
     let sale = sale(10, 2);
     gate.open_sale(&sale).await.unwrap();
     let first = order(&sale, "a", 1, None);
-    assert_eq!(
-        gate.reserve(&reservation(&first, 2)).await.unwrap(),
-        GateDecision::Reserved
-    );
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&first, 2)).await.unwrap()
+    ));
     let second = order(&sale, "a", 1, None);
-    assert_eq!(
-        gate.reserve(&reservation(&second, 2)).await.unwrap(),
-        GateDecision::Reserved
-    );
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&second, 2)).await.unwrap()
+    ));
     let third = order(&sale, "a", 1, None);
     match gate.reserve(&reservation(&third, 2)).await.unwrap() {
         GateDecision::AlreadyPurchased { order_id } => {
@@ -105,10 +117,9 @@ pub async fn recognizes_an_idempotency_key(gate: Arc<dyn StockGate>) {
     let sale = sale(10, 5);
     gate.open_sale(&sale).await.unwrap();
     let first = order(&sale, "a", 1, Some("key-1"));
-    assert_eq!(
-        gate.reserve(&reservation(&first, 5)).await.unwrap(),
-        GateDecision::Reserved
-    );
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&first, 5)).await.unwrap()
+    ));
     let repeat = order(&sale, "a", 1, Some("key-1"));
     assert_eq!(
         gate.reserve(&reservation(&repeat, 5)).await.unwrap(),
@@ -117,9 +128,8 @@ pub async fn recognizes_an_idempotency_key(gate: Arc<dyn StockGate>) {
         }
     );
     let other_buyer = order(&sale, "b", 1, Some("key-1"));
-    assert_eq!(
-        gate.reserve(&reservation(&other_buyer, 5)).await.unwrap(),
-        GateDecision::Reserved,
+    assert!(
+        is_reserved(&gate.reserve(&reservation(&other_buyer, 5)).await.unwrap()),
         "a key is scoped to its buyer"
     );
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(8));
@@ -155,10 +165,9 @@ pub async fn a_release_lets_the_buyer_buy_again(gate: Arc<dyn StockGate>) {
     gate.reserve(&reservation(&first, 1)).await.unwrap();
     assert!(gate.release(&Holding::from(&first)).await.unwrap());
     let again = order(&sale, "a", 1, None);
-    assert_eq!(
-        gate.reserve(&reservation(&again, 1)).await.unwrap(),
-        GateDecision::Reserved
-    );
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&again, 1)).await.unwrap()
+    ));
 }
 
 pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
@@ -168,9 +177,19 @@ pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
     gate.reserve(&reservation(&stale, 2)).await.unwrap();
     let kept = order(&sale, "a", 2, Some("k"));
     let other = order(&sale, "b", 1, None);
-    gate.restore_sale(&sale, vec![Holding::from(&kept), Holding::from(&other)])
-        .await
-        .unwrap();
+    let cancelled = order(&sale, "c", 1, Some("kc"));
+    gate.restore_sale(
+        &sale,
+        vec![Holding::from(&kept), Holding::from(&other)],
+        vec![OrderKey::of(&cancelled).unwrap()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gate.key_owner(&sale.id, &user("c"), "kc").await.unwrap(),
+        Some(cancelled.id.clone()),
+        "the keys of inactive orders are restored too"
+    );
     assert_eq!(
         gate.remaining(&sale.id).await.unwrap(),
         Some(7),
@@ -196,9 +215,8 @@ pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
         }
     );
     let fresh = order(&sale, "gone", 2, None);
-    assert_eq!(
-        gate.reserve(&reservation(&fresh, 2)).await.unwrap(),
-        GateDecision::Reserved,
+    assert!(
+        is_reserved(&gate.reserve(&reservation(&fresh, 2)).await.unwrap()),
         "holdings not restored are forgotten"
     );
     let _ = user("a");
@@ -217,7 +235,7 @@ pub async fn concurrent_buyers_never_oversell(gate: Arc<dyn StockGate>) {
     }
     let mut reserved = 0;
     for task in tasks {
-        if task.await.unwrap() == GateDecision::Reserved {
+        if is_reserved(&task.await.unwrap()) {
             reserved += 1;
         }
     }
@@ -236,4 +254,114 @@ pub async fn knows_only_opened_sales(gate: Arc<dyn StockGate>) {
         Err(GateError::UnknownSale(_))
     ));
     gate.ping().await.unwrap();
+}
+
+/// Regression (#8 bug 2): a key names its order also after the order gave its stock back, so a
+/// retry never buys a second time.
+pub async fn a_key_names_its_order_for_good(gate: Arc<dyn StockGate>) {
+    let sale = sale(5, 1);
+    gate.open_sale(&sale).await.unwrap();
+    let first = order(&sale, "a", 1, Some("k"));
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&first, 1)).await.unwrap()
+    ));
+    assert!(gate.release(&Holding::from(&first)).await.unwrap());
+    let retry = order(&sale, "a", 1, Some("k"));
+    assert_eq!(
+        gate.reserve(&reservation(&retry, 1)).await.unwrap(),
+        GateDecision::SameKey {
+            order_id: first.id.clone()
+        },
+        "a cancelled order's key still names it"
+    );
+    assert_eq!(
+        gate.key_owner(&sale.id, &user("a"), "k").await.unwrap(),
+        Some(first.id.clone())
+    );
+    assert_eq!(
+        gate.key_owner(&sale.id, &user("b"), "k").await.unwrap(),
+        None
+    );
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(5));
+}
+
+/// An order the store never recorded is abandoned: its stock and its key are both forgotten,
+/// so the buyer's retry is decided afresh.
+pub async fn an_abandoned_order_forgets_its_key(gate: Arc<dyn StockGate>) {
+    let sale = sale(5, 1);
+    gate.open_sale(&sale).await.unwrap();
+    let first = order(&sale, "a", 1, Some("k"));
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&first, 1)).await.unwrap()
+    ));
+    assert!(gate.abandon(&Holding::from(&first)).await.unwrap());
+    assert_eq!(
+        gate.key_owner(&sale.id, &user("a"), "k").await.unwrap(),
+        None
+    );
+    let retry = order(&sale, "a", 1, Some("k"));
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&retry, 1)).await.unwrap()
+    ));
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
+}
+
+fn windowed_sale(starts_at: &str, ends_at: &str) -> Sale {
+    Sale {
+        starts_at: at(starts_at),
+        ends_at: Some(at(ends_at)),
+        ..sale(5, 1)
+    }
+}
+
+/// The gate keeps the window and decides it with its own time (here the reservation's, as a
+/// manual clock gives it; in production Redis uses its own clock).
+pub async fn decides_the_window_by_its_time(gate: Arc<dyn StockGate>) {
+    let sale = windowed_sale("2026-12-01T12:00:00Z", "2026-12-01T13:00:00Z");
+    gate.open_sale(&sale).await.unwrap();
+    let early = at_time(order(&sale, "a", 1, None), "2026-12-01T11:59:59.999Z");
+    assert_eq!(
+        gate.reserve(&reservation(&early, 1)).await.unwrap(),
+        GateDecision::NotStarted
+    );
+    let late = at_time(order(&sale, "b", 1, None), "2026-12-01T13:00:00Z");
+    assert_eq!(
+        gate.reserve(&reservation(&late, 1)).await.unwrap(),
+        GateDecision::Ended
+    );
+    let on_time = at_time(order(&sale, "c", 1, None), T0);
+    match gate.reserve(&reservation(&on_time, 1)).await.unwrap() {
+        GateDecision::Reserved { created_at } => assert_eq!(created_at, at(T0)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
+}
+
+/// Regression (#8 bug 2): a retry of a winning key after the end, or after the sale sold out,
+/// gets its order, not `sale_ended` / `sold_out`.
+pub async fn a_winning_key_is_answered_outside_the_window(gate: Arc<dyn StockGate>) {
+    let sale = Sale {
+        stock: 1,
+        ..windowed_sale("2026-12-01T11:00:00Z", "2026-12-01T13:00:00Z")
+    };
+    gate.open_sale(&sale).await.unwrap();
+    let won = at_time(order(&sale, "a", 1, Some("k")), T0);
+    assert!(is_reserved(
+        &gate.reserve(&reservation(&won, 1)).await.unwrap()
+    ));
+    let sold_out = at_time(order(&sale, "b", 1, None), T0);
+    assert_eq!(
+        gate.reserve(&reservation(&sold_out, 1)).await.unwrap(),
+        GateDecision::SoldOut { remaining: 0 }
+    );
+    for when in [T0, "2026-12-01T14:00:00Z"] {
+        let retry = at_time(order(&sale, "a", 1, Some("k")), when);
+        assert_eq!(
+            gate.reserve(&reservation(&retry, 1)).await.unwrap(),
+            GateDecision::SameKey {
+                order_id: won.id.clone()
+            },
+            "retry at {when}"
+        );
+    }
 }

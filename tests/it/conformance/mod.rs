@@ -92,9 +92,10 @@ mod cluster {
     use std::time::Duration;
 
     use flashsale::cluster::{ClusterStore, Queue};
-    use flashsale::domain::{Sale, SaleId};
+    use flashsale::domain::{OrderId, Sale, SaleId, UserId};
     use flashsale::gate::{
-        GateDecision, GateError, Holding, RedisGate, RedisGateOptions, Reservation, StockGate,
+        GateDecision, GateError, Holding, OrderKey, RedisGate, RedisGateOptions, Reservation,
+        StockGate,
     };
     use flashsale::metrics::Metrics;
     use flashsale::store::{OrderStore, PostgresOptions, PostgresStore};
@@ -117,8 +118,9 @@ mod cluster {
             &self,
             sale: &Sale,
             holdings: Vec<Holding>,
+            keys: Vec<OrderKey>,
         ) -> BoxFuture<'_, Result<(), GateError>> {
-            self.gate.restore_sale(sale, holdings)
+            self.gate.restore_sale(sale, holdings, keys)
         }
         fn reserve(
             &self,
@@ -128,6 +130,17 @@ mod cluster {
         }
         fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
             self.gate.release(holding)
+        }
+        fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.gate.abandon(holding)
+        }
+        fn key_owner(
+            &self,
+            sale_id: &SaleId,
+            user_id: &UserId,
+            key: &str,
+        ) -> BoxFuture<'_, Result<Option<OrderId>, GateError>> {
+            self.gate.key_owner(sale_id, user_id, key)
         }
         fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
             self.gate.remaining(sale_id)
@@ -156,6 +169,8 @@ mod cluster {
                 key_prefix: prefix.prefix.clone(),
                 sold_out_recheck: Duration::from_millis(1000),
                 response_timeout: Duration::from_secs(5),
+                // The cases give every gate its time in the reservation, as a manual clock would.
+                time_from_caller: true,
             },
             Arc::new(Metrics::default()),
         )

@@ -1,0 +1,127 @@
+//! The sales a node knows. Sales never change once created, so every purchase reads them from
+//! here, not from a store. A private node made every sale itself; a node of a cluster also
+//! learns the sales other nodes made, from the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::ServiceError;
+use crate::domain::{Sale, SaleId};
+use crate::store::OrderStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatalogPolicy {
+    /// Every sale was made by this process: a miss is an unknown sale.
+    Complete,
+    /// Other nodes make sales too: a miss reloads from the store (one reload at a time), and a
+    /// listing reloads at most every `LISTING_FRESHNESS`.
+    Shared,
+}
+
+/// How stale a cluster node's list of sales may be: a sale another node made shows in this
+/// node's listing within this long (a purchase or read of it by id finds it at once).
+const LISTING_FRESHNESS: Duration = Duration::from_secs(1);
+
+pub struct Catalog {
+    policy: CatalogPolicy,
+    sales: RwLock<HashMap<SaleId, Arc<Sale>>>,
+    /// When the last reload from the store started.
+    loaded: Mutex<Option<Instant>>,
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    pub fn new(policy: CatalogPolicy) -> Self {
+        Self {
+            policy,
+            sales: RwLock::new(HashMap::new()),
+            loaded: Mutex::new(None),
+            reload: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn remember(&self, sale: Sale) -> Arc<Sale> {
+        let sale = Arc::new(sale);
+        self.sales
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(sale.id.clone(), Arc::clone(&sale));
+        sale
+    }
+
+    fn cached(&self, sale_id: &SaleId) -> Option<Arc<Sale>> {
+        self.sales
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(sale_id)
+            .cloned()
+    }
+
+    fn loaded_at(&self) -> Option<Instant> {
+        *self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reloads every sale from the store. Reloads never overlap, and callers that arrive while
+    /// one runs share the next: a crowd asking for a sale this node does not know (or for
+    /// made-up ids) costs the store one query at a time.
+    async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+        let asked_at = Instant::now();
+        let _one_at_a_time = self.reload.lock().await;
+        if self.loaded_at().is_some_and(|started| started >= asked_at) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        for sale in store.sales().await? {
+            if self.cached(&sale.id).is_none() {
+                self.remember(sale);
+            }
+        }
+        *self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(started);
+        Ok(())
+    }
+
+    /// The sale with this id (from a path: any text).
+    pub async fn sale(
+        &self,
+        store: &dyn OrderStore,
+        sale_id: &str,
+    ) -> Result<Arc<Sale>, ServiceError> {
+        let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
+        if let Some(sale) = self.cached(&sale_id) {
+            return Ok(sale);
+        }
+        if self.policy == CatalogPolicy::Shared {
+            self.reload(store).await?;
+            if let Some(sale) = self.cached(&sale_id) {
+                return Ok(sale);
+            }
+        }
+        Err(ServiceError::SaleNotFound)
+    }
+
+    /// Every sale, newest first.
+    pub async fn all(&self, store: &dyn OrderStore) -> Result<Vec<Arc<Sale>>, ServiceError> {
+        let stale = self
+            .loaded_at()
+            .is_none_or(|loaded| loaded.elapsed() > LISTING_FRESHNESS);
+        if self.policy == CatalogPolicy::Shared && stale {
+            self.reload(store).await?;
+        }
+        let mut sales: Vec<Arc<Sale>> = self
+            .sales
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        sales.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(sales)
+    }
+}

@@ -1,0 +1,128 @@
+//! The seam between a stock gate private to this process and one shared by every node. This is
+//! the only place where the two deployments differ; the use cases have no mode branches:
+//!
+//! - **where a reserved order becomes durable**: a private gate (memory) only decides, so the
+//!   order is committed to the store before it is acknowledged, and its stock is given back if
+//!   the store refuses it; a shared gate (Redis) queued the order durably in the same step that
+//!   took the stock, so it is acknowledged at once;
+//! - **what the gate knows at start**: a private gate starts empty and is rebuilt from the store;
+//!   a shared one outlives nodes and is repaired only by `flashsale reconcile --repair`;
+//! - **who creates sales**: a private node knows every sale (it made them); a shared one asks the
+//!   store for sales other nodes made.
+
+use std::sync::Arc;
+
+use super::{CatalogPolicy, Purchased, ServiceError};
+use crate::domain::{Order, Rejection, Sale};
+use crate::gate::{Holding, OrderKey, StockGate};
+use crate::store::{InsertError, OrderStore};
+use crate::BoxFuture;
+
+pub trait Intake: Send + Sync + 'static {
+    /// Makes a reserved order durable and answers with it. The work runs to its end even if
+    /// the returned future is dropped (a client that hung up), so no stock is stranded.
+    fn place(&self, order: Order) -> BoxFuture<'static, Result<Purchased, ServiceError>>;
+
+    /// Brings the gate in line with the store at start-up.
+    fn recover<'a>(&'a self, sales: &'a [Sale]) -> BoxFuture<'a, Result<(), ServiceError>>;
+
+    fn catalog_policy(&self) -> CatalogPolicy;
+}
+
+/// The embedded deployment: a gate in this process in front of the store.
+pub struct PrivateIntake {
+    gate: Arc<dyn StockGate>,
+    store: Arc<dyn OrderStore>,
+}
+
+impl PrivateIntake {
+    pub fn new(gate: Arc<dyn StockGate>, store: Arc<dyn OrderStore>) -> Self {
+        Self { gate, store }
+    }
+}
+
+impl Intake for PrivateIntake {
+    fn place(&self, order: Order) -> BoxFuture<'static, Result<Purchased, ServiceError>> {
+        // Queued to the writer before anything awaits; the wait runs in its own task.
+        let committed = self.store.insert_order(order.clone());
+        let gate = Arc::clone(&self.gate);
+        let outcome = tokio::spawn(async move {
+            let outcome = committed.await;
+            if outcome.is_err() {
+                if let Err(error) = gate.abandon(&Holding::from(&order)).await {
+                    tracing::error!(%error, order_id = %order.id,
+                        "could not return the stock of an order that was not committed");
+                }
+            }
+            outcome.map(|()| order)
+        });
+        Box::pin(async move {
+            match outcome
+                .await
+                .map_err(|error| ServiceError::Internal(error.to_string()))?
+            {
+                Ok(order) => Ok(Purchased {
+                    order,
+                    created: true,
+                }),
+                Err(InsertError::SameKey(existing)) => Ok(Purchased {
+                    order: *existing,
+                    created: false,
+                }),
+                Err(InsertError::SoldOut) => {
+                    tracing::error!("the store refused an order the gate accepted: no stock");
+                    Err(ServiceError::Rejected(Rejection::SoldOut { remaining: 0 }))
+                }
+                Err(InsertError::LimitExceeded) => {
+                    tracing::error!("the store refused an order the gate accepted: per-user limit");
+                    Err(ServiceError::Internal(
+                        "the order store refused the order: per-user limit".into(),
+                    ))
+                }
+                Err(InsertError::Store(error)) => Err(error.into()),
+            }
+        })
+    }
+
+    fn recover<'a>(&'a self, sales: &'a [Sale]) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move {
+            for sale in sales {
+                let mut holdings = Vec::new();
+                let mut keys = Vec::new();
+                for order in self.store.orders_for_gate(&sale.id).await? {
+                    if order.status.is_active() {
+                        holdings.push(Holding::from(&order));
+                    } else {
+                        keys.extend(OrderKey::of(&order));
+                    }
+                }
+                self.gate.restore_sale(sale, holdings, keys).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn catalog_policy(&self) -> CatalogPolicy {
+        CatalogPolicy::Complete
+    }
+}
+
+/// A cluster node: the shared gate queues each order durably with its reservation.
+pub struct SharedIntake;
+
+impl Intake for SharedIntake {
+    fn place(&self, order: Order) -> BoxFuture<'static, Result<Purchased, ServiceError>> {
+        Box::pin(std::future::ready(Ok(Purchased {
+            order,
+            created: true,
+        })))
+    }
+
+    fn recover<'a>(&'a self, _sales: &'a [Sale]) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn catalog_policy(&self) -> CatalogPolicy {
+        CatalogPolicy::Shared
+    }
+}

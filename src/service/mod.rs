@@ -1,0 +1,430 @@
+//! The use cases: create and list sales, purchase, pay, cancel, expire, audit. This is the only
+//! code that talks to both the stock gate and the order store, and it owns the order in which it
+//! does so:
+//!
+//! - a purchase looks up a repeated idempotency key first, then takes stock in the gate, then
+//!   hands the order to the intake, which answers once the order is durable (`intake.rs`: the
+//!   one place where an embedded node and a cluster node differ);
+//! - pay, cancel and expire change the store first (one atomic decision there), and only the
+//!   call that moved an order out of an active status gives its stock back to the gate, once per
+//!   order, in a task that does not depend on the caller (`returns.rs`).
+
+mod catalog;
+mod intake;
+mod returns;
+
+use std::sync::Arc;
+
+use self::catalog::Catalog;
+pub use self::catalog::CatalogPolicy;
+pub use self::intake::{Intake, PrivateIntake, SharedIntake};
+use self::returns::StockReturns;
+use crate::clock::Clock;
+use crate::domain::{
+    check_quantity, check_window, new_order, Action, Actor, InvalidField, Order, OrderId, Refusal,
+    Rejection, Sale, SaleDraft, SaleId, SaleState, UserId,
+};
+use crate::gate::{GateDecision, GateError, Reservation, StockGate};
+use crate::store::{OrderQuery, OrderStore, StoreError, TransitionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("sale not found")]
+    SaleNotFound,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("not allowed")]
+    Forbidden,
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    #[error("purchase refused: {0:?}")]
+    Rejected(Rejection),
+    #[error("the order can no longer be paid")]
+    NotPayable,
+    #[error("the order can no longer be cancelled")]
+    NotCancellable,
+    #[error("over capacity")]
+    Overloaded,
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Overloaded => Self::Overloaded,
+            StoreError::Closed | StoreError::Failed(_) => Self::Unavailable(error.to_string()),
+        }
+    }
+}
+
+impl From<GateError> for ServiceError {
+    fn from(error: GateError) -> Self {
+        match error {
+            GateError::Corrupt(_) => Self::Internal(error.to_string()),
+            GateError::UnknownSale(_) | GateError::Unavailable(_) => {
+                Self::Unavailable(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<TransitionError> for ServiceError {
+    fn from(error: TransitionError) -> Self {
+        match error {
+            TransitionError::NotFound => Self::OrderNotFound,
+            TransitionError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A sale with its live figures.
+#[derive(Clone, Debug)]
+pub struct SaleView {
+    pub sale: Arc<Sale>,
+    pub remaining: u64,
+    pub state: SaleState,
+}
+
+/// A successful purchase: a new order, or the one an earlier request with the same key made.
+#[derive(Clone, Debug)]
+pub struct Purchased {
+    pub order: Order,
+    pub created: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audit {
+    pub sale_id: SaleId,
+    pub stock: u64,
+    pub remaining: u64,
+    pub pending: u64,
+    pub paid: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    pub consistent: bool,
+}
+
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// The last order of a full page: pass it back to get the next one.
+    pub next: Option<OrderId>,
+}
+
+pub struct Service {
+    gate: Arc<dyn StockGate>,
+    store: Arc<dyn OrderStore>,
+    intake: Arc<dyn Intake>,
+    returns: Arc<StockReturns>,
+    clock: Arc<dyn Clock>,
+    catalog: Catalog,
+    expiry_batch_max: usize,
+}
+
+fn refusal_error(refusal: Refusal) -> ServiceError {
+    match refusal {
+        Refusal::NotFound => ServiceError::OrderNotFound,
+        Refusal::Forbidden => ServiceError::Forbidden,
+        Refusal::NotPayable => ServiceError::NotPayable,
+        Refusal::NotCancellable => ServiceError::NotCancellable,
+    }
+}
+
+impl Service {
+    /// Loads every sale and lets the intake bring the gate in line with the store, so that a
+    /// restart changes nothing a client can see.
+    pub async fn start(
+        gate: Arc<dyn StockGate>,
+        store: Arc<dyn OrderStore>,
+        intake: Arc<dyn Intake>,
+        clock: Arc<dyn Clock>,
+        expiry_batch_max: usize,
+    ) -> Result<Self, ServiceError> {
+        let sales = store.sales().await?;
+        intake.recover(&sales).await?;
+        let catalog = Catalog::new(intake.catalog_policy());
+        for sale in sales {
+            catalog.remember(sale);
+        }
+        Ok(Self {
+            returns: Arc::new(StockReturns {
+                gate: Arc::clone(&gate),
+                store: Arc::clone(&store),
+            }),
+            gate,
+            store,
+            intake,
+            clock,
+            catalog,
+            expiry_batch_max: expiry_batch_max.max(1),
+        })
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    async fn known_sale(&self, sale_id: &str) -> Result<Arc<Sale>, ServiceError> {
+        self.catalog.sale(self.store.as_ref(), sale_id).await
+    }
+
+    fn view(&self, sale: Arc<Sale>, remaining: Option<u64>) -> SaleView {
+        let remaining = remaining.unwrap_or(0);
+        let state = sale.state(self.clock.now(), remaining);
+        SaleView {
+            sale,
+            remaining,
+            state,
+        }
+    }
+
+    /// Opens the sale on the gate first (in a cluster one script sets up its stock, its queue
+    /// and the persisters' group together), then records it: a sale is visible to buyers (in
+    /// the store's catalog) only once it is whole on the gate.
+    pub async fn create_sale(&self, draft: SaleDraft) -> Result<SaleView, ServiceError> {
+        let sale = draft.validate(SaleId::generate(), self.clock.now())?;
+        self.gate.open_sale(&sale).await?;
+        self.store.create_sale(&sale).await?;
+        let remaining = Some(sale.stock);
+        Ok(self.view(self.catalog.remember(sale), remaining))
+    }
+
+    /// Every sale, newest first (the gate's counts read in one call).
+    pub async fn sales(&self) -> Result<Vec<SaleView>, ServiceError> {
+        let sales = self.catalog.all(self.store.as_ref()).await?;
+        let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id.clone()).collect();
+        let remaining = self.gate.remaining_of(&ids).await?;
+        Ok(sales
+            .into_iter()
+            .zip(remaining)
+            .map(|(sale, remaining)| self.view(sale, remaining))
+            .collect())
+    }
+
+    pub async fn sale(&self, sale_id: &str) -> Result<SaleView, ServiceError> {
+        let sale = self.known_sale(sale_id).await?;
+        let remaining = self.gate.remaining(&sale.id).await?;
+        Ok(self.view(sale, remaining))
+    }
+
+    pub async fn purchase(
+        &self,
+        user_id: UserId,
+        sale_id: &str,
+        quantity: i64,
+        idempotency_key: Option<String>,
+    ) -> Result<Purchased, ServiceError> {
+        let sale = self.known_sale(sale_id).await?;
+        let quantity = check_quantity(&sale, quantity).map_err(ServiceError::Rejected)?;
+        let now = self.clock.now();
+        if let Err(rejection) = check_window(&sale, now, self.clock.uncertainty()) {
+            // A retry of a key that won gets its order whenever it comes, after the end too.
+            if let Some(key) = &idempotency_key {
+                if let Some(found) = self.order_by_key(&sale, &user_id, key).await? {
+                    return Ok(found);
+                }
+            }
+            return Err(ServiceError::Rejected(rejection));
+        }
+        let reservation = Reservation {
+            order: new_order(
+                OrderId::generate(),
+                &sale,
+                user_id,
+                quantity,
+                idempotency_key,
+                now,
+            ),
+            per_user_limit: sale.per_user_limit,
+            payment_window_secs: sale.payment_window_secs,
+        };
+        let rejection = match self.gate.reserve(&reservation).await? {
+            GateDecision::Reserved { created_at } => {
+                let mut order = reservation.order;
+                order.created_at = created_at;
+                order.expires_at = sale.payment_deadline(created_at);
+                return self.intake.place(order).await;
+            }
+            GateDecision::SameKey { order_id } => return self.repeated(&order_id).await,
+            GateDecision::SoldOut { remaining } => Rejection::SoldOut { remaining },
+            GateDecision::AlreadyPurchased { order_id } => Rejection::AlreadyPurchased { order_id },
+            GateDecision::NotStarted => Rejection::NotStarted {
+                starts_at: sale.starts_at,
+            },
+            GateDecision::Ended => Rejection::SaleEnded,
+        };
+        Err(ServiceError::Rejected(rejection))
+    }
+
+    /// The order an idempotency key made, if any: the gate remembers keys for good; the store
+    /// answers for a gate that forgot (a cluster's keys of long-ended sales).
+    async fn order_by_key(
+        &self,
+        sale: &Sale,
+        user_id: &UserId,
+        key: &str,
+    ) -> Result<Option<Purchased>, ServiceError> {
+        if let Some(order_id) = self.gate.key_owner(&sale.id, user_id, key).await? {
+            return self.repeated(&order_id).await.map(Some);
+        }
+        Ok(self
+            .store
+            .order_by_key(&sale.id, user_id, key)
+            .await?
+            .map(|order| Purchased {
+                order,
+                created: false,
+            }))
+    }
+
+    /// Answers a repeated idempotency key whose first request may still be in flight: once every
+    /// write queued before now is committed, that order is in the store or was refused.
+    async fn repeated(&self, order_id: &OrderId) -> Result<Purchased, ServiceError> {
+        self.store.barrier().await?;
+        match self.store.order(order_id).await? {
+            Some(order) => Ok(Purchased {
+                order,
+                created: false,
+            }),
+            None => Err(ServiceError::Unavailable(
+                "the first request with this idempotency key failed; retry".into(),
+            )),
+        }
+    }
+    pub async fn order(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
+        let order_id = OrderId::parse(order_id).ok_or(ServiceError::OrderNotFound)?;
+        let order = self
+            .store
+            .order(&order_id)
+            .await?
+            .ok_or(ServiceError::OrderNotFound)?;
+        match actor {
+            Actor::Buyer(user_id) if *user_id != order.user_id => Err(ServiceError::OrderNotFound),
+            _ => Ok(order),
+        }
+    }
+
+    pub async fn orders(
+        &self,
+        actor: &Actor,
+        sale_id: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<OrderPage, ServiceError> {
+        let sale_id = match sale_id {
+            None => None,
+            // An unknown sale simply has no orders.
+            Some(text) => match SaleId::parse(text) {
+                Some(sale_id) => Some(sale_id),
+                None => {
+                    return Ok(OrderPage {
+                        orders: Vec::new(),
+                        next: None,
+                    })
+                }
+            },
+        };
+        let before = cursor
+            .map(|text| {
+                OrderId::parse(text)
+                    .ok_or_else(|| InvalidField::new("cursor", "is not a cursor this API gave"))
+            })
+            .transpose()?;
+        let user_id = match actor {
+            Actor::Admin => None,
+            Actor::Buyer(user_id) => Some(user_id.clone()),
+        };
+        let orders = self
+            .store
+            .orders(OrderQuery {
+                user_id,
+                sale_id,
+                before,
+                limit,
+            })
+            .await?;
+        let next = (orders.len() == limit)
+            .then(|| orders.last().map(|order| order.id.clone()))
+            .flatten();
+        Ok(OrderPage { orders, next })
+    }
+
+    pub async fn pay(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
+        self.transition(actor, order_id, Action::Pay).await
+    }
+
+    pub async fn cancel(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
+        self.transition(actor, order_id, Action::Cancel).await
+    }
+
+    async fn transition(
+        &self,
+        actor: &Actor,
+        order_id: &str,
+        action: Action,
+    ) -> Result<Order, ServiceError> {
+        let order_id = OrderId::parse(order_id).ok_or(ServiceError::OrderNotFound)?;
+        let transition = self
+            .returns
+            .transition(order_id, action, actor.clone(), self.clock.now())
+            .await?;
+        match transition.refusal {
+            Some(refusal) => Err(refusal_error(refusal)),
+            None => Ok(transition.order),
+        }
+    }
+
+    /// Finishes stock returns a node did not (it died, or the gate was unreachable); returns
+    /// how many orders it settled.
+    pub async fn return_unreturned(&self) -> Result<usize, ServiceError> {
+        self.returns.return_unreturned(self.expiry_batch_max).await
+    }
+
+    /// Expires one batch of overdue orders; returns how many.
+    pub async fn expire_due(&self) -> Result<usize, ServiceError> {
+        self.returns
+            .expire_due(self.clock.now(), self.expiry_batch_max)
+            .await
+    }
+
+    pub fn expiry_batch_max(&self) -> usize {
+        self.expiry_batch_max
+    }
+
+    pub async fn audit(&self, sale_id: &str) -> Result<Audit, ServiceError> {
+        let sale = self.known_sale(sale_id).await?;
+        let tally = self.store.tally(&sale.id).await?;
+        let remaining = self.gate.remaining(&sale.id).await?.unwrap_or(0);
+        let held = self.gate.held(&sale.id).await?.unwrap_or(0);
+        // Both sides balance, and they agree: the gate's count and holdings, the store's count
+        // and active orders.
+        let consistent = remaining + tally.pending + tally.paid == sale.stock
+            && tally.remaining == remaining
+            && held == tally.pending + tally.paid;
+        Ok(Audit {
+            sale_id: sale.id.clone(),
+            stock: sale.stock,
+            remaining,
+            pending: tally.pending,
+            paid: tally.paid,
+            cancelled: tally.cancelled,
+            expired: tally.expired,
+            consistent,
+        })
+    }
+
+    /// Whether every backend answers.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        self.store.ping().await?;
+        self.gate.ping().await?;
+        Ok(())
+    }
+
+    /// Commits what is queued and closes the store.
+    pub async fn close(&self) -> Result<(), ServiceError> {
+        self.store.close().await?;
+        Ok(())
+    }
+}
