@@ -18,7 +18,7 @@ use crate::process::{buy_until_stopped, create_sale, Server};
 use crate::services::ClusterBackends;
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -33,7 +33,7 @@ where
     false
 }
 
-async fn postgres(backends: &ClusterBackends) -> tokio_postgres::Client {
+pub async fn postgres(backends: &ClusterBackends) -> tokio_postgres::Client {
     let (client, connection) =
         tokio_postgres::connect(&backends.postgres.url, tokio_postgres::NoTls)
             .await
@@ -462,7 +462,7 @@ mod url_parts {
     }
 }
 
-async fn reconcile(backends: &ClusterBackends, repair: bool) -> (i32, serde_json::Value) {
+pub async fn reconcile(backends: &ClusterBackends, repair: bool) -> (i32, serde_json::Value) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flashsale"));
     command.args(["reconcile", "--json"]);
     if repair {

@@ -9,5 +9,6 @@ mod harness;
 mod ops;
 mod process;
 mod property;
+mod regressions;
 mod scenarios;
 mod services;
