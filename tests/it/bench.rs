@@ -237,7 +237,7 @@ async fn verification_catches_a_planted_missing_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_small_scenarios_pass_against_a_cluster_node() {
-    let Some(server) = crate::harness::TestServer::start_cluster(2).await else {
+    let Some(server) = crate::harness::TestServer::start_cluster_on_redis_time(2).await else {
         return;
     };
     let (admin, secret) = (server.admin_token.clone(), server.jwt_secret.clone());

@@ -743,6 +743,7 @@ async fn nodes_sweeping_together_expire_each_order_once() {
     assert!(replies
         .iter()
         .all(|reply| reply.status == StatusCode::CREATED));
+    server.advance(jiff::SignedDuration::from_secs(2));
     let all_expired = eventually(Duration::from_secs(20), || async {
         server.audit(&sale_id).await["expired"] == json!(300)
     })

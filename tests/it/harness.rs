@@ -1,4 +1,6 @@
 //! Starts a real server on port 0 with a fresh data directory, and talks to it over real HTTP.
+//! Every server runs on a manual clock (cluster nodes share one): tests move time with
+//! `TestServer::advance` instead of sleeping.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +8,7 @@ use std::time::Duration;
 
 use flashsale::app::App;
 use flashsale::auth::mint_token;
-use flashsale::clock::Clock;
+use flashsale::clock::{Clock, ManualClock};
 use flashsale::config::Settings;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -55,6 +57,8 @@ impl Reply {
 /// in turn.
 pub struct TestServer {
     pub addrs: Vec<SocketAddr>,
+    /// The time of every node of this server; `None` for nodes on the real clock (Redis's).
+    clock: Option<Arc<ManualClock>>,
     next: std::sync::atomic::AtomicUsize,
     pub admin_token: String,
     pub jwt_secret: String,
@@ -86,6 +90,21 @@ impl TestServer {
     }
 
     pub async fn start_cluster_with(nodes: usize, tweak: impl Fn(&mut Settings)) -> Option<Self> {
+        let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+        Self::start_nodes(nodes, tweak, Some(clock)).await
+    }
+
+    /// Cluster nodes as in production: their time is Redis's (for the bench, whose scenarios
+    /// wait on real time).
+    pub async fn start_cluster_on_redis_time(nodes: usize) -> Option<Self> {
+        Self::start_nodes(nodes, |_| {}, None).await
+    }
+
+    async fn start_nodes(
+        nodes: usize,
+        tweak: impl Fn(&mut Settings),
+        clock: Option<Arc<ManualClock>>,
+    ) -> Option<Self> {
         let backends = crate::services::ClusterBackends::new()?;
         let mut cluster: Option<Self> = None;
         for _ in 0..nodes {
@@ -93,7 +112,10 @@ impl TestServer {
             let mut settings = test_settings(data_dir.path());
             backends.configure(&mut settings);
             tweak(&mut settings);
-            let node = Self::start_on(settings, None).await;
+            let node = match &clock {
+                Some(clock) => Self::start_on(settings, Some(Arc::clone(clock))).await,
+                None => Self::start_app(App::build(&settings).await, None),
+            };
             cluster = Some(match cluster {
                 None => node,
                 Some(mut cluster) => {
@@ -127,8 +149,18 @@ impl TestServer {
         self._backends.as_ref()
     }
 
-    /// Starts a server with exactly these settings (and clock, if given).
-    pub async fn start_on(settings: Settings, clock: Option<Arc<dyn Clock>>) -> Self {
+    /// Starts a server with exactly these settings, on `clock` (a new manual clock at the
+    /// current time when `None`).
+    pub async fn start_on(settings: Settings, clock: Option<Arc<ManualClock>>) -> Self {
+        let clock = clock.unwrap_or_else(|| Arc::new(ManualClock::new(jiff::Timestamp::now())));
+        let app = App::build_with_clock(&settings, Arc::clone(&clock) as Arc<dyn Clock>).await;
+        Self::start_app(app, Some(clock))
+    }
+
+    fn start_app(
+        app: Result<App, flashsale::app::StartError>,
+        clock: Option<Arc<ManualClock>>,
+    ) -> Self {
         // FLASHSALE_TEST_LOG=warn (say) shows the servers' logs when a test is debugged.
         if let Ok(filter) = std::env::var("FLASHSALE_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -136,11 +168,7 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let app = match clock {
-            Some(clock) => App::build_with_clock(&settings, clock).await,
-            None => App::build(&settings).await,
-        }
-        .expect("server starts");
+        let app = app.expect("server starts");
         let addr = app.local_addr();
         let admin_token = app.credentials.admin_token.clone();
         let jwt_secret = app.credentials.jwt_secret.clone();
@@ -150,6 +178,7 @@ impl TestServer {
         }));
         Self {
             addrs: vec![addr],
+            clock,
             next: std::sync::atomic::AtomicUsize::new(0),
             admin_token,
             jwt_secret,
@@ -173,12 +202,25 @@ impl TestServer {
         }
     }
 
+    /// The server's time.
+    pub fn now(&self) -> jiff::Timestamp {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => jiff::Timestamp::now(),
+        }
+    }
+
+    /// A buyer token valid for a day of the server's clock.
     pub fn token(&self, user: &str) -> String {
-        mint_token(
-            &self.jwt_secret,
-            user,
-            jiff::Timestamp::now().as_second() + 3600,
-        )
+        mint_token(&self.jwt_secret, user, self.now().as_second() + 86_400)
+    }
+
+    /// Moves every node's clock forward.
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        self.clock
+            .as_ref()
+            .expect("a server on a manual clock")
+            .advance(by);
     }
 
     pub async fn send(

@@ -152,20 +152,10 @@ async fn servers_on_clock(
         if let Some(backends) = backends {
             backends.configure(&mut settings);
         }
-        let clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
-        servers.push(TestServer::start_on(settings, Some(clock)).await);
+        servers.push(TestServer::start_on(settings, Some(Arc::clone(&clock))).await);
         dirs.push(dir);
     }
     (servers, dirs)
-}
-
-/// A buyer token valid for a day of the real clock (the tests' manual clocks move hours).
-fn day_token(server: &TestServer, buyer: &str) -> String {
-    flashsale::auth::mint_token(
-        &server.jwt_secret,
-        buyer,
-        Timestamp::now().as_second() + 86_400,
-    )
 }
 
 async fn keyed_purchase(
@@ -178,7 +168,7 @@ async fn keyed_purchase(
         .send(
             hyper::Method::POST,
             &format!("/api/v1/sales/{sale_id}/purchase"),
-            Some(&day_token(server, buyer)),
+            Some(&server.token(buyer)),
             None,
             &[("idempotency-key", key)],
         )

@@ -249,7 +249,7 @@ pub async fn a_refused_key_is_not_remembered(server: TestServer) {
 }
 
 pub async fn the_sale_window_is_enforced(server: TestServer) {
-    let now = jiff::Timestamp::now();
+    let now = server.now();
     let starts_at = now + jiff::SignedDuration::from_millis(1500);
     let ends_at = now + jiff::SignedDuration::from_millis(3000);
     let sale_id = server
@@ -269,13 +269,13 @@ pub async fn the_sale_window_is_enforced(server: TestServer) {
         json!(starts_at.to_string())
     );
 
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    server.advance(jiff::SignedDuration::from_millis(1600));
     let live = server.purchase(&sale_id, "on-time", None).await;
     assert_eq!(live.status, StatusCode::CREATED, "{}", live.body);
     let sale = server.get(&format!("/api/v1/sales/{sale_id}"), None).await;
     assert_eq!(sale.body["state"], json!("live"));
 
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    server.advance(jiff::SignedDuration::from_millis(1600));
     let late = server.purchase(&sale_id, "late", None).await;
     assert_eq!(late.status, StatusCode::CONFLICT);
     assert_eq!(late.code(), "sale_ended");
@@ -296,7 +296,7 @@ pub async fn unpaid_orders_expire_and_their_stock_sells_again(server: TestServer
         "sold_out"
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.advance(jiff::SignedDuration::from_millis(1100));
     // Past expires_at, paying is refused even if the sweep has not run yet.
     let pay = server
         .send(
