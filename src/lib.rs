@@ -3,15 +3,18 @@
 //!
 //! # Layout
 //! - `domain`: sales, orders, their life cycle and the purchase rules; no IO, no async, no clock.
-//! - `gate`: the stock gate trait (atomic purchase decisions) and its in-memory implementation.
-//! - `store`: the order store trait (system of record) and its SQLite implementation.
-//! - `service`: the use cases; the only code that touches both gate and store.
+//! - `ids`: makes new sale and order ids.
+//! - `gate`: the stock gate trait (atomic purchase decisions): in memory, and Redis.
+//! - `store`: the order store trait (system of record): SQLite, and PostgreSQL.
+//! - `cluster`: a cluster node's Redis gate, PostgreSQL store, order persister, clock, reconcile.
+//! - `service`: the use cases; with its intake (the one place embedded and cluster differ), the
+//!   only code that touches both gate and store.
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
 //! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
-//! - `clock`: where "now" comes from (a manual clock in tests).
+//! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `bench`: the load generator (`flashsale bench`): scenarios, HDR latency, verification.
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
