@@ -591,7 +591,7 @@ async fn wiping_redis_then_repairing_keeps_selling_without_oversell_or_lost_paym
     server.stop().await;
 }
 
-async fn metric(server: &TestServer, addr: SocketAddr, name: &str) -> u64 {
+pub async fn metric(server: &TestServer, addr: SocketAddr, name: &str) -> u64 {
     let reply = send(
         &server.client,
         addr,

@@ -19,7 +19,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::cluster::{eventually, postgres, reconcile};
+use crate::cluster::{eventually, metric, postgres, reconcile};
 use crate::harness::{test_settings, users, TestServer};
 use crate::services::{ClusterBackends, KeyPrefix};
 
@@ -254,8 +254,19 @@ async fn a_winning_key_is_answered_by_a_node_that_saw_the_sale_sold_out() {
     };
     let won = buy(node_a, "winner", Some("k1")).await;
     assert_eq!(won.status, StatusCode::CREATED);
-    let late = buy(node_b, "late", None).await;
-    assert_eq!(late.code(), "sold_out", "node B now holds a sold-out mark");
+    // Until node B refuses from its own sold-out mark (its pub/sub subscription, made at start,
+    // drops every mark when it connects).
+    let mut refused_locally = false;
+    for _ in 0..100 {
+        let before = metric(&server, node_b, "flashsale_gate_local_sold_out_total").await;
+        let late = buy(node_b, "late", None).await;
+        assert_eq!(late.code(), "sold_out");
+        if metric(&server, node_b, "flashsale_gate_local_sold_out_total").await > before {
+            refused_locally = true;
+            break;
+        }
+    }
+    assert!(refused_locally, "node B holds a sold-out mark");
     let retry = buy(node_b, "winner", Some("k1")).await;
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
     assert_eq!(retry.body["id"], won.body["id"]);

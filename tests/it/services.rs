@@ -19,10 +19,7 @@ fn variable(name: &str) -> Option<String> {
                 std::env::var_os("CI").is_none(),
                 "{name} is not set: CI must run the cluster tests"
             );
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("a test")
-                .to_owned();
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
             eprintln!("SKIPPED: {name} is not set, so {test} does not run");
             record_skip(&test, name);
             None
