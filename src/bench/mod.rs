@@ -3,6 +3,7 @@
 //! omission, and checks the server's own records afterwards; any violation makes it exit non-zero.
 
 mod api;
+mod chaos;
 mod client;
 mod driver;
 mod random;
@@ -43,6 +44,9 @@ pub enum Scenario {
     Lifecycle,
     /// GET /healthz with the same client and connections: the plain-HTTP ceiling.
     Baseline,
+    /// A crowd that hangs up, retries, double-clicks and races the expiry, under kill -9 and
+    /// Redis restarts; checks every promise from the history and the server's records.
+    Chaos,
 }
 
 #[derive(Args, Debug)]
@@ -50,9 +54,20 @@ pub struct BenchArgs {
     /// What to run.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Drive this server (http://HOST:PORT) instead of starting an embedded one.
+    /// Drive this server (http://HOST:PORT) instead of starting an embedded one (chaos: several,
+    /// comma-separated, with no faults).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// Chaos: start this many cluster nodes (with a private Redis and --database-url) instead of
+    /// the embedded server.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cluster_nodes: usize,
+    /// Chaos: the PostgreSQL of a cluster run (it takes a schema of its own and drops it).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Chaos: no fault schedule (no kill -9, no Redis restart).
+    #[arg(long)]
+    pub no_faults: bool,
     /// The target's admin token (else read from --data-dir).
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
@@ -116,6 +131,8 @@ pub enum BenchError {
     Write(PathBuf, std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Chaos(#[from] chaos::ChaosError),
 }
 
 impl Scenario {
@@ -129,6 +146,7 @@ impl Scenario {
             Self::Sustained => "sustained",
             Self::Lifecycle => "lifecycle",
             Self::Baseline => "baseline",
+            Self::Chaos => "chaos",
         }
     }
 }
@@ -180,6 +198,11 @@ async fn run_scenario(
             )
             .await?
         }
+        Scenario::Chaos => {
+            return Err(BenchError::Usage(
+                "chaos is not a load scenario (it runs through run_chaos)".into(),
+            ))
+        }
         Scenario::Baseline => Outcome {
             phases: vec![scenarios::baseline(api, options, args.requests).await],
             checks: Vec::new(),
@@ -213,6 +236,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     }
     let seed = args.seed.unwrap_or_else(random::fresh_seed);
     eprintln!("flashsale bench {}: seed {seed}", args.scenario.name());
+    if args.scenario == Scenario::Chaos {
+        return run_chaos(&args, seed).await;
+    }
     let target = match &args.target {
         Some(url) => {
             Target::existing(
@@ -297,4 +323,32 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             .map_err(|error| BenchError::Write(path.clone(), error))?;
     }
     Ok(report.passed)
+}
+
+async fn run_chaos(args: &BenchArgs, seed: u64) -> Result<bool, BenchError> {
+    let mut targets = Vec::new();
+    for url in args.target.iter().flat_map(|urls| urls.split(',')) {
+        let target = Target::existing(
+            url.trim(),
+            args.admin_token.clone(),
+            args.jwt_secret.clone(),
+            args.data_dir.as_deref(),
+        )
+        .await?;
+        targets.push(target.address);
+    }
+    Ok(chaos::run(chaos::ChaosOptions {
+        seed,
+        duration: Duration::from_secs_f64(args.duration.max(0.0)),
+        buyers: args.buyers.unwrap_or(150),
+        stock: args.stock.unwrap_or(20),
+        payment_window_secs: args.payment_window_secs,
+        cluster_nodes: args.cluster_nodes,
+        database_url: args.database_url.clone(),
+        targets,
+        admin_token: args.admin_token.clone(),
+        jwt_secret: args.jwt_secret.clone(),
+        faults: !args.no_faults,
+    })
+    .await?)
 }

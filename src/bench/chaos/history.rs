@@ -1,0 +1,67 @@
+//! Every operation the chaotic crowd sent, and what came back (or that nothing did).
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::wire::{Answer, HangUp};
+
+#[derive(Clone, Debug, Serialize)]
+pub enum Action {
+    Purchase {
+        sale_id: String,
+        key: Option<String>,
+        quantity: u32,
+    },
+    Pay {
+        order_id: String,
+    },
+    Cancel {
+        order_id: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Operation {
+    pub buyer: String,
+    pub action: Action,
+    pub node: usize,
+    pub hang_up: HangUp,
+    /// Milliseconds since the crowd started.
+    pub sent_ms: u64,
+    pub answer: Answer,
+}
+
+impl Operation {
+    /// The order an acknowledged purchase, pay or cancel answered with.
+    pub fn order_id(&self) -> Option<&str> {
+        match &self.answer {
+            Answer::Reply {
+                status: 200 | 201,
+                body,
+            } => body["id"].as_str(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct History {
+    operations: Mutex<Vec<Operation>>,
+}
+
+impl History {
+    pub fn record(&self, operation: Operation) {
+        self.operations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(operation);
+    }
+
+    pub fn operations(&self) -> Vec<Operation> {
+        self.operations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
