@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod bench;
+mod chaos;
 mod cluster;
 mod conformance;
 mod harness;

@@ -408,7 +408,10 @@ async fn buy_back(
 ) -> (u64, bool) {
     let expires = jiff::Timestamp::now().as_second() + 3600;
     // A sale that has ended sells nothing: its one purchase must be refused `sale_ended`.
-    if sale.ends_at.is_some_and(|ends_at| ends_at <= jiff::Timestamp::now()) {
+    if sale
+        .ends_at
+        .is_some_and(|ends_at| ends_at <= jiff::Timestamp::now())
+    {
         let token = minter.mint(&format!("final-{}", sale.id), expires);
         let path = format!("/api/v1/sales/{}/purchase", sale.id);
         let request = Request {
