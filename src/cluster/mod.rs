@@ -29,12 +29,17 @@ pub enum ClusterError {
     #[error("connecting to PostgreSQL: {0}")]
     Postgres(#[from] StoreError),
     #[error(
-        "Redis would lose acknowledged orders on a crash (appendonly {}, appendfsync {}): \
-         set appendonly yes and appendfsync always, or start with --redis-require-durable false \
-         to accept that (tests, demos)",
-        .0.appendonly, .0.appendfsync
+        "Redis can lose acknowledged orders: {}; or start with --redis-require-durable false to \
+         accept that (tests, demos)",
+        .0.risks().join("; ")
     )]
     VolatileRedis(RedisDurability),
+    #[error(
+        "Redis refused CONFIG GET, so nothing shows it keeps acknowledged orders (appendonly yes, \
+         appendfsync always, maxmemory-policy noeviction); allow CONFIG GET to this user, or \
+         start with --redis-require-durable false to accept the risk"
+    )]
+    UnknownRedisDurability,
 }
 
 /// The shared backends of one node, connected.
@@ -76,19 +81,18 @@ impl Cluster {
             Arc::clone(&metrics),
         )
         .await?;
-        match gate.durability().await {
-            Some(durability) if !durability.is_durable() => {
-                if settings.redis_require_durable {
-                    return Err(ClusterError::VolatileRedis(durability));
-                }
-                tracing::warn!(appendonly = %durability.appendonly,
-                    appendfsync = %durability.appendfsync,
-                    "Redis does not fsync every write: acknowledged orders can be lost with it");
+        let durability = gate.durability().await;
+        let risks = durability.as_ref().map(RedisDurability::risks);
+        match (durability, settings.redis_require_durable) {
+            (Some(durability), true) if !durability.risks().is_empty() => {
+                return Err(ClusterError::VolatileRedis(durability))
             }
-            Some(_) => {}
-            None => tracing::warn!(
-                "Redis refused CONFIG GET: make sure it runs with appendonly yes and appendfsync always"
-            ),
+            (None, true) => return Err(ClusterError::UnknownRedisDurability),
+            (_, false) if risks.as_ref().is_none_or(|risks| !risks.is_empty()) => {
+                tracing::warn!(risks = ?risks,
+                    "redis_require_durable is false: acknowledged orders can be lost with Redis")
+            }
+            _ => {}
         }
         let postgres = PostgresStore::open(PostgresOptions {
             url: database_url.clone(),

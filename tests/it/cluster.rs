@@ -170,15 +170,22 @@ struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    settings: Vec<String>,
 }
 
 impl PrivateRedis {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With these settings on top of the durable ones (a later setting wins).
+    async fn start_with(settings: &[&str]) -> Self {
         let port = free_port().await;
         let mut redis = Self {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         redis.launch().await;
         redis
@@ -201,6 +208,7 @@ impl PrivateRedis {
                 "--save",
                 "",
             ])
+            .args(&self.settings)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server starts (Debian package redis-server)");
@@ -767,4 +775,42 @@ async fn nodes_sweeping_together_expire_each_order_once() {
         .count();
     assert_eq!(created, 300, "every unit sells again, none twice");
     server.stop().await;
+}
+
+/// A node refuses to start (it does not merely warn) against a Redis that can lose an
+/// acknowledged order: replies before the AOF write, no AOF, or keys that may be evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_redis_that_can_lose_acknowledged_orders() {
+    let Some(backends) = ClusterBackends::new() else {
+        return;
+    };
+    for (bad, named) in [
+        (&["--appendonly", "no"][..], "appendonly is no"),
+        (
+            &["--appendfsync", "everysec"][..],
+            "appendfsync is everysec",
+        ),
+        (
+            &["--maxmemory-policy", "allkeys-lru"][..],
+            "maxmemory-policy is allkeys-lru",
+        ),
+    ] {
+        let redis = PrivateRedis::start_with(bad).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::harness::test_settings(dir.path());
+        backends.configure(&mut settings);
+        settings.redis_url = Some(redis.url());
+        settings.redis_require_durable = true;
+        match flashsale::app::App::build(&settings).await {
+            Ok(_) => panic!("a node started on a Redis with {bad:?}"),
+            Err(error) => assert!(error.to_string().contains(named), "{error}"),
+        }
+    }
+    let durable = PrivateRedis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::harness::test_settings(dir.path());
+    backends.configure(&mut settings);
+    settings.redis_url = Some(durable.url());
+    settings.redis_require_durable = true;
+    assert!(flashsale::app::App::build(&settings).await.is_ok());
 }

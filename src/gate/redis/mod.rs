@@ -60,12 +60,33 @@ fn unavailable(error: redis::RedisError) -> GateError {
 pub struct RedisDurability {
     pub appendonly: String,
     pub appendfsync: String,
+    pub maxmemory_policy: String,
 }
 
 impl RedisDurability {
-    /// Whether a reply to a write means the write is on disk.
-    pub fn is_durable(&self) -> bool {
-        self.appendonly == "yes" && self.appendfsync == "always"
+    /// What makes Redis able to lose an acknowledged order, one sentence each: a reply that
+    /// comes before the write is on disk, or an eviction of a key (a holding, a queued order).
+    pub fn risks(&self) -> Vec<String> {
+        let mut risks = Vec::new();
+        if self.appendonly != "yes" {
+            risks.push(format!(
+                "appendonly is {} (set: appendonly yes)",
+                self.appendonly
+            ));
+        }
+        if self.appendfsync != "always" {
+            risks.push(format!(
+                "appendfsync is {} (set: appendfsync always)",
+                self.appendfsync
+            ));
+        }
+        if self.maxmemory_policy != "noeviction" {
+            risks.push(format!(
+                "maxmemory-policy is {} (set: maxmemory-policy noeviction)",
+                self.maxmemory_policy
+            ));
+        }
+        risks
     }
 }
 
@@ -114,17 +135,25 @@ impl RedisGate {
         self.connection.clone()
     }
 
-    /// The server's persistence settings; `None` when the server refuses `CONFIG GET` (some
-    /// managed services rename it).
+    /// The server's persistence and eviction settings; `None` when the server refuses
+    /// `CONFIG GET` (some managed services rename it).
     pub async fn durability(&self) -> Option<RedisDurability> {
         let mut connection = self.connection();
-        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
-        let appendonly: Vec<String> = get("appendonly").query_async(&mut connection).await.ok()?;
-        let appendfsync: Vec<String> =
-            get("appendfsync").query_async(&mut connection).await.ok()?;
+        let mut values = Vec::with_capacity(3);
+        for name in ["appendonly", "appendfsync", "maxmemory-policy"] {
+            let reply: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut connection)
+                .await
+                .ok()?;
+            values.push(reply.get(1)?.clone());
+        }
+        let [appendonly, appendfsync, maxmemory_policy] = <[String; 3]>::try_from(values).ok()?;
         Some(RedisDurability {
-            appendonly: appendonly.get(1)?.clone(),
-            appendfsync: appendfsync.get(1)?.clone(),
+            appendonly,
+            appendfsync,
+            maxmemory_policy,
         })
     }
 
