@@ -36,6 +36,7 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     pub request_timeout: Duration,
     pub openapi_json: String,
+    pub readiness: ops::Readiness,
 }
 
 pub struct Limits {
@@ -59,6 +60,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             request_timeout: limits.request_timeout,
             openapi_json: openapi::document_json(),
+            readiness: ops::Readiness::default(),
         }
     }
 }
@@ -79,7 +81,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    // The API sheds load and times out; the operations routes stay answerable under overload.
+    // Every route sheds load and times out (an operations route answered under overload would
+    // be a way around the limit); `/readyz` answers from a cached probe.
     let api = Router::new()
         .route(
             "/api/v1/sales",
@@ -92,10 +95,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/orders/{order_id}", get(orders::show_order))
         .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            limits::guard,
-        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     let operations = Router::new()
         .route("/", get(ops::index))
@@ -106,6 +105,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api)
         .merge(operations)
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::guard,
+        ))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))

@@ -7,9 +7,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
+use std::time::{Duration, Instant};
+
 use super::error::ApiError;
 use super::wire::Status;
 use super::AppState;
+use crate::service::{Service, ServiceError};
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process runs", body = Status)))]
@@ -23,8 +26,49 @@ pub async fn healthz() -> Json<Status> {
         (status = 503, description = "A backend does not answer"),
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
-    state.service.ready().await?;
-    Ok(Json(Status { status: "ready" }))
+    match state.readiness.check(&state.service).await {
+        Ok(()) => Ok(Json(Status { status: "ready" })),
+        Err(message) => Err(ServiceError::Unavailable(message).into()),
+    }
+}
+
+/// How long a readiness probe's answer is reused: a load balancer (or a crowd) polling
+/// `/readyz` costs the backends one probe per period, whatever its rate.
+const READINESS_REUSED_FOR: Duration = Duration::from_secs(1);
+
+/// The last readiness probe's answer, and the lock that lets one probe run at a time.
+#[derive(Default)]
+pub struct Readiness {
+    last: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    probing: tokio::sync::Mutex<()>,
+}
+
+impl Readiness {
+    fn fresh(&self) -> Option<Result<(), String>> {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < READINESS_REUSED_FOR)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    async fn check(&self, service: &Service) -> Result<(), String> {
+        if let Some(answer) = self.fresh() {
+            return answer;
+        }
+        let _one_probe = self.probing.lock().await;
+        if let Some(answer) = self.fresh() {
+            return answer;
+        }
+        let answer = service.ready().await.map_err(|error| error.to_string());
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((Instant::now(), answer.clone()));
+        answer
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

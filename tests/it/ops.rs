@@ -112,6 +112,25 @@ async fn a_node_over_capacity_sheds_with_503_and_retry_after() {
         json!(created),
         "every 201 and nothing else holds stock"
     );
+    // The operations routes are under the same limit: a storm of them is shed too.
+    let storm: Vec<_> = (0..300)
+        .map(|turn| {
+            let (client, addr) = (server.client.clone(), server.next_addr());
+            let path = ["/healthz", "/readyz", "/metrics"][turn % 3];
+            tokio::spawn(async move {
+                crate::harness::send(&client, addr, hyper::Method::GET, path, None, None, &[])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut ops_shed = 0;
+    for reply in storm {
+        let status = reply.await.unwrap();
+        assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE);
+        ops_shed += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(ops_shed > 0, "operations routes shed under overload as well");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

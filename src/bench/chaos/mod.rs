@@ -280,6 +280,19 @@ async fn create_sales(
     Ok(sales)
 }
 
+/// Starts a killed node again, a few times if need be (its port may take a moment to be free).
+async fn restart(node: &mut Node) -> Result<(), ChaosError> {
+    let mut outcome = node.start().await;
+    for _ in 0..10 {
+        if outcome.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        outcome = node.start().await;
+    }
+    outcome
+}
+
 /// Runs the fault schedule against the deployment while the crowd runs.
 async fn hurt(
     deployment: &mut Deployment,
@@ -295,7 +308,7 @@ async fn hurt(
                 if let Some(target) = deployment.nodes.get_mut(node) {
                     target.kill();
                     tokio::time::sleep(down).await;
-                    let restarted = target.start().await;
+                    let restarted = restart(target).await;
                     done.push(format!(
                         "{:>6} ms: kill -9 node {node}, restarted after {} ms{}",
                         at.as_millis(),
