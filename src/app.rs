@@ -29,6 +29,11 @@ pub enum StartError {
     },
     #[error("cluster nodes must share their secrets: set admin_token and jwt_secret (FLASHSALE_ADMIN_TOKEN, FLASHSALE_JWT_SECRET) to the same values on every node")]
     ClusterSecrets,
+    #[error("{setting} is {length} bytes: a configured secret must be at least {SECRET_BYTES_MIN} bytes (e.g. `head -c 32 /dev/urandom | xxd -p -c 64`)")]
+    WeakSecret {
+        setting: &'static str,
+        length: usize,
+    },
     #[error("{0}")]
     Cluster(#[from] ClusterError),
     #[error("opening the order store: {0}")]
@@ -51,7 +56,24 @@ pub struct Credentials {
     pub generated: Vec<String>,
 }
 
+/// Shortest configured secret accepted: a guessable admin token or JWT secret hands the sale to
+/// whoever guesses it (generated ones are 32 random bytes).
+pub const SECRET_BYTES_MIN: usize = 32;
+
 pub fn credentials(settings: &Settings) -> Result<Credentials, StartError> {
+    for (setting, value) in [
+        ("admin_token", &settings.admin_token),
+        ("jwt_secret", &settings.jwt_secret),
+    ] {
+        if let Some(value) = value.as_deref().filter(|value| !value.is_empty()) {
+            if value.len() < SECRET_BYTES_MIN {
+                return Err(StartError::WeakSecret {
+                    setting,
+                    length: value.len(),
+                });
+            }
+        }
+    }
     let data_dir_error = |source| StartError::DataDir {
         path: settings.data_dir.display().to_string(),
         source,

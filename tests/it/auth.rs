@@ -164,3 +164,35 @@ async fn a_buyer_cannot_see_or_touch_another_buyers_order() {
         "only its buyer pays"
     );
 }
+
+/// A configured secret shorter than 32 bytes is refused at start-up, naming the setting.
+#[tokio::test]
+async fn short_configured_secrets_are_refused_at_start() {
+    for (admin, jwt, named) in [
+        (
+            "short-admin",
+            "a-jwt-secret-that-is-long-enough-32",
+            "admin_token",
+        ),
+        (
+            "an-admin-token-that-is-long-enough-32",
+            "short",
+            "jwt_secret",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::harness::test_settings(dir.path());
+        settings.admin_token = Some(admin.into());
+        settings.jwt_secret = Some(jwt.into());
+        match flashsale::app::App::build(&settings).await {
+            Ok(_) => panic!("started with a short {named}"),
+            Err(error) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains(named) && message.contains("32"),
+                    "{message}"
+                );
+            }
+        }
+    }
+}

@@ -33,8 +33,8 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
-        admin_token: Some("test-admin-token".into()),
-        jwt_secret: Some("test-jwt-secret".into()),
+        admin_token: Some("test-admin-token-of-at-least-32-bytes".into()),
+        jwt_secret: Some("test-jwt-secret-of-at-least-32-bytes".into()),
         buyer_requests_per_sec: 0,
         expiry_sweep_interval_ms: 100,
         ..Settings::default()

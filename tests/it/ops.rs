@@ -130,7 +130,10 @@ async fn a_node_over_capacity_sheds_with_503_and_retry_after() {
         assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE);
         ops_shed += usize::from(status == StatusCode::SERVICE_UNAVAILABLE);
     }
-    assert!(ops_shed > 0, "operations routes shed under overload as well");
+    assert!(
+        ops_shed > 0,
+        "operations routes shed under overload as well"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

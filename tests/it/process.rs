@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::harness::{http_client, send, HttpClient};
 
-pub const ADMIN: &str = "process-admin";
-pub const SECRET: &str = "process-secret";
+pub const ADMIN: &str = "process-admin-token-of-at-least-32-bytes";
+pub const SECRET: &str = "process-jwt-secret-of-at-least-32-bytes";
 
 pub struct Server {
     pub child: Child,
