@@ -241,8 +241,25 @@ fn check_keys(history: &[Operation], violations: &mut Vec<String>) {
             ));
         }
     }
-    // A winning key retried later must not be refused as if it had never won.
-    let mut won: HashSet<(&str, &str)> = HashSet::new();
+    // A winning key retried after its win was known must not be refused as if it had never won.
+    // (A double-click decided before its twin won may be refused: the server saw it first.)
+    let mut won_at: HashMap<(&str, &str, &str), u64> = HashMap::new();
+    for operation in history {
+        if let (
+            Action::Purchase {
+                key: Some(key),
+                sale_id,
+                ..
+            },
+            Some(200 | 201),
+        ) = (&operation.action, operation.answer.status())
+        {
+            let at = won_at
+                .entry((operation.buyer.as_str(), sale_id.as_str(), key.as_str()))
+                .or_insert(operation.answered_ms);
+            *at = (*at).min(operation.answered_ms);
+        }
+    }
     for operation in history {
         let Action::Purchase {
             key: Some(key),
@@ -252,18 +269,14 @@ fn check_keys(history: &[Operation], violations: &mut Vec<String>) {
         else {
             continue;
         };
-        match operation.answer.status() {
-            Some(200 | 201) => {
-                won.insert((key.as_str(), sale_id.as_str()));
-            }
-            Some(409) if won.contains(&(key.as_str(), sale_id.as_str())) => {
-                violations.push(format!(
-                    "sale {sale_id}: {}'s winning key {key} was refused on a retry: {}",
-                    operation.buyer,
-                    operation.answer.code()
-                ))
-            }
-            _ => {}
+        let won = won_at.get(&(operation.buyer.as_str(), sale_id.as_str(), key.as_str()));
+        if operation.answer.status() == Some(409) && won.is_some_and(|at| operation.sent_ms > *at) {
+            violations.push(format!(
+                "sale {sale_id}: {}'s key {key} won, then a retry sent {} ms later was refused: {}",
+                operation.buyer,
+                operation.sent_ms - won.copied().unwrap_or(0),
+                operation.answer.code()
+            ));
         }
     }
 }

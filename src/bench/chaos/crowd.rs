@@ -108,6 +108,7 @@ impl Crowd {
                 node,
                 hang_up,
                 sent_ms,
+                answered_ms: self.started.elapsed().as_millis() as u64,
                 answer: answer.clone(),
             });
             if answer.status() == Some(401) {

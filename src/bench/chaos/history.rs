@@ -27,8 +27,10 @@ pub struct Operation {
     pub action: Action,
     pub node: usize,
     pub hang_up: HangUp,
-    /// Milliseconds since the crowd started.
+    /// Milliseconds since the crowd started, when it was sent and when its answer (or the lack
+    /// of one) was known.
     pub sent_ms: u64,
+    pub answered_ms: u64,
     pub answer: Answer,
 }
 
