@@ -93,6 +93,23 @@ impl ApiError {
         )
     }
 
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    }
+
+    /// A body axum could not read: too large, or not readable.
+    pub fn unreadable_body(rejection: &axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::payload_too_large()
+        } else {
+            Self::invalid("body", rejection.body_text())
+        }
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     }
@@ -226,4 +243,20 @@ pub fn forbidden() -> ApiError {
         "forbidden",
         "these credentials may not do this",
     )
+}
+
+/// A created resource's reply (`201`). The success statuses live here too, so this file is the
+/// one place that knows status codes.
+pub fn created<T>(body: T) -> (StatusCode, axum::Json<T>) {
+    (StatusCode::CREATED, axum::Json(body))
+}
+
+/// A purchase's reply: `201` for a new order, `200` for the order a repeated key made.
+pub fn purchased<T>(created: bool, body: T) -> (StatusCode, axum::Json<T>) {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body))
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{forbidden, ApiError};
@@ -89,13 +89,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 async fn body_bytes(request: Request, state: &Arc<AppState>) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state)
         .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large()
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })
+        .map_err(|rejection| ApiError::unreadable_body(&rejection))
 }
 
 /// An HTTP/1.1 request without `Content-Length` or `Transfer-Encoding`, or with a length of 0,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::error::ApiError;
+use super::error::{created, purchased, ApiError};
 use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
 use super::wire::{
     AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody, SaleList,
@@ -33,7 +33,7 @@ pub async fn create_sale(
 ) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
     principal.admin()?;
     let view = state.service.create_sale(request.into_draft()?).await?;
-    Ok((StatusCode::CREATED, Json(SaleBody::from(&view))))
+    Ok(created(SaleBody::from(&view)))
 }
 
 #[utoipa::path(get, path = "/api/v1/sales", tag = "sales",
@@ -103,14 +103,14 @@ pub async fn purchase(
     }
     .await;
     match outcome {
-        Ok(purchased) => {
-            let (status, label) = if purchased.created {
-                (StatusCode::CREATED, "created")
+        Ok(purchase) => {
+            let label = if purchase.created {
+                "created"
             } else {
-                (StatusCode::OK, "repeated")
+                "repeated"
             };
             state.metrics.record_purchase(label);
-            (status, Json(OrderBody::from(&purchased.order))).into_response()
+            purchased(purchase.created, OrderBody::from(&purchase.order)).into_response()
         }
         Err(error) => {
             state.metrics.record_purchase(error.code);
