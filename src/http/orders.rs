@@ -15,7 +15,7 @@ const PAGE_LIMIT_DEFAULT: usize = 50;
 const PAGE_LIMIT_MAX: usize = 500;
 
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     security(("buyer" = []), ("admin" = [])),
     responses(
         (status = 200, description = "The order", body = OrderBody),
@@ -33,9 +33,10 @@ pub async fn show_order(
 
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
     params(
-        ("sale_id" = Option<String>, Query, description = "Only this sale's orders"),
-        ("limit" = Option<usize>, Query, description = "1 to 500; default 50"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("sale_id" = Option<String>, Query, max_length = 64, description = "Only this sale's orders"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "1 to 500; default 50"),
+        ("cursor" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$",
+            description = "next_cursor of the previous page"),
     ),
     security(("buyer" = []), ("admin" = [])),
     responses(
@@ -76,7 +77,7 @@ pub async fn list_orders(
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/pay", tag = "orders",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     security(("buyer" = [])),
     responses(
         (status = 200, description = "Paid (paying again returns it unchanged)", body = OrderBody),
@@ -95,7 +96,7 @@ pub async fn pay(
 }
 
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     security(("buyer" = []), ("admin" = [])),
     responses(
         (status = 200, description = "Cancelled, its stock back on sale (cancelling again returns it unchanged)", body = OrderBody),

@@ -46,7 +46,7 @@ pub async fn list_sales(State(state): State<Arc<AppState>>) -> Result<Json<SaleL
 }
 
 #[utoipa::path(get, path = "/api/v1/sales/{sale_id}", tag = "sales",
-    params(("sale_id" = String, Path)),
+    params(("sale_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     responses(
         (status = 200, description = "The sale", body = SaleBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
@@ -61,8 +61,9 @@ pub async fn show_sale(
 
 #[utoipa::path(post, path = "/api/v1/sales/{sale_id}/purchase", tag = "purchase",
     params(
-        ("sale_id" = String, Path),
+        ("sale_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$"),
         ("Idempotency-Key" = Option<String>, Header,
+            min_length = 1, max_length = 128, pattern = r"^[!-~]([ -~]*[!-~])?$",
             description = "1 to 128 printable ASCII characters; scope (buyer, sale, key)"),
     ),
     request_body(content = Option<PurchaseRequest>, description = "Optional; quantity defaults to 1"),
@@ -120,7 +121,7 @@ pub async fn purchase(
 }
 
 #[utoipa::path(get, path = "/api/v1/sales/{sale_id}/audit", tag = "sales",
-    params(("sale_id" = String, Path)),
+    params(("sale_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     security(("admin" = [])),
     responses(
         (status = 200, description = "Stock and order quantities, checked against each other", body = AuditBody),

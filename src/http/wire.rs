@@ -11,15 +11,20 @@ use crate::service::{Audit, SaleView};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSaleRequest {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, not all blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// At most 2000 characters; default "".
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub stock: i64,
     /// 1 to 100; default 1.
+    #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: Option<i64>,
     /// At least 0; default 0.
+    #[schema(minimum = 0)]
     pub price_cents: Option<i64>,
     /// RFC 3339. In the past: the sale is live at once.
     #[schema(format = DateTime)]
@@ -28,6 +33,7 @@ pub struct CreateSaleRequest {
     #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     /// 1 to 86,400; default 900.
+    #[schema(minimum = 1, maximum = 86_400)]
     pub payment_window_secs: Option<i64>,
 }
 
@@ -58,8 +64,8 @@ impl CreateSaleRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
-    /// Units to buy, all or nothing: 1 to the sale's per-user limit; default 1.
-    #[schema(value_type = Option<i64>)]
+    /// Units to buy, all or nothing: 1 to the sale's per-user limit (at most 100); default 1.
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub quantity: Option<serde_json::Number>,
 }
 

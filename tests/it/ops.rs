@@ -195,3 +195,43 @@ async fn shutdown_answers_what_was_received_and_keeps_it() {
         again.body
     );
 }
+
+/// The served OpenAPI document states each field's limits, so that a client generated from it
+/// sends only requests the server accepts.
+#[tokio::test]
+async fn the_openapi_document_states_the_limits_of_every_field() {
+    let server = TestServer::start().await;
+    let document = server.get("/api/openapi.json", None).await.body;
+    let create = &document["components"]["schemas"]["CreateSaleRequest"];
+    assert_eq!(create["additionalProperties"], json!(false));
+    let field = |name: &str| &create["properties"][name];
+    assert_eq!(field("name")["minLength"], json!(1));
+    assert_eq!(field("name")["maxLength"], json!(200));
+    assert_eq!(field("description")["maxLength"], json!(2000));
+    assert_eq!(field("stock")["minimum"], json!(1));
+    assert_eq!(field("stock")["maximum"], json!(1_000_000_000));
+    assert_eq!(field("per_user_limit")["maximum"], json!(100));
+    assert_eq!(field("price_cents")["minimum"], json!(0));
+    assert_eq!(field("payment_window_secs")["maximum"], json!(86_400));
+    let purchase = &document["paths"]["/api/v1/sales/{sale_id}/purchase"]["post"];
+    let parameter = |name: &str| {
+        purchase["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|parameter| parameter["name"] == json!(name))
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(parameter("sale_id")["maxLength"], json!(64));
+    assert_eq!(parameter("Idempotency-Key")["maxLength"], json!(128));
+    let listing = &document["paths"]["/api/v1/orders"]["get"]["parameters"];
+    let limit = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == json!("limit"))
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"], json!(1));
+    assert_eq!(limit["schema"]["maximum"], json!(500));
+}
