@@ -131,7 +131,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJsonBody<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(None));
         }
-        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+        // The JSON `null` is no body either (the document says the body may be null).
+        parse_json::<Option<T>>(&bytes).map(OptionalJsonBody)
     }
 }
 

@@ -11,7 +11,8 @@ use axum::Json;
 use super::error::{created, purchased, ApiError};
 use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
 use super::wire::{
-    AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody, SaleList,
+    whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody,
+    SaleList,
 };
 use super::AppState;
 use crate::auth::Principal;
@@ -93,7 +94,7 @@ pub async fn purchase(
         let OptionalJsonBody(request) = body?;
         let quantity = match request.and_then(|request| request.quantity) {
             None => 1,
-            Some(number) => number.as_i64().ok_or_else(ApiError::invalid_quantity)?,
+            Some(number) => whole_number(&number).ok_or_else(ApiError::invalid_quantity)?,
         };
         Ok::<_, ApiError>(
             state

@@ -8,6 +8,33 @@ use super::error::ApiError;
 use crate::domain::{Order, SaleDraft};
 use crate::service::{Audit, SaleView};
 
+/// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
+/// alike (a client generated from the document may send either).
+pub fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && value.abs() < 9.0e18)
+            .map(|value| value as i64)
+    })
+}
+
+fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    whole_number(&number).ok_or_else(|| serde::de::Error::custom("must be a whole number"))
+}
+
+fn optional_whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(number) => whole_number(&number)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("must be a whole number")),
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSaleRequest {
@@ -19,12 +46,15 @@ pub struct CreateSaleRequest {
     pub description: Option<String>,
     /// 1 to 1,000,000,000.
     #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "whole")]
     pub stock: i64,
     /// 1 to 100; default 1.
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "optional_whole")]
     pub per_user_limit: Option<i64>,
     /// At least 0; default 0.
     #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "optional_whole")]
     pub price_cents: Option<i64>,
     /// RFC 3339. In the past: the sale is live at once.
     #[schema(format = DateTime)]
@@ -34,6 +64,7 @@ pub struct CreateSaleRequest {
     pub ends_at: Option<String>,
     /// 1 to 86,400; default 900.
     #[schema(minimum = 1, maximum = 86_400)]
+    #[serde(default, deserialize_with = "optional_whole")]
     pub payment_window_secs: Option<i64>,
 }
 
