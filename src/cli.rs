@@ -111,6 +111,14 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sold_out_recheck_ms: Option<u64>,
+    /// Cluster: replicas that must confirm an order (Redis WAIT) before its 201 (0: off).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_replicas_ack: Option<u32>,
+    /// Cluster: longest wait for those replicas, in ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_replicas_ack_timeout_ms: Option<u64>,
     /// Requests handled at once; beyond it 503 overloaded.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -46,6 +46,13 @@ pub struct Settings {
     /// Cluster: longest time a local sold-out mark refuses without asking Redis (0: no local
     /// fast path); returned stock normally clears it at once by pub/sub.
     pub sold_out_recheck_ms: u64,
+    /// Cluster: replicas that must confirm an order (Redis `WAIT`) before its `201` (0: off).
+    /// Without it, failing over to an asynchronously replicated replica can lose acknowledged
+    /// orders not yet in PostgreSQL; with it, a purchase the replicas did not confirm in time
+    /// answers `503` (the order exists; a retry with the same key returns it).
+    pub redis_replicas_ack: u32,
+    /// Cluster: longest wait for those replicas, in ms.
+    pub redis_replicas_ack_timeout_ms: u64,
     /// Requests handled at once; beyond it `503 overloaded` with `Retry-After`.
     pub max_in_flight: usize,
     /// Longest time a request may take before `503 overloaded`.
@@ -84,6 +91,8 @@ impl Default for Settings {
             queue_batch_max: 1024,
             queue_claim_idle_ms: 10_000,
             sold_out_recheck_ms: 1000,
+            redis_replicas_ack: 0,
+            redis_replicas_ack_timeout_ms: 1000,
             max_in_flight: 8192,
             request_timeout_ms: 10_000,
             buyer_requests_per_sec: 50,
@@ -115,6 +124,11 @@ impl fmt::Debug for Settings {
             .field("queue_batch_max", &self.queue_batch_max)
             .field("queue_claim_idle_ms", &self.queue_claim_idle_ms)
             .field("sold_out_recheck_ms", &self.sold_out_recheck_ms)
+            .field("redis_replicas_ack", &self.redis_replicas_ack)
+            .field(
+                "redis_replicas_ack_timeout_ms",
+                &self.redis_replicas_ack_timeout_ms,
+            )
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
@@ -130,7 +144,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 25] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -144,6 +158,8 @@ const KEYS: [&str; 23] = [
     "queue_batch_max",
     "queue_claim_idle_ms",
     "sold_out_recheck_ms",
+    "redis_replicas_ack",
+    "redis_replicas_ack_timeout_ms",
     "max_in_flight",
     "request_timeout_ms",
     "buyer_requests_per_sec",

@@ -76,6 +76,8 @@ impl Cluster {
                 key_prefix: settings.redis_key_prefix.clone(),
                 sold_out_recheck: Duration::from_millis(settings.sold_out_recheck_ms),
                 response_timeout: REDIS_RESPONSE_TIMEOUT,
+                replicas_ack: settings.redis_replicas_ack,
+                replicas_ack_timeout: Duration::from_millis(settings.redis_replicas_ack_timeout_ms),
                 time_from_caller,
             },
             Arc::clone(&metrics),

@@ -814,3 +814,84 @@ async fn a_node_refuses_a_redis_that_can_lose_acknowledged_orders() {
     settings.redis_require_durable = true;
     assert!(flashsale::app::App::build(&settings).await.is_ok());
 }
+
+/// With `redis_replicas_ack`, a purchase is reserved only once a replica has it (Redis `WAIT`);
+/// with no replica to confirm, it answers unavailable (the order exists, a keyed retry finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_acknowledgement_waits_for_a_replica() {
+    let Some(prefix) = crate::services::KeyPrefix::new() else {
+        return;
+    };
+    use flashsale::gate::{
+        GateDecision, GateError, RedisGate, RedisGateOptions, Reservation, StockGate,
+    };
+    // Replicas sync at once (by default a primary waits 5 s for more replicas to sync together).
+    let primary = PrivateRedis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
+    let key_prefix = prefix.prefix.clone();
+    let gate = |url: String, replicas_ack| async move {
+        RedisGate::connect(
+            RedisGateOptions {
+                url,
+                key_prefix,
+                sold_out_recheck: Duration::from_millis(1000),
+                response_timeout: Duration::from_secs(5),
+                replicas_ack,
+                replicas_ack_timeout: Duration::from_millis(300),
+                time_from_caller: false,
+            },
+            Arc::new(flashsale::metrics::Metrics::default()),
+        )
+        .await
+        .unwrap()
+    };
+    let now = jiff::Timestamp::now();
+    let sale = flashsale::domain::SaleDraft {
+        name: "Replicated".into(),
+        stock: 10,
+        starts_at: now - jiff::SignedDuration::from_secs(60),
+        ..flashsale::domain::SaleDraft::default()
+    }
+    .validate(flashsale::domain::SaleId::generate(), now)
+    .unwrap();
+    let reservation = |buyer: &str| Reservation {
+        order: flashsale::domain::Order {
+            id: flashsale::domain::OrderId::generate(),
+            sale_id: sale.id.clone(),
+            user_id: flashsale::domain::UserId::parse(buyer).unwrap(),
+            quantity: 1,
+            status: flashsale::domain::OrderStatus::PendingPayment,
+            created_at: now,
+            expires_at: now + jiff::SignedDuration::from_secs(900),
+            paid_at: None,
+            idempotency_key: None,
+        },
+        per_user_limit: 1,
+        payment_window_secs: 900,
+    };
+    let alone = gate(primary.url(), 1).await;
+    alone.open_sale(&sale).await.unwrap();
+    assert!(
+        matches!(
+            alone.reserve(&reservation("no-replica")).await,
+            Err(GateError::Unavailable(_))
+        ),
+        "no replica confirmed: not acknowledged"
+    );
+    let port = primary.port.to_string();
+    let _replica = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+    let confirmed = eventually(Duration::from_secs(20), || async {
+        matches!(
+            alone
+                .reserve(&reservation(&format!("b{}", rand_suffix())))
+                .await,
+            Ok(GateDecision::Reserved { .. })
+        )
+    })
+    .await;
+    assert!(confirmed, "a replica in sync confirms the order");
+}
+
+fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -288,6 +288,8 @@ fn redis_gate(prefix: &KeyPrefix, time_from_caller: bool) -> RedisGateOptions {
         key_prefix: prefix.prefix.clone(),
         sold_out_recheck: Duration::from_millis(1000),
         response_timeout: Duration::from_secs(5),
+        replicas_ack: 0,
+        replicas_ack_timeout: Duration::from_secs(1),
         time_from_caller,
     }
 }

@@ -28,6 +28,10 @@ pub struct RedisGateOptions {
     /// the local fast path off.
     pub sold_out_recheck: Duration,
     pub response_timeout: Duration,
+    /// Replicas that must confirm a reserved order (`WAIT`) before it counts as reserved (0: off),
+    /// and how long to wait for them.
+    pub replicas_ack: u32,
+    pub replicas_ack_timeout: Duration,
     /// Whether the purchase script takes "now" from the reservation (the node's clock: tests
     /// give their nodes one manual clock) instead of Redis's own clock, one for every node.
     pub time_from_caller: bool,
@@ -40,6 +44,8 @@ pub struct RedisGate {
     release: Script,
     restore: Script,
     time_from_caller: bool,
+    replicas_ack: u32,
+    replicas_ack_timeout: Duration,
     sold_out: Arc<SoldOutCache>,
     metrics: Arc<Metrics>,
     listener: tokio::task::JoinHandle<()>,
@@ -120,6 +126,8 @@ impl RedisGate {
             release: Script::new(include_str!("release.lua")),
             restore: Script::new(include_str!("restore.lua")),
             time_from_caller: options.time_from_caller,
+            replicas_ack: options.replicas_ack,
+            replicas_ack_timeout: options.replicas_ack_timeout,
             sold_out,
             metrics,
             listener,
@@ -261,6 +269,28 @@ impl RedisGate {
         owner.map(|text| order_id(Some(&text))).transpose()
     }
 
+    /// Waits until `replicas_ack` replicas have every write this connection made, so that a
+    /// failover to one of them keeps the order. Fewer in time: unavailable (the order exists
+    /// and is persisted; a retry with its key returns it).
+    async fn replicated(&self, connection: &mut ConnectionManager) -> Result<(), GateError> {
+        if self.replicas_ack == 0 {
+            return Ok(());
+        }
+        let confirmed: u32 = redis::cmd("WAIT")
+            .arg(self.replicas_ack)
+            .arg(u64::try_from(self.replicas_ack_timeout.as_millis()).unwrap_or(u64::MAX))
+            .query_async(connection)
+            .await
+            .map_err(unavailable)?;
+        if confirmed < self.replicas_ack {
+            return Err(GateError::Unavailable(format!(
+                "Redis: {confirmed} of {} replicas confirmed the order in time",
+                self.replicas_ack
+            )));
+        }
+        Ok(())
+    }
+
     /// Refused from memory: this node saw the sale sold out a moment ago. A retry of a key that
     /// won is still answered with its order (one lookup, far cheaper than the script).
     async fn sold_out_here(&self, order: &crate::domain::Order) -> Result<GateDecision, GateError> {
@@ -391,6 +421,7 @@ impl StockGate for RedisGate {
                                 "Redis: the purchase script gave no time: {reply:?}"
                             ))
                         })?;
+                    self.replicated(&mut connection).await?;
                     Ok(GateDecision::Reserved { created_at })
                 }
                 Some("sold_out") => {

@@ -169,6 +169,8 @@ mod cluster {
                 key_prefix: prefix.prefix.clone(),
                 sold_out_recheck: Duration::from_millis(1000),
                 response_timeout: Duration::from_secs(5),
+                replicas_ack: 0,
+                replicas_ack_timeout: Duration::from_secs(1),
                 // The cases give every gate its time in the reservation, as a manual clock would.
                 time_from_caller: true,
             },
