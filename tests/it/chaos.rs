@@ -1,6 +1,6 @@
 //! A short `flashsale bench chaos` run on each backend, through the real binary: the embedded
-//! server killed with SIGKILL and restarted twice; two cluster nodes, one killed and restarted,
-//! and their Redis killed and restarted from its AOF. Each must end with zero violations of the
+//! server killed with SIGKILL and restarted twice; two cluster nodes, killed and restarted, their
+//! Redis killed and restarted from its AOF, and their PostgreSQL stalled. Each must end with zero violations of the
 //! checker (stock conserved everywhere, no unit sold twice, every acknowledged order and
 //! transition kept, every returned unit sold again once, winning keys answered with their order,
 //! no buyer over the limit, no 5xx but 503). Fixed seeds, so a failure replays.
@@ -39,7 +39,7 @@ async fn chaos_on_the_embedded_server_with_kill_dash_nine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_on_two_cluster_nodes_with_a_node_kill_and_a_redis_restart() {
+async fn chaos_on_two_cluster_nodes_with_node_kills_a_redis_restart_and_a_postgres_stall() {
     let Some(url) = database_url() else {
         return;
     };

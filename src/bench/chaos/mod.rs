@@ -1,7 +1,8 @@
 //! `flashsale bench chaos`: a crowd that behaves like a real one (it hangs up, retries,
 //! double-clicks, pays and cancels against the expiry, carries tokens that run out) against the
 //! embedded server or cluster nodes, while a fault schedule hurts the deployment (kill -9 and
-//! restart of the embedded server; of a cluster node; of Redis, back from its AOF). It records
+//! restart of the embedded server; of a cluster node; of Redis, back from its AOF; a stall of
+//! PostgreSQL). It records
 //! every operation and what came back, then checks the contract's promises from that history
 //! and the server's own records. A seed replays the same client schedule and fault times.
 
@@ -21,7 +22,7 @@ use serde_json::json;
 use self::checker::{AuditSeen, Listed, Records};
 use self::crowd::{Crowd, SaleSpec};
 use self::history::History;
-use self::processes::{Node, PrivateRedis};
+use self::processes::{through_proxy, Node, PausableProxy, PrivateRedis};
 use self::wire::{exchange, Answer, HangUp, Request};
 use crate::auth::TokenMinter;
 use crate::bench::SplitMix64;
@@ -64,6 +65,8 @@ fn random_hex(random: &mut SplitMix64) -> String {
 struct Deployment {
     nodes: Vec<Node>,
     redis: Option<PrivateRedis>,
+    /// Between the nodes and PostgreSQL, so the run can make PostgreSQL stall.
+    postgres_proxy: Option<PausableProxy>,
     /// The PostgreSQL schema to drop at the end: (url, schema).
     schema: Option<(String, String)>,
     addresses: Vec<SocketAddr>,
@@ -84,6 +87,7 @@ impl Deployment {
             return Ok(Self {
                 nodes: Vec::new(),
                 redis: None,
+                postgres_proxy: None,
                 schema: None,
                 addresses: options.targets.clone(),
                 admin_token,
@@ -110,6 +114,7 @@ impl Deployment {
         let mut environment = Vec::new();
         let mut redis = None;
         let mut schema = None;
+        let mut postgres_proxy = None;
         let count = if options.cluster_nodes == 0 {
             1
         } else {
@@ -119,9 +124,15 @@ impl Deployment {
                 .ok_or_else(|| ChaosError::Usage("a cluster run needs --database-url".into()))?;
             let private = PrivateRedis::start(base.join("redis")).await?;
             let name = format!("chaos_{}", &run[..16]);
+            let port = processes::free_port()?;
+            let (proxied, upstream) = through_proxy(&database_url, port)
+                .ok_or_else(|| ChaosError::Usage("--database-url must be postgres://…".into()))?;
+            let proxy = PausableProxy::start(upstream).await?;
+            let proxied = proxied.replace(&format!(":{port}"), &format!(":{}", proxy.port));
+            postgres_proxy = Some(proxy);
             environment = vec![
                 ("FLASHSALE_REDIS_URL".to_owned(), private.url()),
-                ("FLASHSALE_DATABASE_URL".to_owned(), database_url.clone()),
+                ("FLASHSALE_DATABASE_URL".to_owned(), proxied),
                 ("FLASHSALE_REDIS_KEY_PREFIX".to_owned(), name.clone()),
                 ("FLASHSALE_DATABASE_SCHEMA".to_owned(), name.clone()),
                 (
@@ -148,6 +159,7 @@ impl Deployment {
         Ok(Self {
             nodes,
             redis,
+            postgres_proxy,
             schema,
             addresses,
             admin_token,
@@ -158,6 +170,7 @@ impl Deployment {
     async fn cleanup(&mut self) {
         self.nodes.clear();
         self.redis = None;
+        self.postgres_proxy = None;
         if let Some((url, schema)) = self.schema.take() {
             if let Ok((client, connection)) =
                 tokio_postgres::connect(&url, tokio_postgres::NoTls).await
@@ -176,6 +189,7 @@ impl Deployment {
 enum Fault {
     KillNode { node: usize },
     KillRedis,
+    PausePostgres,
 }
 
 fn schedule(
@@ -211,6 +225,11 @@ fn schedule(
             at(random, 35, 50),
             Duration::from_millis(200 + random.below(400)),
             Fault::KillRedis,
+        ));
+        faults.push((
+            at(random, 75, 85),
+            Duration::from_millis(1000 + random.below(1500)),
+            Fault::PausePostgres,
         ));
     }
     faults.sort_by_key(|(at, ..)| *at);
@@ -317,6 +336,18 @@ async fn hurt(
                             .err()
                             .map(|e| format!(" (FAILED: {e})"))
                             .unwrap_or_default()
+                    ));
+                }
+            }
+            Fault::PausePostgres => {
+                if let Some(proxy) = deployment.postgres_proxy.as_ref() {
+                    proxy.pause(true);
+                    tokio::time::sleep(down).await;
+                    proxy.pause(false);
+                    done.push(format!(
+                        "{:>6} ms: PostgreSQL paused for {} ms",
+                        at.as_millis(),
+                        down.as_millis()
                     ));
                 }
             }

@@ -179,3 +179,91 @@ impl Drop for PrivateRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that the run can pause: while paused, bytes stop flowing
+/// both ways and new connections wait, as when the database host stalls or the network drops.
+pub struct PausableProxy {
+    pub port: u16,
+    paused: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PausableProxy {
+    pub async fn start(upstream: String) -> Result<Self, ChaosError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(ChaosError::Io)?;
+        let port = listener.local_addr().map_err(ChaosError::Io)?.port();
+        let paused = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let flag = std::sync::Arc::clone(&paused);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, flag) = (upstream.clone(), flag.subscribe());
+                tokio::spawn(async move {
+                    let mut ready = flag.clone();
+                    let _ = ready.wait_for(|paused| !*paused).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            forward(client_read, server_write, flag.clone()),
+                            forward(server_read, client_write, flag)
+                        );
+                    }
+                });
+            }
+        });
+        Ok(Self { port, paused, task })
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+}
+
+impl Drop for PausableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 || paused.wait_for(|paused| !*paused).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `postgres://user@host:port/db?…` with its host and port replaced by `127.0.0.1:port`, and the
+/// original `host:port` (for the proxy to reach).
+pub fn through_proxy(url: &str, port: u16) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (user, rest) = match rest.split_once('@') {
+        Some((user, rest)) => (format!("{user}@"), rest),
+        None => (String::new(), rest),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let upstream = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:5432")
+    };
+    Some((
+        format!("{scheme}://{user}127.0.0.1:{port}{}", &rest[end..]),
+        upstream,
+    ))
+}
