@@ -443,44 +443,41 @@ async fn list_orders(deployment: &Deployment, sale_id: &str) -> Result<Vec<Liste
     }
 }
 
+/// One unit of `sale` for a fresh buyer, on `node`.
+async fn buy_one(node: SocketAddr, sale: &SaleSpec, buyer: &str, minter: &TokenMinter) -> Answer {
+    let token = minter.mint(buyer, jiff::Timestamp::now().as_second() + 3600);
+    let path = format!("/api/v1/sales/{}/purchase", sale.id);
+    let request = Request {
+        method: "POST",
+        path: &path,
+        bearer: Some(&token),
+        idempotency_key: None,
+        body: None,
+    };
+    exchange(node, &request, HangUp::Never).await
+}
+
 /// Buys the whole remaining stock with fresh buyers, one unit each, then one more (`sold_out`).
+/// A sale that has ended sells nothing: its one purchase must be refused `sale_ended`.
 async fn buy_back(
     deployment: &Deployment,
     sale: &SaleSpec,
     remaining: u64,
     minter: &TokenMinter,
 ) -> (u64, bool) {
-    let expires = jiff::Timestamp::now().as_second() + 3600;
-    // A sale that has ended sells nothing: its one purchase must be refused `sale_ended`.
+    let nodes = &deployment.addresses;
     if sale
         .ends_at
         .is_some_and(|ends_at| ends_at <= jiff::Timestamp::now())
     {
-        let token = minter.mint(&format!("final-{}", sale.id), expires);
-        let path = format!("/api/v1/sales/{}/purchase", sale.id);
-        let request = Request {
-            method: "POST",
-            path: &path,
-            bearer: Some(&token),
-            idempotency_key: None,
-            body: None,
-        };
-        let answer = exchange(deployment.addresses[0], &request, HangUp::Never).await;
+        let answer = buy_one(nodes[0], sale, &format!("final-{}", sale.id), minter).await;
         return (remaining, answer.code() == "sale_ended");
     }
     let mut bought = 0;
     for index in 0..=remaining {
-        let token = minter.mint(&format!("final-{}-{index}", sale.id), expires);
-        let path = format!("/api/v1/sales/{}/purchase", sale.id);
-        let request = Request {
-            method: "POST",
-            path: &path,
-            bearer: Some(&token),
-            idempotency_key: None,
-            body: None,
-        };
-        let node = deployment.addresses[index as usize % deployment.addresses.len()];
-        let answer = exchange(node, &request, HangUp::Never).await;
+        let node = nodes[index as usize % nodes.len()];
+        let buyer = format!("final-{}-{index}", sale.id);
+        let answer = buy_one(node, sale, &buyer, minter).await;
         match answer.status() {
             Some(201) => bought += 1,
             Some(409) if answer.code() == "sold_out" => return (bought, index == remaining),
