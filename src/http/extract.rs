@@ -176,3 +176,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         )))
     }
 }
+
+/// Most items one page of a listing may ask for (`?limit=`).
+pub const PAGE_LIMIT_MAX: usize = 500;
+
+/// A listing's `?limit=`: a whole number from 1 to 500.
+pub fn page_limit(text: &str) -> Result<usize, ApiError> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|limit| (1..=PAGE_LIMIT_MAX).contains(limit))
+        .ok_or_else(|| ApiError::invalid("limit", "limit must be a whole number from 1 to 500"))
+}

@@ -6,13 +6,12 @@ use axum::extract::{Query, State};
 use axum::Json;
 
 use super::error::ApiError;
-use super::extract::PathId;
+use super::extract::{page_limit, PathId};
 use super::wire::{ErrorBody, OrderBody, OrderPageBody, OrdersQuery};
 use super::AppState;
 use crate::auth::Principal;
 
 const PAGE_LIMIT_DEFAULT: usize = 50;
-const PAGE_LIMIT_MAX: usize = 500;
 
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders",
     params(("order_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
@@ -53,13 +52,7 @@ pub async fn list_orders(
         query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => PAGE_LIMIT_DEFAULT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|limit| (1..=PAGE_LIMIT_MAX).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", "limit must be a whole number from 1 to 500")
-            })?,
+        Some(text) => page_limit(text)?,
     };
     let page = state
         .service

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{created, purchased, ApiError};
-use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
+use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
 use super::wire::{
     whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody,
-    SaleList,
+    SaleList, SalesQuery,
 };
 use super::AppState;
 use crate::auth::Principal;
@@ -38,11 +38,27 @@ pub async fn create_sale(
 }
 
 #[utoipa::path(get, path = "/api/v1/sales", tag = "sales",
-    responses((status = 200, description = "Every sale, newest first", body = SaleList)))]
-pub async fn list_sales(State(state): State<Arc<AppState>>) -> Result<Json<SaleList>, ApiError> {
-    let sales = state.service.sales().await?;
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500,
+            description = "1 to 500: one page of sales and a next_cursor; without it, every sale"),
+        ("cursor" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$",
+            description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Sales, newest first", body = SaleList),
+        (status = 400, description = "invalid_request (limit or cursor)", body = ErrorBody),
+    ))]
+pub async fn list_sales(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<SalesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SaleList>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
+    let limit = query.limit.as_deref().map(page_limit).transpose()?;
+    let page = state.service.sales(limit, query.cursor.as_deref()).await?;
     Ok(Json(SaleList {
-        sales: sales.iter().map(SaleBody::from).collect(),
+        sales: page.sales.iter().map(SaleBody::from).collect(),
+        next_cursor: limit.map(|_| page.next.map(|id| id.to_string())),
     }))
 }
 

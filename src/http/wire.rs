@@ -144,6 +144,17 @@ impl From<&SaleView> for SaleBody {
 #[derive(Serialize, ToSchema)]
 pub struct SaleList {
     pub sales: Vec<SaleBody>,
+    /// Only when `limit` was given: pass as `cursor` for the next page; null on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub next_cursor: Option<Option<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SalesQuery {
+    /// 1 to 500; without it, every sale.
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -107,6 +107,12 @@ pub struct Audit {
     pub consistent: bool,
 }
 
+pub struct SalePage {
+    pub sales: Vec<SaleView>,
+    /// The last sale of a page with more after it: pass it back to get the next one.
+    pub next: Option<SaleId>,
+}
+
 pub struct OrderPage {
     pub orders: Vec<Order>,
     /// The last order of a full page: pass it back to get the next one.
@@ -191,16 +197,40 @@ impl Service {
         Ok(self.view(self.catalog.remember(sale), remaining))
     }
 
-    /// Every sale, newest first (the gate's counts read in one call).
-    pub async fn sales(&self) -> Result<Vec<SaleView>, ServiceError> {
-        let sales = self.catalog.all(self.store.as_ref()).await?;
+    /// Sales, newest first: every one, or a page of `limit` older than the cursor. Only the
+    /// page's sales cost the gate anything (their counts read in one call).
+    pub async fn sales(
+        &self,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<SalePage, ServiceError> {
+        let before = cursor
+            .map(|text| {
+                SaleId::parse(text)
+                    .ok_or_else(|| InvalidField::new("cursor", "is not a cursor this API gave"))
+            })
+            .transpose()?;
+        let mut sales = self.catalog.all(self.store.as_ref()).await?;
+        if let Some(before) = &before {
+            sales.retain(|sale| sale.id < *before);
+        }
+        let next = match limit {
+            Some(limit) if sales.len() > limit => {
+                sales.truncate(limit);
+                sales.last().map(|sale| sale.id.clone())
+            }
+            _ => None,
+        };
         let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id.clone()).collect();
         let remaining = self.gate.remaining_of(&ids).await?;
-        Ok(sales
-            .into_iter()
-            .zip(remaining)
-            .map(|(sale, remaining)| self.view(sale, remaining))
-            .collect())
+        Ok(SalePage {
+            sales: sales
+                .into_iter()
+                .zip(remaining)
+                .map(|(sale, remaining)| self.view(sale, remaining))
+                .collect(),
+            next,
+        })
     }
 
     pub async fn sale(&self, sale_id: &str) -> Result<SaleView, ServiceError> {

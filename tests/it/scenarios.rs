@@ -493,6 +493,64 @@ pub async fn orders_are_listed_newest_first_and_paginated(server: TestServer) {
 
 /// Runs every scenario against one kind of deployment; `$start` is an async expression giving
 /// `Option<TestServer>` (`None`: not available here, skipped).
+/// `GET /api/v1/sales` lists every sale without `limit` (the contract's form, no cursor field), and
+/// pages of `limit` with a `next_cursor` when asked; bad paging values are `400`.
+pub async fn sales_are_listed_newest_first_and_paginated_on_request(server: TestServer) {
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(server.create_sale(json!({ "stock": 3 })).await);
+    }
+    created.reverse();
+    // A cluster node learns of sales another node made within a second.
+    let everywhere = crate::cluster::eventually(Duration::from_secs(5), || async {
+        let mut all = true;
+        for _ in 0..server.addrs.len() {
+            let listed = server.get("/api/v1/sales", None).await.body;
+            all &= listed["sales"].as_array().map_or(0, Vec::len) == 5;
+        }
+        all
+    })
+    .await;
+    assert!(everywhere, "every node lists the five sales");
+    let whole = server.get("/api/v1/sales", None).await.body;
+    assert!(whole.get("next_cursor").is_none(), "{whole}");
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/api/v1/sales?limit=2".to_owned(),
+            Some(cursor) => format!("/api/v1/sales?limit=2&cursor={cursor}"),
+        };
+        let page = server.get(&path, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let sales = page.body["sales"].as_array().unwrap().clone();
+        assert!(sales.len() <= 2);
+        paged.extend(
+            sales
+                .iter()
+                .map(|sale| sale["id"].as_str().unwrap().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert_eq!(page.body["next_cursor"], json!(null));
+                break;
+            }
+        }
+    }
+    assert_eq!(paged, created, "newest first, each once");
+    for bad in ["limit=0", "limit=501", "limit=x", "cursor=a.b"] {
+        let reply = server.get(&format!("/api/v1/sales?{bad}"), None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "invalid_request");
+    }
+}
+
 macro_rules! scenario_suite {
     ($mode:ident, $start:expr; $($case:ident),*) => {
         mod $mode {
@@ -511,7 +569,7 @@ macro_rules! scenario_suite {
 }
 
 scenario_suite!(embedded, async { Some(TestServer::start().await) };
-    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated);
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);
 // Two cluster nodes sharing Redis and PostgreSQL, requests spread across both.
 scenario_suite!(two_nodes, TestServer::start_cluster(2);
-    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated);
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);
