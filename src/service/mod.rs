@@ -125,7 +125,7 @@ pub struct Service {
     intake: Arc<dyn Intake>,
     returns: Arc<StockReturns>,
     clock: Arc<dyn Clock>,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     expiry_batch_max: usize,
 }
 
@@ -150,7 +150,7 @@ impl Service {
     ) -> Result<Self, ServiceError> {
         let sales = store.sales().await?;
         intake.recover(&sales).await?;
-        let catalog = Catalog::new(intake.catalog_policy());
+        let catalog = Arc::new(Catalog::new(intake.catalog_policy()));
         for sale in sales {
             catalog.remember(sale);
         }
@@ -188,13 +188,24 @@ impl Service {
 
     /// Opens the sale on the gate first (in a cluster one script sets up its stock, its queue
     /// and the persisters' group together), then records it: a sale is visible to buyers (in
-    /// the store's catalog) only once it is whole on the gate.
+    /// the store's catalog) only once it is whole on the gate. In a task of its own, so an
+    /// admin who hangs up cannot leave a recorded sale out of this node's catalog.
     pub async fn create_sale(&self, draft: SaleDraft) -> Result<SaleView, ServiceError> {
         let sale = draft.validate(SaleId::generate(), self.clock.now())?;
-        self.gate.open_sale(&sale).await?;
-        self.store.create_sale(&sale).await?;
         let remaining = Some(sale.stock);
-        Ok(self.view(self.catalog.remember(sale), remaining))
+        let (gate, store, catalog) = (
+            Arc::clone(&self.gate),
+            Arc::clone(&self.store),
+            Arc::clone(&self.catalog),
+        );
+        let sale = tokio::spawn(async move {
+            gate.open_sale(&sale).await?;
+            store.create_sale(&sale).await?;
+            Ok::<_, ServiceError>(catalog.remember(sale))
+        })
+        .await
+        .map_err(|error| ServiceError::Internal(error.to_string()))??;
+        Ok(self.view(sale, remaining))
     }
 
     /// Sales, newest first: every one, or a page of `limit` older than the cursor. Only the
