@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::domain::{Order, OrderId, SaleId, UserId};
-use crate::gate::{record, RedisKeys};
+use crate::gate::{self, record, RedisKeys};
 use crate::store::StoreError;
 
 pub fn redis_failed(error: redis::RedisError) -> StoreError {
@@ -85,15 +85,9 @@ impl Queue {
         user_id: &UserId,
         key: &str,
     ) -> Result<Option<OrderId>, StoreError> {
-        let owner: Option<String> = self
-            .connection()
-            .hget(
-                self.keys.idempotency(sale_id),
-                RedisKeys::key_field(user_id.as_str(), key),
-            )
+        gate::key_owner(&mut self.connection(), &self.keys, sale_id, user_id, key)
             .await
-            .map_err(redis_failed)?;
-        Ok(owner.and_then(|text| OrderId::parse(&text)))
+            .map_err(redis_failed)
     }
 
     /// Every holding Redis keeps for a sale: order id → quantity.

@@ -8,7 +8,7 @@ mod memory;
 mod redis;
 
 pub use self::redis::{
-    record, RedisDurability, RedisGate, RedisGateOptions, RedisKeys, PERSISTERS,
+    key_owner, record, RedisDurability, RedisGate, RedisGateOptions, RedisKeys, PERSISTERS,
 };
 pub use memory::MemoryGate;
 

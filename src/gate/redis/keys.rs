@@ -2,7 +2,10 @@
 //! hash tag (`{...}`), so one script can touch all of them on Redis Cluster too; scripts get
 //! their keys in `KEYS`, never build names themselves.
 
-use crate::domain::SaleId;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use crate::domain::{OrderId, SaleId, UserId};
 
 /// The consumer group every node's order persister joins.
 pub const PERSISTERS: &str = "persisters";
@@ -70,4 +73,22 @@ impl RedisKeys {
     pub fn key_field(user_id: &str, key: &str) -> String {
         format!("{}:{user_id}{key}", user_id.len())
     }
+}
+
+/// The order a buyer's idempotency key made, as the gate remembers it (`None` also for a stored
+/// value that is not an order id: the scripts only ever write ids).
+pub async fn key_owner(
+    connection: &mut ConnectionManager,
+    keys: &RedisKeys,
+    sale_id: &SaleId,
+    user_id: &UserId,
+    key: &str,
+) -> redis::RedisResult<Option<OrderId>> {
+    let owner: Option<String> = connection
+        .hget(
+            keys.idempotency(sale_id),
+            RedisKeys::key_field(user_id.as_str(), key),
+        )
+        .await?;
+    Ok(owner.and_then(|text| OrderId::parse(&text)))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
-pub use self::keys::{RedisKeys, PERSISTERS};
+pub use self::keys::{key_owner, RedisKeys, PERSISTERS};
 use self::sold_out::SoldOutCache;
 use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 use crate::domain::{OrderId, Sale, SaleId, UserId};
@@ -258,15 +258,9 @@ impl RedisGate {
         user_id: &UserId,
         key: &str,
     ) -> Result<Option<OrderId>, GateError> {
-        let owner: Option<String> = self
-            .connection()
-            .hget(
-                self.keys.idempotency(sale_id),
-                RedisKeys::key_field(user_id.as_str(), key),
-            )
+        keys::key_owner(&mut self.connection(), &self.keys, sale_id, user_id, key)
             .await
-            .map_err(unavailable)?;
-        owner.map(|text| order_id(Some(&text))).transpose()
+            .map_err(unavailable)
     }
 
     /// Waits until `replicas_ack` replicas have every write this connection made, so that a
