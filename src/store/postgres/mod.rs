@@ -607,6 +607,29 @@ async fn tally(client: &impl GenericClient, sale_id: &SaleId) -> Result<SaleTall
 }
 
 impl PostgresStore {
+    /// A sale's orders that meet `condition` (SQL over the orders' columns, from this module
+    /// only), oldest first.
+    async fn orders_of_sale(
+        &self,
+        sale_id: &SaleId,
+        condition: &str,
+    ) -> Result<Vec<Order>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 AND {condition} \
+                     ORDER BY id"
+                ),
+                &[&sale_id.as_str()],
+            )
+            .await
+            .map_err(db_failed)?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
     /// The tally of a sale counting also `queued` orders (acknowledged, maybe not written yet),
     /// each once: the stored ones are found in the same snapshot as the tally.
     pub async fn tally_including(
@@ -807,40 +830,19 @@ impl OrderStore for PostgresStore {
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(async move {
-            let client = self.client().await?;
-            client
-                .query(
-                    &format!(
-                        "SELECT {ORDER_COLUMNS} FROM orders \
-                         WHERE sale_id = $1 AND status IN {ACTIVE} ORDER BY id"
-                    ),
-                    &[&sale_id.as_str()],
-                )
+            self.orders_of_sale(&sale_id, &format!("status IN {ACTIVE}"))
                 .await
-                .map_err(db_failed)?
-                .iter()
-                .map(order_from_row)
-                .collect()
         })
     }
 
     fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(async move {
-            let client = self.client().await?;
-            client
-                .query(
-                    &format!(
-                        "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
-                         AND (status IN {ACTIVE} OR idempotency_key IS NOT NULL) ORDER BY id"
-                    ),
-                    &[&sale_id.as_str()],
-                )
-                .await
-                .map_err(db_failed)?
-                .iter()
-                .map(order_from_row)
-                .collect()
+            self.orders_of_sale(
+                &sale_id,
+                &format!("(status IN {ACTIVE} OR idempotency_key IS NOT NULL)"),
+            )
+            .await
         })
     }
 
