@@ -312,6 +312,24 @@ async fn restart(node: &mut Node) -> Result<(), ChaosError> {
     outcome
 }
 
+/// How a kill went, for the report: "<at> ms: <what> after <down> ms".
+fn fault_line(
+    at: Duration,
+    what: &str,
+    down: Duration,
+    restarted: Result<(), ChaosError>,
+) -> String {
+    let failure = restarted
+        .err()
+        .map(|error| format!(" (FAILED: {error})"))
+        .unwrap_or_default();
+    format!(
+        "{:>6} ms: {what} after {} ms{failure}",
+        at.as_millis(),
+        down.as_millis()
+    )
+}
+
 /// Runs the fault schedule against the deployment while the crowd runs.
 async fn hurt(
     deployment: &mut Deployment,
@@ -328,14 +346,11 @@ async fn hurt(
                     target.kill();
                     tokio::time::sleep(down).await;
                     let restarted = restart(target).await;
-                    done.push(format!(
-                        "{:>6} ms: kill -9 node {node}, restarted after {} ms{}",
-                        at.as_millis(),
-                        down.as_millis(),
-                        restarted
-                            .err()
-                            .map(|e| format!(" (FAILED: {e})"))
-                            .unwrap_or_default()
+                    done.push(fault_line(
+                        at,
+                        &format!("kill -9 node {node}, restarted"),
+                        down,
+                        restarted,
                     ));
                 }
             }
@@ -356,14 +371,11 @@ async fn hurt(
                     redis.kill();
                     tokio::time::sleep(down).await;
                     let restarted = redis.restart().await;
-                    done.push(format!(
-                        "{:>6} ms: kill -9 Redis, restarted from its AOF after {} ms{}",
-                        at.as_millis(),
-                        down.as_millis(),
-                        restarted
-                            .err()
-                            .map(|e| format!(" (FAILED: {e})"))
-                            .unwrap_or_default()
+                    done.push(fault_line(
+                        at,
+                        "kill -9 Redis, restarted from its AOF",
+                        down,
+                        restarted,
                     ));
                 }
             }
