@@ -119,6 +119,10 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_replicas_ack_timeout_ms: Option<u64>,
+    /// Cluster: PEM file of the CA a rediss:// server's certificate is checked against.
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Requests handled at once; beyond it 503 overloaded.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

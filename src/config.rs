@@ -53,6 +53,9 @@ pub struct Settings {
     pub redis_replicas_ack: u32,
     /// Cluster: longest wait for those replicas, in ms.
     pub redis_replicas_ack_timeout_ms: u64,
+    /// Cluster: PEM file of the CA a `rediss://` server's certificate is checked against
+    /// (unset: the system's roots).
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Requests handled at once; beyond it `503 overloaded` with `Retry-After`.
     pub max_in_flight: usize,
     /// Longest time a request may take before `503 overloaded`.
@@ -93,6 +96,7 @@ impl Default for Settings {
             sold_out_recheck_ms: 1000,
             redis_replicas_ack: 0,
             redis_replicas_ack_timeout_ms: 1000,
+            redis_tls_ca_file: None,
             max_in_flight: 8192,
             request_timeout_ms: 10_000,
             buyer_requests_per_sec: 50,
@@ -129,6 +133,7 @@ impl fmt::Debug for Settings {
                 "redis_replicas_ack_timeout_ms",
                 &self.redis_replicas_ack_timeout_ms,
             )
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
@@ -144,7 +149,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 26] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -160,6 +165,7 @@ const KEYS: [&str; 25] = [
     "sold_out_recheck_ms",
     "redis_replicas_ack",
     "redis_replicas_ack_timeout_ms",
+    "redis_tls_ca_file",
     "max_in_flight",
     "request_timeout_ms",
     "buyer_requests_per_sec",

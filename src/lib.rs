@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `domain`: sales, orders, their life cycle and the purchase rules; no IO, no async, no clock.
+//! - `error_chain`: an error with its causes, for messages at the edges.
 //! - `ids`: makes new sale and order ids.
 //! - `gate`: the stock gate trait (atomic purchase decisions): in memory, and Redis.
 //! - `store`: the order store trait (system of record): SQLite, and PostgreSQL.
@@ -14,6 +15,7 @@
 //! - `auth`: admin token and HS256 buyer tokens.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
+//! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `bench`: the load generator (`flashsale bench`): scenarios, HDR latency, verification.
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod error_chain;
 pub mod expiry;
 pub mod gate;
 pub mod http;
@@ -34,6 +37,7 @@ pub mod metrics;
 pub mod secrets;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 /// The future a backend trait returns: boxed, so the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -79,6 +79,7 @@ impl Cluster {
                 replicas_ack: settings.redis_replicas_ack,
                 replicas_ack_timeout: Duration::from_millis(settings.redis_replicas_ack_timeout_ms),
                 time_from_caller,
+                tls_ca_file: settings.redis_tls_ca_file.clone(),
             },
             Arc::clone(&metrics),
         )

@@ -166,7 +166,7 @@ async fn killing_one_node_mid_stampede_loses_no_acknowledged_order() {
 }
 
 /// A Redis server of the test's own, on its own port and directory, with AOF fsynced per write.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -189,6 +189,34 @@ impl PrivateRedis {
         };
         redis.launch().await;
         redis
+    }
+
+    /// Serving TLS only, with this certificate and key (`rediss://localhost:port/`).
+    pub(crate) async fn start_tls(certificate: &std::path::Path, key: &std::path::Path) -> Self {
+        let port = free_port().await;
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            settings: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                certificate.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        redis.launch().await;
+        redis
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     fn url(&self) -> String {
@@ -838,6 +866,7 @@ async fn replica_acknowledgement_waits_for_a_replica() {
                 replicas_ack,
                 replicas_ack_timeout: Duration::from_millis(300),
                 time_from_caller: false,
+                tls_ca_file: None,
             },
             Arc::new(flashsale::metrics::Metrics::default()),
         )

@@ -13,3 +13,4 @@ mod property;
 mod regressions;
 mod scenarios;
 mod services;
+mod tls;

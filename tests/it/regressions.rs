@@ -291,6 +291,7 @@ fn redis_gate(prefix: &KeyPrefix, time_from_caller: bool) -> RedisGateOptions {
         replicas_ack: 0,
         replicas_ack_timeout: Duration::from_secs(1),
         time_from_caller,
+        tls_ca_file: None,
     }
 }
 

@@ -172,9 +172,11 @@ impl Deployment {
         self.redis = None;
         self.postgres_proxy = None;
         if let Some((url, schema)) = self.schema.take() {
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-            {
+            let connected = match crate::tls::postgres_target(&url) {
+                Ok(target) => target.config.connect(target.connector).await.ok(),
+                Err(_) => None,
+            };
+            if let Some((client, connection)) = connected {
                 tokio::spawn(connection);
                 let _ = client
                     .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))

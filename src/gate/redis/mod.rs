@@ -35,6 +35,8 @@ pub struct RedisGateOptions {
     /// Whether the purchase script takes "now" from the reservation (the node's clock: tests
     /// give their nodes one manual clock) instead of Redis's own clock, one for every node.
     pub time_from_caller: bool,
+    /// The CA a `rediss://` server's certificate is checked against, instead of the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct RedisGate {
@@ -58,7 +60,7 @@ impl Drop for RedisGate {
 }
 
 fn unavailable(error: redis::RedisError) -> GateError {
-    GateError::Unavailable(format!("Redis: {error}"))
+    GateError::Unavailable(format!("Redis: {}", crate::error_chain::describe(&error)))
 }
 
 /// How Redis keeps its data, as far as acknowledged orders depend on it.
@@ -101,8 +103,8 @@ impl RedisGate {
         options: RedisGateOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, GateError> {
-        let client = Client::open(options.url.as_str())
-            .map_err(|error| GateError::Unavailable(format!("Redis URL: {error}")))?;
+        let client = crate::tls::redis_client(&options.url, options.tls_ca_file.as_deref())
+            .map_err(|error| GateError::Unavailable(error.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.response_timeout))
             .set_response_timeout(Some(options.response_timeout))

@@ -16,7 +16,6 @@ use deadpool_postgres::{
 };
 use jiff::Timestamp;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use self::rows::{order_from_row, sale_from_row, ORDER_COLUMNS, SALE_COLUMNS};
 use super::{
@@ -48,6 +47,8 @@ pub struct PostgresStore {
     closed: Arc<AtomicBool>,
 }
 
+use crate::error_chain::describe;
+
 fn failed(error: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(error.to_string())
 }
@@ -56,7 +57,7 @@ fn db_failed(error: tokio_postgres::Error) -> StoreError {
     // The Display of a server error is only "db error"; its detail is in the source.
     match error.as_db_error() {
         Some(db) => StoreError::Failed(format!("PostgreSQL: {}", db.message())),
-        None => StoreError::Failed(format!("PostgreSQL: {error}")),
+        None => StoreError::Failed(format!("PostgreSQL: {}", describe(&error))),
     }
 }
 
@@ -118,16 +119,17 @@ impl PostgresStore {
     /// Connects, creates the schema and tables if missing, and checks the connection works.
     pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
         let schema = checked_schema(&options.schema)?;
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|error| failed(format!("database URL: {error}")))?;
+        let crate::tls::PostgresTarget {
+            mut config,
+            connector,
+            ..
+        } = crate::tls::postgres_target(&options.url).map_err(failed)?;
         config.connect_timeout(options.connect_timeout);
         config.options(format!("-c search_path={schema}"));
         config.application_name("flashsale");
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -171,7 +173,7 @@ impl PostgresStore {
         self.pool
             .get()
             .await
-            .map_err(|error| failed(format!("PostgreSQL connection: {error}")))
+            .map_err(|error| failed(format!("PostgreSQL connection: {}", describe(&error))))
     }
 
     /// Records a batch of new orders in one transaction. An order whose id is already stored

@@ -173,6 +173,7 @@ mod cluster {
                 replicas_ack_timeout: Duration::from_secs(1),
                 // The cases give every gate its time in the reservation, as a manual clock would.
                 time_from_caller: true,
+                tls_ca_file: None,
             },
             Arc::new(Metrics::default()),
         )
