@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{Cluster, ClusterError, Persister};
+use crate::cluster::{Cluster, ClusterError, NodeWork};
 use crate::config::Settings;
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
@@ -125,8 +125,8 @@ pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
     expiry_interval: Duration,
-    /// A cluster node's queue persister, started with the server.
-    persister: Option<Persister>,
+    /// A cluster node's queue persister and archiver, started with the server.
+    persister: Option<NodeWork>,
     pub credentials: Credentials,
 }
 
@@ -164,7 +164,7 @@ impl App {
             Arc<dyn OrderStore>,
             Arc<dyn Intake>,
             Arc<dyn Clock>,
-            Option<Persister>,
+            Option<NodeWork>,
         );
         let (gate, store, intake, clock, persister): Backends = if settings.is_cluster() {
             let cluster = Cluster::connect(settings, Arc::clone(&metrics), clock.is_some()).await?;
@@ -172,7 +172,7 @@ impl App {
                 Some(clock) => clock,
                 None => cluster.clock().await?,
             };
-            let (gate, store, persister) = cluster.into_node();
+            let (gate, store, persister) = cluster.into_node(Arc::clone(&clock));
             (gate, store, Arc::new(SharedIntake), clock, Some(persister))
         } else {
             let store = SqliteStore::open(

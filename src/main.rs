@@ -60,9 +60,11 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
             "sale", "stock", "redis", "held", "pg_left", "pg_held", "queued", "missing", "orphan",
         );
         for report in &reports {
-            let redis = report
-                .redis_remaining
-                .map_or_else(|| "lost".to_owned(), |remaining| remaining.to_string());
+            let redis = match report.redis_remaining {
+                Some(remaining) => remaining.to_string(),
+                None if report.archived => "archived".to_owned(),
+                None => "lost".to_owned(),
+            };
             let verdict = match (report.consistent, report.repaired) {
                 (true, true) => "repaired",
                 (true, false) => "ok",

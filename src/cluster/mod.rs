@@ -2,6 +2,7 @@
 //! queue) and one PostgreSQL (the system of record). This module wires them: the Redis gate,
 //! the store that reads PostgreSQL and the queue, the persister, and reconciliation.
 
+mod archive;
 mod clock;
 mod persister;
 mod queue;
@@ -11,6 +12,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::archive::{ArchiveError, Archiver};
 pub use self::clock::RedisClock;
 pub use self::persister::Persister;
 pub use self::queue::Queue;
@@ -127,8 +129,36 @@ impl Cluster {
         Ok(RedisClock::start(self.gate.connection()).await?)
     }
 
-    /// The gate and store a node's service uses, and the persister it runs beside them.
-    pub fn into_node(self) -> (Arc<RedisGate>, Arc<ClusterStore>, Persister) {
-        (self.gate, self.store, self.persister)
+    /// Archives settled sales on `clock` (see `archive`).
+    pub fn archiver(&self, clock: Arc<dyn Clock>) -> Archiver {
+        Archiver::new(
+            Arc::clone(&self.gate),
+            self.queue.clone(),
+            self.postgres.clone(),
+            clock,
+        )
+    }
+
+    /// The gate and store a node's service uses, and the work it runs beside them.
+    pub fn into_node(self, clock: Arc<dyn Clock>) -> (Arc<RedisGate>, Arc<ClusterStore>, NodeWork) {
+        let archiver = self.archiver(clock);
+        let work = NodeWork {
+            persister: self.persister,
+            archiver,
+        };
+        (self.gate, self.store, work)
+    }
+}
+
+/// What a node does beside answering requests: persist the queue, archive settled sales.
+pub struct NodeWork {
+    persister: Persister,
+    archiver: Archiver,
+}
+
+impl NodeWork {
+    /// Until `stop` turns true; the persister then drains what it can.
+    pub async fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
+        tokio::join!(self.persister.run(stop.clone()), self.archiver.run(stop));
     }
 }

@@ -48,6 +48,17 @@ impl Queue {
         Ok(sale_ids)
     }
 
+    /// Whether no order of the sale waits in its queue for PostgreSQL.
+    pub async fn is_drained(&self, sale_id: &SaleId) -> Result<bool, StoreError> {
+        let (entries, copies): (u64, u64) = redis::pipe()
+            .xlen(self.keys.queue(sale_id))
+            .hlen(self.keys.unpersisted(sale_id))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(redis_failed)?;
+        Ok(entries == 0 && copies == 0)
+    }
+
     /// A queued order by id, whichever sale it belongs to.
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         let sale_ids = self.queued_sale_ids().await?;

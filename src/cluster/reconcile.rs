@@ -31,6 +31,8 @@ pub struct SaleReconciliation {
     pub orphan_holdings: Vec<String>,
     /// Acknowledged orders PostgreSQL's constraints refused (see the refused_orders table).
     pub refused_orders: u64,
+    /// Ended, settled and archived: Redis keeps nothing of it, PostgreSQL alone answers.
+    pub archived: bool,
     pub consistent: bool,
     pub repaired: bool,
 }
@@ -53,7 +55,8 @@ pub async fn reconcile(
         let mut report = check(cluster, &sale).await?;
         // A purchase or a persist racing with the rebuild can leave a difference: look again.
         let mut attempts = 0;
-        while repair && !report.consistent && attempts < 3 {
+        // An archived sale has no gate to rebuild.
+        while repair && !report.consistent && !report.archived && attempts < 3 {
             attempts += 1;
             rebuild(cluster, &sale, &report.orphan_holdings).await?;
             report = check(cluster, &sale).await?;
@@ -106,11 +109,23 @@ async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, Rec
         .into_iter()
         .collect();
     let redis_held: u64 = holdings.values().sum();
-    let consistent = remaining.is_some_and(|remaining| remaining + redis_held == sale.stock)
-        && tally.remaining + tally.pending + tally.paid == sale.stock
-        && missing_holdings.is_empty()
-        && orphan_holdings.is_empty()
-        && refused_orders == 0;
+    let balanced =
+        tally.remaining + tally.pending + tally.paid == sale.stock && refused_orders == 0;
+    let (consistent, missing_holdings) = if tally.archived {
+        // Redis keeps nothing of it: its paid orders have no holdings, rightly.
+        let consistent = balanced
+            && remaining.is_none()
+            && holdings.is_empty()
+            && queued_units == 0
+            && tally.pending == 0;
+        (consistent, Vec::new())
+    } else {
+        let consistent = balanced
+            && remaining.is_some_and(|remaining| remaining + redis_held == sale.stock)
+            && missing_holdings.is_empty()
+            && orphan_holdings.is_empty();
+        (consistent, missing_holdings)
+    };
     Ok(SaleReconciliation {
         sale_id: sale.id.to_string(),
         stock: sale.stock,
@@ -123,6 +138,7 @@ async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, Rec
         missing_holdings,
         orphan_holdings,
         refused_orders,
+        archived: tally.archived,
         consistent,
         repaired: false,
     })

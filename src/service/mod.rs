@@ -234,20 +234,33 @@ impl Service {
         };
         let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id.clone()).collect();
         let remaining = self.gate.remaining_of(&ids).await?;
-        Ok(SalePage {
-            sales: sales
-                .into_iter()
-                .zip(remaining)
-                .map(|(sale, remaining)| self.view(sale, remaining))
-                .collect(),
-            next,
-        })
+        let mut views = Vec::with_capacity(sales.len());
+        for (sale, remaining) in sales.into_iter().zip(remaining) {
+            let remaining = self.remaining_or_archived(&sale, remaining).await?;
+            views.push(self.view(sale, remaining));
+        }
+        Ok(SalePage { sales: views, next })
     }
 
     pub async fn sale(&self, sale_id: &str) -> Result<SaleView, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let remaining = self.gate.remaining(&sale.id).await?;
+        let remaining = self.remaining_or_archived(&sale, remaining).await?;
         Ok(self.view(sale, remaining))
+    }
+
+    /// The gate's count, or for a sale the gate no longer keeps (archived: ended and settled),
+    /// the store's.
+    async fn remaining_or_archived(
+        &self,
+        sale: &Sale,
+        remaining: Option<u64>,
+    ) -> Result<Option<u64>, ServiceError> {
+        if remaining.is_some() || !sale.has_ended(self.clock.now()) {
+            return Ok(remaining);
+        }
+        let tally = self.store.tally(&sale.id).await?;
+        Ok(tally.archived.then_some(tally.remaining))
     }
 
     pub async fn purchase(
@@ -437,13 +450,23 @@ impl Service {
     pub async fn audit(&self, sale_id: &str) -> Result<Audit, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let tally = self.store.tally(&sale.id).await?;
-        let remaining = self.gate.remaining(&sale.id).await?.unwrap_or(0);
-        let held = self.gate.held(&sale.id).await?.unwrap_or(0);
-        // Both sides balance, and they agree: the gate's count and holdings, the store's count
-        // and active orders.
-        let consistent = remaining + tally.pending + tally.paid == sale.stock
-            && tally.remaining == remaining
-            && held == tally.pending + tally.paid;
+        let gate_remaining = self.gate.remaining(&sale.id).await?;
+        let (remaining, consistent) = if tally.archived {
+            // The store alone answers, settled: nothing pending, the gate holding nothing.
+            let consistent = tally.remaining + tally.paid == sale.stock
+                && tally.pending == 0
+                && gate_remaining.is_none();
+            (tally.remaining, consistent)
+        } else {
+            let remaining = gate_remaining.unwrap_or(0);
+            let held = self.gate.held(&sale.id).await?.unwrap_or(0);
+            // Both sides balance, and they agree: the gate's count and holdings, the store's
+            // count and active orders.
+            let consistent = remaining + tally.pending + tally.paid == sale.stock
+                && tally.remaining == remaining
+                && held == tally.pending + tally.paid;
+            (remaining, consistent)
+        };
         Ok(Audit {
             sale_id: sale.id.clone(),
             stock: sale.stock,

@@ -18,6 +18,9 @@ use crate::BoxFuture;
 /// left (kept by the store next to the orders, so the two can be checked against each other).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SaleTally {
+    /// Whether the sale is archived: ended and settled, its gate state dropped, the store alone
+    /// answering for it (cluster; the embedded store never archives).
+    pub archived: bool,
     pub remaining: u64,
     pub pending: u64,
     pub paid: u64,

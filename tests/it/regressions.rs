@@ -665,3 +665,112 @@ async fn a_sale_whose_creator_hangs_up_is_still_on_sale() {
         .await;
     assert!(bought.is_ok(), "{bought:?}");
 }
+
+/// Bug 6 (Redis keys never expire): a sale that has ended and settled leaves Redis (every key of
+/// it, idempotency keys included); PostgreSQL then answers for it: its counts, its audit, a
+/// winner's keyed retry, reconcile. A sale that has not ended keeps its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_settled_sale_leaves_redis_and_postgres_answers_for_it() {
+    let Some(backends) = ClusterBackends::new() else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let (servers, _dirs) = servers_on_clock(Arc::clone(&clock), Some(&backends), 2).await;
+    let now = clock.now();
+    let sale_id = servers[0]
+        .create_sale(json!({
+            "stock": 4,
+            "starts_at": (now - SignedDuration::from_mins(1)).to_string(),
+            "ends_at": (now + SignedDuration::from_mins(1)).to_string(),
+            "payment_window_secs": 60,
+        }))
+        .await;
+    let open_ended = servers[0].create_sale(json!({ "stock": 4 })).await;
+    let (status, _, won) = keyed_purchase(&servers[0], &sale_id, "payer", "k-1").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let pay = servers[1]
+        .send(
+            hyper::Method::POST,
+            &format!("/api/v1/orders/{won}/pay"),
+            Some(&servers[1].token("payer")),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(pay.status, StatusCode::OK, "{}", pay.body);
+    let (status, _, _) = keyed_purchase(&servers[1], &sale_id, "forgets-to-pay", "k-2").await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        servers[0].purchase(&open_ended, "payer", None).await.status,
+        StatusCode::CREATED
+    );
+
+    let redis = redis::Client::open(backends.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pattern = |sale: &str| format!("{}:{{{sale}}}:*", backends.redis.prefix);
+    let keys_of = |sale: String| {
+        let mut redis = redis.clone();
+        let pattern = pattern(&sale);
+        async move {
+            let keys: Vec<String> = redis.keys(pattern).await.unwrap();
+            keys.len()
+        }
+    };
+    assert!(keys_of(sale_id.clone()).await > 0);
+    // Ended, its payment window over, the unpaid order expired by the sweep: archived within a
+    // check or two of the archiver (each minute of the cluster's clock).
+    let archived = eventually(Duration::from_secs(20), || {
+        clock.advance(SignedDuration::from_secs(61));
+        let keys = keys_of(sale_id.clone());
+        async move { keys.await == 0 }
+    })
+    .await;
+    assert!(archived, "the settled sale's keys are still in Redis");
+    assert!(
+        keys_of(open_ended.clone()).await > 0,
+        "a sale that has not ended keeps its keys"
+    );
+
+    for server in &servers {
+        let audit = server.assert_consistent(&sale_id).await;
+        assert_eq!(
+            (&audit["remaining"], &audit["paid"], &audit["expired"]),
+            (&json!(3), &json!(1), &json!(1)),
+            "{audit}"
+        );
+        let sale = server.get(&format!("/api/v1/sales/{sale_id}"), None).await;
+        assert_eq!(
+            (&sale.body["remaining"], &sale.body["state"]),
+            (&json!(3), &json!("ended")),
+            "{}",
+            sale.body
+        );
+        let (status, _, order) = keyed_purchase(server, &sale_id, "payer", "k-1").await;
+        assert_eq!((status, order.as_str()), (StatusCode::OK, won.as_str()));
+        let (status, code, _) = keyed_purchase(server, &sale_id, "late", "k-3").await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::CONFLICT, "sale_ended")
+        );
+    }
+    let (code, report) = reconcile(&backends, false).await;
+    assert_eq!(code, 0, "{report}");
+    let archived_report = report["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sale| sale["sale_id"] == json!(sale_id))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        archived_report["archived"],
+        json!(true),
+        "{archived_report}"
+    );
+    for server in servers {
+        server.stop().await;
+    }
+}

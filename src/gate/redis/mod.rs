@@ -45,6 +45,7 @@ pub struct RedisGate {
     reserve: Script,
     release: Script,
     restore: Script,
+    archive: Script,
     time_from_caller: bool,
     replicas_ack: u32,
     replicas_ack_timeout: Duration,
@@ -127,6 +128,7 @@ impl RedisGate {
             reserve: Script::new(include_str!("reserve.lua")),
             release: Script::new(include_str!("release.lua")),
             restore: Script::new(include_str!("restore.lua")),
+            archive: Script::new(include_str!("archive.lua")),
             time_from_caller: options.time_from_caller,
             replicas_ack: options.replicas_ack,
             replicas_ack_timeout: options.replicas_ack_timeout,
@@ -134,6 +136,26 @@ impl RedisGate {
             metrics,
             listener,
         })
+    }
+
+    /// Drops an ended, settled sale's keys, unless an order of it is still queued for
+    /// PostgreSQL; says whether they are gone.
+    pub async fn archive(&self, sale_id: &SaleId) -> Result<bool, GateError> {
+        let mut invocation = self.archive.prepare_invoke();
+        invocation
+            .key(self.keys.sale(sale_id))
+            .key(self.keys.buyers(sale_id))
+            .key(self.keys.holds(sale_id))
+            .key(self.keys.idempotency(sale_id))
+            .key(self.keys.queue(sale_id))
+            .key(self.keys.unpersisted(sale_id))
+            .key(self.keys.queued_sales())
+            .arg(sale_id.as_str());
+        let gone: i64 = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(gone == 1)
     }
 
     pub fn keys(&self) -> &RedisKeys {

@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS refused_orders (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- When the sale's Redis keys were deleted, the sale having ended and settled (no pending order,
+-- every return confirmed, nothing queued): from then on PostgreSQL alone answers for it.
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS archived_at timestamptz;
+CREATE INDEX IF NOT EXISTS sales_to_archive ON sales (ends_at) WHERE archived_at IS NULL;
+
 CREATE OR REPLACE FUNCTION orders_final_statuses() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status THEN
