@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, NodeWork};
 use crate::config::Settings;
+use crate::domain::SaleDraft;
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
 use crate::metrics::Metrics;
@@ -191,6 +192,9 @@ impl App {
             (gate, store, intake, clock, None)
         };
         let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max).await?;
+        if settings.demo {
+            add_example_sale(&service).await?;
+        }
         let state = Arc::new(AppState::new(
             Arc::new(service),
             Authenticator::new(&credentials.admin_token, &credentials.jwt_secret),
@@ -200,6 +204,7 @@ impl App {
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
                 buyer_requests_per_sec: settings.buyer_requests_per_sec,
             },
+            http::demo_minter(settings.demo, &credentials.jwt_secret),
         ));
         let listener = listen(&settings.listen).map_err(|source| StartError::Listen {
             address: settings.listen.clone(),
@@ -254,4 +259,29 @@ impl App {
         service.close().await?;
         served
     }
+}
+
+/// Demo mode: with no sale at all, one to try, starting a minute from now.
+async fn add_example_sale(service: &Service) -> Result<(), StartError> {
+    let page = service.sales(Some(1), None).await?;
+    if !page.sales.is_empty() {
+        return Ok(());
+    }
+    let starts_at = service.now() + jiff::SignedDuration::from_secs(60);
+    service
+        .create_sale(SaleDraft {
+            name: "Concert tickets (example)".into(),
+            description: Some(
+                "An example sale of demo mode: 100 seats, one per buyer, to pay within 15 minutes."
+                    .into(),
+            ),
+            stock: 100,
+            per_user_limit: Some(1),
+            price_cents: Some(4_900),
+            starts_at,
+            ends_at: None,
+            payment_window_secs: None,
+        })
+        .await?;
+    Ok(())
 }

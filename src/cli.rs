@@ -163,6 +163,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "FILTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// Demo mode: anyone may sign in as anyone by name (POST /api/v1/demo/token), and an example
+    /// sale starting a minute after start-up is created when there is none. Never in production.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
 }
 
 #[derive(Args, Debug)]

@@ -76,6 +76,9 @@ pub struct Settings {
     pub worker_threads: usize,
     /// Log filter, in `RUST_LOG` syntax.
     pub log: String,
+    /// Demo mode: sign-in by name for anyone (`POST /api/v1/demo/token`), and an example sale a
+    /// minute after start-up when there is none. Never in production.
+    pub demo: bool,
 }
 
 impl Default for Settings {
@@ -107,6 +110,7 @@ impl Default for Settings {
             expiry_batch_max: 1000,
             worker_threads: 0,
             log: "info".into(),
+            demo: false,
         }
     }
 }
@@ -144,12 +148,13 @@ impl fmt::Debug for Settings {
             .field("expiry_batch_max", &self.expiry_batch_max)
             .field("worker_threads", &self.worker_threads)
             .field("log", &self.log)
+            .field("demo", &self.demo)
             .finish()
     }
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 26] = [
+const KEYS: [&str; 27] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -176,6 +181,7 @@ const KEYS: [&str; 26] = [
     "expiry_batch_max",
     "worker_threads",
     "log",
+    "demo",
 ];
 
 #[derive(Debug, thiserror::Error)]

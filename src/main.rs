@@ -194,6 +194,18 @@ fn announce(app: &App, settings: &Settings) {
         let _ = writeln!(out, "buyer token for 'alice': {token}");
     }
     let _ = writeln!(out, "more buyer tokens: flashsale token --user ID");
+    if settings.demo {
+        let warning = "DEMO MODE: anyone can sign in as anyone (POST /api/v1/demo/token). \
+                       Never run --demo where real buyers or real money are involved.";
+        tracing::warn!("{warning}");
+        let _ = writeln!(out, "\n!!! {warning}");
+        let _ = writeln!(
+            out,
+            "!!! storefront: http://{0}/   admin console: http://{0}/admin (admin token above or \
+             in the data directory)\n",
+            app.local_addr()
+        );
+    }
     let _ = out.flush();
 }
 

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 18] = [
     "/",
+    "/admin",
+    "/assets/{file}",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -21,6 +23,8 @@ pub const ROUTES: [&str; 14] = [
     "/api/v1/orders/{order_id}",
     "/api/v1/orders/{order_id}/pay",
     "/api/v1/orders/{order_id}/cancel",
+    "/api/v1/time",
+    "/api/v1/demo/token",
     "other",
 ];
 

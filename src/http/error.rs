@@ -251,6 +251,11 @@ pub fn created<T>(body: T) -> (StatusCode, axum::Json<T>) {
     (StatusCode::CREATED, axum::Json(body))
 }
 
+/// `304`: the cached copy the request named is current.
+pub fn not_modified(headers: [(axum::http::HeaderName, axum::http::HeaderValue); 2]) -> Response {
+    (StatusCode::NOT_MODIFIED, headers).into_response()
+}
+
 /// A purchase's reply: `201` for a new order, `200` for the order a repeated key made.
 pub fn purchased<T>(created: bool, body: T) -> (StatusCode, axum::Json<T>) {
     let status = if created {

@@ -1,12 +1,15 @@
 //! The HTTP edge: the router, the state handlers share, and the layers around them. Only this
 //! module knows status codes (all of them in `error.rs`).
 
+mod cache;
+mod demo;
 mod error;
 mod extract;
 mod limits;
 mod openapi;
 mod ops;
 mod orders;
+mod pages;
 mod sales;
 mod wire;
 
@@ -20,8 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
+pub use self::demo::minter as demo_minter;
 pub use self::limits::BuyerLimiter;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, TokenMinter};
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -37,6 +41,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub openapi_json: String,
     pub readiness: ops::Readiness,
+    /// Signs demo sign-ins; `None` unless demo mode is on (the route is then absent).
+    pub demo: Option<TokenMinter>,
 }
 
 pub struct Limits {
@@ -51,6 +57,7 @@ impl AppState {
         auth: Authenticator,
         metrics: Arc<Metrics>,
         limits: Limits,
+        demo: Option<TokenMinter>,
     ) -> Self {
         Self {
             service,
@@ -59,8 +66,9 @@ impl AppState {
             buyer_limiter: BuyerLimiter::new(limits.buyer_requests_per_sec),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             request_timeout: limits.request_timeout,
-            openapi_json: openapi::document_json(),
+            openapi_json: openapi::document_json(demo.is_some()),
             readiness: ops::Readiness::default(),
+            demo,
         }
     }
 }
@@ -83,7 +91,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 pub fn router(state: Arc<AppState>) -> Router {
     // Every route sheds load and times out (an operations route answered under overload would
     // be a way around the limit); `/readyz` answers from a cached probe.
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/api/v1/sales",
             post(sales::create_sale).get(sales::list_sales),
@@ -95,9 +103,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/orders/{order_id}", get(orders::show_order))
         .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        .route("/api/v1/time", get(ops::time));
+    if state.demo.is_some() {
+        api = api.route("/api/v1/demo/token", post(demo::demo_token));
+    }
+    let api = api.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     let operations = Router::new()
-        .route("/", get(ops::index))
+        .route("/", get(pages::storefront))
+        .route("/admin", get(pages::admin))
+        .route("/assets/{file}", get(pages::asset))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ops, orders, sales, wire};
+use super::{demo, ops, orders, pages, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,12 +12,13 @@ use super::{ops, orders, sales, wire};
     paths(
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
         orders::show_order, orders::list_orders, orders::pay, orders::cancel,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::index,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::time,
+        pages::storefront, pages::admin, pages::asset,
     ),
     components(schemas(
         wire::CreateSaleRequest, wire::PurchaseRequest, wire::SaleBody, wire::SaleList,
         wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, wire::ErrorDetail,
-        wire::Status,
+        wire::Status, wire::ServerTime,
     )),
     modifiers(&BearerSchemes),
 )]
@@ -51,8 +52,20 @@ impl Modify for BearerSchemes {
 }
 
 /// The document as JSON, built once at start-up.
-pub fn document_json() -> String {
-    ApiDoc::openapi()
+/// The demo route, documented only where it is served (`--demo`).
+#[derive(OpenApi)]
+#[openapi(
+    paths(demo::demo_token),
+    components(schemas(demo::DemoTokenRequest, demo::DemoToken))
+)]
+struct DemoDoc;
+
+pub fn document_json(demo: bool) -> String {
+    let mut document = ApiDoc::openapi();
+    if demo {
+        document.merge(DemoDoc::openapi());
+    }
+    document
         .to_json()
         .unwrap_or_else(|error| format!(r#"{{"error":"{error}"}}"#))
 }

@@ -1,16 +1,16 @@
-//! Operations routes: liveness, readiness, metrics, the OpenAPI document and the web page.
+//! Operations routes: liveness, readiness, metrics, the OpenAPI document and the server's time.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use std::time::{Duration, Instant};
 
 use super::error::ApiError;
-use super::wire::Status;
+use super::wire::{ServerTime, Status};
 use super::AppState;
 use crate::service::{Service, ServiceError};
 
@@ -94,10 +94,18 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/", tag = "operations",
-    responses((status = 200, description = "The web page", content_type = "text/html")))]
-pub async fn index() -> Html<&'static str> {
-    Html(include_str!("ui/index.html"))
+#[utoipa::path(get, path = "/api/v1/time", tag = "operations",
+    responses((status = 200, description = "The server's clock (the sale windows' clock), so a \
+        page can count down by it whatever the client's clock says", body = ServerTime)))]
+pub async fn time(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(ServerTime {
+            now: jiff::Timestamp::from_millisecond(state.service.now().as_millisecond())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                .to_string(),
+        }),
+    )
 }
 
 pub async fn not_found() -> ApiError {

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::cache::public_json;
 use super::error::{created, purchased, ApiError};
 use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
 use super::wire::{
@@ -45,35 +46,40 @@ pub async fn create_sale(
             description = "next_cursor of the previous page"),
     ),
     responses(
-        (status = 200, description = "Sales, newest first", body = SaleList),
+        (status = 200, description = "Sales, newest first (with ETag; Cache-Control: public, max-age=1)", body = SaleList),
+        (status = 304, description = "If-None-Match named the current ETag"),
         (status = 400, description = "invalid_request (limit or cursor)", body = ErrorBody),
     ))]
 pub async fn list_sales(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     query: Result<Query<SalesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<SaleList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let limit = query.limit.as_deref().map(page_limit).transpose()?;
     let page = state.service.sales(limit, query.cursor.as_deref()).await?;
-    Ok(Json(SaleList {
+    let list = SaleList {
         sales: page.sales.iter().map(SaleBody::from).collect(),
         next_cursor: limit.map(|_| page.next.map(|id| id.to_string())),
-    }))
+    };
+    Ok(public_json(&headers, &list))
 }
 
 #[utoipa::path(get, path = "/api/v1/sales/{sale_id}", tag = "sales",
     params(("sale_id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")),
     responses(
-        (status = 200, description = "The sale", body = SaleBody),
+        (status = 200, description = "The sale (with ETag; Cache-Control: public, max-age=1)", body = SaleBody),
+        (status = 304, description = "If-None-Match named the current ETag"),
         (status = 404, description = "sale_not_found", body = ErrorBody),
     ))]
 pub async fn show_sale(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     PathId(sale_id): PathId,
-) -> Result<Json<SaleBody>, ApiError> {
+) -> Result<Response, ApiError> {
     let view = state.service.sale(&sale_id).await?;
-    Ok(Json(SaleBody::from(&view)))
+    Ok(public_json(&headers, &SaleBody::from(&view)))
 }
 
 #[utoipa::path(post, path = "/api/v1/sales/{sale_id}/purchase", tag = "purchase",

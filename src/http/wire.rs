@@ -254,6 +254,13 @@ pub struct ErrorDetail {
     pub starts_at: Option<String>,
 }
 
+/// The server's clock.
+#[derive(Serialize, ToSchema)]
+pub struct ServerTime {
+    /// RFC 3339, UTC, to the millisecond.
+    pub now: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     pub status: &'static str,

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod harness;
 mod ops;
+mod pages;
 mod process;
 mod property;
 mod regressions;

@@ -1,0 +1,192 @@
+// The admin console: sign in with the admin token (kept in this tab's session storage, never in
+// a URL), create sales, watch every sale's counts and audit, and purchases per second by outcome.
+'use strict';
+
+const tokenKey = 'flashsale.admin';
+const notice = document.getElementById('notice');
+const table = document.getElementById('sales');
+const result = document.getElementById('create-result');
+const form = document.getElementById('create');
+
+function adminToken() { return sessionStorage.getItem(tokenKey); }
+
+function showSignedIn() {
+  const signedIn = Boolean(adminToken());
+  document.getElementById('sign-in').hidden = signedIn;
+  document.getElementById('signed-in').hidden = !signedIn;
+}
+
+document.getElementById('sign-in').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const token = document.getElementById('admin-token').value.trim();
+  // Checked against an admin route before it is kept.
+  const reply = await api('/api/v1/sales/-/audit', { token });
+  if (reply.status === 401 || reply.status === 403) {
+    notice.textContent = 'That admin token was not accepted.';
+    return;
+  }
+  sessionStorage.setItem(tokenKey, token);
+  document.getElementById('admin-token').value = '';
+  notice.textContent = 'Signed in.';
+  showSignedIn();
+  refreshTable();
+});
+
+document.getElementById('sign-out').addEventListener('click', () => {
+  sessionStorage.removeItem(tokenKey);
+  showSignedIn();
+  table.replaceChildren(row(['Sign in to see the sales.'], 8));
+});
+
+function toRfc3339(localValue) {
+  if (!localValue) return null;
+  const date = new Date(localValue); // datetime-local is in the admin's time zone
+  return Number.isNaN(date.getTime()) ? localValue : date.toISOString();
+}
+
+function fieldInput(field) {
+  return { name: 'f-name', description: 'f-description', stock: 'f-stock', per_user_limit: 'f-limit',
+    price_cents: 'f-price', starts_at: 'f-starts', ends_at: 'f-ends', payment_window_secs: 'f-window' }[field];
+}
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+  const value = (id) => document.getElementById(id).value.trim();
+  const number = (id) => (value(id) === '' ? undefined : Number(value(id)));
+  const body = {
+    name: value('f-name'),
+    description: value('f-description'),
+    stock: number('f-stock'),
+    per_user_limit: number('f-limit'),
+    price_cents: value('f-price') === '' ? undefined : Math.round(Number(value('f-price')) * 100),
+    starts_at: toRfc3339(value('f-starts')),
+    ends_at: toRfc3339(value('f-ends')),
+    payment_window_secs: number('f-window'),
+  };
+  for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
+  if (!body.description) delete body.description;
+  let reply;
+  try {
+    reply = await api('/api/v1/sales', { method: 'POST', token: adminToken(), body });
+  } catch (_) {
+    result.className = 'error';
+    result.textContent = 'Could not reach the server. Please try again.';
+    return;
+  }
+  if (reply.ok) {
+    result.className = 'ok';
+    result.textContent = 'Created "' + reply.body.name + '".';
+    form.reset();
+    refreshTable();
+    return;
+  }
+  result.className = 'error';
+  result.textContent = sentence(reply);
+  const field = reply.body && reply.body.error && reply.body.error.field;
+  const input = field && document.getElementById(fieldInput(field));
+  if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
+});
+
+function row(cells, span) {
+  const tr = element('tr');
+  for (const cell of cells) tr.append(element('td', span ? { colspan: span } : {}, cell));
+  return tr;
+}
+
+async function refreshTable() {
+  const token = adminToken();
+  if (!token) return true;
+  const reply = await api('/api/v1/sales', { headers: { 'Cache-Control': 'no-cache' } });
+  if (!reply.ok) return reply.retryAfter || false;
+  const audits = await Promise.all(reply.body.sales.map((sale) =>
+    api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/audit', { token }).catch(() => null)));
+  if (audits.some((audit) => audit && audit.status === 401)) {
+    sessionStorage.removeItem(tokenKey);
+    showSignedIn();
+    notice.textContent = 'The admin token is no longer accepted. Please sign in again.';
+    return true;
+  }
+  if (reply.body.sales.length === 0) {
+    table.replaceChildren(row(['No sales yet.'], 8));
+    return true;
+  }
+  table.replaceChildren(...reply.body.sales.map((sale, index) => {
+    const audit = audits[index] && audits[index].ok ? audits[index].body : null;
+    const consistent = audit ? (audit.consistent ? 'consistent' : 'INCONSISTENT') : '…';
+    const tr = row([
+      sale.name, sale.state.replace('_', ' '), String(sale.stock), String(sale.stock - sale.remaining),
+      String(sale.remaining), audit ? String(audit.pending) : '…', audit ? String(audit.paid) : '…', consistent,
+    ]);
+    tr.lastChild.className = audit && !audit.consistent ? 'inconsistent' : 'consistent';
+    return tr;
+  }));
+  return true;
+}
+
+// ---- purchases per second, from the server's counters ----
+const OUTCOMES = ['created', 'sold_out', 'already_purchased', 'rate_limited', 'overloaded', 'other'];
+const COLORS = { created: '#146c2e', sold_out: '#b3261e', already_purchased: '#7b1fa2', rate_limited: '#ef6c00', overloaded: '#455a64', other: '#9e9e9e' };
+const history = [];
+let last = null;
+
+function parseCounters(text) {
+  const counts = Object.fromEntries(OUTCOMES.map((outcome) => [outcome, 0]));
+  for (const line of text.split('\n')) {
+    const match = /^flashsale_purchases_total\{outcome="([a-z_]+)"\} (\d+)/.exec(line);
+    if (!match) continue;
+    const outcome = OUTCOMES.includes(match[1]) ? match[1] : 'other';
+    counts[outcome] += Number(match[2]);
+  }
+  return counts;
+}
+
+async function sampleRates() {
+  let text;
+  try {
+    const response = await fetch('/metrics', { cache: 'no-store' });
+    if (!response.ok) return false;
+    text = await response.text();
+  } catch (_) { return false; }
+  const now = Date.now();
+  const counts = parseCounters(text);
+  if (last) {
+    const seconds = Math.max((now - last.at) / 1000, 0.001);
+    const rates = {};
+    for (const outcome of OUTCOMES) rates[outcome] = Math.max(0, (counts[outcome] - last.counts[outcome]) / seconds);
+    history.push(rates);
+    if (history.length > 120) history.shift();
+    draw();
+  }
+  last = { at: now, counts };
+  return true;
+}
+
+function draw() {
+  const canvas = document.getElementById('chart');
+  const context = canvas.getContext('2d');
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  const top = Math.max(1, ...history.flatMap((rates) => OUTCOMES.map((outcome) => rates[outcome])));
+  context.fillStyle = '#555';
+  context.font = '12px system-ui';
+  context.fillText(Math.round(top) + '/s', 4, 12);
+  for (const outcome of OUTCOMES) {
+    context.strokeStyle = COLORS[outcome];
+    context.lineWidth = 2;
+    context.beginPath();
+    history.forEach((rates, index) => {
+      const x = (index / 119) * (width - 8) + 4;
+      const y = height - 4 - (rates[outcome] / top) * (height - 20);
+      if (index === 0) context.moveTo(x, y); else context.lineTo(x, y);
+    });
+    context.stroke();
+  }
+  const latest = history[history.length - 1] || {};
+  document.getElementById('legend').replaceChildren(...OUTCOMES.map((outcome) =>
+    element('span', { style: 'color:' + COLORS[outcome] + ';margin-right:1rem' }, outcome.replace('_', ' ') + ': ' + Math.round(latest[outcome] || 0) + '/s')));
+}
+
+showSignedIn();
+poll(refreshTable, 1500, 10000);
+poll(sampleRates, 1000, 10000);

@@ -1,0 +1,288 @@
+// The storefront: sale cards with live counts and a countdown by the server's clock, buying with
+// an idempotency key kept across retries, and the buyer's orders with pay and cancel.
+'use strict';
+
+const demo = document.body.dataset.demo === 'true';
+const session = {
+  get token() { return sessionStorage.getItem('flashsale.token'); },
+  get user() { return sessionStorage.getItem('flashsale.user'); },
+  set(token, user) { sessionStorage.setItem('flashsale.token', token); sessionStorage.setItem('flashsale.user', user); },
+  clear() { sessionStorage.removeItem('flashsale.token'); sessionStorage.removeItem('flashsale.user'); },
+};
+
+const notice = document.getElementById('notice');
+const salesBox = document.getElementById('sales');
+const ordersBox = document.getElementById('orders');
+const cards = new Map();     // sale id -> { sale, node, parts }
+const attempts = new Map();  // sale id -> { key, running }: one key per purchase attempt
+let orders = [];
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
+
+// ---- signing in ----
+function userFromToken(token) {
+  try {
+    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    return String(claims.sub || '');
+  } catch (_) { return ''; }
+}
+
+function showAccount() {
+  const signedIn = Boolean(session.token);
+  document.getElementById('signed-in').hidden = !signedIn;
+  document.getElementById('who').textContent = session.user || '';
+  document.getElementById('demo-sign-in').hidden = signedIn || !demo;
+  document.getElementById('token-sign-in').hidden = signedIn || demo;
+  for (const card of cards.values()) updateCard(card);
+  refreshOrders();
+}
+
+document.getElementById('demo-sign-in').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = document.getElementById('name').value.trim();
+  if (!name) { notice.textContent = 'Please enter a name.'; return; }
+  try {
+    const reply = await api('/api/v1/demo/token', { method: 'POST', body: { user: name } });
+    if (!reply.ok) { notice.textContent = sentence(reply); return; }
+    session.set(reply.body.token, name);
+    notice.textContent = 'Welcome, ' + name + '.';
+    showAccount();
+  } catch (_) { notice.textContent = 'Could not reach the shop. Please try again.'; }
+});
+
+document.getElementById('token-sign-in').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const token = document.getElementById('token').value.trim();
+  const user = userFromToken(token);
+  if (!user) { notice.textContent = 'That does not look like a buyer token.'; return; }
+  session.set(token, user);
+  showAccount();
+});
+
+document.getElementById('sign-out').addEventListener('click', () => {
+  session.clear();
+  orders = [];
+  notice.textContent = 'Signed out.';
+  showAccount();
+});
+
+// ---- sale cards ----
+function localState(sale) {
+  const now = serverClock.now();
+  if (sale.ends_at && now >= Date.parse(sale.ends_at)) return 'ended';
+  if (now < Date.parse(sale.starts_at)) return 'scheduled';
+  if (sale.state === 'scheduled') return sale.remaining > 0 ? 'live' : 'sold_out';
+  return sale.state;
+}
+
+const STATE_TEXT = { scheduled: 'Starts soon', live: 'On sale now', sold_out: 'Sold out', ended: 'Ended' };
+
+function makeCard(sale) {
+  const parts = {
+    heading: element('h3', { id: 'sale-' + sale.id }),
+    description: element('p'),
+    price: element('p'),
+    state: element('p', { class: 'state' }),
+    remaining: element('p'),
+    countdown: element('p', { class: 'countdown', role: 'timer', 'aria-live': 'off' }),
+    buy: element('button', { type: 'button' }, 'Buy'),
+    message: element('p', { class: 'message', role: 'status', 'aria-live': 'polite' }),
+  };
+  const node = element('article', { class: 'card', 'aria-labelledby': 'sale-' + sale.id },
+    parts.heading, parts.description, parts.price, parts.state, parts.remaining, parts.countdown, parts.buy, parts.message);
+  const card = { sale, node, parts };
+  parts.buy.addEventListener('click', () => buy(card));
+  return card;
+}
+
+function updateCard(card) {
+  const { sale, parts } = card;
+  const state = localState(sale);
+  parts.heading.textContent = sale.name;
+  parts.description.textContent = sale.description;
+  parts.description.hidden = !sale.description;
+  parts.price.textContent = money(sale.price_cents) + (sale.per_user_limit > 1 ? ' · up to ' + sale.per_user_limit + ' per buyer' : '');
+  parts.state.textContent = STATE_TEXT[state] || state;
+  parts.state.className = 'state ' + state;
+  parts.remaining.textContent = sale.remaining + ' of ' + sale.stock + ' left';
+  if (state === 'scheduled') {
+    parts.countdown.hidden = false;
+    parts.countdown.textContent = 'Starts in ' + countdownText(Date.parse(sale.starts_at) - serverClock.now());
+  } else {
+    parts.countdown.hidden = true;
+  }
+  const attempt = attempts.get(sale.id);
+  parts.buy.disabled = state !== 'live' || !session.token || Boolean(attempt && attempt.running);
+  parts.buy.title = !session.token ? 'Sign in to buy' : '';
+}
+
+async function refreshSales() {
+  const reply = await api('/api/v1/sales');
+  if (!reply.ok) return reply.retryAfter || false;
+  const seen = new Set();
+  const wasEmpty = cards.size === 0;
+  for (const sale of reply.body.sales) {
+    seen.add(sale.id);
+    let card = cards.get(sale.id);
+    if (!card) {
+      card = makeCard(sale);
+      cards.set(sale.id, card);
+    }
+    card.sale = sale;
+    updateCard(card);
+  }
+  for (const [id, card] of cards) {
+    if (!seen.has(id)) { card.node.remove(); cards.delete(id); }
+  }
+  if (wasEmpty || salesBox.children.length !== cards.size) {
+    salesBox.replaceChildren(...[...cards.values()].map((card) => card.node));
+    if (cards.size === 0) salesBox.replaceChildren(element('p', {}, 'No sales yet. Come back soon.'));
+    renderOrders();
+  }
+  return true;
+}
+
+// ---- buying ----
+async function buy(card) {
+  const { sale, parts } = card;
+  let attempt = attempts.get(sale.id);
+  if (attempt && attempt.running) return; // a second click while the first is on its way
+  if (!attempt) { attempt = { key: newKey(), running: false }; attempts.set(sale.id, attempt); }
+  attempt.running = true;
+  updateCard(card);
+  parts.message.className = 'message';
+  parts.message.textContent = 'Buying…';
+  let networkFailures = 0;
+  for (;;) {
+    let reply;
+    try {
+      reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/purchase', {
+        method: 'POST', token: session.token, headers: { 'Idempotency-Key': attempt.key },
+      });
+    } catch (_) {
+      networkFailures += 1;
+      if (networkFailures > 5) {
+        parts.message.className = 'message error';
+        parts.message.textContent = 'Could not reach the shop. Press Buy to try again (you cannot buy twice).';
+        break; // the key is kept: the next press retries the same purchase
+      }
+      await waitShowing(parts.message, 'Network problem, retrying in ', Math.min(2 ** networkFailures, 8));
+      continue;
+    }
+    if (reply.status === 429 || reply.status === 503) {
+      await waitShowing(parts.message, 'The shop is busy, retrying in ', reply.retryAfter || 1);
+      continue;
+    }
+    attempts.delete(sale.id);
+    if (reply.ok) {
+      parts.message.className = 'message';
+      parts.message.textContent = 'Reserved! Pay below before the time runs out.';
+      mergeOrder(reply.body);
+    } else {
+      parts.message.className = 'message error';
+      parts.message.textContent = sentence(reply);
+      if (reply.status === 401) { session.clear(); showAccount(); }
+    }
+    break;
+  }
+  attempt.running = false;
+  updateCard(card);
+  refreshSales();
+}
+
+async function waitShowing(node, text, seconds) {
+  for (let left = Math.ceil(seconds); left > 0; left -= 1) {
+    node.className = 'message';
+    node.textContent = text + left + ' s…';
+    await sleep(1000);
+  }
+}
+
+// ---- orders ----
+const ORDER_STATUS = { pending_payment: 'Waiting for payment', paid: 'Paid', cancelled: 'Cancelled', expired: 'Expired (not paid in time)' };
+
+function mergeOrder(order) {
+  orders = [order, ...orders.filter((known) => known.id !== order.id)];
+  renderOrders();
+}
+
+async function refreshOrders() {
+  if (!session.token) { ordersBox.replaceChildren(element('p', {}, 'Sign in to see your orders.')); return true; }
+  const reply = await api('/api/v1/orders?limit=50', { token: session.token });
+  if (!reply.ok) return reply.retryAfter || false;
+  orders = reply.body.orders;
+  renderOrders();
+  return true;
+}
+
+function saleName(saleId) {
+  const card = cards.get(saleId);
+  return card ? card.sale.name : 'Sale ' + saleId;
+}
+
+function renderOrders() {
+  if (!session.token) return;
+  if (orders.length === 0) { ordersBox.replaceChildren(element('p', {}, 'No orders yet.')); return; }
+  ordersBox.replaceChildren(...orders.map((order) => {
+    const name = saleName(order.sale_id);
+    const status = element('span', { class: 'status' }, ORDER_STATUS[order.status] || order.status);
+    const item = element('article', { class: 'order', 'aria-label': 'Order: ' + name },
+      element('strong', {}, name), element('span', {}, order.quantity + ' ×'), status);
+    if (order.status === 'pending_payment') {
+      item.append(
+        element('span', { class: 'countdown', 'data-deadline': order.expires_at, role: 'timer' }, ''),
+        element('button', { type: 'button', onclick: () => act(order, 'pay') }, 'Pay'),
+        element('button', { type: 'button', class: 'secondary', onclick: () => act(order, 'cancel') }, 'Cancel'));
+    }
+    const message = element('span', { class: 'message', role: 'status', 'aria-live': 'polite' });
+    item.append(message);
+    item.dataset.order = order.id;
+    return item;
+  }));
+  tick();
+}
+
+async function act(order, action) {
+  const item = ordersBox.querySelector('[data-order="' + order.id + '"]');
+  for (const button of item ? item.querySelectorAll('button') : []) button.disabled = true;
+  const message = item && item.querySelector('.message');
+  try {
+    const reply = await api('/api/v1/orders/' + encodeURIComponent(order.id) + '/' + action, { method: 'POST', token: session.token });
+    if (reply.ok) {
+      mergeOrder(reply.body);
+      notice.textContent = action === 'pay' ? 'Paid. Thank you!' : 'Order cancelled; the units are back on sale.';
+    } else if (message) {
+      message.className = 'message error';
+      message.textContent = sentence(reply);
+      for (const button of item.querySelectorAll('button')) button.disabled = false;
+    }
+  } catch (_) {
+    if (message) { message.className = 'message error'; message.textContent = 'Could not reach the shop. Please try again.'; }
+    for (const button of item ? item.querySelectorAll('button') : []) button.disabled = false;
+  }
+  refreshSales();
+}
+
+// ---- the clock ----
+function tick() {
+  for (const card of cards.values()) updateCard(card);
+  for (const node of ordersBox.querySelectorAll('[data-deadline]')) {
+    const left = Date.parse(node.dataset.deadline) - serverClock.now();
+    node.textContent = left > 0 ? 'Pay within ' + countdownText(left) : 'Payment window closed';
+  }
+}
+
+(async function start() {
+  await serverClock.sync();
+  showAccount();
+  setInterval(tick, 250);
+  setInterval(() => serverClock.sync(), 60000 * (0.75 + Math.random() * 0.5));
+  poll(refreshSales, 2000, 30000);
+  poll(() => (session.token ? refreshOrders() : true), 5000, 60000);
+})();
