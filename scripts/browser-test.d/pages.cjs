@@ -1,0 +1,155 @@
+// The storefront and the admin console in Chromium, as a person uses them: found by labels, roles
+// and visible text. Run by scripts/browser-test, which starts the server in demo mode.
+'use strict';
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const base = process.env.FLASHSALE_URL;
+const adminToken = process.env.FLASHSALE_ADMIN_TOKEN;
+const failures = process.env.FLASHSALE_FAILURES;
+const screenshots = process.env.FLASHSALE_SCREENSHOTS;
+
+async function api(pathname, { method = 'GET', token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = 'Bearer ' + token;
+  if (body) headers['Content-Type'] = 'application/json';
+  const response = await fetch(base + pathname, { method, headers, body: body && JSON.stringify(body) });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}
+
+async function demoToken(user) {
+  const reply = await api('/api/v1/demo/token', { method: 'POST', body: { user } });
+  assert.equal(reply.status, 200);
+  return reply.body.token;
+}
+
+async function signIn(page, name) {
+  await page.goto(base + '/');
+  await page.getByLabel('Name').fill(name);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Signed in as ' + name).waitFor();
+}
+
+function card(page, saleName) {
+  return page.getByRole('article', { name: saleName });
+}
+
+function order(page, saleName) {
+  return page.getByRole('article', { name: 'Order: ' + saleName });
+}
+
+// The browser's local time `seconds` from now, as a datetime-local input takes it.
+async function localInputTime(page, seconds) {
+  return page.evaluate((s) => {
+    const d = new Date(Date.now() + s * 1000);
+    const two = (n) => String(n).padStart(2, '0');
+    return d.getFullYear() + '-' + two(d.getMonth() + 1) + '-' + two(d.getDate()) + 'T' +
+      two(d.getHours()) + ':' + two(d.getMinutes()) + ':' + two(d.getSeconds());
+  }, seconds);
+}
+
+const tests = [];
+function test(name, body) { tests.push({ name, body }); }
+
+const saleName = 'Browser concert ' + Date.now();
+
+test('the admin signs in, creates a sale and sees it in the table', async ({ page }) => {
+  await page.goto(base + '/admin');
+  await page.getByLabel('Admin token').fill(adminToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  // A refusal names the field, as a sentence.
+  await page.getByLabel('Name').fill(saleName);
+  await page.getByLabel('Stock').fill('0');
+  await page.getByLabel('Starts at').fill(await localInputTime(page, 6));
+  await page.getByRole('button', { name: 'Create sale' }).click();
+  await page.getByText('Please check "stock"').waitFor();
+  await page.getByLabel('Stock').fill('2');
+  await page.getByRole('button', { name: 'Create sale' }).click();
+  await page.getByText('Created "' + saleName + '".').waitFor();
+  const row = page.getByRole('row').filter({ hasText: saleName });
+  await row.waitFor();
+  assert.match(await row.innerText(), /scheduled/);
+  if (screenshots) await page.screenshot({ path: path.join(screenshots, 'admin.png'), fullPage: true });
+});
+
+test('a buyer watches the countdown, buys once with a double click, and pays', async ({ page }) => {
+  await signIn(page, 'ann');
+  const sale = card(page, saleName);
+  await sale.waitFor();
+  await sale.getByText(/Starts in \d\d:\d\d/).waitFor();
+  const buy = sale.getByRole('button', { name: 'Buy' });
+  assert.equal(await buy.isDisabled(), true, 'Buy is disabled before the start');
+  if (screenshots) await page.screenshot({ path: path.join(screenshots, 'storefront.png'), fullPage: true });
+  await sale.getByText('On sale now').waitFor({ timeout: 15000 });
+  await buy.dblclick();
+  const mine = order(page, saleName);
+  await mine.getByText('Waiting for payment').waitFor();
+  await mine.getByText(/Pay within \d\d:\d\d/).waitFor();
+  const orders = await api('/api/v1/orders', { token: await demoToken('ann') });
+  assert.equal(orders.body.orders.filter((o) => o.status === 'pending_payment').length, 1, 'a double click makes one order');
+  await mine.getByRole('button', { name: 'Pay' }).click();
+  await mine.getByText('Paid', { exact: true }).waitFor();
+});
+
+test('a buyer cancels and buys again', async ({ page }) => {
+  await signIn(page, 'bob');
+  const sale = card(page, saleName);
+  await sale.getByRole('button', { name: 'Buy' }).click();
+  const mine = order(page, saleName).filter({ hasText: 'Waiting for payment' });
+  await mine.getByRole('button', { name: 'Cancel' }).click();
+  await order(page, saleName).getByText('Cancelled').waitFor();
+  await sale.getByRole('button', { name: 'Buy' }).click();
+  await order(page, saleName).getByText('Waiting for payment').waitFor();
+});
+
+test('a late buyer reads that the sale is sold out', async ({ page }) => {
+  await signIn(page, 'cy');
+  const sale = card(page, saleName);
+  await sale.getByText('0 of 2 left').waitFor();
+  await sale.getByText('Sold out', { exact: true }).waitFor();
+  // The card's button is disabled once sold out; a purchase sent anyway reads as a sentence.
+  await page.evaluate(() => { for (const b of document.querySelectorAll('.card button')) b.disabled = false; });
+  await sale.getByRole('button', { name: 'Buy' }).click();
+  await sale.getByText('Sorry, this sale is sold out.').waitFor();
+});
+
+test('the admin table shows the sales as they sell', async ({ page }) => {
+  await page.goto(base + '/admin');
+  await page.getByLabel('Admin token').fill(adminToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const row = page.getByRole('row').filter({ hasText: saleName });
+  await row.waitFor();
+  const cells = await row.getByRole('cell').allInnerTexts();
+  // Sale, state, stock, sold, remaining, pending, paid, audit.
+  assert.deepEqual(cells.slice(2), ['2', '2', '0', '1', '1', 'consistent']);
+});
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.FLASHSALE_CHROMIUM,
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
+  if (screenshots) fs.mkdirSync(screenshots, { recursive: true });
+  let failed = 0;
+  for (const { name, body } of tests) {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10000);
+    try {
+      await body({ page });
+      console.log('PASS ' + name);
+    } catch (error) {
+      failed += 1;
+      console.log('FAIL ' + name + '\n' + (error && error.stack || error));
+      fs.mkdirSync(failures, { recursive: true });
+      await page.screenshot({ path: path.join(failures, name.replace(/[^a-z0-9]+/gi, '-') + '.png'), fullPage: true }).catch(() => {});
+    }
+    await context.close();
+  }
+  await browser.close();
+  console.log(tests.length - failed + ' of ' + tests.length + ' browser tests passed');
+  process.exit(failed ? 1 : 0);
+})();
