@@ -110,9 +110,9 @@ test('a late buyer reads that the sale is sold out', async ({ page }) => {
   const sale = card(page, saleName);
   await sale.getByText('0 of 2 left').waitFor();
   await sale.getByText('Sold out', { exact: true }).waitFor();
-  // The card's button is disabled once sold out; a purchase sent anyway reads as a sentence.
-  await page.evaluate(() => { for (const b of document.querySelectorAll('.card button')) b.disabled = false; });
-  await sale.getByRole('button', { name: 'Buy' }).click();
+  // The card's button is disabled once sold out; a purchase sent anyway (a page that had not
+  // refreshed yet) reads as a sentence.
+  await sale.evaluate((node) => { const buy = node.querySelector('button'); buy.disabled = false; buy.click(); });
   await sale.getByText('Sorry, this sale is sold out.').waitFor();
 });
 

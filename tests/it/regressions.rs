@@ -722,10 +722,23 @@ async fn cluster_a_settled_sale_leaves_redis_and_postgres_answers_for_it() {
     assert!(keys_of(sale_id.clone()).await > 0);
     // Ended, its payment window over, the unpaid order expired by the sweep: archived within a
     // check or two of the archiver (each minute of the cluster's clock).
+    let database = postgres(&backends).await;
     let archived = eventually(Duration::from_secs(20), || {
         clock.advance(SignedDuration::from_secs(61));
         let keys = keys_of(sale_id.clone());
-        async move { keys.await == 0 }
+        let (database, sale_id) = (&database, &sale_id);
+        async move {
+            // Redis's keys go first, then PostgreSQL records the archive.
+            let recorded: bool = database
+                .query_one(
+                    "SELECT archived_at IS NOT NULL FROM sales WHERE id = $1",
+                    &[sale_id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            keys.await == 0 && recorded
+        }
     })
     .await;
     assert!(archived, "the settled sale's keys are still in Redis");
