@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, TokenMinter};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, NodeWork};
 use crate::config::Settings;
@@ -204,7 +204,9 @@ impl App {
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
                 buyer_requests_per_sec: settings.buyer_requests_per_sec,
             },
-            http::demo_minter(settings.demo, &credentials.jwt_secret),
+            settings
+                .demo
+                .then(|| TokenMinter::new(&credentials.jwt_secret)),
         ));
         let listener = listen(&settings.listen).map_err(|source| StartError::Listen {
             address: settings.listen.clone(),

@@ -49,3 +49,25 @@ impl Clock for ManualClock {
         Timestamp::from_millisecond(self.millis.load(Ordering::SeqCst)).unwrap_or(Timestamp::MAX)
     }
 }
+
+/// The beat of a background task: ticks every `period` of wall time until `stop` turns true.
+pub struct StoppableTicker {
+    interval: tokio::time::Interval,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StoppableTicker {
+    pub fn new(period: std::time::Duration, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { interval, stop }
+    }
+
+    /// Waits for the next tick; `false` once the task should stop.
+    pub async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => !*self.stop.borrow(),
+            _ = self.stop.changed() => false,
+        }
+    }
+}

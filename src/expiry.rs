@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 
+use crate::clock::StoppableTicker;
 use crate::metrics::Metrics;
 use crate::service::Service;
 
@@ -36,18 +36,10 @@ pub async fn run(
     service: Arc<Service>,
     metrics: Arc<Metrics>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    let mut ticker = StoppableTicker::new(interval, stop);
+    while ticker.tick().await {
         sweep(&service, &metrics).await;
         if let Err(error) = service.return_unreturned().await {
             tracing::warn!(%error, "returning unfinished releases failed; retrying next round");

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 
 use super::queue::Queue;
-use crate::clock::Clock;
+use crate::clock::{Clock, StoppableTicker};
 use crate::gate::{GateError, RedisGate};
 use crate::store::{PostgresStore, StoreError};
 
@@ -85,18 +84,10 @@ impl Archiver {
     }
 
     /// Looks for sales to archive every `CHECK_EVERY` of the cluster's clock until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let mut ticker = StoppableTicker::new(TICK, stop);
         let mut last_check = None;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
-                return;
-            }
+        while ticker.tick().await {
             let now = self.clock.now();
             if last_check
                 .is_some_and(|last: jiff::Timestamp| now.duration_since(last) < CHECK_EVERY)

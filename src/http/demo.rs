@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::AppState;
-use crate::auth::TokenMinter;
 use crate::domain::UserId;
 
 /// How long a demo sign-in lasts.
@@ -50,9 +49,4 @@ pub async fn demo_token(
     Ok(Json(DemoToken {
         token: minter.mint(user.as_str(), expires),
     }))
-}
-
-/// The demo minter, when demo mode is on.
-pub fn minter(demo: bool, jwt_secret: &str) -> Option<TokenMinter> {
-    demo.then(|| TokenMinter::new(jwt_secret))
 }

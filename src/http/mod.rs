@@ -23,7 +23,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
 
-pub use self::demo::minter as demo_minter;
 pub use self::limits::BuyerLimiter;
 use crate::auth::{Authenticator, TokenMinter};
 use crate::metrics::Metrics;
