@@ -127,6 +127,96 @@ test('the admin table shows the sales as they sell', async ({ page }) => {
   assert.deepEqual(cells.slice(2), ['2', '2', '0', '1', '1', 'consistent']);
 });
 
+// What a careful reviewer checks by hand: text contrast (WCAG AA: 4.5:1, 3:1 for large text),
+// a label on every field, a name on every button, and no sideways scrolling.
+function accessibilityProblems() {
+  const parse = (color) => {
+    const match = color.match(/rgba?\(([^)]+)\)/);
+    if (!match) return null;
+    const parts = match[1].split(/[\s,/]+/).filter(Boolean).map(Number);
+    return { r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1 };
+  };
+  const luminance = ({ r, g, b }) => {
+    const linear = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  };
+  const backgroundOf = (node) => {
+    for (let at = node; at; at = at.parentElement) {
+      const color = parse(getComputedStyle(at).backgroundColor);
+      if (color && color.a > 0) return color;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const problems = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    const node = text.parentElement;
+    if (!text.textContent.trim() || !node || !node.checkVisibility() || node.closest(':disabled')) continue;
+    const style = getComputedStyle(node);
+    const [fg, bg] = [luminance(parse(style.color)), luminance(backgroundOf(node))];
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) problems.push('contrast ' + ratio.toFixed(2) + ': "' + text.textContent.trim().slice(0, 40) + '"');
+  }
+  for (const field of document.querySelectorAll('input, textarea, select')) {
+    if (field.checkVisibility() && !(field.labels && field.labels.length) && !field.getAttribute('aria-label')) problems.push('no label: #' + field.id);
+  }
+  for (const button of document.querySelectorAll('button')) {
+    if (button.checkVisibility() && !button.textContent.trim() && !button.getAttribute('aria-label')) problems.push('a button without a name');
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+    problems.push('scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
+  }
+  return problems;
+}
+
+test('both pages pass the contrast, label and phone-width checks', async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 740 });
+  await signIn(page, 'dee');
+  await card(page, saleName).waitFor();
+  assert.deepEqual(await page.evaluate(accessibilityProblems), [], 'storefront');
+  if (screenshots) await page.screenshot({ path: path.join(screenshots, 'storefront-phone.png'), fullPage: true });
+  await page.goto(base + '/admin');
+  assert.deepEqual(await page.evaluate(accessibilityProblems), [], 'admin, signed out');
+  await page.getByLabel('Admin token').fill(adminToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('row').filter({ hasText: saleName }).waitFor();
+  assert.deepEqual(await page.evaluate(accessibilityProblems), [], 'admin, signed in');
+});
+
+// Presses Tab until `locator` has the focus (at most `presses` times).
+async function tabTo(page, locator, presses = 60) {
+  for (let i = 0; i < presses; i += 1) {
+    if (await locator.evaluate((node) => node === document.activeElement)) return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error('Tab never reached ' + locator);
+}
+
+test('a buyer signs in, buys and pays with the keyboard alone', async ({ page }) => {
+  const name = 'Keyboard sale ' + Date.now();
+  const created = await api('/api/v1/sales', {
+    method: 'POST', token: adminToken,
+    body: { name, stock: 3, per_user_limit: 1, starts_at: new Date(Date.now() - 1000).toISOString(), payment_window_secs: 900 },
+  });
+  assert.equal(created.status, 201);
+  await page.goto(base + '/');
+  await tabTo(page, page.getByLabel('Name'));
+  await page.keyboard.type('eve');
+  await page.keyboard.press('Enter');
+  await page.getByText('Signed in as eve').waitFor();
+  const buy = card(page, name).getByRole('button', { name: 'Buy' });
+  await buy.waitFor();
+  await tabTo(page, buy);
+  await page.keyboard.press('Enter');
+  const mine = order(page, name);
+  await mine.getByText('Waiting for payment').waitFor();
+  await tabTo(page, mine.getByRole('button', { name: 'Pay' }));
+  await page.keyboard.press('Space');
+  await mine.getByText('Paid', { exact: true }).waitFor();
+});
+
 (async () => {
   const browser = await chromium.launch({
     executablePath: process.env.FLASHSALE_CHROMIUM,

@@ -94,14 +94,15 @@ pub struct Connection {
     timeout: Duration,
 }
 
-/// A reply: status and body.
 /// `Bearer <token>` as a header value; cloning it later costs a reference count.
 pub fn bearer(token: &str) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {token}"))).ok()
 }
 
+/// A reply: status, headers and body.
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -163,9 +164,13 @@ impl Connection {
         let exchange = async {
             self.sender.ready().await?;
             let response = self.sender.send_request(request).await?;
-            let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok::<_, ClientError>(Reply { status, body })
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, ClientError>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await

@@ -12,6 +12,7 @@ mod scenarios;
 mod stats;
 mod target;
 mod verify;
+mod viewers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub enum Scenario {
     Lifecycle,
     /// GET /healthz with the same client and connections: the plain-HTTP ceiling.
     Baseline,
+    /// Page viewers polling on the storefront's schedule (--viewers pages, alone for --duration),
+    /// then a purchase stampede without and with them: what the open pages cost.
+    Viewers,
     /// A crowd that hangs up, retries, double-clicks and races the expiry, under kill -9 and
     /// Redis restarts; checks every promise from the history and the server's records.
     Chaos,
@@ -89,9 +93,15 @@ pub struct BenchArgs {
     /// Requests per second of the sustained scenario.
     #[arg(long, value_name = "R", default_value_t = 10_000.0)]
     pub rate: f64,
-    /// Seconds the sustained scenario runs.
+    /// Seconds the sustained scenario runs (viewers: how long they poll alone).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,
+    /// Viewers: storefront pages open during the stampede.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub viewers: u64,
+    /// Viewers: keep-alive connections the pages share.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub viewer_connections: usize,
     /// Requests of the baseline scenario (with --with-baseline: as many as the purchase phase).
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub requests: u64,
@@ -146,6 +156,7 @@ impl Scenario {
             Self::Sustained => "sustained",
             Self::Lifecycle => "lifecycle",
             Self::Baseline => "baseline",
+            Self::Viewers => "viewers",
             Self::Chaos => "chaos",
         }
     }
@@ -198,6 +209,18 @@ async fn run_scenario(
             )
             .await?
         }
+        Scenario::Viewers => {
+            scenarios::watched_storm(
+                api,
+                options,
+                stock(10_000),
+                buyers(200_000),
+                args.viewers,
+                args.viewer_connections,
+                Duration::from_secs_f64(args.duration.max(1.0)),
+            )
+            .await?
+        }
         Scenario::Chaos => {
             return Err(BenchError::Usage(
                 "chaos is not a load scenario (it runs through run_chaos)".into(),
@@ -207,6 +230,7 @@ async fn run_scenario(
             phases: vec![scenarios::baseline(api, options, args.requests).await],
             checks: Vec::new(),
             sales: Vec::new(),
+            notes: Vec::new(),
         },
     })
 }
@@ -310,6 +334,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
         server_peak_rss_bytes: server.and_then(target::EmbeddedServer::peak_rss_bytes),
         server_cpu_seconds: server.and_then(target::EmbeddedServer::cpu_seconds),
         passed: outcome.checks.iter().all(|check| check.passed),
+        notes: outcome.notes,
         sales: outcome.sales,
         checks: outcome.checks,
     };

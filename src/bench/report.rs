@@ -52,6 +52,8 @@ pub struct Report {
     pub sales: Vec<SaleUnderTest>,
     pub checks: Vec<Check>,
     pub passed: bool,
+    /// Figures derived from the phases (ratios), one sentence each.
+    pub notes: Vec<String>,
     /// (percentile, ms) points per outcome, per phase, for the plot.
     #[serde(skip)]
     pub phase_curves: Vec<Vec<Curve>>,
@@ -101,6 +103,9 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(ratio) = report.ratio_to_baseline {
         let _ = writeln!(out, "\npurchase req/s / baseline req/s = {ratio:.3}");
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "\n{note}");
     }
     if let (Some(rss), Some(cpu)) = (report.server_peak_rss_bytes, report.server_cpu_seconds) {
         let _ = writeln!(

@@ -10,6 +10,7 @@ use super::api::{buyer_name, Api, ApiError};
 use super::driver::{Pace, Phase, PhaseResult, Planned, Planner};
 use super::random::SplitMix64;
 use super::verify::{self, Check, SaleUnderTest};
+use super::viewers;
 
 /// What every scenario needs to know about the run.
 #[derive(Clone, Debug)]
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub phases: Vec<PhaseResult>,
     pub checks: Vec<Check>,
     pub sales: Vec<SaleUnderTest>,
+    /// Figures the scenario derives from its phases, one sentence each.
+    pub notes: Vec<String>,
 }
 
 fn phase(
@@ -146,6 +149,7 @@ pub async fn storm(
         phases: vec![result],
         checks,
         sales: under_test,
+        notes: Vec::new(),
     })
 }
 
@@ -194,6 +198,7 @@ pub async fn one_buyer(
         phases: vec![result],
         checks,
         sales: vec![sale],
+        notes: Vec::new(),
     })
 }
 
@@ -225,6 +230,7 @@ pub async fn sustained(
         phases: vec![result],
         checks,
         sales: vec![sale],
+        notes: Vec::new(),
     })
 }
 
@@ -374,5 +380,118 @@ pub async fn lifecycle(
         phases: vec![first, second],
         checks,
         sales: vec![sale],
+        notes: Vec::new(),
+    })
+}
+
+/// People with the storefront open, polling on its schedule: first alone for `duration` (what a
+/// viewer's request costs the server), then beside a purchase stampede, which also runs without
+/// them, so the run shows what the open pages cost the buyers.
+pub async fn watched_storm(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    stock: u64,
+    buyers: u64,
+    watchers: u64,
+    viewer_connections: usize,
+    duration: Duration,
+) -> Result<Outcome, ApiError> {
+    api.create_sale("bench viewers: on the page", stock, 1, 900)
+        .await?;
+    let watching = |options: &RunOptions| {
+        viewers::start(
+            api,
+            watchers,
+            viewer_connections,
+            options.seed,
+            options.timeout,
+            options.server_pid,
+        )
+    };
+    let running = watching(options);
+    tokio::time::sleep(duration).await;
+    let alone = running.stop("viewers", true).await;
+
+    let mut unwatched = storm(api, options, &[(stock, 1)], buyers).await?;
+    let running = watching(options);
+    let mut watched = storm(api, options, &[(stock, 1)], buyers).await?;
+    let during = running.stop("viewers+buy", false).await;
+
+    let mut checks = Vec::new();
+    let expected = viewers::expected_requests_per_sec(watchers);
+    let pace = alone.requests_per_sec() / expected.max(1e-9);
+    checks.push(Check::new(
+        "viewers poll at the page's pace",
+        (0.7..=1.15).contains(&pace),
+        format!(
+            "{:.0} req/s from {watchers} pages, {expected:.0} expected",
+            alone.requests_per_sec()
+        ),
+    ));
+    let failed = |phase: &PhaseResult| {
+        phase
+            .stats
+            .summaries()
+            .into_iter()
+            .filter(|row| {
+                row.outcome != "all"
+                    && !(row.outcome.ends_with(" 200") || row.outcome.ends_with(" 304"))
+            })
+            .map(|row| format!("{} x{}", row.outcome, row.count))
+            .collect::<Vec<_>>()
+    };
+    let refused: Vec<String> = failed(&alone).into_iter().chain(failed(&during)).collect();
+    checks.push(Check::new(
+        "every viewer poll is answered 200 or 304",
+        refused.is_empty(),
+        if refused.is_empty() {
+            "no errors".to_owned()
+        } else {
+            refused.join(", ")
+        },
+    ));
+    for check in &mut unwatched.checks {
+        check.name = format!("without viewers: {}", check.name);
+    }
+    for check in &mut watched.checks {
+        check.name = format!("with viewers: {}", check.name);
+    }
+    checks.append(&mut unwatched.checks);
+    checks.append(&mut watched.checks);
+
+    let not_modified_share = |phase: &PhaseResult| {
+        phase.stats.count("sales 304") as f64
+            / (phase.stats.count("sales 304") + phase.stats.count("sales 200")).max(1) as f64
+    };
+    let mut notes = vec![format!(
+        "viewers alone: {:.0} req/s from {watchers} pages ({:.2} per page), {:.0}% of sale-list polls answered 304, server CPU {} us per viewer request",
+        alone.requests_per_sec(),
+        alone.requests_per_sec() / watchers.max(1) as f64,
+        not_modified_share(&alone) * 100.0,
+        alone
+            .server_cpu_micros_per_request()
+            .map_or_else(|| "-".to_owned(), |micros| format!("{micros:.1}")),
+    )];
+    let mut phases = vec![alone];
+    if let (Some(without), Some(mut with)) = (unwatched.phases.pop(), watched.phases.pop()) {
+        with.name = "purchase+v".to_owned();
+        notes.push(format!(
+            "purchase req/s with viewers / without = {:.3} ({:.0} / {:.0}); viewers meanwhile {:.0} req/s, {:.0}% of sale-list polls answered 304",
+            with.requests_per_sec() / without.requests_per_sec().max(1e-9),
+            with.requests_per_sec(),
+            without.requests_per_sec(),
+            during.requests_per_sec(),
+            not_modified_share(&during) * 100.0,
+        ));
+        phases.extend([without, with]);
+    }
+    phases.push(during);
+    let mut sales = unwatched.sales;
+    sales.append(&mut watched.sales);
+    Ok(Outcome {
+        phases,
+        checks,
+        sales,
+        notes,
     })
 }

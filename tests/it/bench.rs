@@ -40,6 +40,52 @@ fn the_small_scenarios_pass_against_an_embedded_server() {
 }
 
 #[test]
+fn viewers_poll_on_the_pages_schedule_beside_the_stampede() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("viewers.json");
+    let (passed, output) = bench(&[
+        "viewers",
+        "--viewers",
+        "400",
+        "--viewer-connections",
+        "8",
+        "--duration",
+        "4",
+        "--buyers",
+        "3000",
+        "--stock",
+        "100",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("purchase req/s with viewers / without = "),
+        "{output}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let names: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["viewers", "purchase", "purchase+v", "viewers+buy"]);
+    // Pages revalidate with the ETag they hold: after its first poll a page reads 304s.
+    let outcomes = report["phases"][0]["outcomes"].as_array().unwrap();
+    let count = |name: &str| {
+        outcomes
+            .iter()
+            .find(|row| row["outcome"] == json!(name))
+            .map_or(0, |row| row["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("sales 200"), 400, "{outcomes:?}");
+    assert!(count("sales 304") > 400, "{outcomes:?}");
+    assert_eq!(report["sales"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn figures_are_written_as_json_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("run.json");

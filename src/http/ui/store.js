@@ -270,11 +270,21 @@ async function act(order, action) {
 }
 
 // ---- the clock ----
+// Orders whose payment window closed and whose new status was fetched (or is being fetched).
+const deadlinesFetched = new Set();
+
 function tick() {
   for (const card of cards.values()) updateCard(card);
   for (const node of ordersBox.querySelectorAll('[data-deadline]')) {
     const left = Date.parse(node.dataset.deadline) - serverClock.now();
     node.textContent = left > 0 ? 'Pay within ' + countdownText(left) : 'Payment window closed';
+    const id = node.closest('[data-order]').dataset.order;
+    if (left <= 0 && !deadlinesFetched.has(id)) {
+      // The order expires on the server now: fetch its new status once, 1 to 3 s later so
+      // the expiry sweep has run and a crowd of pages with one deadline does not ask at once.
+      deadlinesFetched.add(id);
+      setTimeout(refreshOrders, 1000 + Math.random() * 2000);
+    }
   }
 }
 
@@ -284,5 +294,7 @@ function tick() {
   setInterval(tick, 250);
   setInterval(() => serverClock.sync(), 60000 * (0.75 + Math.random() * 0.5));
   poll(refreshSales, 2000, 30000);
-  poll(() => (session.token ? refreshOrders() : true), 5000, 60000);
+  // The buyer's own orders change through this page's answers (merged as they come) and at a
+  // known deadline (see tick); a slow poll catches what another tab or device did.
+  poll(() => (session.token ? refreshOrders() : true), 60000, 300000);
 })();
