@@ -16,9 +16,12 @@ use crate::config::Settings;
 use crate::domain::SaleDraft;
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
+use crate::line::{LineError, MemoryLine, PassSigner, RedisLine, WaitingLine};
 use crate::metrics::Metrics;
 use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
-use crate::service::{Intake, PrivateIntake, Service, ServiceError, SharedIntake};
+use crate::service::{
+    Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
+};
 use crate::store::{OrderStore, SqliteStore, SqliteStoreOptions, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error("opening the order store: {0}")]
     Store(#[from] StoreError),
+    #[error("opening the waiting line: {0}")]
+    Line(#[from] LineError),
     #[error("recovering state from the order store: {0}")]
     Recovery(#[from] ServiceError),
     #[error("listening on {address}: {source}")]
@@ -160,21 +165,37 @@ impl App {
         })?;
         let credentials = credentials(settings)?;
         let metrics = Arc::new(Metrics::default());
+        let passes = PassSigner::from_secret(credentials.jwt_secret.as_bytes());
         type Backends = (
             Arc<dyn StockGate>,
             Arc<dyn OrderStore>,
             Arc<dyn Intake>,
             Arc<dyn Clock>,
             Option<NodeWork>,
+            Arc<dyn WaitingLine>,
         );
-        let (gate, store, intake, clock, persister): Backends = if settings.is_cluster() {
+        let (gate, store, intake, clock, persister, line): Backends = if settings.is_cluster() {
+            let time_from_caller = clock.is_some();
             let cluster = Cluster::connect(settings, Arc::clone(&metrics), clock.is_some()).await?;
             let clock = match clock {
                 Some(clock) => clock,
                 None => cluster.clock().await?,
             };
             let (gate, store, persister) = cluster.into_node(Arc::clone(&clock));
-            (gate, store, Arc::new(SharedIntake), clock, Some(persister))
+            let line = Arc::new(RedisLine::new(
+                gate.connection(),
+                gate.keys().clone(),
+                time_from_caller,
+                passes.draw_key(),
+            ));
+            (
+                gate,
+                store,
+                Arc::new(SharedIntake),
+                clock,
+                Some(persister),
+                line,
+            )
         } else {
             let store = SqliteStore::open(
                 &settings.data_dir,
@@ -189,9 +210,12 @@ impl App {
             let store: Arc<dyn OrderStore> = Arc::new(store);
             let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
             let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-            (gate, store, intake, clock, None)
+            let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);
+            (gate, store, intake, clock, None, line)
         };
-        let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max).await?;
+        let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max)
+            .await?
+            .with_waiting_room(WaitingRoomParts { line, passes });
         if settings.demo {
             add_example_sale(&service).await?;
         }
@@ -283,6 +307,7 @@ async fn add_example_sale(service: &Service) -> Result<(), StartError> {
             starts_at,
             ends_at: None,
             payment_window_secs: None,
+            waiting_room: None,
         })
         .await?;
     Ok(())

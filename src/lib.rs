@@ -7,6 +7,7 @@
 //! - `ids`: makes new sale and order ids.
 //! - `gate`: the stock gate trait (atomic purchase decisions): in memory, and Redis.
 //! - `store`: the order store trait (system of record): SQLite, and PostgreSQL.
+//! - `line`: the waiting line in front of a sale (trait): in memory with a journal, and Redis.
 //! - `cluster`: a cluster node's Redis gate, PostgreSQL store, order persister, clock, reconcile.
 //! - `service`: the use cases; with its intake (the one place embedded and cluster differ), the
 //!   only code that touches both gate and store.
@@ -33,6 +34,7 @@ pub mod expiry;
 pub mod gate;
 pub mod http;
 pub mod ids;
+pub mod line;
 pub mod metrics;
 pub mod secrets;
 pub mod service;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 19] = [
     "/",
     "/admin",
     "/assets/{file}",
@@ -18,6 +18,7 @@ pub const ROUTES: [&str; 18] = [
     "/api/v1/sales",
     "/api/v1/sales/{sale_id}",
     "/api/v1/sales/{sale_id}/purchase",
+    "/api/v1/sales/{sale_id}/queue",
     "/api/v1/sales/{sale_id}/audit",
     "/api/v1/orders",
     "/api/v1/orders/{order_id}",
@@ -29,7 +30,7 @@ pub const ROUTES: [&str; 18] = [
 ];
 
 /// Purchase outcomes, by the code the client sees (`created` and `repeated` for successes).
-pub const PURCHASE_OUTCOMES: [&str; 13] = [
+pub const PURCHASE_OUTCOMES: [&str; 14] = [
     "created",
     "repeated",
     "sold_out",
@@ -37,6 +38,7 @@ pub const PURCHASE_OUTCOMES: [&str; 13] = [
     "not_started",
     "sale_ended",
     "invalid_quantity",
+    "queue_pass_required",
     "sale_not_found",
     "rate_limited",
     "overloaded",
@@ -114,6 +116,16 @@ pub struct Metrics {
     expired_orders: AtomicU64,
     in_flight: AtomicU64,
     cluster: ClusterCounters,
+    line: LineCounters,
+}
+
+/// The waiting rooms, as this node saw them.
+#[derive(Default)]
+struct LineCounters {
+    places: AtomicU64,
+    passes_issued: AtomicU64,
+    passes_used: AtomicU64,
+    passes_expired: AtomicU64,
 }
 
 /// What only a cluster node reports (all zero on an embedded server, and then not rendered).
@@ -146,6 +158,7 @@ impl Default for Metrics {
             commit_batch: Histogram::new(BATCH_BOUNDS),
             expired_orders: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            line: LineCounters::default(),
             cluster: ClusterCounters::default(),
         }
     }
@@ -183,6 +196,44 @@ impl Metrics {
     pub fn record_expired(&self, orders: usize) {
         self.expired_orders
             .fetch_add(u64::try_from(orders).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// What a join or a look at a waiting line did: a new place, a pass handed out, a pass
+    /// that had run out.
+    pub fn record_line(&self, placed: bool, pass_issued: bool, pass_expired: bool) {
+        let line = &self.line;
+        for (happened, counter) in [
+            (placed, &line.places),
+            (pass_issued, &line.passes_issued),
+            (pass_expired, &line.passes_expired),
+        ] {
+            if happened {
+                counter.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A purchase made with a waiting room's pass.
+    pub fn record_pass_used(&self) {
+        self.line.passes_used.fetch_add(1, Relaxed);
+    }
+
+    fn render_line(&self, out: &mut String) {
+        let line = &self.line;
+        let (places, issued) = (line.places.load(Relaxed), line.passes_issued.load(Relaxed));
+        let rows = [
+            ("flashsale_waiting_room_places_total", "counter", "Places handed out in waiting lines (joins, and re-joins after a pass ran out).", places),
+            ("flashsale_waiting_room_admitted_total", "counter", "Buyers admitted: passes handed out.", issued),
+            ("flashsale_waiting_room_passes_used_total", "counter", "Purchases made with a pass.", line.passes_used.load(Relaxed)),
+            ("flashsale_waiting_room_passes_expired_total", "counter", "Passes that ran out before their buyer joined again.", line.passes_expired.load(Relaxed)),
+            ("flashsale_waiting_room_waiting", "gauge", "Buyers in waiting lines not admitted yet (places minus admitted, as this node counted them).", places.saturating_sub(issued)),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
 
     /// Turns on the cluster's section of the report.
@@ -345,6 +396,7 @@ impl Metrics {
             "flashsale_http_requests_in_flight {}",
             self.in_flight.load(Relaxed)
         );
+        self.render_line(&mut out);
         self.render_cluster(&mut out);
         out
     }

@@ -5,8 +5,10 @@ mod ids;
 mod order;
 mod purchase;
 mod sale;
+mod waiting_room;
 
 pub use ids::{generated_id_text, OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
 pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
 pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};
 pub use sale::{InvalidField, Sale, SaleDraft, SaleState};
+pub use waiting_room::{standing, Admission, LineFacts, Standing, WaitingRoom, WaitingRoomDraft};

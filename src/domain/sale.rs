@@ -3,6 +3,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::waiting_room::{WaitingRoom, WaitingRoomDraft};
 use super::SaleId;
 
 pub const NAME_LENGTH_MAX: usize = 200;
@@ -25,6 +26,8 @@ pub struct Sale {
     pub ends_at: Option<Timestamp>,
     pub payment_window_secs: u32,
     pub created_at: Timestamp,
+    /// The line in front of the sale, if it has one.
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +104,7 @@ pub struct SaleDraft {
     pub starts_at: Timestamp,
     pub ends_at: Option<Timestamp>,
     pub payment_window_secs: Option<i64>,
+    pub waiting_room: Option<WaitingRoomDraft>,
 }
 
 fn in_range(field: &'static str, value: i64, low: i64, high: i64) -> Result<i64, InvalidField> {
@@ -154,6 +158,10 @@ impl SaleDraft {
                 return Err(InvalidField::new("ends_at", "must be in the future"));
             }
         }
+        let waiting_room = self
+            .waiting_room
+            .map(WaitingRoomDraft::validate)
+            .transpose()?;
         // The ranges above were checked, so these conversions cannot fail; `unwrap_or` keeps the
         // code free of panics all the same.
         Ok(Sale {
@@ -167,6 +175,7 @@ impl SaleDraft {
             ends_at: self.ends_at,
             payment_window_secs: u32::try_from(payment_window_secs).unwrap_or(1),
             created_at: now,
+            waiting_room,
         })
     }
 }

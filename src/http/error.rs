@@ -29,6 +29,8 @@ pub struct Detail {
     pub starts_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_user_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
 }
 
 #[derive(Debug)]
@@ -215,6 +217,30 @@ impl From<ServiceError> for ApiError {
                 StatusCode::CONFLICT,
                 "order_not_cancellable",
                 "a paid or expired order cannot be cancelled",
+            ),
+            ServiceError::NoWaitingRoom => Self::new(
+                StatusCode::CONFLICT,
+                "no_waiting_room",
+                "this sale has no waiting room",
+            ),
+            ServiceError::QueueNotOpen { opens_at } => {
+                let mut error = Self::new(
+                    StatusCode::CONFLICT,
+                    "queue_not_open",
+                    "the waiting line is not open yet",
+                );
+                error.detail.opens_at = Some(opens_at.to_string());
+                error
+            }
+            ServiceError::NotInQueue => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_in_queue",
+                "not in this sale's waiting line (join it; a pass that ran out means joining again)",
+            ),
+            ServiceError::QueuePassRequired => Self::new(
+                StatusCode::FORBIDDEN,
+                "queue_pass_required",
+                "this sale has a waiting room: purchase with the Queue-Pass its line gave you",
             ),
             ServiceError::Overloaded => Self::overloaded("the server is over capacity"),
             ServiceError::Unavailable(message) => {

@@ -177,6 +177,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The `Queue-Pass` header of a purchase, if any (checked by the service: a pass that is not
+/// even text simply does not verify).
+pub struct QueuePass(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueuePass {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(QueuePass(parts.headers.get("queue-pass").map(|value| {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        })))
+    }
+}
+
 /// Most items one page of a listing may ask for (`?limit=`).
 pub const PAGE_LIMIT_MAX: usize = 500;
 

@@ -10,6 +10,7 @@ mod openapi;
 mod ops;
 mod orders;
 mod pages;
+mod queue;
 mod sales;
 mod wire;
 
@@ -97,6 +98,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/sales/{sale_id}", get(sales::show_sale))
         .route("/api/v1/sales/{sale_id}/purchase", post(sales::purchase))
+        .route(
+            "/api/v1/sales/{sale_id}/queue",
+            post(queue::join).get(queue::status),
+        )
         .route("/api/v1/sales/{sale_id}/audit", get(sales::audit))
         .route("/api/v1/orders", get(orders::list_orders))
         .route("/api/v1/orders/{order_id}", get(orders::show_order))

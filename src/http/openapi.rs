@@ -4,13 +4,14 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, ops, orders, pages, sales, wire};
+use super::{demo, ops, orders, pages, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "flashsale", description = "Flash-sale API (contract v1)"),
     paths(
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
+        queue::join, queue::status,
         orders::show_order, orders::list_orders, orders::pay, orders::cancel,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::time,
         pages::storefront, pages::admin, pages::asset,
@@ -18,7 +19,8 @@ use super::{demo, ops, orders, pages, sales, wire};
     components(schemas(
         wire::CreateSaleRequest, wire::PurchaseRequest, wire::SaleBody, wire::SaleList,
         wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, wire::ErrorDetail,
-        wire::Status, wire::ServerTime,
+        wire::Status, wire::ServerTime, wire::WaitingRoomRequest, wire::WaitingRoomBody,
+        wire::QueueStatusBody,
     )),
     modifiers(&BearerSchemes),
 )]

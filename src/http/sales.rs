@@ -10,7 +10,7 @@ use axum::Json;
 
 use super::cache::public_json;
 use super::error::{created, purchased, ApiError};
-use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId};
+use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
 use super::wire::{
     whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody,
     SaleList, SalesQuery,
@@ -88,6 +88,8 @@ pub async fn show_sale(
         ("Idempotency-Key" = Option<String>, Header,
             min_length = 1, max_length = 128, pattern = r"^[!-~]([ -~]*[!-~])?$",
             description = "1 to 128 printable ASCII characters; scope (buyer, sale, key)"),
+        ("Queue-Pass" = Option<String>, Header,
+            description = "Required on a sale with a waiting room: the pass its line gave this buyer"),
     ),
     request_body(content = Option<PurchaseRequest>, description = "Optional; quantity defaults to 1"),
     security(("buyer" = [])),
@@ -96,7 +98,7 @@ pub async fn show_sale(
         (status = 200, description = "A repeated Idempotency-Key: the order it made", body = OrderBody),
         (status = 400, description = "invalid_quantity or invalid_request", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
-        (status = 403, description = "forbidden: not a buyer token", body = ErrorBody),
+        (status = 403, description = "forbidden: not a buyer token; queue_pass_required: a sale with a waiting room and no valid pass", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
         (status = 409, description = "sold_out, already_purchased, not_started or sale_ended", body = ErrorBody),
         (status = 429, description = "rate_limited, with Retry-After", body = ErrorBody),
@@ -107,6 +109,7 @@ pub async fn purchase(
     principal: Result<Principal, ApiError>,
     PathId(sale_id): PathId,
     idempotency_key: Result<IdempotencyKey, ApiError>,
+    QueuePass(queue_pass): QueuePass,
     body: Result<OptionalJsonBody<PurchaseRequest>, ApiError>,
 ) -> Response {
     let outcome = async {
@@ -121,7 +124,7 @@ pub async fn purchase(
         Ok::<_, ApiError>(
             state
                 .service
-                .purchase(user_id, &sale_id, quantity, key)
+                .purchase(user_id, &sale_id, quantity, key, queue_pass.as_deref())
                 .await?,
         )
     }
@@ -134,6 +137,9 @@ pub async fn purchase(
                 "repeated"
             };
             state.metrics.record_purchase(label);
+            if purchase.created && queue_pass.is_some() {
+                state.metrics.record_pass_used();
+            }
             purchased(purchase.created, OrderBody::from(&purchase.order)).into_response()
         }
         Err(error) => {

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::domain::{Order, SaleDraft};
-use crate::service::{Audit, SaleView};
+use crate::domain::{Order, SaleDraft, WaitingRoom, WaitingRoomDraft};
+use crate::service::{Audit, QueueView, SaleView};
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
 /// alike (a client generated from the document may send either).
@@ -66,6 +66,72 @@ pub struct CreateSaleRequest {
     #[schema(minimum = 1, maximum = 86_400)]
     #[serde(default, deserialize_with = "optional_whole")]
     pub payment_window_secs: Option<i64>,
+    /// A line in front of the sale; null or absent: none.
+    #[serde(default)]
+    pub waiting_room: Option<WaitingRoomRequest>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomRequest {
+    /// Buyers of the line admitted per second from `starts_at`: 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "whole")]
+    pub admit_per_sec: i64,
+    /// How long an admitted buyer's pass is valid: 10 to 3600; default 300.
+    #[schema(minimum = 10, maximum = 3600)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub pass_ttl_secs: Option<i64>,
+    /// How long before `starts_at` the line opens: 0 to 86,400; default 900.
+    #[schema(minimum = 0, maximum = 86_400)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub opens_before_secs: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WaitingRoomBody {
+    pub admit_per_sec: u32,
+    pub pass_ttl_secs: u32,
+    pub opens_before_secs: u32,
+}
+
+impl From<&WaitingRoom> for WaitingRoomBody {
+    fn from(room: &WaitingRoom) -> Self {
+        Self {
+            admit_per_sec: room.admit_per_sec,
+            pass_ttl_secs: room.pass_ttl_secs,
+            opens_before_secs: room.opens_before_secs,
+        }
+    }
+}
+
+/// A buyer's place in a sale's waiting line.
+#[derive(Serialize, ToSchema)]
+pub struct QueueStatusBody {
+    pub sale_id: String,
+    /// waiting, admitted, sold_out or ended.
+    pub state: &'static str,
+    /// Buyers ahead of this one plus one; null until the draw at `starts_at`; 0 once admitted.
+    pub position: Option<u64>,
+    /// Whole seconds to admission, estimated; null before the draw and while sold out.
+    pub eta_secs: Option<u64>,
+    /// Send as the `Queue-Pass` header of a purchase; set once admitted.
+    pub pass: Option<String>,
+    #[schema(format = DateTime)]
+    pub pass_expires_at: Option<String>,
+}
+
+impl From<&QueueView> for QueueStatusBody {
+    fn from(view: &QueueView) -> Self {
+        Self {
+            sale_id: view.sale_id.to_string(),
+            state: view.state,
+            position: view.position,
+            eta_secs: view.eta_secs,
+            pass: view.pass.clone(),
+            pass_expires_at: view.pass_expires_at.map(|at| at.to_string()),
+        }
+    }
 }
 
 fn parse_time(field: &'static str, text: &str) -> Result<jiff::Timestamp, ApiError> {
@@ -88,6 +154,11 @@ impl CreateSaleRequest {
             per_user_limit: self.per_user_limit,
             price_cents: self.price_cents,
             payment_window_secs: self.payment_window_secs,
+            waiting_room: self.waiting_room.map(|room| WaitingRoomDraft {
+                admit_per_sec: Some(room.admit_per_sec),
+                pass_ttl_secs: room.pass_ttl_secs,
+                opens_before_secs: room.opens_before_secs,
+            }),
         })
     }
 }
@@ -119,6 +190,8 @@ pub struct SaleBody {
     pub state: &'static str,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// The line in front of the sale; null: none.
+    pub waiting_room: Option<WaitingRoomBody>,
 }
 
 impl From<&SaleView> for SaleBody {
@@ -137,6 +210,7 @@ impl From<&SaleView> for SaleBody {
             payment_window_secs: sale.payment_window_secs,
             state: view.state.as_str(),
             created_at: sale.created_at.to_string(),
+            waiting_room: sale.waiting_room.as_ref().map(WaitingRoomBody::from),
         }
     }
 }

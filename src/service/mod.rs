@@ -11,6 +11,7 @@
 
 mod catalog;
 mod intake;
+mod queue;
 mod returns;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
+pub use self::queue::{QueueView, WaitingRoomParts};
 use self::returns::StockReturns;
 use crate::clock::Clock;
 use crate::domain::{
@@ -49,6 +51,14 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the sale has no waiting room")]
+    NoWaitingRoom,
+    #[error("the waiting line opens at {opens_at}")]
+    QueueNotOpen { opens_at: jiff::Timestamp },
+    #[error("not in the waiting line")]
+    NotInQueue,
+    #[error("a valid queue pass is required")]
+    QueuePassRequired,
 }
 
 impl From<StoreError> for ServiceError {
@@ -127,6 +137,7 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     catalog: Arc<Catalog>,
     expiry_batch_max: usize,
+    waiting_room: Option<WaitingRoomParts>,
 }
 
 fn refusal_error(refusal: Refusal) -> ServiceError {
@@ -165,7 +176,14 @@ impl Service {
             clock,
             catalog,
             expiry_batch_max: expiry_batch_max.max(1),
+            waiting_room: None,
         })
+    }
+
+    /// Lets sales have a waiting room, kept in `parts.line`.
+    pub fn with_waiting_room(mut self, parts: WaitingRoomParts) -> Self {
+        self.waiting_room = Some(parts);
+        self
     }
 
     pub fn now(&self) -> jiff::Timestamp {
@@ -192,6 +210,11 @@ impl Service {
     /// admin who hangs up cannot leave a recorded sale out of this node's catalog.
     pub async fn create_sale(&self, draft: SaleDraft) -> Result<SaleView, ServiceError> {
         let sale = draft.validate(SaleId::generate(), self.clock.now())?;
+        if sale.waiting_room.is_some() && self.waiting_room.is_none() {
+            return Err(ServiceError::Unavailable(
+                "this server has no waiting line configured".into(),
+            ));
+        }
         let remaining = Some(sale.stock);
         let (gate, store, catalog) = (
             Arc::clone(&self.gate),
@@ -269,9 +292,19 @@ impl Service {
         sale_id: &str,
         quantity: i64,
         idempotency_key: Option<String>,
+        queue_pass: Option<&str>,
     ) -> Result<Purchased, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let quantity = check_quantity(&sale, quantity).map_err(ServiceError::Rejected)?;
+        if !self.pass_admits(&sale, &user_id, queue_pass) {
+            // A retry of a key that won gets its order, with or without a pass still valid.
+            if let Some(key) = &idempotency_key {
+                if let Some(found) = self.order_by_key(&sale, &user_id, key).await? {
+                    return Ok(found);
+                }
+            }
+            return Err(ServiceError::QueuePassRequired);
+        }
         let now = self.clock.now();
         if let Err(rejection) = check_window(&sale, now, self.clock.uncertainty()) {
             // A retry of a key that won gets its order whenever it comes, after the end too.

@@ -11,7 +11,7 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 use jiff::Timestamp;
 
-use crate::domain::{Action, Actor, Order, OrderId, Refusal, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Refusal, Sale, SaleId, UserId, WaitingRoom};
 use crate::BoxFuture;
 
 /// Quantities summed over a sale's orders in each status, and the store's own count of what is
@@ -141,4 +141,26 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Records that the gate has these orders' stock back.
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// A waiting room as both stores keep it, in one text column: `admit_per_sec/pass_ttl_secs/
+/// opens_before_secs` (NULL for a sale without one).
+pub(crate) fn waiting_room_text(room: Option<&WaitingRoom>) -> Option<String> {
+    room.map(|room| {
+        format!(
+            "{}/{}/{}",
+            room.admit_per_sec, room.pass_ttl_secs, room.opens_before_secs
+        )
+    })
+}
+
+/// Reads back what `waiting_room_text` wrote; `None` when the text is not of that form.
+pub(crate) fn waiting_room_from_text(text: &str) -> Option<WaitingRoom> {
+    let mut parts = text.split('/').map(str::parse::<u32>);
+    let room = WaitingRoom {
+        admit_per_sec: parts.next()?.ok()?,
+        pass_ttl_secs: parts.next()?.ok()?,
+        opens_before_secs: parts.next()?.ok()?,
+    };
+    parts.next().is_none().then_some(room)
 }

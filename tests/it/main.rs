@@ -15,3 +15,4 @@ mod regressions;
 mod scenarios;
 mod services;
 mod tls;
+mod waiting_room;

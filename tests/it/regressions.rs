@@ -75,7 +75,9 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
     let mut orders = Vec::new();
     for buyer in users("hang-up", 50) {
         let buyer = UserId::parse(&buyer).unwrap();
-        let order = service.purchase(buyer.clone(), &sale_id, 1, None).await;
+        let order = service
+            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .await;
         orders.push((buyer, order.unwrap().order.id));
     }
     assert!(settles_at(&service, &sale_id, 0).await);
@@ -91,7 +93,9 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
         service.audit(&sale_id).await
     );
     for (buyer, _) in &orders {
-        let again = service.purchase(buyer.clone(), &sale_id, 1, None).await;
+        let again = service
+            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .await;
         assert!(again.is_ok(), "the buyer's limit is free again: {again:?}");
     }
 }
@@ -607,7 +611,7 @@ async fn an_unconfirmed_return_is_settled_by_the_sweep() {
     let sale_id = sale.sale.id.to_string();
     let buyer = UserId::parse("b").unwrap();
     let order = service
-        .purchase(buyer.clone(), &sale_id, 1, None)
+        .purchase(buyer.clone(), &sale_id, 1, None, None)
         .await
         .unwrap()
         .order;
@@ -661,7 +665,7 @@ async fn a_sale_whose_creator_hangs_up_is_still_on_sale() {
     let page = service.sales(None, None).await.unwrap();
     let sale_id = page.sales[0].sale.id.to_string();
     let bought = service
-        .purchase(UserId::parse("first").unwrap(), &sale_id, 1, None)
+        .purchase(UserId::parse("first").unwrap(), &sale_id, 1, None, None)
         .await;
     assert!(bought.is_ok(), "{bought:?}");
 }

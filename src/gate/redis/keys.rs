@@ -56,6 +56,27 @@ impl RedisKeys {
         self.of(sale_id.as_str(), "unpersisted")
     }
 
+    /// Sorted set: the buyers who joined the sale's waiting line before its start, scored by
+    /// their draw.
+    pub fn line_draws(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-draws")
+    }
+
+    /// Hash: buyer → number, for those who joined the line after the start (or again).
+    pub fn line_numbers(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-numbers")
+    }
+
+    /// Hash: the line's last number and its admission (base, since, paused).
+    pub fn line_meta(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-meta")
+    }
+
+    /// Hash: buyer → when their pass runs out (ms).
+    pub fn line_passes(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-passes")
+    }
+
     /// Set of the sales that have orders in their queue: the persisters' work list, kept by the
     /// scripts (the purchase adds its sale, the acknowledgement of a sale's last entry removes
     /// it), so its size follows the sales being bought, not every sale ever made.

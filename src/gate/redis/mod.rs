@@ -150,6 +150,10 @@ impl RedisGate {
             .key(self.keys.queue(sale_id))
             .key(self.keys.unpersisted(sale_id))
             .key(self.keys.queued_sales())
+            .key(self.keys.line_draws(sale_id))
+            .key(self.keys.line_numbers(sale_id))
+            .key(self.keys.line_meta(sale_id))
+            .key(self.keys.line_passes(sale_id))
             .arg(sale_id.as_str());
         let gone: i64 = invocation
             .invoke_async(&mut self.connection())

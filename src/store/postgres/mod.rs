@@ -729,8 +729,9 @@ impl OrderStore for PostgresStore {
             client
                 .execute(
                     "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
-                         price_cents, starts_at, ends_at, payment_window_secs, created_at) \
-                     VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10)",
+                         price_cents, starts_at, ends_at, payment_window_secs, created_at, \
+                         waiting_room) \
+                     VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11)",
                     &[
                         &sale.id.as_str(),
                         &sale.name,
@@ -742,6 +743,7 @@ impl OrderStore for PostgresStore {
                         &sale.ends_at,
                         &i32::try_from(sale.payment_window_secs).map_err(failed)?,
                         &sale.created_at,
+                        &crate::store::waiting_room_text(sale.waiting_room.as_ref()),
                     ],
                 )
                 .await

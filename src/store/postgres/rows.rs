@@ -9,7 +9,7 @@ pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created
      paid_at, idempotency_key";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
-     starts_at, ends_at, payment_window_secs, created_at";
+     starts_at, ends_at, payment_window_secs, created_at, waiting_room";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Failed(format!("a stored {what} is not valid"))
@@ -53,5 +53,10 @@ pub fn sale_from_row(row: &Row) -> Result<Sale, StoreError> {
         ends_at: column(row, 7)?,
         payment_window_secs: number(i64::from(column::<i32>(row, 8)?), "payment window")?,
         created_at: column(row, 9)?,
+        waiting_room: column::<Option<String>>(row, 10)?
+            .map(|text| {
+                crate::store::waiting_room_from_text(&text).ok_or_else(|| corrupt("waiting room"))
+            })
+            .transpose()?,
     })
 }

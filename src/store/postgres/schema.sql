@@ -69,3 +69,6 @@ $$;
 DROP TRIGGER IF EXISTS orders_final_statuses ON orders;
 CREATE TRIGGER orders_final_statuses BEFORE UPDATE OF status ON orders
     FOR EACH ROW EXECUTE FUNCTION orders_final_statuses();
+
+-- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS waiting_room text;

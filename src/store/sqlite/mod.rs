@@ -71,6 +71,7 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
+    add_waiting_room(&connection)?;
     Ok(connection)
 }
 
@@ -88,6 +89,17 @@ fn add_stock_returned(connection: &Connection) -> rusqlite::Result<()> {
     connection.execute_batch(
         "CREATE INDEX IF NOT EXISTS orders_returning ON orders (id) WHERE stock_returned = 0",
     )
+}
+
+/// Stores made before waiting rooms lack the column: their sales have none.
+fn add_waiting_room(connection: &Connection) -> rusqlite::Result<()> {
+    let has_column = connection
+        .prepare("SELECT 1 FROM pragma_table_info('sales') WHERE name = 'waiting_room'")?
+        .exists([])?;
+    if !has_column {
+        connection.execute_batch("ALTER TABLE sales ADD COLUMN waiting_room TEXT")?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {

@@ -9,7 +9,7 @@ pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created
      expires_at_ms, paid_at_ms, idempotency_key";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
-     starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms";
+     starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room";
 
 pub fn millis(at: Timestamp) -> i64 {
     at.as_millisecond()
@@ -68,5 +68,12 @@ pub fn sale(row: &Row<'_>) -> rusqlite::Result<Sale> {
         ends_at: optional_timestamp(row, 7)?,
         payment_window_secs: number(row, 8)?,
         created_at: timestamp(row, 9)?,
+        waiting_room: row
+            .get::<_, Option<String>>(10)?
+            .map(|text| {
+                crate::store::waiting_room_from_text(&text)
+                    .ok_or_else(|| corrupt(10, "waiting room"))
+            })
+            .transpose()?,
     })
 }

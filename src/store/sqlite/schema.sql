@@ -15,6 +15,8 @@ CREATE TABLE IF NOT EXISTS sales (
     ends_at_ms          INTEGER,
     payment_window_secs INTEGER NOT NULL CHECK (payment_window_secs >= 1),
     created_at_ms       INTEGER NOT NULL,
+    -- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
+    waiting_room        TEXT,
     CONSTRAINT stock_left CHECK (remaining >= 0),
     CONSTRAINT stock_whole CHECK (remaining <= stock)
 ) STRICT;

@@ -255,8 +255,8 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
     connection
         .prepare_cached(
             "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
-             price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, \
+             waiting_room) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             sale.id.as_str(),
@@ -269,6 +269,7 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
             sale.ends_at.map(millis),
             sale.payment_window_secs,
             millis(sale.created_at),
+            crate::store::waiting_room_text(sale.waiting_room.as_ref()),
         ])?;
     Ok(())
 }

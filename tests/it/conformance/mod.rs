@@ -2,6 +2,7 @@
 //! the same cases with `gate_suite!` / `store_suite!`; a backend is conformant when all pass.
 
 pub mod gate;
+pub mod line;
 pub mod store;
 
 use flashsale::domain::{Order, OrderId, OrderStatus, Sale, SaleDraft, SaleId, UserId};
@@ -84,6 +85,26 @@ mod embedded {
 
     crate::gate_suite!(memory_gate, super::memory_gate());
     crate::store_suite!(sqlite_store, Some(super::Sqlite::new()));
+    crate::line_suite!(memory_line, Some(super::MemoryLineDir::new()));
+
+    /// The embedded line in a data directory of its own, reopened from its journal.
+    pub struct MemoryLineDir(tempfile::TempDir);
+
+    impl MemoryLineDir {
+        pub fn new() -> Self {
+            Self(tempfile::tempdir().expect("temp dir"))
+        }
+    }
+
+    impl super::line::LineBackend for MemoryLineDir {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn flashsale::line::WaitingLine>> {
+            Box::pin(async move {
+                let line = flashsale::line::MemoryLine::open(self.0.path(), b"draw key".to_vec())
+                    .expect("line opens");
+                Arc::new(line) as Arc<dyn flashsale::line::WaitingLine>
+            })
+        }
+    }
 }
 
 /// The cluster implementations, against the Redis and PostgreSQL named by the environment.
@@ -229,6 +250,27 @@ mod cluster {
     }
 
     crate::gate_suite!(redis_gate, super::redis_gate());
+    crate::line_suite!(
+        redis_line,
+        super::KeyPrefix::new().map(super::RedisLineKeys)
+    );
+
+    /// The cluster's line on a private key prefix; "reopening" connects again.
+    pub struct RedisLineKeys(KeyPrefix);
+
+    impl super::line::LineBackend for RedisLineKeys {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn flashsale::line::WaitingLine>> {
+            Box::pin(async move {
+                let gate = connect_gate(&self.0).await;
+                Arc::new(flashsale::line::RedisLine::new(
+                    gate.connection(),
+                    gate.keys().clone(),
+                    true,
+                    b"draw key".to_vec(),
+                )) as Arc<dyn flashsale::line::WaitingLine>
+            })
+        }
+    }
     crate::store_suite!(postgres_store, super::Postgres::new());
     crate::store_suite!(cluster_store, super::Cluster::new());
 }

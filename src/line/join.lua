@@ -1,0 +1,51 @@
+-- One buyer's place in a sale's waiting line: join it (ARGV[5] = '1') or only look (ARGV[5] = '0').
+-- Before the start a joiner is added to the draws (score: the buyer's draw, so places are ranks);
+-- later, and when a pass ran out, the buyer gets the next number at the end.
+-- KEYS: 1 draws (sorted set), 2 numbers (hash buyer → n), 3 meta (hash), 4 passes (hash buyer →
+--       expiry ms); one hash tag: the sale id
+-- ARGV: 1 buyer, 2 draw, 3 starts_ms, 4 now ms ('' for Redis's clock; tests pass a manual
+--       clock), 5 '1' to join
+-- Returns {now, place ('' before the draw), base, since, paused ('' while unset), pass expiry
+-- ('' when none), placed '1'/'0', pass expired '1'/'0'}, or {now} for a buyer not in line.
+local now
+if ARGV[4] ~= '' then
+    now = tonumber(ARGV[4])
+else
+    local time = redis.call('TIME')
+    now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+local buyer = ARGV[1]
+local starts = tonumber(ARGV[3])
+local number = redis.call('HGET', KEYS[2], buyer)
+local drawn = redis.call('ZSCORE', KEYS[1], buyer)
+local pass = redis.call('HGET', KEYS[4], buyer)
+local placed, expired = '0', '0'
+if ARGV[5] == '1' then
+    local known = number or drawn
+    if known and pass and tonumber(pass) <= now then
+        expired = '1'
+    end
+    if expired == '1' or not known then
+        placed = '1'
+        if expired == '0' and now < starts then
+            redis.call('ZADD', KEYS[1], ARGV[2], buyer)
+            drawn = ARGV[2]
+        else
+            number = redis.call('HINCRBY', KEYS[3], 'last_number', 1)
+            redis.call('HSET', KEYS[2], buyer, number)
+            redis.call('HDEL', KEYS[4], buyer)
+            pass = false
+        end
+    end
+elseif not number and not drawn then
+    return {tostring(now)}
+end
+local place = ''
+if number then
+    place = string.format('%d', redis.call('ZCARD', KEYS[1]) + tonumber(number))
+elseif now >= starts then
+    place = string.format('%d', redis.call('ZRANK', KEYS[1], buyer) + 1)
+end
+local meta = redis.call('HMGET', KEYS[3], 'base', 'since', 'paused')
+return {string.format('%d', now), place, meta[1] or '', meta[2] or '', meta[3] or '',
+    pass or '', placed, expired}

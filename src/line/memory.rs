@@ -1,0 +1,313 @@
+//! The embedded line: per sale, each buyer's ticket in a map keyed by a 64-bit keyed hash of the
+//! buyer id (a draw before the start, else a sequence number at the end), the pre-start draws in
+//! a vector sorted once after the start (so a place is a binary search: O(log n)), the passes
+//! handed out and the admission progress. About 40 bytes per waiting buyer; every change is in
+//! the journal before it is acknowledged, and replayed at start.
+//!
+//! Two buyer ids with the same 64-bit hash would share a place: with 10^7 buyers in one line the
+//! odds are about 3 in a million, and the pass still names the buyer, so nobody buys for another.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::path::Path;
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+
+use super::journal::{self, Journal};
+use super::{draw, Joined, LineError, WaitingLine};
+use crate::domain::{Admission, LineFacts, Sale, SaleId, UserId};
+use crate::BoxFuture;
+
+const JOURNAL_FILE: &str = "waiting-line.journal";
+const SEQUENCE_FLAG: u64 = 1 << 63;
+const JOINED: u8 = 1;
+const PASS: u8 = 2;
+const ADMISSION: u8 = 3;
+
+/// The map's keys are already hashes: use them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type ByBuyer<V> = HashMap<u64, V, BuildHasherDefault<Identity>>;
+
+#[derive(Default)]
+struct SaleLine {
+    tickets: ByBuyer<u64>,
+    draws: Vec<u64>,
+    sorted: bool,
+    last_sequence: u64,
+    admission: Option<Admission>,
+    passes: ByBuyer<i64>,
+}
+
+impl SaleLine {
+    fn place(&mut self, ticket: u64, now_ms: i64, starts_ms: i64) -> Option<u64> {
+        if ticket & SEQUENCE_FLAG != 0 {
+            return Some(self.draws.len() as u64 + (ticket & !SEQUENCE_FLAG));
+        }
+        if now_ms < starts_ms {
+            return None;
+        }
+        if !self.sorted {
+            self.draws.sort_unstable();
+            self.sorted = true;
+        }
+        Some(self.draws.partition_point(|draw| *draw < ticket) as u64 + 1)
+    }
+
+    fn facts(&mut self, sale: &Sale, buyer: u64, now_ms: i64) -> Option<LineFacts> {
+        let ticket = *self.tickets.get(&buyer)?;
+        Some(LineFacts {
+            now_ms,
+            place: self.place(ticket, now_ms, sale.starts_at.as_millisecond()),
+            admission: self.admission.unwrap_or_else(|| Admission::initial(sale)),
+            pass_expires_ms: self.passes.get(&buyer).copied(),
+        })
+    }
+
+    fn apply_ticket(&mut self, buyer: u64, ticket: u64) {
+        if ticket & SEQUENCE_FLAG != 0 {
+            self.last_sequence = self.last_sequence.max(ticket & !SEQUENCE_FLAG);
+            self.passes.remove(&buyer);
+        } else {
+            self.draws.push(ticket);
+            self.sorted = false;
+        }
+        self.tickets.insert(buyer, ticket);
+    }
+}
+
+pub struct MemoryLine {
+    lines: Mutex<HashMap<SaleId, SaleLine>>,
+    journal: Journal,
+    hasher: RandomState,
+    draw_key: Vec<u8>,
+}
+
+fn payload(sale: &SaleId, number: u64, user: Option<&UserId>, extra: &[u8]) -> Vec<u8> {
+    let sale = sale.as_str().as_bytes();
+    let mut bytes = Vec::with_capacity(1 + sale.len() + 8 + extra.len() + 64);
+    bytes.push(u8::try_from(sale.len()).unwrap_or(u8::MAX));
+    bytes.extend_from_slice(sale);
+    bytes.extend_from_slice(&number.to_le_bytes());
+    bytes.extend_from_slice(extra);
+    if let Some(user) = user {
+        bytes.extend_from_slice(user.as_str().as_bytes());
+    }
+    bytes
+}
+
+/// Splits a payload into (sale id, number, rest).
+fn parse(bytes: &[u8]) -> Option<(SaleId, u64, &[u8])> {
+    let length = usize::from(*bytes.first()?);
+    let sale = SaleId::parse(std::str::from_utf8(bytes.get(1..1 + length)?).ok()?)?;
+    let number = u64::from_le_bytes(bytes.get(1 + length..9 + length)?.try_into().ok()?);
+    Some((sale, number, bytes.get(9 + length..)?))
+}
+
+impl MemoryLine {
+    /// Opens the line kept in `data_dir`, replaying its journal.
+    pub fn open(data_dir: &Path, draw_key: Vec<u8>) -> Result<Self, LineError> {
+        let hasher = RandomState::new();
+        let mut lines: HashMap<SaleId, SaleLine> = HashMap::new();
+        let mut damaged = None;
+        let file = journal::replay(&data_dir.join(JOURNAL_FILE), |kind, bytes| {
+            let Some((sale, number, rest)) = parse(bytes) else {
+                damaged = Some(kind);
+                return;
+            };
+            let line = lines.entry(sale).or_default();
+            match kind {
+                JOINED => {
+                    let user = String::from_utf8_lossy(rest);
+                    line.apply_ticket(hasher.hash_one(user.as_ref()), number);
+                }
+                PASS => {
+                    let (Some(expires), Some(user)) = (rest.get(..8), rest.get(8..)) else {
+                        damaged = Some(kind);
+                        return;
+                    };
+                    let expires = i64::from_le_bytes(expires.try_into().unwrap_or([0; 8]));
+                    let user = String::from_utf8_lossy(user);
+                    line.passes.insert(hasher.hash_one(user.as_ref()), expires);
+                }
+                ADMISSION => {
+                    let (Some(since), Some(paused)) = (rest.get(..8), rest.get(8)) else {
+                        damaged = Some(kind);
+                        return;
+                    };
+                    line.admission = Some(Admission {
+                        base: number,
+                        since_ms: i64::from_le_bytes(since.try_into().unwrap_or([0; 8])),
+                        paused: *paused != 0,
+                    });
+                }
+                _ => damaged = Some(kind),
+            }
+        })?;
+        if let Some(kind) = damaged {
+            return Err(LineError::Corrupt(format!(
+                "a record of kind {kind} in {JOURNAL_FILE} does not parse"
+            )));
+        }
+        Ok(Self {
+            lines: Mutex::new(lines),
+            journal: Journal::start(file)?,
+            hasher,
+            draw_key,
+        })
+    }
+
+    fn buyer(&self, user: &UserId) -> u64 {
+        self.hasher.hash_one(user.as_str())
+    }
+
+    fn lines(&self) -> std::sync::MutexGuard<'_, HashMap<SaleId, SaleLine>> {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl WaitingLine for MemoryLine {
+    fn join<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Joined, LineError>> {
+        let now_ms = now.as_millisecond();
+        let buyer = self.buyer(user);
+        let (joined, durable) = {
+            let mut lines = self.lines();
+            let line = lines.entry(sale.id.clone()).or_default();
+            let expired = line.tickets.contains_key(&buyer)
+                && line
+                    .passes
+                    .get(&buyer)
+                    .is_some_and(|expires| *expires <= now_ms);
+            let ticket = if expired || !line.tickets.contains_key(&buyer) {
+                let ticket = if !expired && now_ms < sale.starts_at.as_millisecond() {
+                    draw(&self.draw_key, sale, user)
+                } else {
+                    (line.last_sequence + 1) | SEQUENCE_FLAG
+                };
+                line.apply_ticket(buyer, ticket);
+                Some(ticket)
+            } else {
+                None
+            };
+            let durable = match ticket {
+                Some(ticket) => self.journal.append(journal::encode(
+                    JOINED,
+                    &payload(&sale.id, ticket, Some(user), &[]),
+                )),
+                None => self.journal.synced(),
+            };
+            let facts = line.facts(sale, buyer, now_ms);
+            (
+                facts.map(|facts| Joined {
+                    facts,
+                    placed: ticket.is_some(),
+                    pass_expired: expired,
+                }),
+                durable,
+            )
+        };
+        Box::pin(async move {
+            durable.await?;
+            joined.ok_or_else(|| LineError::Corrupt("a joined buyer has no ticket".into()))
+        })
+    }
+
+    fn look<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<LineFacts>, LineError>> {
+        let buyer = self.buyer(user);
+        let facts = self
+            .lines()
+            .get_mut(&sale.id)
+            .and_then(|line| line.facts(sale, buyer, now.as_millisecond()));
+        Box::pin(async move { Ok(facts) })
+    }
+
+    fn record_pass<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        expires_ms: i64,
+    ) -> BoxFuture<'a, Result<i64, LineError>> {
+        let buyer = self.buyer(user);
+        let (recorded, durable) = {
+            let mut lines = self.lines();
+            let line = lines.entry(sale.id.clone()).or_default();
+            match line.passes.get(&buyer) {
+                Some(recorded) => (*recorded, None),
+                None => {
+                    line.passes.insert(buyer, expires_ms);
+                    let bytes = payload(&sale.id, 0, Some(user), &expires_ms.to_le_bytes());
+                    (
+                        expires_ms,
+                        Some(self.journal.append(journal::encode(PASS, &bytes))),
+                    )
+                }
+            }
+        };
+        Box::pin(async move {
+            if let Some(durable) = durable {
+                durable.await?;
+            }
+            Ok(recorded)
+        })
+    }
+
+    fn advance_admission<'a>(
+        &'a self,
+        sale: &'a Sale,
+        from: Admission,
+        to: Admission,
+    ) -> BoxFuture<'a, Result<Admission, LineError>> {
+        let (current, durable) = {
+            let mut lines = self.lines();
+            let line = lines.entry(sale.id.clone()).or_default();
+            let current = line.admission.unwrap_or_else(|| Admission::initial(sale));
+            if current == from {
+                line.admission = Some(to);
+                let mut extra = to.since_ms.to_le_bytes().to_vec();
+                extra.push(u8::from(to.paused));
+                let bytes = payload(&sale.id, to.base, None, &extra);
+                (
+                    to,
+                    Some(self.journal.append(journal::encode(ADMISSION, &bytes))),
+                )
+            } else {
+                (current, None)
+            }
+        };
+        Box::pin(async move {
+            if let Some(durable) = durable {
+                durable.await?;
+            }
+            Ok(current)
+        })
+    }
+}

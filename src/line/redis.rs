@@ -1,0 +1,208 @@
+//! The cluster's line, in Redis: per sale a sorted set of the pre-start joiners scored by their
+//! draw (a place is `ZRANK`: O(log n)), a hash of later joiners' numbers, a hash of pass
+//! expiries and a small hash of the admission progress, all under the sale's hash tag; each
+//! change is one script (`join.lua`, `pass.lua`, `admission.lua`). With `appendfsync always`
+//! a place is durable when the script returns, as an order is.
+
+use jiff::Timestamp;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use super::{draw, Joined, LineError, WaitingLine};
+use crate::domain::{Admission, LineFacts, Sale, UserId};
+use crate::gate::RedisKeys;
+use crate::BoxFuture;
+
+pub struct RedisLine {
+    connection: ConnectionManager,
+    keys: RedisKeys,
+    join: Script,
+    pass: Script,
+    admission: Script,
+    /// Whether "now" comes from the caller (tests: one manual clock) instead of Redis's clock.
+    time_from_caller: bool,
+    draw_key: Vec<u8>,
+}
+
+fn unavailable(error: redis::RedisError) -> LineError {
+    LineError::Unavailable(format!("Redis: {}", crate::error_chain::describe(&error)))
+}
+
+fn corrupt(what: &str, reply: &[String]) -> LineError {
+    LineError::Corrupt(format!("Redis: the line script gave no {what}: {reply:?}"))
+}
+
+fn admission_args(admission: &Admission) -> [String; 3] {
+    [
+        admission.base.to_string(),
+        admission.since_ms.to_string(),
+        u8::from(admission.paused).to_string(),
+    ]
+}
+
+fn parse_admission(fields: &[String], sale: &Sale) -> Option<Admission> {
+    match fields {
+        [base, since, paused] if !base.is_empty() => Some(Admission {
+            base: base.parse().ok()?,
+            since_ms: since.parse().ok()?,
+            paused: paused == "1",
+        }),
+        _ => Some(Admission::initial(sale)),
+    }
+}
+
+fn facts_of(reply: &[String], sale: &Sale) -> Result<LineFacts, LineError> {
+    let now_ms = reply
+        .first()
+        .and_then(|now| now.parse().ok())
+        .ok_or_else(|| corrupt("time", reply))?;
+    let place = match reply.get(1).map(String::as_str) {
+        Some("") => None,
+        Some(place) => Some(place.parse().map_err(|_| corrupt("place", reply))?),
+        None => return Err(corrupt("place", reply)),
+    };
+    let admission = reply
+        .get(2..5)
+        .and_then(|fields| parse_admission(fields, sale))
+        .ok_or_else(|| corrupt("admission", reply))?;
+    let pass_expires_ms = match reply.get(5).map(String::as_str) {
+        Some("") | None => None,
+        Some(ms) => Some(ms.parse().map_err(|_| corrupt("pass expiry", reply))?),
+    };
+    Ok(LineFacts {
+        now_ms,
+        place,
+        admission,
+        pass_expires_ms,
+    })
+}
+
+impl RedisLine {
+    /// A line on the gate's connection and keys.
+    pub fn new(
+        connection: ConnectionManager,
+        keys: RedisKeys,
+        time_from_caller: bool,
+        draw_key: Vec<u8>,
+    ) -> Self {
+        Self {
+            connection,
+            keys,
+            join: Script::new(include_str!("join.lua")),
+            pass: Script::new(include_str!("pass.lua")),
+            admission: Script::new(include_str!("admission.lua")),
+            time_from_caller,
+            draw_key,
+        }
+    }
+
+    fn run_join<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Timestamp,
+        join: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, LineError>> {
+        let mut invocation = self.join.prepare_invoke();
+        invocation
+            .key(self.keys.line_draws(&sale.id))
+            .key(self.keys.line_numbers(&sale.id))
+            .key(self.keys.line_meta(&sale.id))
+            .key(self.keys.line_passes(&sale.id))
+            .arg(user.as_str())
+            .arg(draw(&self.draw_key, sale, user))
+            .arg(sale.starts_at.as_millisecond())
+            .arg(if self.time_from_caller {
+                now.as_millisecond().to_string()
+            } else {
+                String::new()
+            })
+            .arg(if join { "1" } else { "0" });
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)
+        })
+    }
+}
+
+impl WaitingLine for RedisLine {
+    fn join<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Joined, LineError>> {
+        Box::pin(async move {
+            let reply = self.run_join(sale, user, now, true).await?;
+            Ok(Joined {
+                facts: facts_of(&reply, sale)?,
+                placed: reply.get(6).is_some_and(|flag| flag == "1"),
+                pass_expired: reply.get(7).is_some_and(|flag| flag == "1"),
+            })
+        })
+    }
+
+    fn look<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<LineFacts>, LineError>> {
+        Box::pin(async move {
+            let reply = self.run_join(sale, user, now, false).await?;
+            if reply.len() == 1 {
+                return Ok(None);
+            }
+            facts_of(&reply, sale).map(Some)
+        })
+    }
+
+    fn record_pass<'a>(
+        &'a self,
+        sale: &'a Sale,
+        user: &'a UserId,
+        expires_ms: i64,
+    ) -> BoxFuture<'a, Result<i64, LineError>> {
+        let mut invocation = self.pass.prepare_invoke();
+        invocation
+            .key(self.keys.line_passes(&sale.id))
+            .arg(user.as_str())
+            .arg(expires_ms);
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let recorded: String = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            recorded
+                .parse()
+                .map_err(|_| corrupt("pass expiry", &[recorded]))
+        })
+    }
+
+    fn advance_admission<'a>(
+        &'a self,
+        sale: &'a Sale,
+        from: Admission,
+        to: Admission,
+    ) -> BoxFuture<'a, Result<Admission, LineError>> {
+        let mut invocation = self.admission.prepare_invoke();
+        invocation.key(self.keys.line_meta(&sale.id));
+        for state in [from, to, Admission::initial(sale)] {
+            for arg in admission_args(&state) {
+                invocation.arg(arg);
+            }
+        }
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let reply: Vec<String> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            parse_admission(&reply, sale).ok_or_else(|| corrupt("admission", &reply))
+        })
+    }
+}
