@@ -127,6 +127,23 @@ test('the admin table shows the sales as they sell', async ({ page }) => {
   assert.deepEqual(cells.slice(2), ['2', '2', '0', '1', '1', 'consistent']);
 });
 
+test('a buyer joins the waiting room, waits for the turn and buys with the pass', async ({ page }) => {
+  const name = 'Room sale ' + Date.now();
+  const created = await api('/api/v1/sales', {
+    method: 'POST', token: adminToken,
+    body: { name, stock: 5, starts_at: new Date(Date.now() + 4000).toISOString(), waiting_room: { admit_per_sec: 1 } },
+  });
+  assert.equal(created.status, 201);
+  await signIn(page, 'gus');
+  const sale = card(page, name);
+  await sale.getByText(/Waiting room: press Buy/).waitFor();
+  await sale.getByRole('button', { name: 'Buy' }).click();
+  await sale.getByText(/You are in line/).waitFor();
+  await order(page, name).getByText('Waiting for payment').waitFor({ timeout: 25000 });
+  const orders = await api('/api/v1/orders', { token: await demoToken('gus') });
+  assert.equal(orders.body.orders.filter((o) => o.sale_id === created.body.id).length, 1);
+});
+
 // What a careful reviewer checks by hand: text contrast (WCAG AA: 4.5:1, 3:1 for large text),
 // a label on every field, a name on every button, and no sideways scrolling.
 function accessibilityProblems() {

@@ -18,6 +18,9 @@ const SENTENCES = {
   unauthenticated: 'Please sign in again.',
   forbidden: 'You are not allowed to do that.',
   queue_pass_required: 'You need your turn in the waiting room to buy.',
+  no_waiting_room: 'This sale has no waiting room.',
+  queue_not_open: 'The waiting room is not open yet.',
+  not_in_queue: 'Your turn passed before you bought. Press Buy to join the line again.',
   payload_too_large: 'That request is too large.',
   internal: 'Something went wrong on our side. Please try again.',
 };

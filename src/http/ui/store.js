@@ -15,6 +15,7 @@ const salesBox = document.getElementById('sales');
 const ordersBox = document.getElementById('orders');
 const cards = new Map();     // sale id -> { sale, node, parts }
 const attempts = new Map();  // sale id -> { key, running }: one key per purchase attempt
+const lines = new Map();     // sale id -> { active }: this page is in the sale's waiting line
 let orders = [];
 
 function newKey() {
@@ -91,13 +92,14 @@ function makeCard(sale) {
     state: element('p', { class: 'state' }),
     remaining: element('p'),
     countdown: element('p', { class: 'countdown', role: 'timer', 'aria-live': 'off' }),
+    room: element('p', { class: 'room' }),
     buy: element('button', { type: 'button' }, 'Buy'),
     message: element('p', { class: 'message', role: 'status', 'aria-live': 'polite' }),
   };
   const node = element('article', { class: 'card', 'aria-labelledby': 'sale-' + sale.id },
-    parts.heading, parts.description, parts.price, parts.state, parts.remaining, parts.countdown, parts.buy, parts.message);
+    parts.heading, parts.description, parts.price, parts.state, parts.remaining, parts.countdown, parts.room, parts.buy, parts.message);
   const card = { sale, node, parts };
-  parts.buy.addEventListener('click', () => buy(card));
+  parts.buy.addEventListener('click', () => (card.sale.waiting_room ? joinLine(card) : buy(card)));
   return card;
 }
 
@@ -118,8 +120,100 @@ function updateCard(card) {
     parts.countdown.hidden = true;
   }
   const attempt = attempts.get(sale.id);
-  parts.buy.disabled = state !== 'live' || !session.token || Boolean(attempt && attempt.running);
+  const busy = Boolean(attempt && attempt.running);
+  const room = sale.waiting_room;
+  parts.room.hidden = !room;
+  if (room) {
+    const opensAt = lineOpensAt(sale);
+    const open = serverClock.now() >= opensAt;
+    parts.room.textContent = open
+      ? 'Waiting room: press Buy to join the line; the order of early arrivals is drawn at the start.'
+      : 'Waiting room: the line opens in ' + countdownText(opensAt - serverClock.now()) + '.';
+    const line = lines.get(sale.id);
+    parts.buy.disabled = state === 'ended' || !open || !session.token || busy || Boolean(line && line.active);
+  } else {
+    parts.buy.disabled = state !== 'live' || !session.token || busy;
+  }
   parts.buy.title = !session.token ? 'Sign in to buy' : '';
+}
+
+function lineOpensAt(sale) {
+  return Date.parse(sale.starts_at) - sale.waiting_room.opens_before_secs * 1000;
+}
+
+// ---- the waiting room ----
+function lineText(status) {
+  if (status.state === 'sold_out') return 'Sold out for now. You keep your place (' + status.position + ') in case units come back.';
+  if (status.position === null) return 'You are in line. Places are drawn when the sale starts, so arriving early gives no edge.';
+  if (status.position <= 1) return 'You are next in line…';
+  return 'In line: position ' + status.position + ', about ' + countdownText(status.eta_secs * 1000) + ' to go.';
+}
+
+// Seconds until the next look at the line: at the start for those waiting for the draw (spread
+// over 5 s so a crowd does not ask at once), then half the estimated wait, between 1 and 30 s.
+function nextLook(sale, status) {
+  const seconds = status.position === null
+    ? Math.max(1, (Date.parse(sale.starts_at) - serverClock.now()) / 1000) + Math.random() * 5
+    : Math.min(Math.max((status.eta_secs || 1) / 2, 1), 30);
+  return seconds * (0.75 + Math.random() * 0.5) * 1000;
+}
+
+async function lineCall(sale, method) {
+  for (let failures = 0; ; failures += 1) {
+    try {
+      const reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/queue', { method, token: session.token });
+      if (reply.status !== 429 && reply.status !== 503) return reply;
+      await sleep((reply.retryAfter || 1) * 1000 * (0.75 + Math.random() * 0.5));
+    } catch (_) {
+      if (failures >= 5) return null;
+      await sleep(Math.min(2 ** failures, 8) * 1000);
+    }
+  }
+}
+
+// "Buy" on a sale with a waiting room: join the line, follow the place until the pass comes,
+// then buy with it.
+async function joinLine(card) {
+  const { sale, parts } = card;
+  if (lines.get(sale.id)?.active) return;
+  const line = { active: true };
+  lines.set(sale.id, line);
+  updateCard(card);
+  parts.message.className = 'message';
+  parts.message.textContent = 'Joining the line…';
+  let reply = await lineCall(sale, 'POST');
+  for (;;) {
+    if (!reply) {
+      parts.message.className = 'message error';
+      parts.message.textContent = 'Could not reach the shop. Press Buy to try again (you keep your place).';
+      break;
+    }
+    if (!reply.ok) {
+      parts.message.className = 'message error';
+      parts.message.textContent = sentence(reply);
+      if (reply.status === 401) { session.clear(); showAccount(); }
+      break;
+    }
+    const status = reply.body;
+    if (status.state === 'admitted') {
+      parts.message.className = 'message';
+      parts.message.textContent = 'Your turn! Buying…';
+      line.active = false;
+      await buy(card, status.pass);
+      break;
+    }
+    if (status.state === 'ended') {
+      parts.message.className = 'message error';
+      parts.message.textContent = SENTENCES.sale_ended;
+      break;
+    }
+    parts.message.className = 'message';
+    parts.message.textContent = lineText(status);
+    await sleep(nextLook(sale, status));
+    reply = await lineCall(sale, 'GET');
+  }
+  line.active = false;
+  updateCard(card);
 }
 
 async function refreshSales() {
@@ -149,7 +243,7 @@ async function refreshSales() {
 }
 
 // ---- buying ----
-async function buy(card) {
+async function buy(card, queuePass = null) {
   const { sale, parts } = card;
   let attempt = attempts.get(sale.id);
   if (attempt && attempt.running) return; // a second click while the first is on its way
@@ -163,7 +257,8 @@ async function buy(card) {
     let reply;
     try {
       reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/purchase', {
-        method: 'POST', token: session.token, headers: { 'Idempotency-Key': attempt.key },
+        method: 'POST', token: session.token,
+        headers: Object.assign({ 'Idempotency-Key': attempt.key }, queuePass ? { 'Queue-Pass': queuePass } : {}),
       });
     } catch (_) {
       networkFailures += 1;
