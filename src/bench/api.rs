@@ -158,13 +158,18 @@ impl Api {
         per_user_limit: u32,
         payment_window_secs: u32,
     ) -> Result<String, ApiError> {
-        let body = json!({
+        self.create_sale_with(json!({
             "name": name,
             "stock": stock,
             "per_user_limit": per_user_limit,
             "payment_window_secs": payment_window_secs,
             "starts_at": "2020-01-01T00:00:00Z",
-        });
+        }))
+        .await
+    }
+
+    /// Creates a sale from a whole create body; returns its id.
+    pub async fn create_sale_with(&self, body: serde_json::Value) -> Result<String, ApiError> {
         let reply = self
             .call(
                 "create sale",

@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod client;
 mod driver;
+mod fairness;
 mod random;
 mod report;
 mod scenarios;
@@ -48,6 +49,9 @@ pub enum Scenario {
     /// Page viewers polling on the storefront's schedule (--viewers pages, alone for --duration),
     /// then a purchase stampede without and with them: what the open pages cost.
     Viewers,
+    /// Who gets the stock with and without a waiting room: people and --bot-share bots arriving
+    /// around the start; plus join and status throughput (--requests) and memory per waiter.
+    Fairness,
     /// A crowd that hangs up, retries, double-clicks and races the expiry, under kill -9 and
     /// Redis restarts; checks every promise from the history and the server's records.
     Chaos,
@@ -96,6 +100,9 @@ pub struct BenchArgs {
     /// Seconds the sustained scenario runs (viewers: how long they poll alone).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,
+    /// Fairness: the share of the crowd that are bots.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+    pub bot_share: f64,
     /// Viewers: storefront pages open during the stampede.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub viewers: u64,
@@ -157,6 +164,7 @@ impl Scenario {
             Self::Lifecycle => "lifecycle",
             Self::Baseline => "baseline",
             Self::Viewers => "viewers",
+            Self::Fairness => "fairness",
             Self::Chaos => "chaos",
         }
     }
@@ -220,6 +228,33 @@ async fn run_scenario(
                 Duration::from_secs_f64(args.duration.max(1.0)),
             )
             .await?
+        }
+        Scenario::Fairness => {
+            if !(0.0..1.0).contains(&args.bot_share) {
+                return Err(BenchError::Usage(
+                    "--bot-share must be at least 0 and below 1".into(),
+                ));
+            }
+            let (phases, mut checks, mut notes) =
+                fairness::throughput(api, options, args.requests).await?;
+            let (round_checks, round_notes) = fairness::run(
+                api,
+                &fairness::FairnessOptions {
+                    buyers: buyers(10_000),
+                    bot_share: args.bot_share,
+                    seed: options.seed,
+                    timeout: options.timeout,
+                },
+            )
+            .await?;
+            checks.extend(round_checks);
+            notes.extend(round_notes);
+            Outcome {
+                phases,
+                checks,
+                sales: Vec::new(),
+                notes,
+            }
         }
         Scenario::Chaos => {
             return Err(BenchError::Usage(

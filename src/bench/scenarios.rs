@@ -33,7 +33,7 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
-fn phase(
+pub(super) fn phase(
     api: &Api,
     options: &RunOptions,
     name: &str,
@@ -54,7 +54,7 @@ fn phase(
     }
 }
 
-fn closed(options: &RunOptions) -> Pace {
+pub(super) fn closed(options: &RunOptions) -> Pace {
     Pace::Closed {
         think_max_ms: options.think_max_ms,
         seed: options.seed,
@@ -67,7 +67,7 @@ fn closed(options: &RunOptions) -> Pace {
 pub const PREMINTED_TOKENS_MAX: u64 = 2_000_000;
 
 /// Every buyer's `Authorization` header, minted on all cores.
-fn premint(api: &Arc<Api>, buyers: u64) -> Arc<Vec<Option<HeaderValue>>> {
+pub(super) fn premint(api: &Arc<Api>, buyers: u64) -> Arc<Vec<Option<HeaderValue>>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let chunk = buyers.div_ceil(threads).max(1);
     let parts: Vec<Vec<Option<HeaderValue>>> = std::thread::scope(|scope| {

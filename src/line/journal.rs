@@ -1,32 +1,31 @@
-//! The embedded line's durable record: an append-only file of small records, written by one
-//! thread that commits whatever is waiting in one write and one `fdatasync` (group commit), so a
-//! crowd of joins costs one sync per batch. Each record is `[kind][length u32][payload][FNV-1a
+//! The embedded line's durable record: an append-only file of small records. A change is
+//! written (`write`, under the line's lock, so records keep the order of the changes) before it
+//! is acknowledged, and a thread syncs the file every 5 ms when something was written: a killed
+//! or crashed process loses nothing (the kernel holds the data); a power cut can lose the last
+//! 5 ms of joins, whose buyers then join again. A place is worth less than an order (orders wait
+//! for the disk), and waiting for the disk would cap joins at one batch per sync. Each record is `[kind][length u32][payload][FNV-1a
 //! u32 of kind and payload]`; reading stops at the first torn or damaged record (a crash in the
 //! middle of a write, never acknowledged) and the file is cut there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::LineError;
-use crate::BoxFuture;
 
 const RECORD_LENGTH_MAX: u32 = 1 << 16;
 
 pub struct Journal {
-    sender: mpsc::Sender<Write_>,
-    /// Records handed to the writer, and records synced: a reader that saw a record that is
-    /// not synced yet waits for the writer before answering.
-    handed: Arc<AtomicU64>,
-    synced: Arc<AtomicU64>,
+    file: Mutex<File>,
+    dirty: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
-struct Write_ {
-    bytes: Vec<u8>,
-    done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-}
+/// How often the syncer flushes what was written to the disk.
+const SYNC_EVERY: Duration = Duration::from_millis(5);
 
 fn checksum(kind: u8, payload: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
@@ -93,76 +92,53 @@ pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<File, Lin
 }
 
 impl Journal {
-    /// Starts the writer thread on `file` (positioned at its end).
+    /// Takes `file` (positioned at its end) and starts the thread that syncs it.
     pub fn start(file: File) -> Result<Self, LineError> {
-        let (sender, receiver) = mpsc::channel::<Write_>();
-        let (handed, synced) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let synced_by_writer = Arc::clone(&synced);
+        let syncing = file.try_clone().map_err(failed)?;
+        let (dirty, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (dirty_seen, stop_seen) = (Arc::clone(&dirty), Arc::clone(&stop));
         std::thread::Builder::new()
-            .name("line-journal".into())
-            .spawn(move || write_loop(file, &receiver, &synced_by_writer))
+            .name("line-journal-sync".into())
+            .spawn(move || {
+                while !stop_seen.load(Ordering::Acquire) {
+                    std::thread::sleep(SYNC_EVERY);
+                    if dirty_seen.swap(false, Ordering::AcqRel) {
+                        if let Err(error) = syncing.sync_data() {
+                            tracing::error!(%error, "syncing the waiting-line journal");
+                        }
+                    }
+                }
+            })
             .map_err(failed)?;
         Ok(Self {
-            sender,
-            handed,
-            synced,
+            file: Mutex::new(file),
+            dirty,
+            stop,
         })
     }
 
-    /// Appends a record; the future resolves once it is on disk. Call under the lock that
-    /// ordered the change, so records land in the order the changes were made.
-    pub fn append(&self, bytes: Vec<u8>) -> BoxFuture<'static, Result<(), LineError>> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.handed.fetch_add(1, Ordering::SeqCst);
-        let sent = self.sender.send(Write_ {
-            bytes,
-            done: Some(done),
-        });
-        Box::pin(async move {
-            sent.map_err(|_| LineError::Unavailable("the journal writer stopped".into()))?;
-            wait.await
-                .map_err(|_| LineError::Unavailable("the journal writer stopped".into()))?
-                .map_err(LineError::Unavailable)
-        })
-    }
-
-    /// Resolves once every record handed over so far is on disk (at once when all are).
-    pub fn synced(&self) -> BoxFuture<'static, Result<(), LineError>> {
-        if self.handed.load(Ordering::SeqCst) > self.synced.load(Ordering::SeqCst) {
-            self.append(Vec::new())
-        } else {
-            Box::pin(std::future::ready(Ok(())))
-        }
+    /// Appends a record. Call under the lock that ordered the change, so records land in the
+    /// order the changes were made.
+    pub fn append(&self, bytes: &[u8]) -> Result<(), LineError> {
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        file.write_all(bytes)
+            .map_err(|error| failed(format!("writing the waiting-line journal: {error}")))?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
-fn write_loop(mut file: File, receiver: &mpsc::Receiver<Write_>, synced: &AtomicU64) {
-    let mut batch: Vec<Write_> = Vec::new();
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Ok(first) = receiver.recv() {
-        batch.push(first);
-        while let Ok(more) = receiver.try_recv() {
-            batch.push(more);
-            if batch.len() >= 65_536 {
-                break;
-            }
-        }
-        buffer.clear();
-        for write in &batch {
-            buffer.extend_from_slice(&write.bytes);
-        }
-        let outcome = if buffer.is_empty() {
-            Ok(())
-        } else {
-            file.write_all(&buffer)
-                .and_then(|()| file.sync_data())
-                .map_err(|error| format!("writing the waiting-line journal: {error}"))
-        };
-        synced.fetch_add(batch.len() as u64, Ordering::SeqCst);
-        for write in batch.drain(..) {
-            if let Some(done) = write.done {
-                let _ = done.send(outcome.clone());
-            }
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Ok(file) = self.file.get_mut() {
+            let _ = file.sync_data();
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The embedded line: per sale, each buyer's ticket in a map keyed by a 64-bit keyed hash of the
 //! buyer id (a draw before the start, else a sequence number at the end), the pre-start draws in
 //! a vector sorted once after the start (so a place is a binary search: O(log n)), the passes
-//! handed out and the admission progress. About 40 bytes per waiting buyer; every change is in
-//! the journal before it is acknowledged, and replayed at start.
+//! handed out and the admission progress. About 50 bytes per waiting buyer; every change is
+//! written to the journal before it is made, and replayed at start.
 //!
 //! Two buyer ids with the same 64-bit hash would share a place: with 10^7 buyers in one line the
 //! odds are about 3 in a million, and the pass still names the buyer, so nobody buys for another.
@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 
 use super::journal::{self, Journal};
-use super::{draw, Joined, LineError, WaitingLine};
+use super::{Drawer, Joined, LineError, WaitingLine};
 use crate::domain::{Admission, LineFacts, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
@@ -97,7 +97,7 @@ pub struct MemoryLine {
     lines: Mutex<HashMap<SaleId, SaleLine>>,
     journal: Journal,
     hasher: RandomState,
-    draw_key: Vec<u8>,
+    drawer: Drawer,
 }
 
 fn payload(sale: &SaleId, number: u64, user: Option<&UserId>, extra: &[u8]) -> Vec<u8> {
@@ -170,7 +170,7 @@ impl MemoryLine {
             lines: Mutex::new(lines),
             journal: Journal::start(file)?,
             hasher,
-            draw_key,
+            drawer: Drawer::new(&draw_key),
         })
     }
 
@@ -185,6 +185,82 @@ impl MemoryLine {
     }
 }
 
+impl MemoryLine {
+    fn join_now(&self, sale: &Sale, user: &UserId, now: Timestamp) -> Result<Joined, LineError> {
+        let now_ms = now.as_millisecond();
+        let buyer = self.buyer(user);
+        // Drawn outside the lock (a repeated join before the start draws for nothing).
+        let early = now_ms < sale.starts_at.as_millisecond();
+        let drawn = early.then(|| self.drawer.draw(sale, user));
+        let mut lines = self.lines();
+        let line = lines.entry(sale.id.clone()).or_default();
+        let known = line.tickets.contains_key(&buyer);
+        let expired = known
+            && line
+                .passes
+                .get(&buyer)
+                .is_some_and(|expires| *expires <= now_ms);
+        if expired || !known {
+            let ticket = match drawn {
+                Some(drawn) if !expired => drawn,
+                _ => (line.last_sequence + 1) | SEQUENCE_FLAG,
+            };
+            // Written before the change is made: a failed write changes nothing.
+            self.journal.append(&journal::encode(
+                JOINED,
+                &payload(&sale.id, ticket, Some(user), &[]),
+            ))?;
+            line.apply_ticket(buyer, ticket);
+        }
+        let facts = line
+            .facts(sale, buyer, now_ms)
+            .ok_or_else(|| LineError::Corrupt("a joined buyer has no ticket".into()))?;
+        Ok(Joined {
+            facts,
+            placed: expired || !known,
+            pass_expired: expired,
+        })
+    }
+
+    fn record_pass_now(
+        &self,
+        sale: &Sale,
+        user: &UserId,
+        expires_ms: i64,
+    ) -> Result<i64, LineError> {
+        let buyer = self.buyer(user);
+        let mut lines = self.lines();
+        let line = lines.entry(sale.id.clone()).or_default();
+        if let Some(recorded) = line.passes.get(&buyer) {
+            return Ok(*recorded);
+        }
+        let bytes = payload(&sale.id, 0, Some(user), &expires_ms.to_le_bytes());
+        self.journal.append(&journal::encode(PASS, &bytes))?;
+        line.passes.insert(buyer, expires_ms);
+        Ok(expires_ms)
+    }
+
+    fn advance_admission_now(
+        &self,
+        sale: &Sale,
+        from: Admission,
+        to: Admission,
+    ) -> Result<Admission, LineError> {
+        let mut lines = self.lines();
+        let line = lines.entry(sale.id.clone()).or_default();
+        let current = line.admission.unwrap_or_else(|| Admission::initial(sale));
+        if current != from {
+            return Ok(current);
+        }
+        let mut extra = to.since_ms.to_le_bytes().to_vec();
+        extra.push(u8::from(to.paused));
+        let bytes = payload(&sale.id, to.base, None, &extra);
+        self.journal.append(&journal::encode(ADMISSION, &bytes))?;
+        line.admission = Some(to);
+        Ok(to)
+    }
+}
+
 impl WaitingLine for MemoryLine {
     fn join<'a>(
         &'a self,
@@ -192,48 +268,8 @@ impl WaitingLine for MemoryLine {
         user: &'a UserId,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Joined, LineError>> {
-        let now_ms = now.as_millisecond();
-        let buyer = self.buyer(user);
-        let (joined, durable) = {
-            let mut lines = self.lines();
-            let line = lines.entry(sale.id.clone()).or_default();
-            let expired = line.tickets.contains_key(&buyer)
-                && line
-                    .passes
-                    .get(&buyer)
-                    .is_some_and(|expires| *expires <= now_ms);
-            let ticket = if expired || !line.tickets.contains_key(&buyer) {
-                let ticket = if !expired && now_ms < sale.starts_at.as_millisecond() {
-                    draw(&self.draw_key, sale, user)
-                } else {
-                    (line.last_sequence + 1) | SEQUENCE_FLAG
-                };
-                line.apply_ticket(buyer, ticket);
-                Some(ticket)
-            } else {
-                None
-            };
-            let durable = match ticket {
-                Some(ticket) => self.journal.append(journal::encode(
-                    JOINED,
-                    &payload(&sale.id, ticket, Some(user), &[]),
-                )),
-                None => self.journal.synced(),
-            };
-            let facts = line.facts(sale, buyer, now_ms);
-            (
-                facts.map(|facts| Joined {
-                    facts,
-                    placed: ticket.is_some(),
-                    pass_expired: expired,
-                }),
-                durable,
-            )
-        };
-        Box::pin(async move {
-            durable.await?;
-            joined.ok_or_else(|| LineError::Corrupt("a joined buyer has no ticket".into()))
-        })
+        let joined = self.join_now(sale, user, now);
+        Box::pin(async move { joined })
     }
 
     fn look<'a>(
@@ -256,28 +292,8 @@ impl WaitingLine for MemoryLine {
         user: &'a UserId,
         expires_ms: i64,
     ) -> BoxFuture<'a, Result<i64, LineError>> {
-        let buyer = self.buyer(user);
-        let (recorded, durable) = {
-            let mut lines = self.lines();
-            let line = lines.entry(sale.id.clone()).or_default();
-            match line.passes.get(&buyer) {
-                Some(recorded) => (*recorded, None),
-                None => {
-                    line.passes.insert(buyer, expires_ms);
-                    let bytes = payload(&sale.id, 0, Some(user), &expires_ms.to_le_bytes());
-                    (
-                        expires_ms,
-                        Some(self.journal.append(journal::encode(PASS, &bytes))),
-                    )
-                }
-            }
-        };
-        Box::pin(async move {
-            if let Some(durable) = durable {
-                durable.await?;
-            }
-            Ok(recorded)
-        })
+        let recorded = self.record_pass_now(sale, user, expires_ms);
+        Box::pin(async move { recorded })
     }
 
     fn advance_admission<'a>(
@@ -286,28 +302,7 @@ impl WaitingLine for MemoryLine {
         from: Admission,
         to: Admission,
     ) -> BoxFuture<'a, Result<Admission, LineError>> {
-        let (current, durable) = {
-            let mut lines = self.lines();
-            let line = lines.entry(sale.id.clone()).or_default();
-            let current = line.admission.unwrap_or_else(|| Admission::initial(sale));
-            if current == from {
-                line.admission = Some(to);
-                let mut extra = to.since_ms.to_le_bytes().to_vec();
-                extra.push(u8::from(to.paused));
-                let bytes = payload(&sale.id, to.base, None, &extra);
-                (
-                    to,
-                    Some(self.journal.append(journal::encode(ADMISSION, &bytes))),
-                )
-            } else {
-                (current, None)
-            }
-        };
-        Box::pin(async move {
-            if let Some(durable) = durable {
-                durable.await?;
-            }
-            Ok(current)
-        })
+        let current = self.advance_admission_now(sale, from, to);
+        Box::pin(async move { current })
     }
 }

@@ -82,15 +82,27 @@ const DRAW_BITS: u32 = 52;
 /// The draw that orders the buyers who joined before the start: a keyed hash of (sale, buyer),
 /// so it is unrelated to arrival, the same on every node and at every join, and unknowable to
 /// a buyer without the key.
-pub fn draw(key: &[u8], sale: &Sale, user: &UserId) -> u64 {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return 0;
-    };
-    mac.update(sale.id.as_str().as_bytes());
-    mac.update(&[0]);
-    mac.update(user.as_str().as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(first) >> (64 - DRAW_BITS)
+#[derive(Clone)]
+pub struct Drawer {
+    /// Keyed once: each draw clones the keyed state instead of hashing the key again.
+    keyed: Hmac<Sha256>,
+}
+
+impl Drawer {
+    pub fn new(key: &[u8]) -> Self {
+        let keyed = Hmac::<Sha256>::new_from_slice(key)
+            .unwrap_or_else(|_| Hmac::<Sha256>::new(&Default::default()));
+        Self { keyed }
+    }
+
+    pub fn draw(&self, sale: &Sale, user: &UserId) -> u64 {
+        let mut mac = self.keyed.clone();
+        mac.update(sale.id.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(user.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first) >> (64 - DRAW_BITS)
+    }
 }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::{draw, Joined, LineError, WaitingLine};
+use super::{Drawer, Joined, LineError, WaitingLine};
 use crate::domain::{Admission, LineFacts, Sale, UserId};
 use crate::gate::RedisKeys;
 use crate::BoxFuture;
@@ -21,7 +21,7 @@ pub struct RedisLine {
     admission: Script,
     /// Whether "now" comes from the caller (tests: one manual clock) instead of Redis's clock.
     time_from_caller: bool,
-    draw_key: Vec<u8>,
+    drawer: Drawer,
 }
 
 fn unavailable(error: redis::RedisError) -> LineError {
@@ -92,7 +92,7 @@ impl RedisLine {
             pass: Script::new(include_str!("pass.lua")),
             admission: Script::new(include_str!("admission.lua")),
             time_from_caller,
-            draw_key,
+            drawer: Drawer::new(&draw_key),
         }
     }
 
@@ -110,7 +110,7 @@ impl RedisLine {
             .key(self.keys.line_meta(&sale.id))
             .key(self.keys.line_passes(&sale.id))
             .arg(user.as_str())
-            .arg(draw(&self.draw_key, sale, user))
+            .arg(self.drawer.draw(sale, user))
             .arg(sale.starts_at.as_millisecond())
             .arg(if self.time_from_caller {
                 now.as_millisecond().to_string()
