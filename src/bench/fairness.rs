@@ -478,13 +478,13 @@ pub async fn throughput(
         planner(Method::POST, format!("/api/v1/sales/{sold_out}/purchase")),
     )
     .await;
-    let rss_before = options.server_pid.and_then(resident_bytes);
+    let rss_before = options.server_pid.and_then(anonymous_bytes);
     let joins = run(
         "join",
         planner(Method::POST, format!("/api/v1/sales/{line}/queue")),
     )
     .await;
-    let rss_after = options.server_pid.and_then(resident_bytes);
+    let rss_after = options.server_pid.and_then(anonymous_bytes);
     let looks = run(
         "status",
         planner(Method::GET, format!("/api/v1/sales/{line}/queue")),
@@ -500,7 +500,7 @@ pub async fn throughput(
     )];
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         notes.push(format!(
-            "server resident memory grew {:.1} MB for {joined} waiting buyers: {:.0} bytes each",
+            "server anonymous memory grew {:.1} MB for {joined} waiting buyers: {:.0} bytes each (the mapped journal's pages are page cache, not counted)",
             after.saturating_sub(before) as f64 / 1_048_576.0,
             after.saturating_sub(before) as f64 / joined.max(1) as f64
         ));
@@ -520,10 +520,11 @@ pub async fn throughput(
     Ok((vec![yardstick, joins, looks], checks, notes))
 }
 
-/// Resident memory of process `pid` now, in bytes (Linux `VmRSS`).
-fn resident_bytes(pid: u32) -> Option<u64> {
+/// Anonymous resident memory of process `pid` now, in bytes (Linux `RssAnon`: the heap, not
+/// file pages the kernel can drop once written back).
+fn anonymous_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|line| line.starts_with("RssAnon:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -308,7 +308,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             )
             .await?
         }
-        None => Target::embedded()?,
+        None => Target::embedded(args.scenario == Scenario::Fairness)?,
     };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let api = Arc::new(Api::new(

@@ -85,19 +85,25 @@ fn random_hex() -> String {
 
 impl Target {
     /// Starts `flashsale serve` (this same executable) on a free port with a fresh data directory.
-    /// The server inherits the environment, so `FLASHSALE_*` variables tune it.
-    pub fn embedded() -> Result<Self, TargetError> {
+    /// The server inherits the environment, so `FLASHSALE_*` variables tune it. Without
+    /// `buyer_limit` the per-buyer rate limit is off (load scenarios send many requests per
+    /// buyer by design); with it, the server keeps its configured limit, as in production.
+    pub fn embedded(buyer_limit: bool) -> Result<Self, TargetError> {
         let executable = std::env::current_exe().map_err(TargetError::Spawn)?;
         let data_dir = std::env::temp_dir().join(format!("flashsale-bench-{}", random_hex()));
         let (admin_token, jwt_secret) = (random_hex(), random_hex());
-        let mut child = Command::new(executable)
+        let mut command = Command::new(executable);
+        command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log", "warn"])
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--admin-token", &admin_token, "--jwt-secret", &jwt_secret])
-            .args(["--buyer-requests-per-sec", "0"])
-            .args(["--expiry-sweep-interval-ms", "100"])
+            .args(["--expiry-sweep-interval-ms", "100"]);
+        if !buyer_limit {
+            command.args(["--buyer-requests-per-sec", "0"]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

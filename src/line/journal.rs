@@ -1,31 +1,46 @@
-//! The embedded line's durable record: an append-only file of small records. A change is
-//! written (`write`, under the line's lock, so records keep the order of the changes) before it
-//! is acknowledged, and a thread syncs the file every 5 ms when something was written: a killed
-//! or crashed process loses nothing (the kernel holds the data); a power cut can lose the last
-//! 5 ms of joins, whose buyers then join again. A place is worth less than an order (orders wait
-//! for the disk), and waiting for the disk would cap joins at one batch per sync. Each record is `[kind][length u32][payload][FNV-1a
+//! The embedded line's durable record: an append-only file of small records, mapped into memory.
+//! A change is copied into the mapping (under the line's lock, so records keep the order of the
+//! changes) before it is acknowledged, and a thread syncs the file every 5 ms when something was
+//! written: a killed or crashed process loses nothing (the mapping is the kernel's page cache); a
+//! power cut can lose the last 5 ms of joins, whose buyers then join again. A place is worth less
+//! than an order (orders wait for the disk); waiting for the disk would cap joins at one batch per
+//! sync, and a `write` per join cost more than the rest of the join (measured). Each record is `[kind][length u32][payload][FNV-1a
 //! u32 of kind and payload]`; reading stops at the first torn or damaged record (a crash in the
 //! middle of a write, never acknowledged) and the file is cut there.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use memmap2::MmapMut;
 
 use super::LineError;
 
 const RECORD_LENGTH_MAX: u32 = 1 << 16;
 
 pub struct Journal {
-    file: Mutex<File>,
+    mapped: Mutex<Mapped>,
     dirty: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
+/// The file mapped into memory: records are copied into the mapping (the kernel's page cache,
+/// so a killed process loses nothing written), up to `end`; the rest is reserved, zero space.
+struct Mapped {
+    file: File,
+    map: MmapMut,
+    end: usize,
+}
+
 /// How often the syncer flushes what was written to the disk.
 const SYNC_EVERY: Duration = Duration::from_millis(5);
+/// The file grows by at least this much at a time (reserved on disk, so a full disk is an error
+/// when growing, not a fault when writing).
+const GROW_BYTES: u64 = 16 << 20;
 
 fn checksum(kind: u8, payload: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
@@ -51,11 +66,12 @@ fn failed(error: impl std::fmt::Display) -> LineError {
 
 /// Reads every whole record of the file at `path` (created if missing), cuts a torn tail off,
 /// and calls `apply` with each (kind, payload) in order.
-pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<File, LineError> {
+pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<(File, u64), LineError> {
     let mut file = OpenOptions::new()
         .create(true)
         .read(true)
-        .append(true)
+        .write(true)
+        .truncate(false)
         .open(path)
         .map_err(failed)?;
     let mut reader = BufReader::new(&mut file);
@@ -68,6 +84,7 @@ pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<File, Lin
         }
         let kind = header[0];
         let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+        // Kind 0 is the zeroed room after the last record.
         if kind == 0 || length > RECORD_LENGTH_MAX {
             break;
         }
@@ -87,13 +104,30 @@ pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<File, Lin
         file.set_len(good).map_err(failed)?;
         file.sync_data().map_err(failed)?;
     }
-    file.seek(SeekFrom::End(0)).map_err(failed)?;
-    Ok(file)
+    Ok((file, good))
+}
+
+/// Maps `file` with room for at least `wanted` bytes, reserving the blocks on disk first.
+fn map(file: &File, wanted: u64) -> Result<MmapMut, LineError> {
+    let length = file.metadata().map_err(failed)?.len();
+    if length < wanted {
+        let grown = wanted.max(length.saturating_mul(2)).max(GROW_BYTES);
+        let size = libc::off_t::try_from(grown).map_err(failed)?;
+        // SAFETY: posix_fallocate only reads the descriptor and the two numbers.
+        let reserved = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size) };
+        if reserved != 0 {
+            return Err(failed(std::io::Error::from_raw_os_error(reserved)));
+        }
+    }
+    // SAFETY: the journal is this process's own file in its data directory, opened once; nothing
+    // else truncates it while it is mapped (growing maps it again first).
+    unsafe { MmapMut::map_mut(file) }.map_err(failed)
 }
 
 impl Journal {
-    /// Takes `file` (positioned at its end) and starts the thread that syncs it.
-    pub fn start(file: File) -> Result<Self, LineError> {
+    /// Takes `file`, whose records end at `end`, and starts the thread that syncs it.
+    pub fn start(file: File, end: u64) -> Result<Self, LineError> {
+        let map = map(&file, end + 1)?;
         let syncing = file.try_clone().map_err(failed)?;
         let (dirty, stop) = (
             Arc::new(AtomicBool::new(false)),
@@ -105,6 +139,7 @@ impl Journal {
             .spawn(move || {
                 while !stop_seen.load(Ordering::Acquire) {
                     std::thread::sleep(SYNC_EVERY);
+                    // fdatasync writes back the page cache's dirty pages, the mapping's included.
                     if dirty_seen.swap(false, Ordering::AcqRel) {
                         if let Err(error) = syncing.sync_data() {
                             tracing::error!(%error, "syncing the waiting-line journal");
@@ -114,7 +149,11 @@ impl Journal {
             })
             .map_err(failed)?;
         Ok(Self {
-            file: Mutex::new(file),
+            mapped: Mutex::new(Mapped {
+                file,
+                map,
+                end: usize::try_from(end).map_err(failed)?,
+            }),
             dirty,
             stop,
         })
@@ -123,12 +162,18 @@ impl Journal {
     /// Appends a record. Call under the lock that ordered the change, so records land in the
     /// order the changes were made.
     pub fn append(&self, bytes: &[u8]) -> Result<(), LineError> {
-        let mut file = self
-            .file
+        let mut mapped = self
+            .mapped
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.write_all(bytes)
-            .map_err(|error| failed(format!("writing the waiting-line journal: {error}")))?;
+        let end = mapped.end + bytes.len();
+        if end >= mapped.map.len() {
+            let wanted = u64::try_from(end + 1).map_err(failed)?;
+            mapped.map = map(&mapped.file, wanted)?;
+        }
+        let start = mapped.end;
+        mapped.map[start..end].copy_from_slice(bytes);
+        mapped.end = end;
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -137,8 +182,8 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Ok(file) = self.file.get_mut() {
-            let _ = file.sync_data();
+        if let Ok(mapped) = self.mapped.get_mut() {
+            let _ = mapped.map.flush();
         }
     }
 }

@@ -127,7 +127,7 @@ impl MemoryLine {
         let hasher = RandomState::new();
         let mut lines: HashMap<SaleId, SaleLine> = HashMap::new();
         let mut damaged = None;
-        let file = journal::replay(&data_dir.join(JOURNAL_FILE), |kind, bytes| {
+        let (file, end) = journal::replay(&data_dir.join(JOURNAL_FILE), |kind, bytes| {
             let Some((sale, number, rest)) = parse(bytes) else {
                 damaged = Some(kind);
                 return;
@@ -168,7 +168,7 @@ impl MemoryLine {
         }
         Ok(Self {
             lines: Mutex::new(lines),
-            journal: Journal::start(file)?,
+            journal: Journal::start(file, end)?,
             hasher,
             drawer: Drawer::new(&draw_key),
         })

@@ -86,6 +86,31 @@ fn viewers_poll_on_the_pages_schedule_beside_the_stampede() {
 }
 
 #[test]
+fn the_fairness_scenario_runs_every_round_and_the_line_costs() {
+    // A small crowd: too few buyers for the decile and bot-share targets to be more than noise,
+    // so this checks the rounds run, the stock sells in each, and the line's phases answer.
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "fairness", "--quiet", "--seed", "11"])
+        .args(["--buyers", "400", "--requests", "2000"])
+        .output()
+        .expect("bench runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "ok   every join is answered 200",
+        "ok   every look at the line is answered 200",
+        "ok   crowd before the start with room: the whole stock sells",
+        "ok   arrivals after the start with room: the whole stock sells",
+        "ok   arrivals after the start with room: later arrivals are served in arrival order",
+        "ok   crowd before the start without room: the whole stock sells",
+        "ok   arrivals after the start without room: the whole stock sells",
+        "join req/s / sold-out purchase req/s = ",
+        "waiting buyers: ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
 fn figures_are_written_as_json_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("run.json");

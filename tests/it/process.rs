@@ -294,3 +294,88 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(!acknowledged.is_empty());
     verify_after_restart(data_dir.path(), &sale_id, &acknowledged).await;
 }
+
+/// The embedded waiting line survives `kill -9`: every acknowledged place and pass is there after
+/// a restart (places move only by the admissions in between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_keeps_every_place_in_the_waiting_line() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data_dir.path()).await;
+    let starts_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    let created = server
+        .admin(
+            Method::POST,
+            "/api/v1/sales",
+            Some(
+                json!({
+                    "name": "line", "stock": 1000, "starts_at": starts_at.to_string(),
+                    "waiting_room": { "admit_per_sec": 1 },
+                })
+                .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let sale_id = created.body["id"].as_str().unwrap().to_owned();
+    let queue = format!("/api/v1/sales/{sale_id}/queue");
+    let token = |user: &str| {
+        flashsale::auth::mint_token(SECRET, user, jiff::Timestamp::now().as_second() + 600)
+    };
+    let mut before = Vec::new();
+    for i in 0..100 {
+        let user = format!("b{i}");
+        let reply = send(
+            &server.client,
+            server.addr,
+            Method::POST,
+            &queue,
+            Some(&token(&user)),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        before.push((user, reply.body));
+    }
+    let killed = Command::new("kill").args(["-KILL", &server.pid()]).status();
+    assert!(killed.expect("kill runs").success());
+    let _ = server.child.wait();
+    drop(server);
+    let server = Server::start(data_dir.path()).await;
+    let mut shifts = std::collections::BTreeSet::new();
+    for (user, seen) in &before {
+        let reply = send(
+            &server.client,
+            server.addr,
+            Method::GET,
+            &queue,
+            Some(&token(user)),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{user} lost its place: {}",
+            reply.body
+        );
+        if seen["state"] == "admitted" {
+            assert_eq!(reply.body["state"], "admitted", "{user}");
+            assert_eq!(
+                reply.body["pass_expires_at"], seen["pass_expires_at"],
+                "{user}"
+            );
+        } else if reply.body["state"] == "waiting" {
+            let (now, then) = (
+                reply.body["position"].as_u64().unwrap(),
+                seen["position"].as_u64().unwrap(),
+            );
+            shifts.insert(then - now);
+        }
+    }
+    assert!(
+        shifts.len() <= 1,
+        "places kept their order: shifts {shifts:?}"
+    );
+}

@@ -46,7 +46,9 @@ function toRfc3339(localValue) {
 
 function fieldInput(field) {
   return { name: 'f-name', description: 'f-description', stock: 'f-stock', per_user_limit: 'f-limit',
-    price_cents: 'f-price', starts_at: 'f-starts', ends_at: 'f-ends', payment_window_secs: 'f-window' }[field];
+    price_cents: 'f-price', starts_at: 'f-starts', ends_at: 'f-ends', payment_window_secs: 'f-window',
+    waiting_room: 'f-admit', 'waiting_room.admit_per_sec': 'f-admit', 'waiting_room.pass_ttl_secs': 'f-pass',
+    'waiting_room.opens_before_secs': 'f-opens' }[field];
 }
 
 form.addEventListener('submit', async (event) => {
@@ -64,6 +66,10 @@ form.addEventListener('submit', async (event) => {
     ends_at: toRfc3339(value('f-ends')),
     payment_window_secs: number('f-window'),
   };
+  if (value('f-admit') !== '' || value('f-pass') !== '' || value('f-opens') !== '') {
+    body.waiting_room = { admit_per_sec: number('f-admit'), pass_ttl_secs: number('f-pass'), opens_before_secs: number('f-opens') };
+    for (const key of Object.keys(body.waiting_room)) if (body.waiting_room[key] === undefined) delete body.waiting_room[key];
+  }
   for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
   if (!body.description) delete body.description;
   let reply;
