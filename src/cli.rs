@@ -31,6 +31,15 @@ pub enum Command {
     /// sale that disagrees from PostgreSQL (after Redis lost its data). Exit 0 when all agree,
     /// 2 when some do not.
     Reconcile(Box<ReconcileArgs>),
+    /// The bench's bare baseline: answers every request with a fixed refusal, no middleware.
+    #[command(hide = true)]
+    BareResponder(BareResponderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BareResponderArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Bench(args) => bench(*args),
         Command::Reconcile(args) => reconcile(*args),
+        Command::BareResponder(args) => match flashsale::bench::serve_bare(args.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(format!("bare responder: {error}")),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 //! omission, and checks the server's own records afterwards; any violation makes it exit non-zero.
 
 mod api;
+mod bare;
 mod chaos;
 mod client;
 mod driver;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use self::api::Api;
+pub use self::bare::serve as serve_bare;
 pub use self::random::SplitMix64;
 use self::report::{PhaseReport, Report};
 use self::scenarios::{Outcome, RunOptions};
@@ -127,6 +129,10 @@ pub struct BenchArgs {
     /// Run the baseline first with the same connections and print purchase req/s / baseline req/s.
     #[arg(long)]
     pub with_baseline: bool,
+    /// Run the same purchases first against a responder with no middleware that the bench starts
+    /// (`flashsale bare-responder`), and print purchase req/s / bare req/s.
+    #[arg(long)]
+    pub with_bare_baseline: bool,
     /// Write every figure to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -340,14 +346,41 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     } else {
         None
     };
-    let outcome = run_scenario(&args, &api, &options).await?;
+    let bare = if args.with_bare_baseline {
+        let responder = target::BareResponder::start()?;
+        Some(
+            scenarios::bare_baseline(
+                &api,
+                &options,
+                responder.address,
+                responder.pid(),
+                baseline_requests,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let mut outcome = run_scenario(&args, &api, &options).await?;
+    if let (Some(bare), Some(first)) = (&bare, outcome.phases.first()) {
+        outcome.notes.push(format!(
+            "purchase req/s / bare responder req/s = {:.3} ({:.0} / {:.0})",
+            first.requests_per_sec() / bare.requests_per_sec().max(1e-9),
+            first.requests_per_sec(),
+            bare.requests_per_sec()
+        ));
+    }
     let ratio = baseline.as_ref().and_then(|baseline| {
         outcome
             .phases
             .first()
             .map(|phase| phase.requests_per_sec() / baseline.requests_per_sec().max(1e-9))
     });
-    let phases: Vec<&driver::PhaseResult> = baseline.iter().chain(outcome.phases.iter()).collect();
+    let phases: Vec<&driver::PhaseResult> = bare
+        .iter()
+        .chain(baseline.iter())
+        .chain(outcome.phases.iter())
+        .collect();
     let server = target.server.as_ref();
     let report = Report {
         scenario: args.scenario.name().to_owned(),

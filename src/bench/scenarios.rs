@@ -251,6 +251,22 @@ pub async fn baseline(api: &Arc<Api>, options: &RunOptions, requests: u64) -> Ph
         .await
 }
 
+/// The same purchase requests (paths, tokens, connections) against a responder with no
+/// middleware at `address`: the ceiling of what an HTTP server answers on this machine.
+pub async fn bare_baseline(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    address: std::net::SocketAddr,
+    pid: u32,
+    requests: u64,
+) -> PhaseResult {
+    let planner = purchase_planner(api, &["bare".to_owned()], requests, options.seed);
+    let mut bare = phase(api, options, "bare", requests, planner, closed(options));
+    bare.address = address;
+    bare.server_pid = Some(pid);
+    bare.run().await
+}
+
 /// Buy; then pay a third, cancel a third and let a third expire; then buy again. Every unit
 /// that was cancelled or expired must sell again exactly once, and paid units never.
 pub async fn lifecycle(

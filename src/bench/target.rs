@@ -83,6 +83,60 @@ fn random_hex() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Reads the `http://ADDR` a child process prints on its first line, then keeps draining its
+/// output (a process must never write into a closed pipe).
+fn read_address(child: &mut Child) -> Result<SocketAddr, TargetError> {
+    let mut first_line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = BufReader::new(stdout);
+        let _ = reader.read_line(&mut first_line);
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    }
+    first_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|address| address.parse().ok())
+        .ok_or_else(|| TargetError::NoAddress(first_line.trim().to_owned()))
+}
+
+/// The bare baseline (`flashsale bare-responder`) on a free port; killed when dropped.
+pub struct BareResponder {
+    child: Child,
+    pub address: SocketAddr,
+}
+
+impl BareResponder {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn start() -> Result<Self, TargetError> {
+        let executable = std::env::current_exe().map_err(TargetError::Spawn)?;
+        let mut child = Command::new(executable)
+            .args(["bare-responder", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(TargetError::Spawn)?;
+        match read_address(&mut child) {
+            Ok(address) => Ok(Self { child, address }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for BareResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Target {
     /// Starts `flashsale serve` (this same executable) on a free port with a fresh data directory.
     /// The server inherits the environment, so `FLASHSALE_*` variables tune it. Without
@@ -108,21 +162,9 @@ impl Target {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(TargetError::Spawn)?;
-        let stdout = child.stdout.take();
-        let mut first_line = String::new();
-        if let Some(stdout) = stdout {
-            let mut reader = BufReader::new(stdout);
-            let _ = reader.read_line(&mut first_line);
-            // Keep draining: the server must never write into a closed pipe.
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        }
+        let address = read_address(&mut child);
         let server = EmbeddedServer { child, data_dir };
-        let address = first_line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|address| address.parse().ok())
-            .ok_or_else(|| TargetError::NoAddress(first_line.trim().to_owned()))?;
+        let address = address?;
         Ok(Self {
             address,
             admin_token,

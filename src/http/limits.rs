@@ -1,16 +1,8 @@
-//! Bounds on what a node takes on: requests in flight, time per request, and requests per buyer.
+//! The per-buyer request rate (requests in flight and time per request are bounded in `edge.rs`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::error::ApiError;
-use super::AppState;
 
 /// Slots of the per-buyer rate table. Fixed, so memory does not grow with the crowd.
 const BUYER_SLOTS: usize = 1 << 16;
@@ -57,18 +49,6 @@ impl BuyerLimiter {
             }
         })
         .is_ok()
-    }
-}
-
-/// Sheds a request at once when the node already handles `max_in_flight` of them, rather than
-/// queueing it, and ends any request that takes longer than the timeout.
-pub async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
-        return ApiError::overloaded("too many requests in flight; retry later").into_response();
-    };
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::overloaded("the request timed out; retry later").into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cache;
 mod demo;
+mod edge;
 mod error;
 mod extract;
 mod limits;
@@ -15,11 +16,9 @@ mod sales;
 mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
@@ -73,21 +72,6 @@ impl AppState {
     }
 }
 
-/// Counts every response by route and status, and times it.
-async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    state.metrics.request_started();
-    let response = next.run(request).await;
-    state.metrics.request_finished();
-    state.metrics.record_response(
-        route.as_ref().map_or("other", MatchedPath::as_str),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
 pub fn router(state: Arc<AppState>) -> Router {
     // Every route sheds load and times out (an operations route answered under overload would
     // be a way around the limit); `/readyz` answers from a cached probe.
@@ -123,12 +107,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api)
         .merge(operations)
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            limits::guard,
-        ))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .layer(edge::EdgeLayer::new(Arc::clone(&state)))
         .with_state(state)
 }

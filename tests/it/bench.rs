@@ -138,6 +138,16 @@ fn figures_are_written_as_json_and_svg() {
     assert_eq!(report["phases"][1]["requests"], json!(500));
     assert!(report["ratio_to_baseline"].as_f64().unwrap() > 0.0);
     assert_eq!(report["passed"], json!(true));
+    let (passed, output) = bench(&["oversell", "--buyers", "500", "--with-bare-baseline"]);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("purchase req/s / bare responder req/s = "),
+        "{output}"
+    );
+    assert!(
+        output.contains("\nbare "),
+        "the bare phase is in the table: {output}"
+    );
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
 }

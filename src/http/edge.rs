@@ -1,0 +1,111 @@
+//! The one layer around every route: count and time the response, take an in-flight permit or
+//! shed at once (`503 overloaded`, rather than queueing), and bound the request's time. One
+//! hand-written tower service instead of a chain of `from_fn` layers, each of which cloned and
+//! boxed the next service and boxed its future on every request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct EdgeLayer {
+    state: Arc<AppState>,
+}
+
+impl EdgeLayer {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+/// Counts a request in flight until it is answered or abandoned (a client that hangs up drops
+/// the future: the gauge must come down all the same).
+struct Counted<'a>(&'a Metrics);
+
+impl<'a> Counted<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.request_started();
+        Self(metrics)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let state = Arc::clone(&self.state);
+        // The service polled ready takes this request; a clone takes its place for the next.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let permit = Arc::clone(&state.in_flight).try_acquire_owned();
+        Box::pin(async move {
+            let counted = Counted::start(&state.metrics);
+            let response = match permit {
+                Err(_) => {
+                    ApiError::overloaded("too many requests in flight; retry later").into_response()
+                }
+                Ok(_permit) => {
+                    match tokio::time::timeout(state.request_timeout, ready.call(request)).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => ApiError::overloaded("the request timed out; retry later")
+                            .into_response(),
+                    }
+                }
+            };
+            drop(counted);
+            state.metrics.record_response(
+                route.as_ref().map_or("other", MatchedPath::as_str),
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            Ok(response)
+        })
+    }
+}
