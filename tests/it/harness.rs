@@ -396,3 +396,24 @@ pub fn tally(replies: &[Reply]) -> std::collections::BTreeMap<(u16, String), usi
 pub fn users(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}-{i}")).collect()
 }
+
+/// Runs each case `fn(TestServer)` of the calling module once per server setup: `$start` is an
+/// async expression giving `Option<TestServer>` (`None`: the setup's services are not
+/// configured here, and the case is skipped, saying so).
+#[macro_export]
+macro_rules! server_suite {
+    ($mode:ident, $start:expr; $($case:ident),*) => {
+        mod $mode {
+            #[allow(unused_imports)]
+            use crate::harness::TestServer;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(server) = $start.await {
+                        super::$case(server).await;
+                    }
+                }
+            )*
+        }
+    };
+}

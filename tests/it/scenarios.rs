@@ -551,25 +551,8 @@ pub async fn sales_are_listed_newest_first_and_paginated_on_request(server: Test
     }
 }
 
-macro_rules! scenario_suite {
-    ($mode:ident, $start:expr; $($case:ident),*) => {
-        mod $mode {
-            #[allow(unused_imports)]
-            use crate::harness::TestServer;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(server) = $start.await {
-                        super::$case(server).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-scenario_suite!(embedded, async { Some(TestServer::start().await) };
+crate::server_suite!(embedded, async { Some(TestServer::start().await) };
     seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);
 // Two cluster nodes sharing Redis and PostgreSQL, requests spread across both.
-scenario_suite!(two_nodes, TestServer::start_cluster(2);
+crate::server_suite!(two_nodes, TestServer::start_cluster(2);
     seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);

@@ -372,30 +372,13 @@ pub async fn the_line_refuses_what_the_contract_refuses(server: TestServer) {
     assert_eq!(reply.code(), "sale_ended");
 }
 
-macro_rules! room_suite {
-    ($mode:ident, $start:expr; $($case:ident),*) => {
-        mod $mode {
-            #[allow(unused_imports)]
-            use crate::harness::TestServer;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(server) = $start.await {
-                        super::$case(server).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-room_suite!(embedded, async { Some(TestServer::start().await) };
+crate::server_suite!(embedded, async { Some(TestServer::start().await) };
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,
     admission_pauses_while_sold_out_and_resumes_when_stock_returns,
     the_line_refuses_what_the_contract_refuses);
-room_suite!(two_nodes, TestServer::start_cluster(2);
+crate::server_suite!(two_nodes, TestServer::start_cluster(2);
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,
