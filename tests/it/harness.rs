@@ -405,7 +405,7 @@ macro_rules! server_suite {
     ($mode:ident, $start:expr; $($case:ident),*) => {
         mod $mode {
             #[allow(unused_imports)]
-            use crate::harness::TestServer;
+            use $crate::harness::TestServer;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
