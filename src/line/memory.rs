@@ -185,6 +185,19 @@ impl MemoryLine {
     }
 }
 
+/// The sale's line, made on first use (the id is cloned only then, not on every call).
+fn sale_line<'a>(
+    lines: &'a mut HashMap<SaleId, SaleLine>,
+    sale: &SaleId,
+) -> Result<&'a mut SaleLine, LineError> {
+    if !lines.contains_key(sale) {
+        lines.insert(sale.clone(), SaleLine::default());
+    }
+    lines
+        .get_mut(sale)
+        .ok_or_else(|| LineError::Corrupt("a sale's line vanished under its lock".into()))
+}
+
 impl MemoryLine {
     fn join_now(&self, sale: &Sale, user: &UserId, now: Timestamp) -> Result<Joined, LineError> {
         let now_ms = now.as_millisecond();
@@ -193,7 +206,7 @@ impl MemoryLine {
         let early = now_ms < sale.starts_at.as_millisecond();
         let drawn = early.then(|| self.drawer.draw(sale, user));
         let mut lines = self.lines();
-        let line = lines.entry(sale.id.clone()).or_default();
+        let line = sale_line(&mut lines, &sale.id)?;
         let known = line.tickets.contains_key(&buyer);
         let expired = known
             && line
@@ -230,7 +243,7 @@ impl MemoryLine {
     ) -> Result<i64, LineError> {
         let buyer = self.buyer(user);
         let mut lines = self.lines();
-        let line = lines.entry(sale.id.clone()).or_default();
+        let line = sale_line(&mut lines, &sale.id)?;
         if let Some(recorded) = line.passes.get(&buyer) {
             return Ok(*recorded);
         }
@@ -247,7 +260,7 @@ impl MemoryLine {
         to: Admission,
     ) -> Result<Admission, LineError> {
         let mut lines = self.lines();
-        let line = lines.entry(sale.id.clone()).or_default();
+        let line = sale_line(&mut lines, &sale.id)?;
         let current = line.admission.unwrap_or_else(|| Admission::initial(sale));
         if current != from {
             return Ok(current);
