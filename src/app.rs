@@ -22,7 +22,10 @@ use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
 use crate::service::{
     Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
 };
-use crate::store::{OrderStore, SqliteStore, SqliteStoreOptions, StoreError};
+use crate::config::EmbeddedStore;
+use crate::store::{
+    JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -197,17 +200,26 @@ impl App {
                 line,
             )
         } else {
-            let store = SqliteStore::open(
-                &settings.data_dir,
-                SqliteStoreOptions {
-                    commit_batch_max: settings.commit_batch_max,
-                    write_queue_max: settings.write_queue_max,
-                    read_connections_max: settings.read_connections_max,
-                },
-                Arc::clone(&metrics),
-            )?;
+            let store: Arc<dyn OrderStore> = match settings.embedded_store {
+                EmbeddedStore::Journal => Arc::new(JournalStore::open(
+                    &settings.data_dir,
+                    JournalStoreOptions {
+                        commit_batch_max: settings.commit_batch_max,
+                        write_queue_max: settings.write_queue_max,
+                    },
+                    Arc::clone(&metrics),
+                )?),
+                EmbeddedStore::Sqlite => Arc::new(SqliteStore::open(
+                    &settings.data_dir,
+                    SqliteStoreOptions {
+                        commit_batch_max: settings.commit_batch_max,
+                        write_queue_max: settings.write_queue_max,
+                        read_connections_max: settings.read_connections_max,
+                    },
+                    Arc::clone(&metrics),
+                )?),
+            };
             let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
-            let store: Arc<dyn OrderStore> = Arc::new(store);
             let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
             let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
             let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);

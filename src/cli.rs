@@ -148,6 +148,10 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_batch_max: Option<usize>,
+    /// Embedded order store: journal (orders in memory, an append-only journal) or sqlite
+    #[arg(long, value_name = "STORE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_store: Option<crate::config::EmbeddedStore>,
     /// Most writes waiting for the writer; beyond it purchases get 503 overloaded.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -62,6 +62,9 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// Requests per second one buyer may make (0: no limit); beyond it `429 rate_limited`.
     pub buyer_requests_per_sec: u32,
+    /// The embedded order store: `journal` (orders in memory, an append-only journal on disk)
+    /// or `sqlite` (one SQLite file, `sqlite3` can read it; several times slower per order).
+    pub embedded_store: EmbeddedStore,
     /// Most writes committed in one transaction (group commit).
     pub commit_batch_max: usize,
     /// Most writes waiting for the writer; beyond it purchases get `503 overloaded`.
@@ -103,6 +106,7 @@ impl Default for Settings {
             max_in_flight: 8192,
             request_timeout_ms: 10_000,
             buyer_requests_per_sec: 50,
+            embedded_store: EmbeddedStore::Journal,
             commit_batch_max: 1024,
             write_queue_max: 65_536,
             read_connections_max: 4,
@@ -141,6 +145,7 @@ impl fmt::Debug for Settings {
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
+            .field("embedded_store", &self.embedded_store)
             .field("commit_batch_max", &self.commit_batch_max)
             .field("write_queue_max", &self.write_queue_max)
             .field("read_connections_max", &self.read_connections_max)
@@ -154,7 +159,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 27] = [
+const KEYS: [&str; 28] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -174,6 +179,7 @@ const KEYS: [&str; 27] = [
     "max_in_flight",
     "request_timeout_ms",
     "buyer_requests_per_sec",
+    "embedded_store",
     "commit_batch_max",
     "write_queue_max",
     "read_connections_max",
@@ -183,6 +189,16 @@ const KEYS: [&str; 27] = [
     "log",
     "demo",
 ];
+
+/// Where an embedded server keeps its sales and orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedStore {
+    /// Orders in memory, an append-only journal (`orders.journal`) as the durable record.
+    Journal,
+    /// One SQLite file (`flashsale.db`).
+    Sqlite,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

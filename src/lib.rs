@@ -36,6 +36,7 @@ pub mod http;
 pub mod ids;
 pub mod line;
 pub mod metrics;
+pub mod record_file;
 pub mod secrets;
 pub mod service;
 pub mod store;

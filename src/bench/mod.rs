@@ -42,6 +42,9 @@ pub enum Scenario {
     Big,
     /// --buyers [1,000,000] against --stock [10,000], as fast as the server answers.
     Stampede,
+    /// --buyers [1,000,000] for as many units (every purchase a durable order), then as many
+    /// new buyers against the sold-out sale: winners/s against rejections/s in one run.
+    Winners,
     /// Open loop at --rate R for --duration D; latency from each request's scheduled time.
     Sustained,
     /// Buy; pay, cancel or let expire; buy again: every unit comes back exactly once.
@@ -166,6 +169,7 @@ impl Scenario {
             Self::Multi => "multi",
             Self::Big => "big",
             Self::Stampede => "stampede",
+            Self::Winners => "winners",
             Self::Sustained => "sustained",
             Self::Lifecycle => "lifecycle",
             Self::Baseline => "baseline",
@@ -204,6 +208,7 @@ async fn run_scenario(
         Scenario::Stampede => {
             scenarios::storm(api, options, &[(stock(10_000), 1)], buyers(1_000_000)).await?
         }
+        Scenario::Winners => scenarios::winners_then_sold_out(api, options, buyers(1_000_000)).await?,
         Scenario::Sustained => {
             if args.rate <= 0.0 || args.duration <= 0.0 {
                 return Err(BenchError::Usage(
@@ -332,9 +337,9 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
         server_pid: target.server.as_ref().map(target::EmbeddedServer::pid),
     };
     let baseline_requests = match args.scenario {
-        Scenario::Stampede | Scenario::Big | Scenario::Oversell => {
+        Scenario::Stampede | Scenario::Winners | Scenario::Big | Scenario::Oversell => {
             args.buyers.unwrap_or(match args.scenario {
-                Scenario::Stampede => 1_000_000,
+                Scenario::Stampede | Scenario::Winners => 1_000_000,
                 Scenario::Big => 20_000,
                 _ => 7000,
             })

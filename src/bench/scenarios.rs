@@ -93,16 +93,28 @@ pub(super) fn premint(api: &Arc<Api>, buyers: u64) -> Arc<Vec<Option<HeaderValue
 /// Plans `buyers` purchases per sale: request `i` goes to sale `i % sales` for the `i / sales`-th
 /// buyer of a seeded order, so every buyer asks once per sale, in a reproducible order.
 fn purchase_planner(api: &Arc<Api>, sale_ids: &[String], buyers: u64, seed: u64) -> Planner {
+    purchase_planner_from(api, sale_ids, 0, buyers, seed)
+}
+
+/// `purchase_planner` for the buyers numbered `first..first + buyers`.
+fn purchase_planner_from(
+    api: &Arc<Api>,
+    sale_ids: &[String],
+    first: u64,
+    buyers: u64,
+    seed: u64,
+) -> Planner {
     let paths: Vec<Arc<str>> = sale_ids
         .iter()
         .map(|id| Arc::from(format!("/api/v1/sales/{id}/purchase")))
         .collect();
     let order = SplitMix64::new(seed).permutation(u32::try_from(buyers).unwrap_or(u32::MAX));
-    let tokens = (buyers <= PREMINTED_TOKENS_MAX).then(|| premint(api, buyers));
+    let tokens =
+        (first + buyers <= PREMINTED_TOKENS_MAX).then(|| premint(api, first + buyers));
     let api = Arc::clone(api);
     Arc::new(move |index| {
         let sale = (index % paths.len() as u64) as usize;
-        let buyer = u64::from(order[(index / paths.len() as u64) as usize]);
+        let buyer = first + u64::from(order[(index / paths.len() as u64) as usize]);
         let authorization = match &tokens {
             Some(tokens) => tokens.get(buyer as usize).cloned().flatten(),
             None => api.buyer_authorization(buyer),
@@ -150,6 +162,51 @@ pub async fn storm(
         checks,
         sales: under_test,
         notes: Vec::new(),
+    })
+}
+
+/// `buyers` buyers for as many units, so every purchase is a durable order; then as many other
+/// buyers against the sold-out sale, on the same connections: what a winner costs against a
+/// rejection, in one run.
+pub async fn winners_then_sold_out(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    buyers: u64,
+) -> Result<Outcome, ApiError> {
+    let id = api.create_sale("bench winners", buyers, 1, 900).await?;
+    let under_test = vec![SaleUnderTest {
+        id: id.clone(),
+        stock: buyers,
+        per_user_limit: 1,
+        buyers,
+    }];
+    let ids = [id];
+    let planner = purchase_planner(api, &ids, buyers, options.seed);
+    let winners = phase(api, options, "winners", buyers, planner, closed(options))
+        .run()
+        .await;
+    let planner = purchase_planner_from(api, &ids, buyers, buyers, options.seed);
+    let sold_out = phase(api, options, "sold out", buyers, planner, closed(options))
+        .run()
+        .await;
+    let mut checks = verify::purchases(api, &under_test, &winners, options.seed).await?;
+    let refused = sold_out.stats.count("409 sold_out");
+    checks.push(Check::new(
+        "every purchase after the last unit is refused sold_out",
+        refused == buyers,
+        format!("{refused} of {buyers} answered 409 sold_out"),
+    ));
+    let notes = vec![format!(
+        "durable orders/s / sold-out rejections/s = {:.3} ({:.0} / {:.0})",
+        winners.requests_per_sec() / sold_out.requests_per_sec().max(1e-9),
+        winners.requests_per_sec(),
+        sold_out.requests_per_sec()
+    )];
+    Ok(Outcome {
+        phases: vec![winners, sold_out],
+        checks,
+        sales: under_test,
+        notes,
     })
 }
 

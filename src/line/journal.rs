@@ -4,13 +4,10 @@
 //! written: a killed or crashed process loses nothing (the mapping is the kernel's page cache); a
 //! power cut can lose the last 5 ms of joins, whose buyers then join again. A place is worth less
 //! than an order (orders wait for the disk); waiting for the disk would cap joins at one batch per
-//! sync, and a `write` per join cost more than the rest of the join (measured). Each record is `[kind][length u32][payload][FNV-1a
-//! u32 of kind and payload]`; reading stops at the first torn or damaged record (a crash in the
-//! middle of a write, never acknowledged) and the file is cut there.
+//! sync, and a `write` per join cost more than the rest of the join (measured). The records and
+//! their framing are `crate::record_file`'s.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,8 +16,8 @@ use std::time::Duration;
 use memmap2::MmapMut;
 
 use super::LineError;
-
-const RECORD_LENGTH_MAX: u32 = 1 << 16;
+pub use crate::record_file::encode;
+use crate::record_file;
 
 pub struct Journal {
     mapped: Mutex<Mapped>,
@@ -42,24 +39,6 @@ const SYNC_EVERY: Duration = Duration::from_millis(5);
 /// when growing, not a fault when writing).
 const GROW_BYTES: u64 = 16 << 20;
 
-fn checksum(kind: u8, payload: &[u8]) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in std::iter::once(&kind).chain(payload) {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(payload.len() + 9);
-    bytes.push(kind);
-    bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_le_bytes());
-    bytes.extend_from_slice(payload);
-    bytes.extend_from_slice(&checksum(kind, payload).to_le_bytes());
-    bytes
-}
-
 fn failed(error: impl std::fmt::Display) -> LineError {
     LineError::Unavailable(error.to_string())
 }
@@ -67,44 +46,11 @@ fn failed(error: impl std::fmt::Display) -> LineError {
 /// Reads every whole record of the file at `path` (created if missing), cuts a torn tail off,
 /// and calls `apply` with each (kind, payload) in order.
 pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<(File, u64), LineError> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(false)
-        .open(path)
-        .map_err(failed)?;
-    let mut reader = BufReader::new(&mut file);
-    let mut good: u64 = 0;
-    let mut header = [0u8; 5];
-    let mut payload = Vec::new();
-    loop {
-        if reader.read_exact(&mut header).is_err() {
-            break;
-        }
-        let kind = header[0];
-        let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
-        // Kind 0 is the zeroed room after the last record.
-        if kind == 0 || length > RECORD_LENGTH_MAX {
-            break;
-        }
-        payload.resize(length as usize, 0);
-        let mut sum = [0u8; 4];
-        if reader.read_exact(&mut payload).is_err() || reader.read_exact(&mut sum).is_err() {
-            break;
-        }
-        if u32::from_le_bytes(sum) != checksum(kind, &payload) {
-            break;
-        }
-        apply(kind, &payload);
-        good += 9 + u64::from(length);
-    }
-    drop(reader);
-    if file.metadata().map_err(failed)?.len() != good {
-        file.set_len(good).map_err(failed)?;
-        file.sync_data().map_err(failed)?;
-    }
-    Ok((file, good))
+    record_file::replay::<std::io::Error>(path, |kind, payload| {
+        apply(kind, payload);
+        Ok(())
+    })
+    .map_err(failed)
 }
 
 /// Maps `file` with room for at least `wanted` bytes, reserving the blocks on disk first.
@@ -112,12 +58,7 @@ fn map(file: &File, wanted: u64) -> Result<MmapMut, LineError> {
     let length = file.metadata().map_err(failed)?.len();
     if length < wanted {
         let grown = wanted.max(length.saturating_mul(2)).max(GROW_BYTES);
-        let size = libc::off_t::try_from(grown).map_err(failed)?;
-        // SAFETY: posix_fallocate only reads the descriptor and the two numbers.
-        let reserved = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size) };
-        if reserved != 0 {
-            return Err(failed(std::io::Error::from_raw_os_error(reserved)));
-        }
+        record_file::reserve(file, grown).map_err(failed)?;
     }
     // SAFETY: the journal is this process's own file in its data directory, opened once; nothing
     // else truncates it while it is mapped (growing maps it again first).
@@ -185,39 +126,5 @@ impl Drop for Journal {
         if let Ok(mapped) = self.mapped.get_mut() {
             let _ = mapped.map.flush();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_torn_tail_is_cut_and_whole_records_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
-        let mut whole = encode(1, b"first");
-        whole.extend(encode(2, b"second"));
-        let mut torn = whole.clone();
-        torn.extend(&encode(3, b"third, torn")[..7]);
-        std::fs::write(&path, &torn).unwrap();
-        let mut seen = Vec::new();
-        replay(&path, |kind, payload| seen.push((kind, payload.to_vec()))).unwrap();
-        assert_eq!(seen, vec![(1, b"first".to_vec()), (2, b"second".to_vec())]);
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            whole,
-            "the torn record is cut off"
-        );
-        let mut damaged = whole.clone();
-        let last = damaged.len() - 6;
-        damaged[last] ^= 0xff;
-        std::fs::write(&path, &damaged).unwrap();
-        let mut count = 0;
-        replay(&path, |_, _| count += 1).unwrap();
-        assert_eq!(
-            count, 1,
-            "a damaged record and what follows it are not replayed"
-        );
     }
 }

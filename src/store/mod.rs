@@ -3,9 +3,12 @@
 //! enforces stock, the per-buyer limit and the idempotency key with constraints, so a bug in a
 //! gate cannot oversell.
 
+mod commands;
+mod journal;
 mod postgres;
 mod sqlite;
 
+pub use journal::{JournalStore, JournalStoreOptions};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 

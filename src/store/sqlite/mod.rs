@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
 
 use self::readers::ReadPool;
 use self::rows::{ORDER_COLUMNS, SALE_COLUMNS};
-use self::writer::{Command, Writer};
+use self::writer::Writer;
+use super::commands::{Command, CommandQueue};
 use super::{
     InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
 };
@@ -47,7 +47,7 @@ impl Default for SqliteStoreOptions {
 }
 
 pub struct SqliteStore {
-    commands: mpsc::Sender<Command>,
+    commands: CommandQueue,
     readers: Arc<ReadPool>,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -102,6 +102,27 @@ fn add_waiting_room(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Every sale and every order (with its stock-returned mark) of the store file at `path`: what
+/// moves into the order journal when a data directory made by an earlier version is opened.
+pub fn export(path: &Path) -> Result<(Vec<Sale>, Vec<(Order, bool)>), StoreError> {
+    let connection = open_writer(path).map_err(failed)?;
+    let sales = connection
+        .prepare(&format!("SELECT {SALE_COLUMNS} FROM sales ORDER BY id"))
+        .and_then(|mut statement| statement.query_map([], rows::sale)?.collect())
+        .map_err(failed)?;
+    let orders = connection
+        .prepare(&format!(
+            "SELECT {ORDER_COLUMNS}, stock_returned FROM orders ORDER BY id"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((rows::order(row)?, row.get::<_, bool>(9)?)))?
+                .collect()
+        })
+        .map_err(failed)?;
+    Ok((sales, orders))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and starts its writer thread.
     pub fn open(
@@ -112,7 +133,7 @@ impl SqliteStore {
         let path: PathBuf = data_dir.join(DATABASE_FILE);
         let connection = open_writer(&path)
             .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
-        let (commands, receiver) = mpsc::channel(options.write_queue_max.max(1));
+        let (commands, receiver) = CommandQueue::new(options.write_queue_max);
         let writer = Writer {
             connection,
             commands: receiver,
@@ -129,32 +150,13 @@ impl SqliteStore {
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
         })
     }
-
-    /// Sends a command that waits for room in the queue (admin and life-cycle writes).
-    fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + '_
-    where
-        T: Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        let command = make(reply);
-        async move {
-            self.commands
-                .send(command)
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)
-        }
-    }
 }
 
 impl OrderStore for SqliteStore {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
         let sale = Box::new(sale.clone());
         Box::pin(async move {
-            self.call(|reply| Command::CreateSale { sale, reply })
+            self.commands.call(|reply| Command::CreateSale { sale, reply })
                 .await?
         })
     }
@@ -171,21 +173,7 @@ impl OrderStore for SqliteStore {
     }
 
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
-        let (reply, answer) = oneshot::channel();
-        let queued = self
-            .commands
-            .try_send(Command::InsertOrder {
-                order: Box::new(order),
-                reply,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            });
-        Box::pin(async move {
-            queued?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        })
+        self.commands.insert_order(order)
     }
 
     fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
@@ -262,7 +250,7 @@ impl OrderStore for SqliteStore {
     ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
         let (order_id, actor) = (order_id.clone(), actor.clone());
         Box::pin(async move {
-            self.call(|reply| Command::Transition {
+            self.commands.call(|reply| Command::Transition {
                 order_id,
                 action,
                 actor,
@@ -279,7 +267,7 @@ impl OrderStore for SqliteStore {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         Box::pin(async move {
-            self.call(|reply| Command::ExpireDue { now, max, reply })
+            self.commands.call(|reply| Command::ExpireDue { now, max, reply })
                 .await?
         })
     }
@@ -327,7 +315,7 @@ impl OrderStore for SqliteStore {
             if order_ids.is_empty() {
                 return Ok(());
             }
-            self.call(|reply| Command::StockReturned { order_ids, reply })
+            self.commands.call(|reply| Command::StockReturned { order_ids, reply })
                 .await?
         })
     }
@@ -362,7 +350,7 @@ impl OrderStore for SqliteStore {
     }
 
     fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.call(|reply| Command::Barrier { reply }).await? })
+        Box::pin(async move { self.commands.call(|reply| Command::Barrier { reply }).await? })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -378,7 +366,7 @@ impl OrderStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let closed = self.call(|reply| Command::Close { reply }).await;
+            let closed = self.commands.call(|reply| Command::Close { reply }).await;
             let thread = self
                 .writer_thread
                 .lock()

@@ -4,107 +4,16 @@
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::rows::{self, millis, ORDER_COLUMNS};
 use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Sale, Verdict};
 use crate::metrics::Metrics;
+use crate::store::commands::{Command, Pending};
 use crate::store::{InsertError, StoreError, Transition, TransitionError};
-
-type Reply<T> = oneshot::Sender<T>;
-
-pub enum Command {
-    CreateSale {
-        sale: Box<Sale>,
-        reply: Reply<Result<(), StoreError>>,
-    },
-    InsertOrder {
-        order: Box<Order>,
-        reply: Reply<Result<(), InsertError>>,
-    },
-    Transition {
-        order_id: OrderId,
-        action: Action,
-        actor: Actor,
-        now: Timestamp,
-        reply: Reply<Result<Transition, TransitionError>>,
-    },
-    ExpireDue {
-        now: Timestamp,
-        max: usize,
-        reply: Reply<Result<Vec<Order>, StoreError>>,
-    },
-    /// The gate has these orders' stock back.
-    StockReturned {
-        order_ids: Vec<OrderId>,
-        reply: Reply<Result<(), StoreError>>,
-    },
-    Barrier {
-        reply: Reply<Result<(), StoreError>>,
-    },
-    Close {
-        reply: Reply<Result<(), StoreError>>,
-    },
-}
-
-/// A reply held back until its transaction commits, with what the command did (or the error
-/// that undid it alone).
-enum Pending {
-    Unit(Reply<Result<(), StoreError>>, Result<(), StoreError>),
-    Insert(Reply<Result<(), InsertError>>, Result<(), InsertError>),
-    Transition(
-        Reply<Result<Transition, TransitionError>>,
-        Result<Transition, TransitionError>,
-    ),
-    Expired(
-        Reply<Result<Vec<Order>, StoreError>>,
-        Result<Vec<Order>, StoreError>,
-    ),
-}
 
 fn statement_failed(error: &rusqlite::Error) -> StoreError {
     StoreError::Failed(error.to_string())
-}
-
-impl Pending {
-    fn send_committed(self) {
-        // A receiver that went away (a client that disconnected) needs no answer; what it asked
-        // for is committed all the same.
-        match self {
-            Self::Unit(reply, result) => drop(reply.send(result)),
-            Self::Insert(reply, result) => drop(reply.send(result)),
-            Self::Transition(reply, result) => drop(reply.send(result)),
-            Self::Expired(reply, result) => drop(reply.send(result)),
-        }
-    }
-
-    fn send_failed(self, message: &str) {
-        let error = || StoreError::Failed(message.to_owned());
-        match self {
-            Self::Unit(reply, _) => drop(reply.send(Err(error()))),
-            Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
-            Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
-            Self::Expired(reply, _) => drop(reply.send(Err(error()))),
-        }
-    }
-}
-
-impl Command {
-    /// Answers a command that never reached a transaction.
-    fn fail(self, message: &str) {
-        let error = || StoreError::Failed(message.to_owned());
-        match self {
-            Self::CreateSale { reply, .. }
-            | Self::StockReturned { reply, .. }
-            | Self::Barrier { reply }
-            | Self::Close { reply } => drop(reply.send(Err(error()))),
-            Self::InsertOrder { reply, .. } => drop(reply.send(Err(InsertError::Store(error())))),
-            Self::Transition { reply, .. } => {
-                drop(reply.send(Err(TransitionError::Store(error()))))
-            }
-            Self::ExpireDue { reply, .. } => drop(reply.send(Err(error()))),
-        }
-    }
 }
 
 pub struct Writer {

@@ -52,7 +52,9 @@ mod embedded {
 
     use flashsale::gate::{MemoryGate, StockGate};
     use flashsale::metrics::Metrics;
-    use flashsale::store::{OrderStore, SqliteStore, SqliteStoreOptions};
+    use flashsale::store::{
+        JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions,
+    };
     use flashsale::BoxFuture;
 
     use super::store::StoreBackend;
@@ -83,7 +85,30 @@ mod embedded {
         }
     }
 
+    pub struct Journal(tempfile::TempDir);
+
+    impl Journal {
+        pub fn new() -> Self {
+            Self(tempfile::tempdir().expect("temp dir"))
+        }
+    }
+
+    impl StoreBackend for Journal {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn OrderStore>> {
+            Box::pin(async move {
+                let store = JournalStore::open(
+                    self.0.path(),
+                    JournalStoreOptions::default(),
+                    Arc::new(Metrics::default()),
+                )
+                .expect("store opens");
+                Arc::new(store) as Arc<dyn OrderStore>
+            })
+        }
+    }
+
     crate::gate_suite!(memory_gate, super::memory_gate());
+    crate::store_suite!(journal_store, Some(super::Journal::new()));
     crate::store_suite!(sqlite_store, Some(super::Sqlite::new()));
     crate::line_suite!(memory_line, Some(super::MemoryLineDir::new()));
 

@@ -25,7 +25,8 @@ macro_rules! store_suite {
                 keeps_sales, keeps_orders_and_counts_stock, backstops_the_gate,
                 pays_once_and_refuses_overdue, cancels_and_releases_once, expires_only_what_is_due,
                 lists_newest_first_with_filters, finds_orders_by_key_and_active_ones,
-                survives_close_and_reopen, refuses_writes_after_close);
+                survives_close_and_reopen, keeps_changes_and_unconfirmed_returns_across_reopen,
+                refuses_writes_after_close);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -321,6 +322,68 @@ pub async fn survives_close_and_reopen(backend: &dyn StoreBackend) {
     assert_eq!(reopened.sales().await.unwrap(), vec![sale.clone()]);
     assert_eq!(reopened.tally(&sale.id).await.unwrap().remaining, 9);
     reopened.ping().await.unwrap();
+}
+
+/// Every change, not only new orders, survives a reopen, and so does the record of a return the
+/// gate has not confirmed.
+pub async fn keeps_changes_and_unconfirmed_returns_across_reopen(backend: &dyn StoreBackend) {
+    let store = backend.open().await;
+    let sale = sale(10, 2);
+    store.create_sale(&sale).await.unwrap();
+    let paid = order(&sale, "alice", 2, None);
+    let cancelled = order(&sale, "bob", 1, Some("k"));
+    for placed in [&paid, &cancelled] {
+        store.insert_order((*placed).clone()).await.unwrap();
+    }
+    let now = at(T0) + SignedDuration::from_secs(1);
+    store
+        .transition(&paid.id, Action::Pay, &alice(), now)
+        .await
+        .unwrap();
+    let cancel = store
+        .transition(&cancelled.id, Action::Cancel, &Actor::Admin, now)
+        .await
+        .unwrap();
+    assert!(cancel.released);
+    store.barrier().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let reopened = backend.open().await;
+    let unreturned = reopened.unreturned(100).await.unwrap();
+    assert_eq!(
+        unreturned.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![cancelled.id.clone()],
+        "the cancelled order still owes the gate its stock"
+    );
+    let tally = reopened.tally(&sale.id).await.unwrap();
+    assert_eq!(
+        (tally.remaining, tally.pending, tally.paid, tally.cancelled),
+        (8, 0, 2, 1)
+    );
+    let read = reopened.order(&paid.id).await.unwrap().unwrap();
+    assert_eq!(read.status, OrderStatus::Paid);
+    assert!(read.paid_at.is_some());
+    assert_eq!(
+        reopened
+            .order_by_key(&sale.id, &user("bob"), "k")
+            .await
+            .unwrap()
+            .map(|o| o.status),
+        Some(OrderStatus::Cancelled),
+        "the key still names its order"
+    );
+    reopened
+        .stock_returned(vec![cancelled.id.clone()])
+        .await
+        .unwrap();
+    reopened.barrier().await.unwrap();
+    reopened.close().await.unwrap();
+    drop(reopened);
+
+    let again = backend.open().await;
+    assert!(again.unreturned(100).await.unwrap().is_empty());
+    again.close().await.unwrap();
 }
 
 pub async fn refuses_writes_after_close(backend: &dyn StoreBackend) {

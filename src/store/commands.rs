@@ -1,0 +1,150 @@
+//! The write commands of the embedded stores, as their single writer thread receives them, and
+//! the replies it holds back until the batch holding them is durable.
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{Action, Actor, Order, OrderId, Sale};
+use crate::store::{InsertError, StoreError, Transition, TransitionError};
+
+type Reply<T> = oneshot::Sender<T>;
+
+pub enum Command {
+    CreateSale {
+        sale: Box<Sale>,
+        reply: Reply<Result<(), StoreError>>,
+    },
+    InsertOrder {
+        order: Box<Order>,
+        reply: Reply<Result<(), InsertError>>,
+    },
+    Transition {
+        order_id: OrderId,
+        action: Action,
+        actor: Actor,
+        now: Timestamp,
+        reply: Reply<Result<Transition, TransitionError>>,
+    },
+    ExpireDue {
+        now: Timestamp,
+        max: usize,
+        reply: Reply<Result<Vec<Order>, StoreError>>,
+    },
+    /// The gate has these orders' stock back.
+    StockReturned {
+        order_ids: Vec<OrderId>,
+        reply: Reply<Result<(), StoreError>>,
+    },
+    Barrier {
+        reply: Reply<Result<(), StoreError>>,
+    },
+    Close {
+        reply: Reply<Result<(), StoreError>>,
+    },
+}
+
+/// A reply held back until its transaction commits, with what the command did (or the error
+/// that undid it alone).
+pub enum Pending {
+    Unit(Reply<Result<(), StoreError>>, Result<(), StoreError>),
+    Insert(Reply<Result<(), InsertError>>, Result<(), InsertError>),
+    Transition(
+        Reply<Result<Transition, TransitionError>>,
+        Result<Transition, TransitionError>,
+    ),
+    Expired(
+        Reply<Result<Vec<Order>, StoreError>>,
+        Result<Vec<Order>, StoreError>,
+    ),
+}
+
+impl Pending {
+    pub fn send_committed(self) {
+        // A receiver that went away (a client that disconnected) needs no answer; what it asked
+        // for is committed all the same.
+        match self {
+            Self::Unit(reply, result) => drop(reply.send(result)),
+            Self::Insert(reply, result) => drop(reply.send(result)),
+            Self::Transition(reply, result) => drop(reply.send(result)),
+            Self::Expired(reply, result) => drop(reply.send(result)),
+        }
+    }
+
+    pub fn send_failed(self, message: &str) {
+        let error = || StoreError::Failed(message.to_owned());
+        match self {
+            Self::Unit(reply, _) => drop(reply.send(Err(error()))),
+            Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
+            Self::Expired(reply, _) => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+impl Command {
+    /// Answers a command that never reached a transaction.
+    pub fn fail(self, message: &str) {
+        let error = || StoreError::Failed(message.to_owned());
+        match self {
+            Self::CreateSale { reply, .. }
+            | Self::StockReturned { reply, .. }
+            | Self::Barrier { reply }
+            | Self::Close { reply } => drop(reply.send(Err(error()))),
+            Self::InsertOrder { reply, .. } => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::Transition { reply, .. } => {
+                drop(reply.send(Err(TransitionError::Store(error()))))
+            }
+            Self::ExpireDue { reply, .. } => drop(reply.send(Err(error()))),
+        }
+    }
+}
+
+/// The sending side of a writer's command queue.
+pub struct CommandQueue {
+    sender: mpsc::Sender<Command>,
+}
+
+impl CommandQueue {
+    /// A queue of at most `capacity` waiting commands, and its receiving end for the writer.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Command>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (Self { sender }, receiver)
+    }
+
+    /// Sends a command that waits for room in the queue (admin and life-cycle writes).
+    pub async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues an order at once (a full queue sheds it as `overloaded`), so that dropping the
+    /// returned future does not lose it; the future resolves once it is durable or refused.
+    pub fn insert_order(&self, order: Order) -> crate::BoxFuture<'static, Result<(), InsertError>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self
+            .sender
+            .try_send(Command::InsertOrder {
+                order: Box::new(order),
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            });
+        Box::pin(async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}

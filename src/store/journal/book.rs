@@ -1,0 +1,362 @@
+//! The embedded store's state in memory: every sale and order, with the indexes its reads and its
+//! checks need, rebuilt from the journal at start. The checks repeat the gate's rules (stock, the
+//! per-buyer limit, the idempotency key) so that no bug above the store can oversell.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::Timestamp;
+
+use crate::domain::{
+    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId, Verdict,
+};
+use crate::store::{InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError};
+
+/// An order as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub order: Order,
+    /// False from the moment the order leaves an active status until the gate confirmed it has
+    /// the stock back: the record that lets any sweep finish a return a crash interrupted.
+    pub stock_returned: bool,
+}
+
+struct SaleEntry {
+    sale: Sale,
+    tally: SaleTally,
+}
+
+type BuyerOfSale = (SaleId, UserId);
+
+#[derive(Default)]
+pub struct Book {
+    sales: HashMap<SaleId, SaleEntry>,
+    orders: BTreeMap<OrderId, Stored>,
+    /// Each buyer's order ids, oldest first.
+    by_buyer: HashMap<UserId, Vec<OrderId>>,
+    by_key: HashMap<BuyerOfSale, Vec<(String, OrderId)>>,
+    /// Units each buyer's active orders hold, per sale.
+    held: HashMap<BuyerOfSale, u64>,
+    /// Pending orders by the end of their payment window.
+    due: BTreeSet<(Timestamp, OrderId)>,
+    unreturned: BTreeSet<OrderId>,
+}
+
+fn no_sale(sale_id: &SaleId) -> StoreError {
+    StoreError::Failed(format!("no sale {sale_id}"))
+}
+
+impl Book {
+    // --- reads -----------------------------------------------------------------------------
+
+    pub fn sales(&self) -> Vec<Sale> {
+        let mut sales: Vec<Sale> = self.sales.values().map(|entry| entry.sale.clone()).collect();
+        sales.sort_by(|a, b| b.id.cmp(&a.id));
+        sales
+    }
+
+    pub fn order(&self, order_id: &OrderId) -> Option<&Stored> {
+        self.orders.get(order_id)
+    }
+
+    pub fn order_by_key(&self, sale_id: &SaleId, user_id: &UserId, key: &str) -> Option<&Order> {
+        let keys = self.by_key.get(&(sale_id.clone(), user_id.clone()))?;
+        let (_, order_id) = keys.iter().find(|(known, _)| known == key)?;
+        self.orders.get(order_id).map(|stored| &stored.order)
+    }
+
+    pub fn orders(&self, query: &OrderQuery) -> Vec<Order> {
+        let wanted = |order: &Order| {
+            query.sale_id.as_ref().is_none_or(|sale| &order.sale_id == sale)
+                && query.before.as_ref().is_none_or(|before| &order.id < before)
+        };
+        match &query.user_id {
+            Some(user_id) => self
+                .by_buyer
+                .get(user_id)
+                .into_iter()
+                .flatten()
+                .rev()
+                .filter_map(|order_id| self.orders.get(order_id))
+                .map(|stored| &stored.order)
+                .filter(|order| wanted(order))
+                .take(query.limit)
+                .cloned()
+                .collect(),
+            None => {
+                let newer_first: Box<dyn Iterator<Item = &Stored>> = match &query.before {
+                    Some(before) => Box::new(self.orders.range(..before).rev().map(|(_, s)| s)),
+                    None => Box::new(self.orders.values().rev()),
+                };
+                newer_first
+                    .map(|stored| &stored.order)
+                    .filter(|order| wanted(order))
+                    .take(query.limit)
+                    .cloned()
+                    .collect()
+            }
+        }
+    }
+
+    /// The orders of a sale that `keep` selects.
+    pub fn orders_of_sale(&self, sale_id: &SaleId, keep: impl Fn(&Order) -> bool) -> Vec<Order> {
+        self.orders
+            .values()
+            .map(|stored| &stored.order)
+            .filter(|order| &order.sale_id == sale_id && keep(order))
+            .cloned()
+            .collect()
+    }
+
+    pub fn tally(&self, sale_id: &SaleId) -> Result<SaleTally, StoreError> {
+        self.sales
+            .get(sale_id)
+            .map(|entry| entry.tally.clone())
+            .ok_or_else(|| no_sale(sale_id))
+    }
+
+    pub fn unreturned(&self, max: usize) -> Vec<Order> {
+        self.unreturned
+            .iter()
+            .take(max)
+            .filter_map(|order_id| self.orders.get(order_id))
+            .map(|stored| stored.order.clone())
+            .collect()
+    }
+
+    pub fn sale_count(&self) -> usize {
+        self.sales.len()
+    }
+
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+
+    pub fn each_order(&self, mut visit: impl FnMut(&Stored)) {
+        self.orders.values().for_each(&mut visit);
+    }
+
+    // --- changes: each checks first and changes nothing when it refuses --------------------
+
+    pub fn create_sale(&mut self, sale: &Sale) -> Result<(), StoreError> {
+        if self.sales.contains_key(&sale.id) {
+            return Err(StoreError::Failed(format!("sale {} exists", sale.id)));
+        }
+        self.put_sale(sale.clone());
+        Ok(())
+    }
+
+    pub fn insert_order(&mut self, order: &Order) -> Result<(), InsertError> {
+        let entry = self
+            .sales
+            .get(&order.sale_id)
+            .ok_or_else(|| no_sale(&order.sale_id))?;
+        if let Some(key) = &order.idempotency_key {
+            if let Some(existing) = self.order_by_key(&order.sale_id, &order.user_id, key) {
+                return Err(InsertError::SameKey(Box::new(existing.clone())));
+            }
+        }
+        if self.orders.contains_key(&order.id) {
+            return Err(StoreError::Failed(format!("order {} exists", order.id)).into());
+        }
+        if order.quantity == 0 {
+            return Err(StoreError::Failed("an order of no units".into()).into());
+        }
+        if order.status.is_active() {
+            let quantity = u64::from(order.quantity);
+            let held = self
+                .held
+                .get(&(order.sale_id.clone(), order.user_id.clone()))
+                .copied()
+                .unwrap_or(0);
+            if held + quantity > u64::from(entry.sale.per_user_limit) {
+                return Err(InsertError::LimitExceeded);
+            }
+            if entry.tally.remaining < quantity {
+                return Err(InsertError::SoldOut);
+            }
+        }
+        self.put_order(Stored {
+            order: order.clone(),
+            stock_returned: true,
+        });
+        Ok(())
+    }
+
+    /// Applies `domain::decide`; a change that takes the order out of an active status owes the
+    /// gate a return, recorded with the change itself.
+    pub fn transition(
+        &mut self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> Result<Transition, TransitionError> {
+        let Some(stored) = self.orders.get(order_id) else {
+            return Err(TransitionError::NotFound);
+        };
+        let mut order = stored.order.clone();
+        let was_active = order.status.is_active();
+        let (status, refusal) = match decide(&order, action, actor, now) {
+            Verdict::Apply(status) => (Some(status), None),
+            Verdict::Unchanged => (None, None),
+            Verdict::ExpireThenRefuse(refusal) => (Some(OrderStatus::Expired), Some(refusal)),
+            Verdict::Refuse(refusal) => (None, Some(refusal)),
+        };
+        if let Some(status) = status {
+            self.set_status(&mut order, status, now);
+        }
+        Ok(Transition {
+            released: was_active && !order.status.is_active(),
+            order,
+            refusal,
+        })
+    }
+
+    /// Expires up to `max` pending orders whose payment window closed by `now`.
+    pub fn expire_due(&mut self, now: Timestamp, max: usize) -> Vec<Order> {
+        let due: Vec<OrderId> = self
+            .due
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(max)
+            .map(|(_, order_id)| order_id.clone())
+            .collect();
+        let mut expired = Vec::with_capacity(due.len());
+        for order_id in due {
+            let Some(stored) = self.orders.get(&order_id) else {
+                continue;
+            };
+            let mut order = stored.order.clone();
+            if decide(&order, Action::Expire, &Actor::Admin, now)
+                == Verdict::Apply(OrderStatus::Expired)
+            {
+                self.set_status(&mut order, OrderStatus::Expired, now);
+                expired.push(order);
+            }
+        }
+        expired
+    }
+
+    /// Records that the gate has these orders' stock back; returns the orders that changed.
+    pub fn stock_returned(&mut self, order_ids: &[OrderId]) -> Vec<OrderId> {
+        let mut changed = Vec::new();
+        for order_id in order_ids {
+            let Some(stored) = self.orders.get(order_id) else {
+                continue;
+            };
+            if !stored.stock_returned {
+                let order = stored.order.clone();
+                self.put_order(Stored {
+                    order,
+                    stock_returned: true,
+                });
+                changed.push(order_id.clone());
+            }
+        }
+        changed
+    }
+
+    fn set_status(&mut self, order: &mut Order, status: OrderStatus, now: Timestamp) {
+        let Some(stored) = self.orders.get(&order.id) else {
+            return;
+        };
+        let leaves_active = order.status.is_active() && !status.is_active();
+        let stock_returned = stored.stock_returned && !leaves_active;
+        if status == OrderStatus::Paid {
+            order.paid_at = Some(now);
+        }
+        order.status = status;
+        self.put_order(Stored {
+            order: order.clone(),
+            stock_returned,
+        });
+    }
+
+    // --- the two primitives every change and the replay go through -------------------------
+
+    /// Records a sale (the journal's replay, or a checked creation).
+    pub fn put_sale(&mut self, sale: Sale) {
+        let tally = SaleTally {
+            remaining: sale.stock,
+            ..SaleTally::default()
+        };
+        self.sales
+            .entry(sale.id.clone())
+            .or_insert(SaleEntry { sale, tally });
+    }
+
+    /// Records an order's state, new or replacing the one kept, and keeps every index and the
+    /// sale's tally true.
+    pub fn put_order(&mut self, stored: Stored) {
+        let order_id = stored.order.id.clone();
+        match self.orders.remove(&order_id) {
+            Some(old) => self.count(&old, false),
+            None => self.index_new(&stored.order),
+        }
+        self.count(&stored, true);
+        self.orders.insert(order_id, stored);
+    }
+
+    /// The indexes of what never changes in an order: its buyer and its key.
+    fn index_new(&mut self, order: &Order) {
+        let ids = self.by_buyer.entry(order.user_id.clone()).or_default();
+        // Ids sort by creation; orders mostly arrive in that order.
+        let at = ids.partition_point(|known| known < &order.id);
+        ids.insert(at, order.id.clone());
+        if let Some(key) = &order.idempotency_key {
+            self.by_key
+                .entry((order.sale_id.clone(), order.user_id.clone()))
+                .or_default()
+                .push((key.clone(), order.id.clone()));
+        }
+    }
+
+    /// Adds (or takes away) what an order's status counts for.
+    fn count(&mut self, stored: &Stored, add: bool) {
+        let order = &stored.order;
+        let quantity = u64::from(order.quantity);
+        let change = |value: &mut u64| {
+            *value = if add {
+                value.saturating_add(quantity)
+            } else {
+                value.saturating_sub(quantity)
+            }
+        };
+        if let Some(entry) = self.sales.get_mut(&order.sale_id) {
+            let tally = &mut entry.tally;
+            change(match order.status {
+                OrderStatus::PendingPayment => &mut tally.pending,
+                OrderStatus::Paid => &mut tally.paid,
+                OrderStatus::Cancelled => &mut tally.cancelled,
+                OrderStatus::Expired => &mut tally.expired,
+            });
+            if order.status.is_active() {
+                let held = tally.pending.saturating_add(tally.paid);
+                tally.remaining = entry.sale.stock.saturating_sub(held);
+            }
+        }
+        if order.status.is_active() {
+            let buyer = (order.sale_id.clone(), order.user_id.clone());
+            let held = self.held.entry(buyer).or_insert(0);
+            change(held);
+            if *held == 0 {
+                self.held.remove(&(order.sale_id.clone(), order.user_id.clone()));
+            }
+        }
+        if order.status == OrderStatus::PendingPayment {
+            let due = (order.expires_at, order.id.clone());
+            if add {
+                self.due.insert(due);
+            } else {
+                self.due.remove(&due);
+            }
+        }
+        if !stored.stock_returned {
+            if add {
+                self.unreturned.insert(order.id.clone());
+            } else {
+                self.unreturned.remove(&order.id);
+            }
+        }
+    }
+}

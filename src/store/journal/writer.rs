@@ -1,0 +1,193 @@
+//! The single writer: one thread applies queued commands to the book in batches, appends what
+//! changed to the journal with one write, and syncs it once (group commit). A command's reply is
+//! sent only after that sync, and reads wait for it too (`Shared::read`), so nothing a client
+//! hears of can be lost.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::book::Book;
+use super::codec;
+use super::Shared;
+use crate::domain::OrderId;
+use crate::metrics::Metrics;
+use crate::record_file;
+use crate::store::commands::{Command, Pending};
+use crate::store::StoreError;
+
+/// The journal grows by at least this much at a time, reserved on disk ahead of the writes.
+const RESERVE_BYTES: u64 = 64 << 20;
+
+pub struct Journal {
+    pub file: File,
+    /// Where the records end.
+    pub end: u64,
+    /// How far the file's blocks are reserved.
+    pub reserved: u64,
+}
+
+impl Journal {
+    /// Appends `bytes` after the last record and waits until they are on disk.
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let end = self.end + bytes.len() as u64;
+        if end > self.reserved {
+            let reserved = end.max(self.reserved.saturating_mul(2)).max(RESERVE_BYTES);
+            record_file::reserve(&self.file, reserved)?;
+            self.reserved = reserved;
+        }
+        self.file.write_all_at(bytes, self.end)?;
+        self.file.sync_data()?;
+        self.end = end;
+        Ok(())
+    }
+}
+
+pub struct Writer {
+    pub shared: Arc<Shared>,
+    pub journal: Journal,
+    pub commands: mpsc::Receiver<Command>,
+    pub batch_max: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one batch wrote and owes.
+struct Batch {
+    records: Vec<u8>,
+    scratch: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+impl Writer {
+    /// Runs until a `Close` command is handled or every sender is gone.
+    pub fn run(mut self) {
+        let mut commands = Vec::with_capacity(self.batch_max);
+        let mut batch = Batch {
+            records: Vec::with_capacity(1 << 20),
+            scratch: Vec::with_capacity(512),
+            pending: Vec::with_capacity(self.batch_max),
+        };
+        // After a failed sync the book may hold changes the disk does not: the store stops
+        // writing (a restart replays the journal), as databases do after an fsync error.
+        let mut failure: Option<String> = None;
+        loop {
+            let Some(first) = self.commands.blocking_recv() else {
+                return;
+            };
+            commands.push(first);
+            while commands.len() < self.batch_max {
+                match self.commands.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.record_commit_batch(commands.len());
+            let mut close = None;
+            if let Some(message) = &failure {
+                for command in commands.drain(..) {
+                    match command {
+                        Command::Close { reply } => close = Some(reply),
+                        command => command.fail(message),
+                    }
+                }
+            } else {
+                let sequence = {
+                    let mut book = self.shared.book.write().unwrap_or_else(|p| p.into_inner());
+                    for command in commands.drain(..) {
+                        match command {
+                            Command::Close { reply } => close = Some(reply),
+                            command => apply(&mut book, command, &mut batch),
+                        }
+                    }
+                    self.shared.applied.fetch_add(1, Ordering::AcqRel) + 1
+                };
+                let written = if batch.records.is_empty() {
+                    Ok(())
+                } else {
+                    self.journal.append(&batch.records)
+                };
+                batch.records.clear();
+                match written {
+                    Ok(()) => {
+                        self.shared.durable_through(sequence);
+                        batch.pending.drain(..).for_each(Pending::send_committed);
+                    }
+                    Err(error) => {
+                        let message = format!("writing the order journal: {error}");
+                        tracing::error!(error = %message, "the order store stops writing");
+                        self.shared.fail(&message);
+                        for reply in batch.pending.drain(..) {
+                            reply.send_failed(&message);
+                        }
+                        failure = Some(message);
+                    }
+                }
+            }
+            if let Some(reply) = close {
+                drop(reply.send(match &failure {
+                    None => Ok(()),
+                    Some(message) => Err(StoreError::Failed(message.clone())),
+                }));
+                return;
+            }
+        }
+    }
+}
+
+fn record_order(book: &Book, batch: &mut Batch, order_id: &OrderId) {
+    if let Some(stored) = book.order(order_id) {
+        codec::put_order(&mut batch.records, &mut batch.scratch, stored);
+    }
+}
+
+/// Applies one command to the book and records what changed.
+fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
+    let pending = match command {
+        Command::CreateSale { sale, reply } => {
+            let result = book.create_sale(&sale);
+            if result.is_ok() {
+                codec::put_sale(&mut batch.records, &mut batch.scratch, &sale);
+            }
+            Pending::Unit(reply, result)
+        }
+        Command::InsertOrder { order, reply } => {
+            let result = book.insert_order(&order);
+            if result.is_ok() {
+                record_order(book, batch, &order.id);
+            }
+            Pending::Insert(reply, result)
+        }
+        Command::Transition {
+            order_id,
+            action,
+            actor,
+            now,
+            reply,
+        } => {
+            let before = book.order(&order_id).map(|stored| stored.order.clone());
+            let result = book.transition(&order_id, action, &actor, now);
+            if matches!(&result, Ok(transition) if before.as_ref() != Some(&transition.order)) {
+                record_order(book, batch, &order_id);
+            }
+            Pending::Transition(reply, result)
+        }
+        Command::ExpireDue { now, max, reply } => {
+            let expired = book.expire_due(now, max);
+            for order in &expired {
+                record_order(book, batch, &order.id);
+            }
+            Pending::Expired(reply, Ok(expired))
+        }
+        Command::StockReturned { order_ids, reply } => {
+            for order_id in book.stock_returned(&order_ids) {
+                record_order(book, batch, &order_id);
+            }
+            Pending::Unit(reply, Ok(()))
+        }
+        Command::Barrier { reply } | Command::Close { reply } => Pending::Unit(reply, Ok(())),
+    };
+    batch.pending.push(pending);
+}
