@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::{Authenticator, TokenMinter};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, NodeWork};
+use crate::config::EmbeddedStore;
 use crate::config::Settings;
 use crate::domain::SaleDraft;
 use crate::gate::{MemoryGate, StockGate};
@@ -22,7 +23,6 @@ use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
 use crate::service::{
     Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
 };
-use crate::config::EmbeddedStore;
 use crate::store::{
     JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions, StoreError,
 };

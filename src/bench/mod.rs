@@ -208,7 +208,9 @@ async fn run_scenario(
         Scenario::Stampede => {
             scenarios::storm(api, options, &[(stock(10_000), 1)], buyers(1_000_000)).await?
         }
-        Scenario::Winners => scenarios::winners_then_sold_out(api, options, buyers(1_000_000)).await?,
+        Scenario::Winners => {
+            scenarios::winners_then_sold_out(api, options, buyers(1_000_000)).await?
+        }
         Scenario::Sustained => {
             if args.rate <= 0.0 || args.duration <= 0.0 {
                 return Err(BenchError::Usage(

@@ -109,8 +109,7 @@ fn purchase_planner_from(
         .map(|id| Arc::from(format!("/api/v1/sales/{id}/purchase")))
         .collect();
     let order = SplitMix64::new(seed).permutation(u32::try_from(buyers).unwrap_or(u32::MAX));
-    let tokens =
-        (first + buyers <= PREMINTED_TOKENS_MAX).then(|| premint(api, first + buyers));
+    let tokens = (first + buyers <= PREMINTED_TOKENS_MAX).then(|| premint(api, first + buyers));
     let api = Arc::clone(api);
     Arc::new(move |index| {
         let sale = (index % paths.len() as u64) as usize;

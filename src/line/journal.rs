@@ -16,8 +16,8 @@ use std::time::Duration;
 use memmap2::MmapMut;
 
 use super::LineError;
-pub use crate::record_file::encode;
 use crate::record_file;
+pub use crate::record_file::encode;
 
 pub struct Journal {
     mapped: Mutex<Mapped>,

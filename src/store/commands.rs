@@ -112,7 +112,10 @@ impl CommandQueue {
     }
 
     /// Sends a command that waits for room in the queue (admin and life-cycle writes).
-    pub async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, StoreError>
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
     {

@@ -7,6 +7,7 @@ mod chaos;
 mod cluster;
 mod conformance;
 mod harness;
+mod journal_store;
 mod ops;
 mod pages;
 mod process;

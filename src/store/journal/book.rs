@@ -49,7 +49,11 @@ impl Book {
     // --- reads -----------------------------------------------------------------------------
 
     pub fn sales(&self) -> Vec<Sale> {
-        let mut sales: Vec<Sale> = self.sales.values().map(|entry| entry.sale.clone()).collect();
+        let mut sales: Vec<Sale> = self
+            .sales
+            .values()
+            .map(|entry| entry.sale.clone())
+            .collect();
         sales.sort_by(|a, b| b.id.cmp(&a.id));
         sales
     }
@@ -66,8 +70,14 @@ impl Book {
 
     pub fn orders(&self, query: &OrderQuery) -> Vec<Order> {
         let wanted = |order: &Order| {
-            query.sale_id.as_ref().is_none_or(|sale| &order.sale_id == sale)
-                && query.before.as_ref().is_none_or(|before| &order.id < before)
+            query
+                .sale_id
+                .as_ref()
+                .is_none_or(|sale| &order.sale_id == sale)
+                && query
+                    .before
+                    .as_ref()
+                    .is_none_or(|before| &order.id < before)
         };
         match &query.user_id {
             Some(user_id) => self
@@ -340,7 +350,8 @@ impl Book {
             let held = self.held.entry(buyer).or_insert(0);
             change(held);
             if *held == 0 {
-                self.held.remove(&(order.sale_id.clone(), order.user_id.clone()));
+                self.held
+                    .remove(&(order.sale_id.clone(), order.user_id.clone()));
             }
         }
         if order.status == OrderStatus::PendingPayment {

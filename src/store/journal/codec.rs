@@ -26,7 +26,8 @@ impl Writer<'_> {
     fn text(&mut self, text: &str) {
         let length = u16::try_from(text.len()).unwrap_or(u16::MAX);
         self.0.extend_from_slice(&length.to_le_bytes());
-        self.0.extend_from_slice(&text.as_bytes()[..usize::from(length)]);
+        self.0
+            .extend_from_slice(&text.as_bytes()[..usize::from(length)]);
     }
     fn optional_text(&mut self, text: Option<&str>) {
         self.flag(text.is_some());
@@ -77,7 +78,11 @@ impl Reader<'_> {
         }
     }
     fn optional_text(&mut self) -> Option<Option<String>> {
-        Some(if self.flag()? { Some(self.text()?) } else { None })
+        Some(if self.flag()? {
+            Some(self.text()?)
+        } else {
+            None
+        })
     }
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
@@ -89,7 +94,11 @@ impl Reader<'_> {
         Timestamp::from_nanosecond(i128::from_le_bytes(self.bytes(16)?.try_into().ok()?)).ok()
     }
     fn optional_time(&mut self) -> Option<Option<Timestamp>> {
-        Some(if self.flag()? { Some(self.time()?) } else { None })
+        Some(if self.flag()? {
+            Some(self.time()?)
+        } else {
+            None
+        })
     }
     fn done(&self) -> Option<()> {
         self.0.is_empty().then_some(())
@@ -212,7 +221,7 @@ mod tests {
         let at: Timestamp = "2026-12-01T12:00:00.123456789Z".parse().unwrap();
         let mut sale = SaleDraft {
             name: "Seats".into(),
-            description: "Row 1 — ünïcode".into(),
+            description: Some("Row 1 — ünïcode".into()),
             stock: 100,
             per_user_limit: Some(2),
             starts_at: at,

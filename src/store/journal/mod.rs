@@ -185,7 +185,7 @@ fn open_book(data_dir: &Path, path: &Path) -> Result<(Book, Journal), OpenError>
     import_sqlite(data_dir, path)?;
     let (mut book, mut file, mut end, records) = replay(path)?;
     let live = book.sale_count() + book.order_count();
-    if records > 2 * live + 1024 {
+    if records > 2 * live + 256 {
         rewrite(path, &snapshot(&book))?;
         (book, file, end, _) = replay(path)?;
     }
@@ -207,9 +207,8 @@ impl JournalStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let path: PathBuf = data_dir.join(JOURNAL_FILE);
-        let (book, journal) = open_book(data_dir, &path).map_err(|error| {
-            StoreError::Failed(format!("opening {}: {error}", path.display()))
-        })?;
+        let (book, journal) = open_book(data_dir, &path)
+            .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
         let shared = Arc::new(Shared {
             book: RwLock::new(book),
             applied: AtomicU64::new(0),
@@ -255,9 +254,10 @@ impl OrderStore for JournalStore {
 
     fn order(&self, order_id: &OrderId) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
         let order_id = order_id.clone();
-        Box::pin(self.shared.read(move |book| {
-            book.order(&order_id).map(|stored| stored.order.clone())
-        }))
+        Box::pin(
+            self.shared
+                .read(move |book| book.order(&order_id).map(|stored| stored.order.clone())),
+        )
     }
 
     fn order_by_key(
@@ -268,9 +268,10 @@ impl OrderStore for JournalStore {
     ) -> BoxFuture<'_, Result<Option<Order>, StoreError>> {
         let (sale_id, user_id, key) =
             (sale_id.clone(), user_id.clone(), idempotency_key.to_owned());
-        Box::pin(self.shared.read(move |book| {
-            book.order_by_key(&sale_id, &user_id, &key).cloned()
-        }))
+        Box::pin(
+            self.shared
+                .read(move |book| book.order_by_key(&sale_id, &user_id, &key).cloned()),
+        )
     }
 
     fn orders(&self, query: OrderQuery) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
@@ -312,9 +313,10 @@ impl OrderStore for JournalStore {
 
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         let sale_id = sale_id.clone();
-        Box::pin(self.shared.read(move |book| {
-            book.orders_of_sale(&sale_id, |order| order.status.is_active())
-        }))
+        Box::pin(
+            self.shared
+                .read(move |book| book.orders_of_sale(&sale_id, |order| order.status.is_active())),
+        )
     }
 
     fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
@@ -332,7 +334,11 @@ impl OrderStore for JournalStore {
     }
 
     fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.commands.call(|reply| Command::Barrier { reply }).await? })
+        Box::pin(async move {
+            self.commands
+                .call(|reply| Command::Barrier { reply })
+                .await?
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

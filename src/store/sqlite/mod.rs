@@ -156,7 +156,8 @@ impl OrderStore for SqliteStore {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
         let sale = Box::new(sale.clone());
         Box::pin(async move {
-            self.commands.call(|reply| Command::CreateSale { sale, reply })
+            self.commands
+                .call(|reply| Command::CreateSale { sale, reply })
                 .await?
         })
     }
@@ -250,14 +251,15 @@ impl OrderStore for SqliteStore {
     ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
         let (order_id, actor) = (order_id.clone(), actor.clone());
         Box::pin(async move {
-            self.commands.call(|reply| Command::Transition {
-                order_id,
-                action,
-                actor,
-                now,
-                reply,
-            })
-            .await?
+            self.commands
+                .call(|reply| Command::Transition {
+                    order_id,
+                    action,
+                    actor,
+                    now,
+                    reply,
+                })
+                .await?
         })
     }
 
@@ -267,7 +269,8 @@ impl OrderStore for SqliteStore {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
         Box::pin(async move {
-            self.commands.call(|reply| Command::ExpireDue { now, max, reply })
+            self.commands
+                .call(|reply| Command::ExpireDue { now, max, reply })
                 .await?
         })
     }
@@ -315,7 +318,8 @@ impl OrderStore for SqliteStore {
             if order_ids.is_empty() {
                 return Ok(());
             }
-            self.commands.call(|reply| Command::StockReturned { order_ids, reply })
+            self.commands
+                .call(|reply| Command::StockReturned { order_ids, reply })
                 .await?
         })
     }
@@ -350,7 +354,11 @@ impl OrderStore for SqliteStore {
     }
 
     fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.commands.call(|reply| Command::Barrier { reply }).await? })
+        Box::pin(async move {
+            self.commands
+                .call(|reply| Command::Barrier { reply })
+                .await?
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
