@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// comma-separated, with no faults).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// The --target server's process id on this machine: its CPU time per request is measured
+    /// from /proc, as for a server the bench starts (e.g. one pinned with `taskset`).
+    #[arg(long, value_name = "PID", requires = "target")]
+    pub target_pid: Option<u32>,
     /// Chaos: start this many cluster nodes (with a private Redis and --database-url) instead of
     /// the embedded server.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -336,7 +340,11 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
         think_max_ms: args.think_time_ms,
         timeout,
         progress: !args.quiet,
-        server_pid: target.server.as_ref().map(target::EmbeddedServer::pid),
+        server_pid: target
+            .server
+            .as_ref()
+            .map(target::EmbeddedServer::pid)
+            .or(args.target_pid),
     };
     let baseline_requests = match args.scenario {
         Scenario::Stampede | Scenario::Winners | Scenario::Big | Scenario::Oversell => {

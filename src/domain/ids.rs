@@ -3,9 +3,12 @@
 //! random tag. Sorting by id therefore sorts by creation time (newest-first listings and
 //! pagination cursors rely on that), ids from one process never repeat, and ids from different
 //! processes collide only if they share the millisecond, the sequence value and the 16-bit tag.
-//! The domain only formats and parses them; `crate::ids` makes them (it reads the clock).
+//! The domain only formats and parses them; `crate::ids` makes them (it reads the clock). Each
+//! holds its text in an `Arc<str>`: an id is copied into every index and reply that names it,
+//! and a copy is then a count, not an allocation.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest sale or order id the API accepts (the contract's limit).
 pub const ID_LENGTH_MAX: usize = 64;
@@ -42,17 +45,17 @@ macro_rules! opaque_id {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// An id made by this process (see `crate::ids`): trusted, not parsed.
             pub(crate) fn from_generated(text: String) -> Self {
-                Self(text)
+                Self(text.into())
             }
 
             /// Accepts an id that came from outside (a path, a cursor, a store row).
             pub fn parse(text: &str) -> Option<Self> {
-                is_url_safe_id(text).then(|| Self(text.to_owned()))
+                is_url_safe_id(text).then(|| Self(text.into()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -73,14 +76,14 @@ opaque_id!(OrderId, "Identifies an order.");
 
 /// A buyer, as named by the `sub` claim of their token: 1 to 64 characters, any text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
+pub struct UserId(Arc<str>);
 
 impl UserId {
     pub fn parse(text: &str) -> Option<Self> {
         let length = text.chars().count();
         (1..=USER_ID_LENGTH_MAX)
             .contains(&length)
-            .then(|| Self(text.to_owned()))
+            .then(|| Self(text.into()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -29,6 +29,65 @@ pub trait Intake: Send + Sync + 'static {
     fn catalog_policy(&self) -> CatalogPolicy;
 }
 
+/// An order queued to the store, whose outcome must be seen through: a refused order's stock
+/// goes back to the gate. The caller waits for it; if the caller stops waiting (a client that
+/// hung up drops the future), the wait moves to a task of its own. (A task for every order was
+/// a spawn and a wake-up more per durable order.)
+struct Placement {
+    committed: Option<BoxFuture<'static, Result<(), InsertError>>>,
+    gate: Arc<dyn StockGate>,
+    order: Option<Order>,
+}
+
+impl Placement {
+    async fn outcome(mut self) -> Result<Order, InsertError> {
+        let outcome = match self.committed.as_mut() {
+            Some(committed) => committed.await,
+            None => Err(InsertError::Store(crate::store::StoreError::Closed)),
+        };
+        self.committed = None;
+        let order = self.order.take();
+        match (outcome, order) {
+            (Ok(()), Some(order)) => Ok(order),
+            (Ok(()), None) => Err(InsertError::Store(crate::store::StoreError::Closed)),
+            (Err(error), order) => {
+                if let Some(order) = order {
+                    // In a task, so that it ends even if this caller stops waiting.
+                    let returned = tokio::spawn(give_back(Arc::clone(&self.gate), order));
+                    drop(returned.await);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let (Some(committed), Some(order)) = (self.committed.take(), self.order.take()) else {
+            return;
+        };
+        let gate = Arc::clone(&self.gate);
+        let settle = async move {
+            if committed.await.is_err() {
+                give_back(gate, order).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(settle)),
+            Err(_) => tracing::error!("an abandoned order's outcome cannot be awaited: no runtime"),
+        }
+    }
+}
+
+/// Returns the stock of an order the store did not take.
+async fn give_back(gate: Arc<dyn StockGate>, order: Order) {
+    if let Err(error) = gate.abandon(&Holding::from(&order)).await {
+        tracing::error!(%error, order_id = %order.id,
+            "could not return the stock of an order that was not committed");
+    }
+}
+
 /// The embedded deployment: a gate in this process in front of the store.
 pub struct PrivateIntake {
     gate: Arc<dyn StockGate>,
@@ -43,24 +102,14 @@ impl PrivateIntake {
 
 impl Intake for PrivateIntake {
     fn place(&self, order: Order) -> BoxFuture<'static, Result<Purchased, ServiceError>> {
-        // Queued to the writer before anything awaits; the wait runs in its own task.
-        let committed = self.store.insert_order(order.clone());
-        let gate = Arc::clone(&self.gate);
-        let outcome = tokio::spawn(async move {
-            let outcome = committed.await;
-            if outcome.is_err() {
-                if let Err(error) = gate.abandon(&Holding::from(&order)).await {
-                    tracing::error!(%error, order_id = %order.id,
-                        "could not return the stock of an order that was not committed");
-                }
-            }
-            outcome.map(|()| order)
-        });
+        // Queued to the writer before anything awaits.
+        let placement = Placement {
+            committed: Some(self.store.insert_order(order.clone())),
+            gate: Arc::clone(&self.gate),
+            order: Some(order),
+        };
         Box::pin(async move {
-            match outcome
-                .await
-                .map_err(|error| ServiceError::Internal(error.to_string()))?
-            {
+            match placement.outcome().await {
                 Ok(order) => Ok(Purchased {
                     order,
                     created: true,

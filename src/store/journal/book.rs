@@ -25,17 +25,13 @@ struct SaleEntry {
     tally: SaleTally,
 }
 
-type BuyerOfSale = (SaleId, UserId);
-
 #[derive(Default)]
 pub struct Book {
     sales: HashMap<SaleId, SaleEntry>,
     orders: BTreeMap<OrderId, Stored>,
-    /// Each buyer's order ids, oldest first.
+    /// Each buyer's order ids, oldest first: the buyer's listing, and (a buyer has a few orders)
+    /// the per-buyer limit and the idempotency keys, without indexes of their own.
     by_buyer: HashMap<UserId, Vec<OrderId>>,
-    by_key: HashMap<BuyerOfSale, Vec<(String, OrderId)>>,
-    /// Units each buyer's active orders hold, per sale.
-    held: HashMap<BuyerOfSale, u64>,
     /// Pending orders by the end of their payment window.
     due: BTreeSet<(Timestamp, OrderId)>,
     unreturned: BTreeSet<OrderId>,
@@ -62,10 +58,29 @@ impl Book {
         self.orders.get(order_id)
     }
 
-    pub fn order_by_key(&self, sale_id: &SaleId, user_id: &UserId, key: &str) -> Option<&Order> {
-        let keys = self.by_key.get(&(sale_id.clone(), user_id.clone()))?;
-        let (_, order_id) = keys.iter().find(|(known, _)| known == key)?;
-        self.orders.get(order_id).map(|stored| &stored.order)
+    /// A buyer's orders in one sale, oldest first.
+    fn buyer_orders<'a>(
+        &'a self,
+        sale_id: &'a SaleId,
+        user_id: &UserId,
+    ) -> impl Iterator<Item = &'a Order> + 'a {
+        self.by_buyer
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|order_id| self.orders.get(order_id))
+            .map(|stored| &stored.order)
+            .filter(move |order| &order.sale_id == sale_id)
+    }
+
+    pub fn order_by_key<'a>(
+        &'a self,
+        sale_id: &'a SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> Option<&'a Order> {
+        self.buyer_orders(sale_id, user_id)
+            .find(|order| order.idempotency_key.as_deref() == Some(key))
     }
 
     pub fn orders(&self, query: &OrderQuery) -> Vec<Order> {
@@ -173,11 +188,11 @@ impl Book {
         }
         if order.status.is_active() {
             let quantity = u64::from(order.quantity);
-            let held = self
-                .held
-                .get(&(order.sale_id.clone(), order.user_id.clone()))
-                .copied()
-                .unwrap_or(0);
+            let held: u64 = self
+                .buyer_orders(&order.sale_id, &order.user_id)
+                .filter(|order| order.status.is_active())
+                .map(|order| u64::from(order.quantity))
+                .sum();
             if held + quantity > u64::from(entry.sale.per_user_limit) {
                 return Err(InsertError::LimitExceeded);
             }
@@ -307,18 +322,12 @@ impl Book {
         self.orders.insert(order_id, stored);
     }
 
-    /// The indexes of what never changes in an order: its buyer and its key.
+    /// The index of what never changes in an order: its buyer.
     fn index_new(&mut self, order: &Order) {
         let ids = self.by_buyer.entry(order.user_id.clone()).or_default();
         // Ids sort by creation; orders mostly arrive in that order.
         let at = ids.partition_point(|known| known < &order.id);
         ids.insert(at, order.id.clone());
-        if let Some(key) = &order.idempotency_key {
-            self.by_key
-                .entry((order.sale_id.clone(), order.user_id.clone()))
-                .or_default()
-                .push((key.clone(), order.id.clone()));
-        }
     }
 
     /// Adds (or takes away) what an order's status counts for.
@@ -343,15 +352,6 @@ impl Book {
             if order.status.is_active() {
                 let held = tally.pending.saturating_add(tally.paid);
                 tally.remaining = entry.sale.stock.saturating_sub(held);
-            }
-        }
-        if order.status.is_active() {
-            let buyer = (order.sale_id.clone(), order.user_id.clone());
-            let held = self.held.entry(buyer).or_insert(0);
-            change(held);
-            if *held == 0 {
-                self.held
-                    .remove(&(order.sale_id.clone(), order.user_id.clone()));
             }
         }
         if order.status == OrderStatus::PendingPayment {

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -15,7 +16,6 @@ use super::codec;
 use super::Shared;
 use crate::domain::OrderId;
 use crate::metrics::Metrics;
-use crate::record_file;
 use crate::store::commands::{Command, Pending};
 use crate::store::StoreError;
 
@@ -36,7 +36,7 @@ impl Journal {
         let end = self.end + bytes.len() as u64;
         if end > self.reserved {
             let reserved = end.max(self.reserved.saturating_mul(2)).max(RESERVE_BYTES);
-            record_file::reserve(&self.file, reserved)?;
+            zero_fill(&self.file, self.reserved, reserved)?;
             self.reserved = reserved;
         }
         self.file.write_all_at(bytes, self.end)?;
@@ -44,6 +44,22 @@ impl Journal {
         self.end = end;
         Ok(())
     }
+}
+
+/// Writes zeros over `from..to` and syncs them: blocks that are written once already need no
+/// change of the file's metadata when a record lands on them, so each group commit's sync is a
+/// data write alone (space reserved with `fallocate` is "unwritten" and costs a metadata update
+/// on every sync that first touches it: measured).
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let length = usize::try_from(to - at).unwrap_or(CHUNK).min(CHUNK);
+        file.write_all_at(&zeros[..length], at)?;
+        at += length as u64;
+    }
+    file.sync_all()
 }
 
 pub struct Writer {
@@ -61,7 +77,40 @@ struct Batch {
     pending: Vec<Pending>,
 }
 
+/// A batch smaller than this waits for company while company keeps coming: a sync costs about
+/// the same CPU for one order as for hundreds (measured: with no wait, most batches held one to
+/// eight orders and the syncs were a fifth of the server's CPU), and on a fast disk the queue
+/// refills with only a few orders during one sync. The wait goes in steps and stops at the
+/// first step that brings nothing, so a lone order waits one step, not the whole delay.
+const BATCH_FILL: usize = 256;
+const GATHER_STEP: Duration = Duration::from_micros(250);
+const GATHER_MAX: Duration = Duration::from_millis(2);
+
 impl Writer {
+    /// Takes what is queued, up to the batch's limit.
+    fn drain(&mut self, commands: &mut Vec<Command>) {
+        while commands.len() < self.batch_max {
+            match self.commands.try_recv() {
+                Ok(command) => commands.push(command),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Waits for more commands while they keep coming (see `BATCH_FILL`).
+    fn gather(&mut self, commands: &mut Vec<Command>) {
+        let fill = BATCH_FILL.min(self.batch_max);
+        let deadline = Instant::now() + GATHER_MAX;
+        while commands.len() < fill && Instant::now() < deadline {
+            std::thread::sleep(GATHER_STEP);
+            let before = commands.len();
+            self.drain(commands);
+            if commands.len() == before {
+                return;
+            }
+        }
+    }
+
     /// Runs until a `Close` command is handled or every sender is gone.
     pub fn run(mut self) {
         let mut commands = Vec::with_capacity(self.batch_max);
@@ -78,12 +127,8 @@ impl Writer {
                 return;
             };
             commands.push(first);
-            while commands.len() < self.batch_max {
-                match self.commands.try_recv() {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
+            self.drain(&mut commands);
+            self.gather(&mut commands);
             self.metrics.record_commit_batch(commands.len());
             let mut close = None;
             if let Some(message) = &failure {
