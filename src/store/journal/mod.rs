@@ -12,6 +12,7 @@
 
 mod book;
 mod codec;
+mod space;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ use tokio::sync::watch;
 
 use self::book::{Book, Stored};
 use self::codec::Record;
-use self::writer::{Journal, Writer};
+use self::space::Journal;
+use self::writer::Writer;
 use super::commands::{Command, CommandQueue};
 use super::{
     InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
@@ -189,14 +191,7 @@ fn open_book(data_dir: &Path, path: &Path) -> Result<(Book, Journal), OpenError>
         rewrite(path, &snapshot(&book))?;
         (book, file, end, _) = replay(path)?;
     }
-    Ok((
-        book,
-        Journal {
-            file,
-            end,
-            reserved: end,
-        },
-    ))
+    Ok((book, Journal::open(file, end)?))
 }
 
 impl JournalStore {

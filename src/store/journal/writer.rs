@@ -3,8 +3,6 @@
 //! sent only after that sync, and reads wait for it too (`Shared::read`), so nothing a client
 //! hears of can be lost.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,54 +11,12 @@ use tokio::sync::mpsc;
 
 use super::book::Book;
 use super::codec;
+use super::space::Journal;
 use super::Shared;
 use crate::domain::OrderId;
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
 use crate::store::StoreError;
-
-/// The journal grows by at least this much at a time, reserved on disk ahead of the writes.
-const RESERVE_BYTES: u64 = 64 << 20;
-
-pub struct Journal {
-    pub file: File,
-    /// Where the records end.
-    pub end: u64,
-    /// How far the file's blocks are reserved.
-    pub reserved: u64,
-}
-
-impl Journal {
-    /// Appends `bytes` after the last record and waits until they are on disk.
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let end = self.end + bytes.len() as u64;
-        if end > self.reserved {
-            let reserved = end.max(self.reserved.saturating_mul(2)).max(RESERVE_BYTES);
-            zero_fill(&self.file, self.reserved, reserved)?;
-            self.reserved = reserved;
-        }
-        self.file.write_all_at(bytes, self.end)?;
-        self.file.sync_data()?;
-        self.end = end;
-        Ok(())
-    }
-}
-
-/// Writes zeros over `from..to` and syncs them: blocks that are written once already need no
-/// change of the file's metadata when a record lands on them, so each group commit's sync is a
-/// data write alone (space reserved with `fallocate` is "unwritten" and costs a metadata update
-/// on every sync that first touches it: measured).
-fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
-    let mut at = from;
-    while at < to {
-        let length = usize::try_from(to - at).unwrap_or(CHUNK).min(CHUNK);
-        file.write_all_at(&zeros[..length], at)?;
-        at += length as u64;
-    }
-    file.sync_all()
-}
 
 pub struct Writer {
     pub shared: Arc<Shared>,
