@@ -178,3 +178,24 @@ async fn superseded_records_are_dropped_at_start() {
         .all(|o| matches!(o.status, OrderStatus::Paid | OrderStatus::Cancelled)));
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open_journal(dir.path());
+    let second = JournalStore::open(
+        dir.path(),
+        JournalStoreOptions::default(),
+        Arc::new(Metrics::default()),
+    );
+    let Err(error) = second else {
+        panic!("two stores wrote one journal");
+    };
+    assert!(
+        error.to_string().contains("another process holds"),
+        "the refusal says why: {error}"
+    );
+    first.close().await.unwrap();
+    drop(first);
+    open_journal(dir.path()).close().await.unwrap();
+}

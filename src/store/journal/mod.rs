@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use self::book::{Book, Stored};
 use self::codec::Record;
-use self::space::Journal;
+use self::space::{DirectoryLock, Journal};
 use self::writer::Writer;
 use super::commands::{Command, CommandQueue};
 use super::{
@@ -36,6 +36,8 @@ use crate::record_file;
 use crate::BoxFuture;
 
 pub const JOURNAL_FILE: &str = "orders.journal";
+/// Held (`flock`) by the process that has the journal open.
+const LOCK_FILE: &str = "orders.lock";
 
 #[derive(Clone, Debug)]
 pub struct JournalStoreOptions {
@@ -184,6 +186,7 @@ fn import_sqlite(data_dir: &Path, path: &Path) -> Result<bool, OpenError> {
 }
 
 fn open_book(data_dir: &Path, path: &Path) -> Result<(Book, Journal), OpenError> {
+    let lock = DirectoryLock::take(&data_dir.join(LOCK_FILE))?;
     import_sqlite(data_dir, path)?;
     let (mut book, mut file, mut end, records) = replay(path)?;
     let live = book.sale_count() + book.order_count();
@@ -191,7 +194,7 @@ fn open_book(data_dir: &Path, path: &Path) -> Result<(Book, Journal), OpenError>
         rewrite(path, &snapshot(&book))?;
         (book, file, end, _) = replay(path)?;
     }
-    Ok((book, Journal::open(file, end)?))
+    Ok((book, Journal::open(file, end, lock)?))
 }
 
 impl JournalStore {

@@ -6,6 +6,7 @@
 //! ~200 ms on 64 MiB of zeros).
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,12 +55,42 @@ impl Space {
 /// The journal as the writer appends to it.
 pub struct Journal {
     space: Arc<Space>,
+    _lock: DirectoryLock,
+}
+
+/// The data directory's journal, held by one process: a second server on the same directory would
+/// interleave its records with ours (or compact the file under us), so it is refused at start.
+pub struct DirectoryLock(File);
+
+impl DirectoryLock {
+    pub fn take(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::other(format!(
+                "another process holds {} (is a server already running on this data directory?)",
+                path.display()
+            )));
+        }
+        Ok(Self(file))
+    }
+}
+
+impl Drop for DirectoryLock {
+    fn drop(&mut self) {
+        // SAFETY: as in `take`.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 impl Journal {
     /// Takes the journal `file`, whose records end at `end`, makes `AHEAD` bytes ready (before
     /// the store serves anything) and starts the thread that keeps them ready.
-    pub fn open(file: File, end: u64) -> std::io::Result<Self> {
+    pub fn open(file: File, end: u64, lock: DirectoryLock) -> std::io::Result<Self> {
         let space = Arc::new(Space {
             end: AtomicU64::new(end),
             ready: AtomicU64::new(end),
@@ -83,7 +114,7 @@ impl Journal {
                     }
                 }
             })?;
-        Ok(Self { space })
+        Ok(Self { space, _lock: lock })
     }
 
     /// Appends `bytes` after the last record and waits until they are on disk.
