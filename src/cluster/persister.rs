@@ -251,8 +251,8 @@ impl Persister {
             let mut invocation = self.acknowledge.prepare_invoke();
             invocation
                 .key(keys.queue(sale_id))
-                .key(keys.unpersisted(sale_id))
                 .key(keys.queued_sales())
+                .key(keys.old_order_copies(sale_id))
                 .arg(PERSISTERS)
                 .arg(sale_id.as_str())
                 .arg(entries.len());
@@ -286,7 +286,7 @@ impl Persister {
                 .arg("+")
                 .arg("COUNT")
                 .arg(1);
-            pipeline.hlen(keys.unpersisted(sale_id));
+            pipeline.xlen(keys.queue(sale_id));
         }
         let replies: Vec<redis::Value> = pipeline
             .query_async(&mut self.queue.connection())

@@ -14,6 +14,16 @@ pub fn redis_failed(error: redis::RedisError) -> StoreError {
     StoreError::Failed(format!("Redis: {error}"))
 }
 
+/// The orders queue entries carry.
+fn decode_entries(reply: &redis::streams::StreamRangeReply) -> Vec<Order> {
+    reply
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<String>("order"))
+        .filter_map(|text| record::decode(&text))
+        .collect()
+}
+
 #[derive(Clone)]
 pub struct Queue {
     connection: ConnectionManager,
@@ -52,14 +62,17 @@ impl Queue {
     pub async fn is_drained(&self, sale_id: &SaleId) -> Result<bool, StoreError> {
         let (entries, copies): (u64, u64) = redis::pipe()
             .xlen(self.keys.queue(sale_id))
-            .hlen(self.keys.unpersisted(sale_id))
+            .hlen(self.keys.old_order_copies(sale_id))
             .query_async(&mut self.connection())
             .await
             .map_err(redis_failed)?;
         Ok(entries == 0 && copies == 0)
     }
 
-    /// A queued order by id, whichever sale it belongs to.
+    /// A queued order by id, whichever sale it belongs to. Its holding names its queue entry;
+    /// a holding that names none (written by an earlier version, or by a repair) sends the
+    /// search through that sale's queue. No holding, no queued order: an id that names nothing
+    /// costs one round trip, whatever the queues hold.
     pub async fn find(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         let sale_ids = self.queued_sale_ids().await?;
         if sale_ids.is_empty() {
@@ -67,26 +80,59 @@ impl Queue {
         }
         let mut pipeline = redis::pipe();
         for sale_id in &sale_ids {
-            pipeline.hget(self.keys.unpersisted(sale_id), order_id.as_str());
+            pipeline.hget(self.keys.holds(sale_id), order_id.as_str());
         }
-        let found: Vec<Option<String>> = pipeline
+        let holdings: Vec<Option<String>> = pipeline
             .query_async(&mut self.connection())
             .await
             .map_err(redis_failed)?;
-        Ok(found.iter().flatten().find_map(|text| record::decode(text)))
+        for (sale_id, holding) in sale_ids.iter().zip(&holdings) {
+            let Some(holding) = holding else {
+                continue;
+            };
+            let candidates = match record::holding_entry(holding) {
+                Some(entry) => self.entries(sale_id, &entry, &entry).await?,
+                None => self.unpersisted(sale_id).await?,
+            };
+            if let Some(order) = candidates.into_iter().find(|order| &order.id == order_id) {
+                return Ok(Some(order));
+            }
+        }
+        Ok(None)
     }
 
-    /// Every queued order of a sale.
-    pub async fn unpersisted(&self, sale_id: &SaleId) -> Result<Vec<Order>, StoreError> {
-        let entries: HashMap<String, String> = self
+    /// The orders of a sale's queue entries from `first` to `last` (`-` and `+`: all).
+    async fn entries(
+        &self,
+        sale_id: &SaleId,
+        first: &str,
+        last: &str,
+    ) -> Result<Vec<Order>, StoreError> {
+        let reply: redis::streams::StreamRangeReply = self
             .connection()
-            .hgetall(self.keys.unpersisted(sale_id))
+            .xrange(self.keys.queue(sale_id), first, last)
             .await
             .map_err(redis_failed)?;
-        Ok(entries
-            .values()
-            .filter_map(|text| record::decode(text))
-            .collect())
+        Ok(decode_entries(&reply))
+    }
+
+    /// Every queued order of a sale (the queue holds each until PostgreSQL has committed it),
+    /// with the copies an earlier version kept beside the queue (normally none).
+    pub async fn unpersisted(&self, sale_id: &SaleId) -> Result<Vec<Order>, StoreError> {
+        let (entries, copies): (redis::streams::StreamRangeReply, HashMap<String, String>) =
+            redis::pipe()
+                .xrange_all(self.keys.queue(sale_id))
+                .hgetall(self.keys.old_order_copies(sale_id))
+                .query_async(&mut self.connection())
+                .await
+                .map_err(redis_failed)?;
+        let mut orders = decode_entries(&entries);
+        for order in copies.values().filter_map(|text| record::decode(text)) {
+            if !orders.iter().any(|known| known.id == order.id) {
+                orders.push(order);
+            }
+        }
+        Ok(orders)
     }
 
     /// The order an idempotency key made, as the gate remembers it.

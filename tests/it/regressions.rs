@@ -357,16 +357,21 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
         off < SignedDuration::from_secs(5),
         "Redis's time, not the node's: {created_at}"
     );
-    let queued: std::collections::HashMap<String, String> =
-        redis::Client::open(prefix.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-            .hgetall(gate.keys().unpersisted(&live.id))
-            .await
-            .unwrap();
-    let order = flashsale::gate::record::decode(&queued[behind.order.id.as_str()]).unwrap();
+    let queued: redis::streams::StreamRangeReply = redis::Client::open(prefix.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+        .xrange_all(gate.keys().queue(&live.id))
+        .await
+        .unwrap();
+    let order = queued
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<String>("order"))
+        .filter_map(|text| flashsale::gate::record::decode(&text))
+        .find(|order| order.id == behind.order.id)
+        .expect("the order is queued");
     assert_eq!(order.created_at, created_at);
     assert_eq!(
         order.expires_at,
@@ -517,15 +522,19 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         gate.reserve(&reservation).await.unwrap(),
         GateDecision::Reserved { .. }
     ));
-    // The persister wrote it and forgot its copy: the repair's read of PostgreSQL (empty)
-    // came before, its read of the queue after.
+    // The persister wrote it and forgot its queue entry: the repair's read of PostgreSQL
+    // (empty) came before, its read of the queue after.
     let mut redis = redis::Client::open(prefix.url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    let queued: redis::streams::StreamRangeReply =
+        redis.xrange_all(gate.keys().queue(&sale.id)).await.unwrap();
+    let entry_ids: Vec<&str> = queued.ids.iter().map(|entry| entry.id.as_str()).collect();
+    assert_eq!(entry_ids.len(), 1, "the order is queued once");
     let _: i64 = redis
-        .hdel(gate.keys().unpersisted(&sale.id), order.id.as_str())
+        .xdel(gate.keys().queue(&sale.id), &entry_ids)
         .await
         .unwrap();
     gate.repair_sale(&sale, &[], &[], &[]).await.unwrap();

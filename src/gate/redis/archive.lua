@@ -1,6 +1,7 @@
 -- Drops an ended, settled sale's keys (PostgreSQL answers for it from then on), unless an order
 -- is still queued for PostgreSQL: then nothing changes and the next round tries again.
--- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 6 unpersisted (one hash tag: the sale id),
+-- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 6 the copies of queued orders an earlier
+--       version kept (one hash tag: the sale id),
 --       7 the set of sales with queued orders, 8-11 the waiting line (draws, numbers, meta, passes)
 -- ARGV: 1 sale id
 -- Returns 1 when the sale's keys are gone (also when they were gone already), 0 when not yet.

@@ -51,8 +51,10 @@ impl RedisKeys {
         self.of(sale_id.as_str(), "queue")
     }
 
-    /// Hash: order id → order JSON, for orders not yet in PostgreSQL.
-    pub fn unpersisted(&self, sale_id: &SaleId) -> String {
+    /// Hash: order id → order JSON, a second copy of the queued orders that versions before the
+    /// order journal kept; no longer written (the queue entry is the only copy), still emptied as
+    /// its orders persist and dropped with the sale.
+    pub fn old_order_copies(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "unpersisted")
     }
 

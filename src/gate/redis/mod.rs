@@ -148,7 +148,7 @@ impl RedisGate {
             .key(self.keys.holds(sale_id))
             .key(self.keys.idempotency(sale_id))
             .key(self.keys.queue(sale_id))
-            .key(self.keys.unpersisted(sale_id))
+            .key(self.keys.old_order_copies(sale_id))
             .key(self.keys.queued_sales())
             .key(self.keys.line_draws(sale_id))
             .key(self.keys.line_numbers(sale_id))
@@ -226,7 +226,7 @@ impl RedisGate {
             .key(self.keys.buyers(&sale.id))
             .key(self.keys.holds(&sale.id))
             .key(self.keys.idempotency(&sale.id))
-            .key(self.keys.unpersisted(&sale.id))
+            .key(self.keys.old_order_copies(&sale.id))
             .key(self.keys.queue(&sale.id))
             .arg(sale.stock)
             .arg(sale.starts_at.as_millisecond())
@@ -415,7 +415,6 @@ impl StockGate for RedisGate {
             .key(self.keys.holds(&sale_id))
             .key(self.keys.idempotency(&sale_id))
             .key(self.keys.queue(&sale_id))
-            .key(self.keys.unpersisted(&sale_id))
             .key(self.keys.queued_sales())
             .arg(order.id.as_str())
             .arg(order.user_id.as_str())
@@ -425,7 +424,8 @@ impl StockGate for RedisGate {
             .arg(reservation.per_user_limit)
             .arg(record::encode_untimed(&order))
             .arg(u64::from(reservation.payment_window_secs) * 1000)
-            .arg(sale_id.as_str());
+            .arg(sale_id.as_str())
+            .arg(record::encode_holding_open(&order));
         let mut connection = self.connection();
         Box::pin(async move {
             let reply: Vec<String> = invocation

@@ -1,5 +1,6 @@
-//! What the scripts store as JSON: an order as the queue carries it (the stream entry and the
-//! unpersisted hash), and a holding (`{u, q, k}`, written by the Lua scripts).
+//! What the scripts store as JSON: an order as the queue carries it (the stream entry), and a
+//! holding (`{u, q, k, e}`: buyer, units, idempotency key, and the queue entry of an order not
+//! yet in PostgreSQL).
 
 use std::borrow::Cow;
 
@@ -62,6 +63,32 @@ pub fn decode(text: &str) -> Option<Order> {
         paid_at: None,
         idempotency_key: queued.idempotency_key.map(Cow::into_owned),
     })
+}
+
+/// A new order's holding without its closing brace: the purchase script appends the queue entry.
+pub fn encode_holding_open(order: &Order) -> String {
+    #[derive(Serialize)]
+    struct Open<'a> {
+        u: &'a str,
+        q: u32,
+        k: &'a str,
+    }
+    let mut text = serde_json::to_string(&Open {
+        u: order.user_id.as_str(),
+        q: order.quantity,
+        k: order.idempotency_key.as_deref().unwrap_or(""),
+    })
+    // Serializing plain strings and numbers cannot fail.
+    .unwrap_or_default();
+    text.pop();
+    text
+}
+
+/// The queue entry a holding names, when its order was queued by this version.
+pub fn holding_entry(text: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|holding| holding["e"].as_str().map(str::to_owned))
 }
 
 /// The units a holding (as the scripts store it) holds; `None` when it is not a holding.
@@ -129,5 +156,20 @@ mod tests {
     fn a_holding_tells_its_quantity() {
         assert_eq!(holding_quantity(r#"{"u":"a b","q":3,"k":""}"#), Some(3));
         assert_eq!(holding_quantity("not json"), None);
+        let order = Order {
+            id: OrderId::parse("o1").unwrap(),
+            sale_id: SaleId::parse("s1").unwrap(),
+            user_id: UserId::parse("a \"quoted\" buyer").unwrap(),
+            quantity: 2,
+            status: OrderStatus::PendingPayment,
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+            paid_at: None,
+            idempotency_key: Some("k".into()),
+        };
+        let holding = format!("{},\"e\":\"1-0\"}}", encode_holding_open(&order));
+        assert_eq!(holding_quantity(&holding), Some(2));
+        assert_eq!(holding_entry(&holding).as_deref(), Some("1-0"));
+        assert_eq!(holding_entry(r#"{"u":"a","q":1,"k":""}"#), None);
     }
 }

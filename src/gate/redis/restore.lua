@@ -6,7 +6,8 @@
 -- record's active orders), every order still queued for PostgreSQL, and every holding Redis has
 -- now, except the listed orphans: an order persisted while the repair read PostgreSQL keeps its
 -- holding, so a repair racing live purchases never drops one.
--- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 unpersisted, 6 queue
+-- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 (unused; an earlier version's copies of queued
+--       orders), 6 queue
 -- ARGV: 1 stock, 2 starts (ms), 3 ends (ms, -1 for none), 4 mode, 5 consumer group,
 --       6 number of holdings H, 7 number of keys K, then H x (order id, user, quantity, key),
 --       then K x (user, key, order id), then the orphan order ids to drop (repair)
@@ -32,20 +33,26 @@ if mode == 'repair' then
     for i = keys_at + key_count * 3, #ARGV do
         drop[ARGV[i]] = true
     end
-    local queued = redis.call('HGETALL', KEYS[5])
-    for i = 1, #queued, 2 do
-        if not holdings[queued[i]] then
-            local order = cjson.decode(queued[i + 1])
-            holdings[queued[i]] = {
-                user = order.user_id, quantity = order.quantity, key = order.idempotency_key or ''
-            }
+    local queued = redis.call('XRANGE', KEYS[6], '-', '+')
+    for _, entry in ipairs(queued) do
+        local fields = entry[2]
+        for i = 1, #fields, 2 do
+            if fields[i] == 'order' then
+                local order = cjson.decode(fields[i + 1])
+                if not holdings[order.id] then
+                    holdings[order.id] = {
+                        user = order.user_id, quantity = order.quantity,
+                        key = order.idempotency_key or '', entry = entry[1]
+                    }
+                end
+            end
         end
     end
     local present = redis.call('HGETALL', KEYS[3])
     for i = 1, #present, 2 do
         if not holdings[present[i]] and not drop[present[i]] then
             local hold = cjson.decode(present[i + 1])
-            holdings[present[i]] = {user = hold.u, quantity = hold.q, key = hold.k}
+            holdings[present[i]] = {user = hold.u, quantity = hold.q, key = hold.k, entry = hold.e}
         end
     end
 end
@@ -57,7 +64,8 @@ for id, holding in pairs(holdings) do
     local entry = id .. ':' .. holding.quantity
     local user = holding.user
     buyers[user] = buyers[user] and (buyers[user] .. ' ' .. entry) or entry
-    redis.call('HSET', KEYS[3], id, cjson.encode({u = user, q = holding.quantity, k = holding.key}))
+    redis.call('HSET', KEYS[3], id,
+        cjson.encode({u = user, q = holding.quantity, k = holding.key, e = holding.entry}))
     if holding.key ~= '' then
         redis.call('HSET', KEYS[4], string.len(user) .. ':' .. user .. holding.key, id)
     end
