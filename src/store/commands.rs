@@ -6,6 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{Action, Actor, Order, OrderId, Sale};
 use crate::store::{InsertError, StoreError, Transition, TransitionError};
+use crate::BoxFuture;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -129,7 +130,7 @@ impl CommandQueue {
 
     /// Queues an order at once (a full queue sheds it as `overloaded`), so that dropping the
     /// returned future does not lose it; the future resolves once it is durable or refused.
-    pub fn insert_order(&self, order: Order) -> crate::BoxFuture<'static, Result<(), InsertError>> {
+    pub fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
         let (reply, answer) = oneshot::channel();
         let queued = self
             .sender
@@ -149,5 +150,85 @@ impl CommandQueue {
 
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
+    }
+
+    pub fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sale = Box::new(sale.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::CreateSale { sale, reply })
+                .await?
+        })
+    }
+
+    pub fn transition(
+        &self,
+        order_id: &OrderId,
+        action: Action,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
+        let (order_id, actor) = (order_id.clone(), actor.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::Transition {
+                order_id,
+                action,
+                actor,
+                now,
+                reply,
+            })
+            .await?
+        })
+    }
+
+    pub fn expire_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(async move {
+            self.call(|reply| Command::ExpireDue { now, max, reply })
+                .await?
+        })
+    }
+
+    pub fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.call(|reply| Command::Barrier { reply }).await? })
+    }
+
+    pub fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if order_ids.is_empty() {
+                return Ok(());
+            }
+            self.call(|reply| Command::StockReturned { order_ids, reply })
+                .await?
+        })
+    }
+}
+
+/// The writer's thread, joined when the store closes.
+pub struct WriterThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl WriterThread {
+    pub fn new(thread: std::thread::JoinHandle<()>) -> Self {
+        Self(std::sync::Mutex::new(Some(thread)))
+    }
+
+    /// Has the writer commit what is queued and stop, and waits for its thread.
+    pub async fn close(&self, queue: &CommandQueue) -> Result<(), StoreError> {
+        let closed = queue.call(|reply| Command::Close { reply }).await;
+        let thread = self.0.lock().ok().and_then(|mut thread| thread.take());
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|error| StoreError::Failed(error.to_string()))?
+                .map_err(|_| StoreError::Failed("the writer thread panicked".into()))?;
+        }
+        match closed {
+            Ok(result) => result,
+            // Already closed by an earlier call: nothing left to flush.
+            Err(StoreError::Closed) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 }

@@ -26,7 +26,7 @@ use self::book::{Book, Stored};
 use self::codec::Record;
 use self::space::{DirectoryLock, Journal};
 use self::writer::Writer;
-use super::commands::{Command, CommandQueue};
+use super::commands::{CommandQueue, WriterThread};
 use super::{
     InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
 };
@@ -106,7 +106,7 @@ impl Shared {
 pub struct JournalStore {
     commands: CommandQueue,
     shared: Arc<Shared>,
-    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: WriterThread,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ fn import_sqlite(data_dir: &Path, path: &Path) -> Result<bool, OpenError> {
     if path.exists() || !database.exists() {
         return Ok(false);
     }
-    let (sales, orders) = super::sqlite::export(&database)?;
+    let super::sqlite::Exported { sales, orders } = super::sqlite::export(&database)?;
     let mut book = Book::default();
     for sale in sales {
         book.put_sale(sale);
@@ -227,19 +227,14 @@ impl JournalStore {
         Ok(Self {
             commands,
             shared,
-            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+            writer_thread: WriterThread::new(writer_thread),
         })
     }
 }
 
 impl OrderStore for JournalStore {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
-        let sale = Box::new(sale.clone());
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::CreateSale { sale, reply })
-                .await?
-        })
+        self.commands.create_sale(sale)
     }
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
@@ -283,18 +278,7 @@ impl OrderStore for JournalStore {
         actor: &Actor,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
-        let (order_id, actor) = (order_id.clone(), actor.clone());
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::Transition {
-                    order_id,
-                    action,
-                    actor,
-                    now,
-                    reply,
-                })
-                .await?
-        })
+        self.commands.transition(order_id, action, actor, now)
     }
 
     fn expire_due(
@@ -302,11 +286,7 @@ impl OrderStore for JournalStore {
         now: Timestamp,
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::ExpireDue { now, max, reply })
-                .await?
-        })
+        self.commands.expire_due(now, max)
     }
 
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
@@ -332,11 +312,7 @@ impl OrderStore for JournalStore {
     }
 
     fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::Barrier { reply })
-                .await?
-        })
+        self.commands.barrier()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -349,25 +325,7 @@ impl OrderStore for JournalStore {
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let closed = self.commands.call(|reply| Command::Close { reply }).await;
-            let thread = self
-                .writer_thread
-                .lock()
-                .ok()
-                .and_then(|mut thread| thread.take());
-            if let Some(thread) = thread {
-                tokio::task::spawn_blocking(move || thread.join())
-                    .await
-                    .map_err(|error| StoreError::Failed(error.to_string()))?
-                    .map_err(|_| StoreError::Failed("the writer thread panicked".into()))?;
-            }
-            match closed {
-                Ok(result) => result,
-                Err(StoreError::Closed) => Ok(()),
-                Err(error) => Err(error),
-            }
-        })
+        Box::pin(self.writer_thread.close(&self.commands))
     }
 
     fn unreturned(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
@@ -375,13 +333,6 @@ impl OrderStore for JournalStore {
     }
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            if order_ids.is_empty() {
-                return Ok(());
-            }
-            self.commands
-                .call(|reply| Command::StockReturned { order_ids, reply })
-                .await?
-        })
+        self.commands.stock_returned(order_ids)
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use self::readers::ReadPool;
 use self::rows::{ORDER_COLUMNS, SALE_COLUMNS};
 use self::writer::Writer;
-use super::commands::{Command, CommandQueue};
+use super::commands::{CommandQueue, WriterThread};
 use super::{
     InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
 };
@@ -49,7 +49,7 @@ impl Default for SqliteStoreOptions {
 pub struct SqliteStore {
     commands: CommandQueue,
     readers: Arc<ReadPool>,
-    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: WriterThread,
 }
 
 fn failed(error: impl std::fmt::Display) -> StoreError {
@@ -104,7 +104,7 @@ fn add_waiting_room(connection: &Connection) -> rusqlite::Result<()> {
 
 /// Every sale and every order (with its stock-returned mark) of the store file at `path`: what
 /// moves into the order journal when a data directory made by an earlier version is opened.
-pub fn export(path: &Path) -> Result<(Vec<Sale>, Vec<(Order, bool)>), StoreError> {
+pub fn export(path: &Path) -> Result<Exported, StoreError> {
     let connection = open_writer(path).map_err(failed)?;
     let sales = connection
         .prepare(&format!("SELECT {SALE_COLUMNS} FROM sales ORDER BY id"))
@@ -120,7 +120,14 @@ pub fn export(path: &Path) -> Result<(Vec<Sale>, Vec<(Order, bool)>), StoreError
                 .collect()
         })
         .map_err(failed)?;
-    Ok((sales, orders))
+    Ok(Exported { sales, orders })
+}
+
+/// What `export` reads from a SQLite store.
+pub struct Exported {
+    pub sales: Vec<Sale>,
+    /// Each order with its stock-returned mark.
+    pub orders: Vec<(Order, bool)>,
 }
 
 impl SqliteStore {
@@ -147,19 +154,14 @@ impl SqliteStore {
         Ok(Self {
             commands,
             readers: Arc::new(ReadPool::new(path, options.read_connections_max)),
-            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+            writer_thread: WriterThread::new(writer_thread),
         })
     }
 }
 
 impl OrderStore for SqliteStore {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
-        let sale = Box::new(sale.clone());
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::CreateSale { sale, reply })
-                .await?
-        })
+        self.commands.create_sale(sale)
     }
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
@@ -249,18 +251,7 @@ impl OrderStore for SqliteStore {
         actor: &Actor,
         now: Timestamp,
     ) -> BoxFuture<'_, Result<Transition, TransitionError>> {
-        let (order_id, actor) = (order_id.clone(), actor.clone());
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::Transition {
-                    order_id,
-                    action,
-                    actor,
-                    now,
-                    reply,
-                })
-                .await?
-        })
+        self.commands.transition(order_id, action, actor, now)
     }
 
     fn expire_due(
@@ -268,11 +259,7 @@ impl OrderStore for SqliteStore {
         now: Timestamp,
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::ExpireDue { now, max, reply })
-                .await?
-        })
+        self.commands.expire_due(now, max)
     }
 
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
@@ -314,14 +301,7 @@ impl OrderStore for SqliteStore {
     }
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            if order_ids.is_empty() {
-                return Ok(());
-            }
-            self.commands
-                .call(|reply| Command::StockReturned { order_ids, reply })
-                .await?
-        })
+        self.commands.stock_returned(order_ids)
     }
 
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
@@ -354,11 +334,7 @@ impl OrderStore for SqliteStore {
     }
 
     fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.commands
-                .call(|reply| Command::Barrier { reply })
-                .await?
-        })
+        self.commands.barrier()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -373,25 +349,6 @@ impl OrderStore for SqliteStore {
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let closed = self.commands.call(|reply| Command::Close { reply }).await;
-            let thread = self
-                .writer_thread
-                .lock()
-                .ok()
-                .and_then(|mut thread| thread.take());
-            if let Some(thread) = thread {
-                tokio::task::spawn_blocking(move || thread.join())
-                    .await
-                    .map_err(failed)?
-                    .map_err(|_| StoreError::Failed("the writer thread panicked".into()))?;
-            }
-            match closed {
-                Ok(result) => result,
-                // Already closed by an earlier call: nothing left to flush.
-                Err(StoreError::Closed) => Ok(()),
-                Err(error) => Err(error),
-            }
-        })
+        Box::pin(self.writer_thread.close(&self.commands))
     }
 }
