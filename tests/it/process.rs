@@ -185,8 +185,13 @@ pub async fn create_sale(server: &Server, stock: u64) -> String {
 }
 
 /// Every acknowledged order exists after the restart, and the audit holds.
-async fn verify_after_restart(data_dir: &Path, sale_id: &str, acknowledged: &[String]) {
-    let server = Server::start(data_dir).await;
+async fn verify_after_restart(
+    data_dir: &Path,
+    variables: &[(String, String)],
+    sale_id: &str,
+    acknowledged: &[String],
+) {
+    let server = Server::start_with_env(data_dir, variables).await;
     for order_id in acknowledged {
         let reply = server
             .admin(Method::GET, &format!("/api/v1/orders/{order_id}"), None)
@@ -217,8 +222,20 @@ async fn verify_after_restart(data_dir: &Path, sale_id: &str, acknowledged: &[St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_acknowledged_order() {
+    kill_dash_nine_mid_stampede("journal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_loses_no_acknowledged_order_on_the_sqlite_store() {
+    kill_dash_nine_mid_stampede("sqlite").await;
+}
+
+/// Buyers buy from the real binary, which is killed with `-9` mid-load; every order it
+/// acknowledged is there after a restart, and the audit balances.
+async fn kill_dash_nine_mid_stampede(store: &str) {
+    let variables = [("FLASHSALE_EMBEDDED_STORE".to_owned(), store.to_owned())];
     let data_dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(data_dir.path()).await;
+    let mut server = Server::start_with_env(data_dir.path(), &variables).await;
     let sale_id = create_sale(&server, 1_000_000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let buying = {
@@ -246,7 +263,16 @@ async fn kill_dash_nine_loses_no_acknowledged_order() {
         acknowledged.len()
     );
     drop(server);
-    verify_after_restart(data_dir.path(), &sale_id, &acknowledged).await;
+    verify_after_restart(data_dir.path(), &variables, &sale_id, &acknowledged).await;
+    let (journal, database) = (
+        data_dir.path().join("orders.journal").exists(),
+        data_dir.path().join("flashsale.db").exists(),
+    );
+    assert_eq!(
+        (journal, database),
+        (store == "journal", store == "sqlite"),
+        "the {store} store kept the orders"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +318,7 @@ async fn sigterm_drains_and_exits_zero() {
         "draining answers requests, it does not fail them"
     );
     assert!(!acknowledged.is_empty());
-    verify_after_restart(data_dir.path(), &sale_id, &acknowledged).await;
+    verify_after_restart(data_dir.path(), &[], &sale_id, &acknowledged).await;
 }
 
 /// The embedded waiting line survives `kill -9`: every acknowledged place and pass is there after
