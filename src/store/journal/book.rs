@@ -208,14 +208,15 @@ impl Book {
     }
 
     /// Applies `domain::decide`; a change that takes the order out of an active status owes the
-    /// gate a return, recorded with the change itself.
+    /// gate a return, recorded with the change itself. Also says whether the order changed (a
+    /// refusal or a repeat leaves it as it was).
     pub fn transition(
         &mut self,
         order_id: &OrderId,
         action: Action,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<Transition, TransitionError> {
+    ) -> Result<(Transition, bool), TransitionError> {
         let Some(stored) = self.orders.get(order_id) else {
             return Err(TransitionError::NotFound);
         };
@@ -230,11 +231,12 @@ impl Book {
         if let Some(status) = status {
             self.set_status(&mut order, status, now);
         }
-        Ok(Transition {
+        let transition = Transition {
             released: was_active && !order.status.is_active(),
             order,
             refusal,
-        })
+        };
+        Ok((transition, status.is_some()))
     }
 
     /// Expires up to `max` pending orders whose payment window closed by `now`.

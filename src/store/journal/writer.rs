@@ -168,12 +168,11 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             now,
             reply,
         } => {
-            let before = book.order(&order_id).map(|stored| stored.order.clone());
             let result = book.transition(&order_id, action, &actor, now);
-            if matches!(&result, Ok(transition) if before.as_ref() != Some(&transition.order)) {
+            if matches!(result, Ok((_, true))) {
                 record_order(book, batch, &order_id);
             }
-            Pending::Transition(reply, result)
+            Pending::Transition(reply, result.map(|(transition, _)| transition))
         }
         Command::ExpireDue { now, max, reply } => {
             let expired = book.expire_due(now, max);
