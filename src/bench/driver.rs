@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::client::{process_cpu_time, ClientError, Connection};
 use super::random::SplitMix64;
 use super::stats::Stats;
+use super::timeline::Timeline;
 
 /// One request to send, and what it stands for.
 pub struct Planned {
@@ -53,6 +54,8 @@ pub struct Won {
 pub struct PhaseResult {
     pub name: String,
     pub stats: Stats,
+    /// When in the phase the late requests were.
+    pub timeline: Timeline,
     pub elapsed: Duration,
     pub client_cpu: Duration,
     /// The server's CPU time during the phase, when the bench started the server.
@@ -139,6 +142,7 @@ struct Live {
 
 struct Collected {
     stats: Stats,
+    timeline: Timeline,
     won: Vec<Won>,
     named_by_refusals: Vec<String>,
 }
@@ -174,6 +178,19 @@ fn progress_bar(phase: &Phase) -> ProgressBar {
     bar
 }
 
+/// One exchange on a new connection before the clock starts. A storefront's connection has
+/// loaded the page and polled the countdown before the sale opens; without this, the first
+/// request of every connection (its buffers, on both sides) fell in the first 100 ms of each
+/// open-loop run, all late together. A connection that fails here is opened again per request.
+async fn warm_up(connection: Option<Connection>) -> Option<Connection> {
+    let mut connection = connection?;
+    connection
+        .send(Method::GET, "/healthz", None, &[], None)
+        .await
+        .ok()
+        .map(|_| connection)
+}
+
 impl Phase {
     pub async fn run(self) -> PhaseResult {
         let live = Arc::new(Live::default());
@@ -183,12 +200,14 @@ impl Phase {
         let next = Arc::new(AtomicU64::new(connections as u64));
         let collected = Arc::new(Mutex::new(Collected {
             stats: Stats::new(),
+            timeline: Timeline::default(),
             won: Vec::new(),
             named_by_refusals: Vec::new(),
         }));
         let bar = progress_bar(&self);
-        // Every connection is open before the clock starts, so the figures measure the server,
-        // not the connect storm (a connection that fails to open is retried per request later).
+        // Every connection is open (and has made one exchange) before the clock starts, so the
+        // figures measure the server, not the connect storm (a connection that fails to open is
+        // retried per request later).
         let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
         let start_at = Arc::new(tokio::sync::OnceCell::<Instant>::new());
         let ticker = {
@@ -221,9 +240,10 @@ impl Phase {
             );
             let (ready, start_at) = (Arc::clone(&ready), Arc::clone(&start_at));
             tasks.push(tokio::spawn(async move {
-                let mut connection = Connection::open(phase.address, index, phase.timeout)
+                let connection = Connection::open(phase.address, index, phase.timeout)
                     .await
                     .ok();
+                let mut connection = warm_up(connection).await;
                 ready.wait().await;
                 let started = *start_at.get_or_init(|| async { Instant::now() }).await;
                 let mine = phase
@@ -233,6 +253,7 @@ impl Phase {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 all.stats.merge(&mine.stats);
+                all.timeline.merge(&mine.timeline);
                 all.won.extend(mine.won);
                 let room = REFUSAL_IDS_MAX.saturating_sub(all.named_by_refusals.len());
                 all.named_by_refusals
@@ -260,6 +281,7 @@ impl Phase {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             Collected {
                 stats: Stats::new(),
+                timeline: Timeline::default(),
                 won: Vec::new(),
                 named_by_refusals: Vec::new(),
             },
@@ -267,6 +289,7 @@ impl Phase {
         PhaseResult {
             name: shared.name.clone(),
             stats: collected.stats,
+            timeline: collected.timeline,
             elapsed,
             client_cpu,
             server_cpu,
@@ -287,6 +310,7 @@ impl Phase {
     ) -> Collected {
         let mut mine = Collected {
             stats: Stats::new(),
+            timeline: Timeline::default(),
             won: Vec::new(),
             named_by_refusals: Vec::new(),
         };
@@ -338,7 +362,8 @@ impl Phase {
             let planned = (self.planner)(request_index);
             let sent_at = Instant::now();
             let reply = self.exchange(connection, index, &planned).await;
-            let latency = measured_from.unwrap_or(sent_at).elapsed();
+            let measured_from = measured_from.unwrap_or(sent_at);
+            let latency = measured_from.elapsed();
             let outcome: &str = match reply {
                 Ok(reply) => {
                     let status = reply.status.as_u16();
@@ -377,6 +402,8 @@ impl Phase {
                 }
             };
             mine.stats.record(outcome, latency);
+            mine.timeline
+                .record(measured_from.saturating_duration_since(started), latency);
             live.done.fetch_add(1, Relaxed);
         }
         mine

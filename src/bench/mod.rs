@@ -13,6 +13,7 @@ mod report;
 mod scenarios;
 mod stats;
 mod target;
+mod timeline;
 mod verify;
 mod viewers;
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::driver::PhaseResult;
 use super::stats::{Curve, OutcomeSummary};
+use super::timeline::{WindowSummary, LATE, WINDOW};
 use super::verify::{Check, SaleUnderTest};
 
 #[derive(Serialize)]
@@ -20,7 +21,14 @@ pub struct PhaseReport {
     pub server_cpu_micros_per_request: Option<f64>,
     pub errors: u64,
     pub outcomes: Vec<OutcomeSummary>,
+    /// How many 100-ms windows of the phase had a request slower than 5 ms.
+    pub windows_with_late_requests: usize,
+    /// The windows with the most such requests, in time order.
+    pub worst_windows: Vec<WindowSummary>,
 }
+
+/// Windows listed under a phase's table.
+const WORST_WINDOWS_SHOWN: usize = 5;
 
 impl From<&PhaseResult> for PhaseReport {
     fn from(phase: &PhaseResult) -> Self {
@@ -34,6 +42,8 @@ impl From<&PhaseResult> for PhaseReport {
             server_cpu_micros_per_request: phase.server_cpu_micros_per_request(),
             errors: phase.errors(),
             outcomes: phase.stats.summaries(),
+            windows_with_late_requests: phase.timeline.windows_with_late(),
+            worst_windows: phase.timeline.worst(WORST_WINDOWS_SHOWN),
         }
     }
 }
@@ -100,6 +110,7 @@ pub fn render(report: &Report) -> String {
                 row.outcome, row.count, row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms, row.max_ms
             );
         }
+        render_late_windows(&mut out, phase);
     }
     if let Some(ratio) = report.ratio_to_baseline {
         let _ = writeln!(out, "\npurchase req/s / baseline req/s = {ratio:.3}");
@@ -122,6 +133,31 @@ pub fn render(report: &Report) -> String {
     let verdict = if report.passed { "PASSED" } else { "FAILED" };
     let _ = writeln!(out, "\n{verdict}");
     out
+}
+
+/// Where the late requests were: spread over the run, or gathered in a few moments.
+fn render_late_windows(out: &mut String, phase: &PhaseReport) {
+    if phase.worst_windows.is_empty() {
+        return;
+    }
+    let windows = (phase.seconds / WINDOW.as_secs_f64()).ceil().max(1.0);
+    let _ = writeln!(
+        out,
+        "requests over {} ms in {} of {windows:.0} windows of {} ms; the worst:",
+        LATE.as_millis(),
+        phase.windows_with_late_requests,
+        WINDOW.as_millis()
+    );
+    for window in &phase.worst_windows {
+        let _ = writeln!(
+            out,
+            "  at {:>7.1} s: {:>6} of {:>6} late, slowest {:.1} ms",
+            window.at_ms as f64 / 1000.0,
+            window.late,
+            window.requests,
+            window.slowest_ms
+        );
+    }
 }
 
 pub fn write_json(report: &Report, path: &Path) -> std::io::Result<()> {

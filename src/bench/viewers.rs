@@ -129,6 +129,8 @@ impl Running {
         PhaseResult {
             name: name.to_owned(),
             stats,
+            // Pages poll on their own schedule, not at a planned rate: no timeline of lateness.
+            timeline: super::timeline::Timeline::default(),
             elapsed,
             client_cpu: if alone {
                 process_cpu_time().saturating_sub(self.cpu_before)

@@ -14,8 +14,11 @@ use std::time::Duration;
 
 /// Space kept ready past the last record.
 const AHEAD: u64 = 32 << 20;
-/// Space is made ready in pieces of this size.
+/// Space is made ready in pieces of this size, when less than `AHEAD - PIECE` is left.
 const PIECE: u64 = 4 << 20;
+/// Zeros are written and pushed to the disk this much at a time: a group commit's `fdatasync`
+/// writes every dirty page of the file, so zeros left dirty would make a commit wait for them.
+const STEP: usize = 1 << 20;
 /// How often the thread looks.
 const LOOK_EVERY: Duration = Duration::from_millis(5);
 
@@ -39,17 +42,37 @@ impl Space {
             return Ok(());
         }
         let to = wanted.div_ceil(PIECE) * PIECE;
-        let zeros = vec![0u8; 1 << 20];
+        let zeros = vec![0u8; STEP];
         let mut at = from;
         while at < to {
-            let length = usize::try_from(to - at).map_or(zeros.len(), |left| left.min(zeros.len()));
+            let length = usize::try_from(to - at).map_or(STEP, |left| left.min(STEP));
             self.file.write_all_at(&zeros[..length], at)?;
+            write_out(&self.file, at, length)?;
             at += length as u64;
         }
+        // The data is on the disk already; this makes the new size and blocks durable.
         self.file.sync_all()?;
         self.ready.store(to, Ordering::Release);
         Ok(())
     }
+}
+
+/// Writes the range's dirty pages to the disk and waits for them (not the file's metadata).
+fn write_out(file: &File, offset: u64, length: usize) -> std::io::Result<()> {
+    let (Ok(offset), Ok(length)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(length),
+    ) else {
+        return file.sync_data();
+    };
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, length, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The journal as the writer appends to it.
@@ -106,7 +129,7 @@ impl Journal {
                 while !keeper.stop.load(Ordering::Acquire) {
                     std::thread::sleep(LOOK_EVERY);
                     let end = keeper.end.load(Ordering::Acquire);
-                    if keeper.ready.load(Ordering::Acquire) < end + AHEAD {
+                    if keeper.ready.load(Ordering::Acquire) < end + AHEAD - PIECE {
                         let ready = keeper.ready.load(Ordering::Acquire);
                         if let Err(error) = keeper.fill_to(ready + PIECE) {
                             tracing::error!(%error, "preparing space in the order journal");
