@@ -133,6 +133,7 @@ struct LineCounters {
 struct ClusterCounters {
     enabled: std::sync::atomic::AtomicBool,
     gate_calls: AtomicU64,
+    gate_scripts: AtomicU64,
     local_sold_out: AtomicU64,
     persisted_orders: AtomicU64,
     refused_orders: AtomicU64,
@@ -251,6 +252,11 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// One purchase script call, deciding one or more purchases of one sale.
+    pub fn record_gate_script(&self) {
+        self.cluster.gate_scripts.fetch_add(1, Relaxed);
+    }
+
     pub fn record_persisted(&self, persisted: usize, refused: usize) {
         self.cluster
             .persisted_orders
@@ -273,12 +279,20 @@ impl Metrics {
         if !counters.enabled.load(Relaxed) {
             return;
         }
-        let rows: [(&str, &str, &str, &AtomicU64, f64); 6] = [
+        let rows: [(&str, &str, &str, &AtomicU64, f64); 7] = [
             (
                 "flashsale_gate_redis_calls_total",
                 "counter",
                 "Purchases decided by a Redis script call.",
                 &counters.gate_calls,
+                1.0,
+            ),
+            (
+                "flashsale_gate_redis_scripts_total",
+                "counter",
+                "Purchase script calls to Redis; each decides the purchases of one sale that \
+                 gathered while the previous call was in flight.",
+                &counters.gate_scripts,
                 1.0,
             ),
             (

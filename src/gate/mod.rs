@@ -93,7 +93,7 @@ impl OrderKey {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GateError {
     #[error("the stock gate does not know sale {0}")]
     UnknownSale(SaleId),

@@ -920,6 +920,95 @@ async fn replica_acknowledgement_waits_for_a_replica() {
     assert!(confirmed, "a replica in sync confirms the order");
 }
 
+/// Purchases of one sale that arrive while its script call is in flight go together in the next
+/// call: a crowd costs Redis fewer calls than purchases, and every purchase still gets its own
+/// verdict (exactly the stock sold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_purchases_share_script_calls() {
+    let Some(prefix) = crate::services::KeyPrefix::new() else {
+        return;
+    };
+    use flashsale::gate::{GateDecision, RedisGate, RedisGateOptions, Reservation, StockGate};
+    let metrics = Arc::new(flashsale::metrics::Metrics::default());
+    metrics.enable_cluster();
+    let gate = Arc::new(
+        RedisGate::connect(
+            RedisGateOptions {
+                url: prefix.url.clone(),
+                key_prefix: prefix.prefix.clone(),
+                sold_out_recheck: Duration::ZERO,
+                response_timeout: Duration::from_secs(5),
+                replicas_ack: 0,
+                replicas_ack_timeout: Duration::from_millis(300),
+                time_from_caller: false,
+                tls_ca_file: None,
+            },
+            Arc::clone(&metrics),
+        )
+        .await
+        .unwrap(),
+    );
+    let now = jiff::Timestamp::now();
+    let sale = flashsale::domain::SaleDraft {
+        name: "Grouped".into(),
+        stock: 300,
+        starts_at: now - jiff::SignedDuration::from_secs(60),
+        ..flashsale::domain::SaleDraft::default()
+    }
+    .validate(flashsale::domain::SaleId::generate(), now)
+    .unwrap();
+    gate.open_sale(&sale).await.unwrap();
+    let buyers = 1000;
+    let mut tasks = Vec::new();
+    for buyer in 0..buyers {
+        let (gate, sale_id) = (Arc::clone(&gate), sale.id.clone());
+        tasks.push(tokio::spawn(async move {
+            let reservation = Reservation {
+                order: flashsale::domain::Order {
+                    id: flashsale::domain::OrderId::generate(),
+                    sale_id,
+                    user_id: flashsale::domain::UserId::parse(&format!("g{buyer}")).unwrap(),
+                    quantity: 1,
+                    status: flashsale::domain::OrderStatus::PendingPayment,
+                    created_at: now,
+                    expires_at: now + jiff::SignedDuration::from_secs(900),
+                    paid_at: None,
+                    idempotency_key: None,
+                },
+                per_user_limit: 1,
+                payment_window_secs: 900,
+            };
+            gate.reserve(&reservation).await.unwrap()
+        }));
+    }
+    let mut sold = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            GateDecision::Reserved { .. } => sold += 1,
+            GateDecision::SoldOut { remaining } => assert_eq!(remaining, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(sold, 300);
+    let counter = |name: &str| -> u64 {
+        let text = metrics.render();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}")) as u64
+    };
+    let calls = counter("flashsale_gate_redis_calls_total");
+    let scripts = counter("flashsale_gate_redis_scripts_total");
+    assert_eq!(
+        calls, buyers,
+        "every purchase went to Redis (no sold-out mark)"
+    );
+    assert!(
+        scripts < calls / 2,
+        "{scripts} script calls for {calls} purchases: concurrent purchases were not grouped"
+    );
+}
+
 fn rand_suffix() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)

@@ -1,8 +1,10 @@
-//! The cluster's stock gate: Redis, shared by every node. One Lua script per purchase decides
-//! and queues the order atomically (see `reserve.lua`); a second returns stock once per order.
+//! The cluster's stock gate: Redis, shared by every node. One Lua script call decides and queues
+//! a group of purchases of one sale atomically (see `reserve.lua`, and `batch.rs` for how the
+//! group forms); a second script returns stock once per order.
 //! With `appendonly yes` and `appendfsync always`, Redis answers a script only after its writes
 //! are in the AOF on disk, so a reserved order is durable when this gate returns.
 
+mod batch;
 mod keys;
 pub mod record;
 mod sold_out;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
+use self::batch::{Purchase, Reserver};
 pub use self::keys::{key_owner, RedisKeys, PERSISTERS};
 use self::sold_out::SoldOutCache;
 use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
@@ -42,13 +45,11 @@ pub struct RedisGateOptions {
 pub struct RedisGate {
     connection: ConnectionManager,
     keys: RedisKeys,
-    reserve: Script,
+    reserver: Arc<Reserver>,
     release: Script,
     restore: Script,
     archive: Script,
     time_from_caller: bool,
-    replicas_ack: u32,
-    replicas_ack_timeout: Duration,
     sold_out: Arc<SoldOutCache>,
     metrics: Arc<Metrics>,
     listener: tokio::task::JoinHandle<()>,
@@ -122,16 +123,21 @@ impl RedisGate {
             keys.stock_back(),
             Arc::clone(&sold_out),
         ));
+        let reserver = Arc::new(Reserver::new(
+            connection.clone(),
+            keys.clone(),
+            options.replicas_ack,
+            options.replicas_ack_timeout,
+            Arc::clone(&metrics),
+        ));
         Ok(Self {
             connection,
             keys,
-            reserve: Script::new(include_str!("reserve.lua")),
+            reserver,
             release: Script::new(include_str!("release.lua")),
             restore: Script::new(include_str!("restore.lua")),
             archive: Script::new(include_str!("archive.lua")),
             time_from_caller: options.time_from_caller,
-            replicas_ack: options.replicas_ack,
-            replicas_ack_timeout: options.replicas_ack_timeout,
             sold_out,
             metrics,
             listener,
@@ -291,28 +297,6 @@ impl RedisGate {
             .map_err(unavailable)
     }
 
-    /// Waits until `replicas_ack` replicas have every write this connection made, so that a
-    /// failover to one of them keeps the order. Fewer in time: unavailable (the order exists
-    /// and is persisted; a retry with its key returns it).
-    async fn replicated(&self, connection: &mut ConnectionManager) -> Result<(), GateError> {
-        if self.replicas_ack == 0 {
-            return Ok(());
-        }
-        let confirmed: u32 = redis::cmd("WAIT")
-            .arg(self.replicas_ack)
-            .arg(u64::try_from(self.replicas_ack_timeout.as_millis()).unwrap_or(u64::MAX))
-            .query_async(connection)
-            .await
-            .map_err(unavailable)?;
-        if confirmed < self.replicas_ack {
-            return Err(GateError::Unavailable(format!(
-                "Redis: {confirmed} of {} replicas confirmed the order in time",
-                self.replicas_ack
-            )));
-        }
-        Ok(())
-    }
-
     /// Refused from memory: this node saw the sale sold out a moment ago. A retry of a key that
     /// won is still answered with its order (one lookup, far cheaper than the script).
     async fn sold_out_here(&self, order: &crate::domain::Order) -> Result<GateDecision, GateError> {
@@ -369,8 +353,33 @@ async fn listen_for_stock(client: Client, channel: String, sold_out: Arc<SoldOut
     }
 }
 
-fn order_id(text: Option<&String>) -> Result<OrderId, GateError> {
-    text.and_then(|text| OrderId::parse(text))
+/// Waits until `replicas_ack` replicas have every write this connection made, so that a
+/// failover to one of them keeps the order. Fewer in time: unavailable (the order exists and is
+/// persisted; a retry with its key returns it).
+async fn replicated(
+    connection: &mut ConnectionManager,
+    replicas_ack: u32,
+    timeout: Duration,
+) -> Result<(), GateError> {
+    if replicas_ack == 0 {
+        return Ok(());
+    }
+    let confirmed: u32 = redis::cmd("WAIT")
+        .arg(replicas_ack)
+        .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+        .query_async(connection)
+        .await
+        .map_err(unavailable)?;
+    if confirmed < replicas_ack {
+        return Err(GateError::Unavailable(format!(
+            "Redis: {confirmed} of {replicas_ack} replicas confirmed the order in time"
+        )));
+    }
+    Ok(())
+}
+
+fn order_id(text: &str) -> Result<OrderId, GateError> {
+    OrderId::parse(text)
         .ok_or_else(|| GateError::Unavailable("Redis: a stored order id is not valid".into()))
 }
 
@@ -408,62 +417,50 @@ impl StockGate for RedisGate {
         } else {
             String::new()
         };
-        let mut invocation = self.reserve.prepare_invoke();
-        invocation
-            .key(self.keys.sale(&sale_id))
-            .key(self.keys.buyers(&sale_id))
-            .key(self.keys.holds(&sale_id))
-            .key(self.keys.idempotency(&sale_id))
-            .key(self.keys.queue(&sale_id))
-            .key(self.keys.queued_sales())
-            .arg(order.id.as_str())
-            .arg(order.user_id.as_str())
-            .arg(order.quantity)
-            .arg(order.idempotency_key.as_deref().unwrap_or(""))
-            .arg(now_ms)
-            .arg(reservation.per_user_limit)
-            .arg(record::encode_untimed(&order))
-            .arg(u64::from(reservation.payment_window_secs) * 1000)
-            .arg(sale_id.as_str())
-            .arg(record::encode_holding_open(&order));
-        let mut connection = self.connection();
+        let purchase = Purchase {
+            order_id: order.id.as_str().to_owned(),
+            user_id: order.user_id.as_str().to_owned(),
+            quantity: order.quantity,
+            idempotency_key: order.idempotency_key.clone().unwrap_or_default(),
+            now_ms,
+            per_user_limit: reservation.per_user_limit,
+            record_untimed: record::encode_untimed(&order),
+            payment_window_ms: u64::from(reservation.payment_window_secs) * 1000,
+            holding_open: record::encode_holding_open(&order),
+        };
         Box::pin(async move {
-            let reply: Vec<String> = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            match reply.first().map(String::as_str) {
-                Some("reserved") => {
-                    let created_at = reply
-                        .get(1)
-                        .and_then(|ms| ms.parse().ok())
+            let (outcome, detail) = self.reserver.reserve(&sale_id, purchase).await?;
+            match outcome.as_str() {
+                "reserved" => {
+                    let created_at = detail
+                        .parse()
+                        .ok()
                         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                         .ok_or_else(|| {
                             GateError::Unavailable(format!(
-                                "Redis: the purchase script gave no time: {reply:?}"
+                                "Redis: the purchase script gave no time: {detail:?}"
                             ))
                         })?;
-                    self.replicated(&mut connection).await?;
                     Ok(GateDecision::Reserved { created_at })
                 }
-                Some("sold_out") => {
-                    let remaining = reply.get(1).and_then(|text| text.parse().ok()).unwrap_or(0);
+                "sold_out" => {
+                    let remaining = detail.parse().unwrap_or(0);
                     if remaining == 0 {
                         self.sold_out.mark(&sale_id);
                     }
                     Ok(GateDecision::SoldOut { remaining })
                 }
-                Some("already_purchased") => Ok(GateDecision::AlreadyPurchased {
-                    order_id: order_id(reply.get(1))?,
+                "already_purchased" => Ok(GateDecision::AlreadyPurchased {
+                    order_id: order_id(&detail)?,
                 }),
-                Some("same_key") => Ok(GateDecision::SameKey {
-                    order_id: order_id(reply.get(1))?,
+                "same_key" => Ok(GateDecision::SameKey {
+                    order_id: order_id(&detail)?,
                 }),
-                Some("not_started") => Ok(GateDecision::NotStarted),
-                Some("ended") => Ok(GateDecision::Ended),
-                Some("unknown") => Err(GateError::UnknownSale(sale_id)),
+                "not_started" => Ok(GateDecision::NotStarted),
+                "ended" => Ok(GateDecision::Ended),
+                "unknown" => Err(GateError::UnknownSale(sale_id)),
                 _ => Err(GateError::Unavailable(format!(
-                    "Redis: unexpected reply {reply:?} from the purchase script"
+                    "Redis: unexpected verdict {outcome:?} from the purchase script"
                 ))),
             }
         })

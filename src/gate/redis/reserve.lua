@@ -1,79 +1,133 @@
--- One purchase, atomically: a known idempotency key first (it names its order whatever else
--- changed since), then the window, the per-buyer limit and the stock; then take the stock, record
--- the holding and the key, and queue the order. Either all of it happens or none. The queue entry
--- is the order's only copy in Redis until PostgreSQL has it: the holding names the entry, so a
--- node finds a queued order by id without a second copy (which was a third of this script's
--- writes and half of its bytes in the AOF).
+-- A group of purchases of one sale, in arrival order, atomically. Each purchase, as if alone: a
+-- known idempotency key first (it names its order whatever else changed since), then the window,
+-- the per-buyer limit and the stock; then take the stock, record the holding and the key, and
+-- queue the order. A purchase sees the ones before it in the group (a buyer's second click finds
+-- the first order's holding). The writes are gathered and made once per group where they can be
+-- (the remaining stock, the buyers', holdings' and keys' fields): Redis pays most of a script call
+-- per call, not per write.
+-- The queue entry is an order's only copy in Redis until PostgreSQL has it: the holding names the
+-- entry, so a node finds a queued order by id without a second copy.
 -- The window and the order's times come from Redis's clock, one clock for every node, so a node
 -- whose clock is off cannot sell early or late, nor shorten a payment window.
 -- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue (one hash tag: the sale id),
 --       6 the set of sales with queued orders (the persisters' work list)
--- ARGV: 1 order id, 2 user, 3 quantity, 4 idempotency key ('' for none), 5 now in ms ('' for
---       Redis's clock; tests pass a manual clock), 6 per-user limit, 7 the order as JSON without
---       its times and closing brace, 8 payment window (ms), 9 sale id, 10 the holding as JSON
+-- ARGV: 1 sale id, then 9 per purchase: order id, user, quantity, idempotency key ('' for none),
+--       now in ms ('' for Redis's clock; tests pass a manual clock), per-user limit, the order as
+--       JSON without its times and closing brace, payment window (ms), the holding as JSON
 --       without its closing brace (`{"u":..,"q":..,"k":..`)
-local user = ARGV[2]
-local key_field = nil
-if ARGV[4] ~= '' then
-    key_field = string.len(user) .. ':' .. user .. ARGV[4]
-    local earlier = redis.call('HGET', KEYS[4], key_field)
-    if earlier then
-        return {'same_key', earlier}
-    end
-end
+-- Returns two values per purchase: what happened, and its detail (the order's creation time,
+-- the order a key or a limit names, the remaining stock, or '').
+local FIELDS = 9
 local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts_ms', 'ends_ms')
+local verdicts = {}
+local function verdict(outcome, detail)
+    verdicts[#verdicts + 1] = outcome
+    verdicts[#verdicts + 1] = detail or ''
+end
 if not sale[1] then
-    return {'unknown'}
-end
-local now
-if ARGV[5] ~= '' then
-    now = tonumber(ARGV[5])
-else
-    local time = redis.call('TIME')
-    now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-if now < tonumber(sale[2]) then
-    return {'not_started'}
-end
-local ends = tonumber(sale[3])
-if ends >= 0 and now >= ends then
-    return {'ended'}
-end
-local quantity = tonumber(ARGV[3])
-local held = redis.call('HGET', KEYS[2], user)
-if held then
-    local total, first = 0, nil
-    for id, units in string.gmatch(held, '([^%s:]+):(%d+)') do
-        total = total + tonumber(units)
-        first = first or id
+    for _ = 2, #ARGV, FIELDS do
+        verdict('unknown')
     end
-    if total + quantity > tonumber(ARGV[6]) then
-        return {'already_purchased', first}
-    end
+    return verdicts
 end
 local remaining = tonumber(sale[1])
-if remaining < quantity then
-    return {'sold_out', tostring(remaining)}
+local starts, ends = tonumber(sale[2]), tonumber(sale[3])
+local redis_now = nil
+-- What this group wrote so far, read before Redis's copy.
+local held_now, keys_now = {}, {}
+local buyers, holds, keys = {}, {}, {}
+local taken = 0
+local queue_empty = redis.call('XLEN', KEYS[5]) == 0
+
+local function purchase(order_id, user, quantity, key, now_arg, limit, record, window, holding)
+    local key_field = nil
+    if key ~= '' then
+        key_field = string.len(user) .. ':' .. user .. key
+        local earlier = keys_now[key_field] or redis.call('HGET', KEYS[4], key_field)
+        if earlier then
+            return verdict('same_key', earlier)
+        end
+    end
+    local now
+    if now_arg ~= '' then
+        now = tonumber(now_arg)
+    else
+        if not redis_now then
+            local time = redis.call('TIME')
+            redis_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        end
+        now = redis_now
+    end
+    if now < starts then
+        return verdict('not_started')
+    end
+    if ends >= 0 and now >= ends then
+        return verdict('ended')
+    end
+    local held = held_now[user]
+    if held == nil then
+        held = redis.call('HGET', KEYS[2], user)
+    end
+    if held then
+        local total, first = 0, nil
+        for id, units in string.gmatch(held, '([^%s:]+):(%d+)') do
+            total = total + tonumber(units)
+            first = first or id
+        end
+        if total + quantity > limit then
+            return verdict('already_purchased', first)
+        end
+    end
+    if remaining < quantity then
+        return verdict('sold_out', tostring(remaining))
+    end
+    remaining = remaining - quantity
+    taken = taken + quantity
+    local entry = order_id .. ':' .. quantity
+    if held then
+        entry = held .. ' ' .. entry
+    end
+    if held_now[user] == nil then
+        buyers[#buyers + 1] = user
+    end
+    held_now[user] = entry
+    if key_field then
+        keys_now[key_field] = order_id
+        keys[#keys + 1] = key_field
+        keys[#keys + 1] = order_id
+    end
+    local created = string.format('%d', now)
+    local timed = record .. ',"created_at_ms":' .. created
+        .. ',"expires_at_ms":' .. string.format('%d', now + window) .. '}'
+    -- A sale is on the persisters' work list whenever its queue has an entry (this script adds
+    -- it with the first entry, `acknowledge.lua` takes it off with the last), so only the first
+    -- entry needs the write.
+    if queue_empty then
+        redis.call('SADD', KEYS[6], ARGV[1])
+        queue_empty = false
+    end
+    local queued = redis.call('XADD', KEYS[5], '*', 'order', timed)
+    holds[#holds + 1] = order_id
+    holds[#holds + 1] = holding .. ',"e":"' .. queued .. '"}'
+    return verdict('reserved', created)
 end
-redis.call('HINCRBY', KEYS[1], 'remaining', -quantity)
-local entry = ARGV[1] .. ':' .. ARGV[3]
-if held then
-    entry = held .. ' ' .. entry
+
+for at = 2, #ARGV, FIELDS do
+    purchase(ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2]), ARGV[at + 3], ARGV[at + 4],
+        tonumber(ARGV[at + 5]), ARGV[at + 6], tonumber(ARGV[at + 7]), ARGV[at + 8])
 end
-redis.call('HSET', KEYS[2], user, entry)
-if key_field then
-    redis.call('HSET', KEYS[4], key_field, ARGV[1])
+
+if taken > 0 then
+    redis.call('HINCRBY', KEYS[1], 'remaining', -taken)
+    local fields = {}
+    for _, user in ipairs(buyers) do
+        fields[#fields + 1] = user
+        fields[#fields + 1] = held_now[user]
+    end
+    redis.call('HSET', KEYS[2], unpack(fields))
+    redis.call('HSET', KEYS[3], unpack(holds))
+    if #keys > 0 then
+        redis.call('HSET', KEYS[4], unpack(keys))
+    end
 end
-local created = string.format('%d', now)
-local record = ARGV[7] .. ',"created_at_ms":' .. created
-    .. ',"expires_at_ms":' .. string.format('%d', now + tonumber(ARGV[8])) .. '}'
--- A sale is on the persisters' work list whenever its queue has an entry (this script adds it
--- with the first entry, `acknowledge.lua` takes it off with the last), so only the first entry
--- needs the write.
-if redis.call('XLEN', KEYS[5]) == 0 then
-    redis.call('SADD', KEYS[6], ARGV[9])
-end
-local queued = redis.call('XADD', KEYS[5], '*', 'order', record)
--- ARGV[10] is the holding's JSON without its closing brace: the entry id completes it.
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[10] .. ',"e":"' .. queued .. '"}')
-return {'reserved', created}
+return verdicts

@@ -37,7 +37,8 @@ macro_rules! gate_suite {
                 sells_exactly_the_stock, takes_all_or_nothing, enforces_the_per_user_limit,
                 recognizes_an_idempotency_key, releases_each_order_once,
                 a_release_lets_the_buyer_buy_again, restores_from_holdings,
-                concurrent_buyers_never_oversell, knows_only_opened_sales,
+                concurrent_buyers_never_oversell, concurrent_clicks_keep_the_limit_and_the_key,
+                knows_only_opened_sales,
                 a_key_names_its_order_for_good, an_abandoned_order_forgets_its_key,
                 decides_the_window_by_its_time, a_winning_key_is_answered_outside_the_window);
         }
@@ -242,6 +243,67 @@ pub async fn concurrent_buyers_never_oversell(gate: Arc<dyn StockGate>) {
     assert_eq!(reserved, 100);
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(0));
     assert_eq!(gate.held(&sale.id).await.unwrap(), Some(100));
+}
+
+/// One buyer clicking five times at once (limit 2), another retrying one key five times at once,
+/// among a crowd: decided together (the cluster's gate puts concurrent purchases of a sale in one
+/// script call), each purchase still sees the ones before it.
+pub async fn concurrent_clicks_keep_the_limit_and_the_key(gate: Arc<dyn StockGate>) {
+    let sale = sale(50, 2);
+    gate.open_sale(&sale).await.unwrap();
+    let mut tasks = Vec::new();
+    for attempt in 0..5 {
+        let clicker = order(&sale, "clicker", 1, None);
+        let retrier = order(&sale, "retrier", 1, Some("one-key"));
+        for (who, order) in [("clicker", clicker), ("retrier", retrier)] {
+            let gate = Arc::clone(&gate);
+            tasks.push(tokio::spawn(async move {
+                let decision = gate.reserve(&reservation(&order, 2)).await.unwrap();
+                (who, order.id, decision)
+            }));
+        }
+        for buyer in 0..40 {
+            let gate = Arc::clone(&gate);
+            let order = order(&sale, &format!("crowd-{attempt}-{buyer}"), 1, None);
+            tasks.push(tokio::spawn(async move {
+                let decision = gate.reserve(&reservation(&order, 2)).await.unwrap();
+                ("crowd", order.id, decision)
+            }));
+        }
+    }
+    let mut reserved = std::collections::HashMap::<&str, Vec<_>>::new();
+    let mut refusals = Vec::new();
+    for task in tasks {
+        let (who, order_id, decision) = task.await.unwrap();
+        match decision {
+            GateDecision::Reserved { .. } => reserved.entry(who).or_default().push(order_id),
+            GateDecision::SoldOut { .. } => assert_eq!(who, "crowd", "only the crowd runs out"),
+            other => refusals.push((who, other)),
+        }
+    }
+    let clicker = reserved.get("clicker").cloned().unwrap_or_default();
+    let retrier = reserved.get("retrier").cloned().unwrap_or_default();
+    assert_eq!(clicker.len(), 2, "the clicker gets exactly the limit");
+    assert_eq!(retrier.len(), 1, "one key buys once");
+    assert_eq!(refusals.len(), 3 + 4, "{refusals:?}");
+    for (who, refusal) in &refusals {
+        match (who, refusal) {
+            (&"clicker", GateDecision::AlreadyPurchased { order_id }) => {
+                assert!(
+                    clicker.contains(order_id),
+                    "names one of the clicker's orders"
+                )
+            }
+            (&"retrier", GateDecision::SameKey { order_id }) => {
+                assert_eq!(order_id, &retrier[0], "names the key's order")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let crowd = reserved.get("crowd").map_or(0, Vec::len) as u64;
+    assert_eq!(crowd + 3, 50, "the crowd takes the rest, no more");
+    assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(0));
+    assert_eq!(gate.held(&sale.id).await.unwrap(), Some(50));
 }
 
 pub async fn knows_only_opened_sales(gate: Arc<dyn StockGate>) {
