@@ -64,6 +64,8 @@ impl Holder {
                 self.keys.push((key, order_id.clone()));
             }
         }
+        // Most buyers hold one order: room for exactly one, not the four a first push makes.
+        self.orders.reserve_exact(1);
         self.orders.push(HeldOrder { order_id, quantity });
     }
 

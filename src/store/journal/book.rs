@@ -28,7 +28,10 @@ struct SaleEntry {
 #[derive(Default)]
 pub struct Book {
     sales: HashMap<SaleId, SaleEntry>,
-    orders: BTreeMap<OrderId, Stored>,
+    /// Boxed: ids are made in time order, so the map's nodes fill only about half (a node
+    /// splits in the middle and new ids keep landing in the right half); a node of boxes leaves
+    /// 8 bytes empty per slot instead of a whole order (measured: RSS per order 0.95 → 0.7 KB).
+    orders: BTreeMap<OrderId, Box<Stored>>,
     /// Each buyer's order ids, oldest first: the buyer's listing, and (a buyer has a few orders)
     /// the per-buyer limit and the idempotency keys, without indexes of their own.
     by_buyer: HashMap<UserId, Vec<OrderId>>,
@@ -55,7 +58,7 @@ impl Book {
     }
 
     pub fn order(&self, order_id: &OrderId) -> Option<&Stored> {
-        self.orders.get(order_id)
+        self.orders.get(order_id).map(Box::as_ref)
     }
 
     /// A buyer's orders in one sale, oldest first.
@@ -109,8 +112,13 @@ impl Book {
                 .collect(),
             None => {
                 let newer_first: Box<dyn Iterator<Item = &Stored>> = match &query.before {
-                    Some(before) => Box::new(self.orders.range(..before).rev().map(|(_, s)| s)),
-                    None => Box::new(self.orders.values().rev()),
+                    Some(before) => Box::new(
+                        self.orders
+                            .range(..before)
+                            .rev()
+                            .map(|(_, stored)| stored.as_ref()),
+                    ),
+                    None => Box::new(self.orders.values().rev().map(Box::as_ref)),
                 };
                 newer_first
                     .map(|stored| &stored.order)
@@ -157,7 +165,9 @@ impl Book {
     }
 
     pub fn each_order(&self, mut visit: impl FnMut(&Stored)) {
-        self.orders.values().for_each(&mut visit);
+        self.orders
+            .values()
+            .for_each(|stored| visit(stored.as_ref()));
     }
 
     // --- changes: each checks first and changes nothing when it refuses --------------------
@@ -321,7 +331,7 @@ impl Book {
             None => self.index_new(&stored.order),
         }
         self.count(&stored, true);
-        self.orders.insert(order_id, stored);
+        self.orders.insert(order_id, Box::new(stored));
     }
 
     /// The index of what never changes in an order: its buyer.
@@ -329,6 +339,8 @@ impl Book {
         let ids = self.by_buyer.entry(order.user_id.clone()).or_default();
         // Ids sort by creation; orders mostly arrive in that order.
         let at = ids.partition_point(|known| known < &order.id);
+        // Most buyers hold one order: room for exactly one, not the four a first push makes.
+        ids.reserve_exact(1);
         ids.insert(at, order.id.clone());
     }
 
