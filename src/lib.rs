@@ -32,6 +32,7 @@ pub mod domain;
 pub mod error_chain;
 pub mod expiry;
 pub mod gate;
+pub mod hashing;
 pub mod http;
 pub mod ids;
 pub mod line;

@@ -7,9 +7,8 @@
 //! shard lock and one atomic load. Idempotency keys are kept per buyer for good (they name their
 //! order also after it was cancelled), so memory grows with keyed orders, i.e. with winners.
 
-use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -17,6 +16,7 @@ use jiff::Timestamp;
 
 use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 use crate::domain::{OrderId, Sale, SaleId, UserId};
+use crate::hashing::{FastMap, RandomState};
 use crate::BoxFuture;
 
 /// Enough shards that two cores rarely meet on one; each empty shard costs a few dozen bytes.
@@ -25,14 +25,17 @@ const SHARDS_PER_SALE: usize = 64;
 #[derive(Default)]
 pub struct MemoryGate {
     // A std RwLock: sales are added rarely and the lock is never held across an await.
-    sales: RwLock<HashMap<SaleId, Arc<SaleGate>>>,
+    sales: RwLock<FastMap<SaleId, Arc<SaleGate>>>,
 }
 
 struct SaleGate {
     remaining: AtomicU64,
     starts_at: Timestamp,
     ends_at: Option<Timestamp>,
-    shards: Box<[Mutex<HashMap<UserId, Holder>>]>,
+    /// Picks a buyer's shard; a seed of its own, apart from the shards' maps (the same hash
+    /// picking the shard and the bucket would crowd each shard's buckets).
+    shard_seed: RandomState,
+    shards: Box<[Mutex<FastMap<UserId, Holder>>]>,
 }
 
 /// What the gate knows of one buyer of a sale: the orders holding stock, and the keys of every
@@ -80,16 +83,15 @@ impl SaleGate {
             remaining: AtomicU64::new(remaining),
             starts_at: sale.starts_at,
             ends_at: sale.ends_at,
+            shard_seed: RandomState::default(),
             shards: (0..SHARDS_PER_SALE)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(FastMap::default()))
                 .collect(),
         }
     }
 
-    fn shard(&self, user_id: &UserId) -> MutexGuard<'_, HashMap<UserId, Holder>> {
-        let mut hasher = DefaultHasher::new();
-        user_id.hash(&mut hasher);
-        let index = (hasher.finish() % SHARDS_PER_SALE as u64) as usize;
+    fn shard(&self, user_id: &UserId) -> MutexGuard<'_, FastMap<UserId, Holder>> {
+        let index = (self.shard_seed.hash_one(user_id) % SHARDS_PER_SALE as u64) as usize;
         // A poisoned shard means a panic while holding it; the map itself is still whole
         // (every mutation below is a single insert or remove), so keep serving.
         self.shards[index]

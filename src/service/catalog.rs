@@ -2,12 +2,12 @@
 //! here, not from a store. A private node made every sale itself; a node of a cluster also
 //! learns the sales other nodes made, from the store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::ServiceError;
 use crate::domain::{Sale, SaleId};
+use crate::hashing::FastMap;
 use crate::store::OrderStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ const LISTING_FRESHNESS: Duration = Duration::from_secs(1);
 
 pub struct Catalog {
     policy: CatalogPolicy,
-    sales: RwLock<HashMap<SaleId, Arc<Sale>>>,
+    sales: RwLock<FastMap<SaleId, Arc<Sale>>>,
     /// When the last reload from the store started.
     loaded: Mutex<Option<Instant>>,
     reload: tokio::sync::Mutex<()>,
@@ -35,7 +35,7 @@ impl Catalog {
     pub fn new(policy: CatalogPolicy) -> Self {
         Self {
             policy,
-            sales: RwLock::new(HashMap::new()),
+            sales: RwLock::new(FastMap::default()),
             loaded: Mutex::new(None),
             reload: tokio::sync::Mutex::new(()),
         }
