@@ -402,8 +402,12 @@ impl Phase {
                 }
             };
             mine.stats.record(outcome, latency);
-            mine.timeline
-                .record(measured_from.saturating_duration_since(started), latency);
+            // Lateness means something against a schedule; a closed loop's latency is its
+            // concurrency over its throughput.
+            if matches!(self.pace, Pace::Open { .. }) {
+                mine.timeline
+                    .record(measured_from.saturating_duration_since(started), latency);
+            }
             live.done.fetch_add(1, Relaxed);
         }
         mine

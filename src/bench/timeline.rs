@@ -1,8 +1,8 @@
-//! Where in a run the slow requests were: requests grouped into 100-ms windows of the run (by
-//! when each was due in an open loop, when it was sent in a closed one), each window keeping its
-//! count, how many took longer than `LATE`, and its slowest. A percentile says how long the tail
-//! is; the windows say whether it is spread over the run (the server's steady cost) or gathered
-//! in a few moments (the start, a burst of other work on the machine).
+//! Where in an open-loop run the slow requests were: requests grouped into 100-ms windows of the
+//! run by when each was due, each window keeping its count, how many took longer than `LATE`,
+//! and its slowest. A percentile says how long the tail is; the windows say whether it is spread
+//! over the run (the server's steady cost) or gathered in a few moments (the start, a burst of
+//! other work on the machine).
 
 use std::time::Duration;
 
