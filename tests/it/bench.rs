@@ -152,6 +152,42 @@ fn figures_are_written_as_json_and_svg() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
 }
 
+/// An open-loop run reports where its late requests were, by 100-ms window of the schedule.
+#[test]
+fn an_open_loop_run_reports_its_late_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("sustained.json");
+    let (passed, output) = bench(&[
+        "sustained",
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+        "--stock",
+        "10",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(passed, "{output}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let phase = &report["phases"][0];
+    assert_eq!(phase["requests"], json!(2000));
+    let late_windows = phase["windows_with_late_requests"].as_u64().unwrap();
+    let worst = phase["worst_windows"].as_array().unwrap();
+    assert!(worst.len() as u64 <= late_windows.min(5), "{phase}");
+    for window in worst {
+        let at_ms = window["at_ms"].as_u64().unwrap();
+        assert!(at_ms < 1000 && at_ms % 100 == 0, "{window}");
+        let late = window["late"].as_u64().unwrap();
+        assert!(late >= 1 && late <= window["requests"].as_u64().unwrap(), "{window}");
+        assert!(window["slowest_ms"].as_f64().unwrap() > 5.0, "{window}");
+    }
+    if late_windows > 0 {
+        assert!(output.contains("windows of 100 ms; the worst:"), "{output}");
+    }
+}
+
 /// The faults a fake server can plant.
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
