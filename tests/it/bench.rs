@@ -180,7 +180,10 @@ fn an_open_loop_run_reports_its_late_windows() {
         let at_ms = window["at_ms"].as_u64().unwrap();
         assert!(at_ms < 1000 && at_ms % 100 == 0, "{window}");
         let late = window["late"].as_u64().unwrap();
-        assert!(late >= 1 && late <= window["requests"].as_u64().unwrap(), "{window}");
+        assert!(
+            late >= 1 && late <= window["requests"].as_u64().unwrap(),
+            "{window}"
+        );
         assert!(window["slowest_ms"].as_f64().unwrap() > 5.0, "{window}");
     }
     if late_windows > 0 {
