@@ -850,53 +850,21 @@ async fn replica_acknowledgement_waits_for_a_replica() {
     let Some(prefix) = crate::services::KeyPrefix::new() else {
         return;
     };
-    use flashsale::gate::{
-        GateDecision, GateError, RedisGate, RedisGateOptions, Reservation, StockGate,
-    };
+    use flashsale::gate::{GateDecision, GateError, RedisGate, StockGate};
     // Replicas sync at once (by default a primary waits 5 s for more replicas to sync together).
     let primary = PrivateRedis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
     let key_prefix = prefix.prefix.clone();
     let gate = |url: String, replicas_ack| async move {
         RedisGate::connect(
-            RedisGateOptions {
-                url,
-                key_prefix,
-                sold_out_recheck: Duration::from_millis(1000),
-                response_timeout: Duration::from_secs(5),
-                replicas_ack,
-                replicas_ack_timeout: Duration::from_millis(300),
-                time_from_caller: false,
-                tls_ca_file: None,
-            },
+            gate_options(url, key_prefix, replicas_ack, Duration::from_millis(1000)),
             Arc::new(flashsale::metrics::Metrics::default()),
         )
         .await
         .unwrap()
     };
     let now = jiff::Timestamp::now();
-    let sale = flashsale::domain::SaleDraft {
-        name: "Replicated".into(),
-        stock: 10,
-        starts_at: now - jiff::SignedDuration::from_secs(60),
-        ..flashsale::domain::SaleDraft::default()
-    }
-    .validate(flashsale::domain::SaleId::generate(), now)
-    .unwrap();
-    let reservation = |buyer: &str| Reservation {
-        order: flashsale::domain::Order {
-            id: flashsale::domain::OrderId::generate(),
-            sale_id: sale.id.clone(),
-            user_id: flashsale::domain::UserId::parse(buyer).unwrap(),
-            quantity: 1,
-            status: flashsale::domain::OrderStatus::PendingPayment,
-            created_at: now,
-            expires_at: now + jiff::SignedDuration::from_secs(900),
-            paid_at: None,
-            idempotency_key: None,
-        },
-        per_user_limit: 1,
-        payment_window_secs: 900,
-    };
+    let sale = sale_on_since_a_minute("Replicated", 10, now);
+    let reservation = |buyer: &str| one_unit(&sale.id, buyer, now);
     let alone = gate(primary.url(), 1).await;
     alone.open_sale(&sale).await.unwrap();
     assert!(
@@ -928,56 +896,25 @@ async fn concurrent_purchases_share_script_calls() {
     let Some(prefix) = crate::services::KeyPrefix::new() else {
         return;
     };
-    use flashsale::gate::{GateDecision, RedisGate, RedisGateOptions, Reservation, StockGate};
+    use flashsale::gate::{GateDecision, RedisGate, StockGate};
     let metrics = Arc::new(flashsale::metrics::Metrics::default());
     metrics.enable_cluster();
+    // No sold-out mark: every purchase goes to Redis.
+    let options = gate_options(prefix.url.clone(), prefix.prefix.clone(), 0, Duration::ZERO);
     let gate = Arc::new(
-        RedisGate::connect(
-            RedisGateOptions {
-                url: prefix.url.clone(),
-                key_prefix: prefix.prefix.clone(),
-                sold_out_recheck: Duration::ZERO,
-                response_timeout: Duration::from_secs(5),
-                replicas_ack: 0,
-                replicas_ack_timeout: Duration::from_millis(300),
-                time_from_caller: false,
-                tls_ca_file: None,
-            },
-            Arc::clone(&metrics),
-        )
-        .await
-        .unwrap(),
+        RedisGate::connect(options, Arc::clone(&metrics))
+            .await
+            .unwrap(),
     );
     let now = jiff::Timestamp::now();
-    let sale = flashsale::domain::SaleDraft {
-        name: "Grouped".into(),
-        stock: 300,
-        starts_at: now - jiff::SignedDuration::from_secs(60),
-        ..flashsale::domain::SaleDraft::default()
-    }
-    .validate(flashsale::domain::SaleId::generate(), now)
-    .unwrap();
+    let sale = sale_on_since_a_minute("Grouped", 300, now);
     gate.open_sale(&sale).await.unwrap();
     let buyers = 1000;
     let mut tasks = Vec::new();
     for buyer in 0..buyers {
-        let (gate, sale_id) = (Arc::clone(&gate), sale.id.clone());
+        let gate = Arc::clone(&gate);
+        let reservation = one_unit(&sale.id, &format!("g{buyer}"), now);
         tasks.push(tokio::spawn(async move {
-            let reservation = Reservation {
-                order: flashsale::domain::Order {
-                    id: flashsale::domain::OrderId::generate(),
-                    sale_id,
-                    user_id: flashsale::domain::UserId::parse(&format!("g{buyer}")).unwrap(),
-                    quantity: 1,
-                    status: flashsale::domain::OrderStatus::PendingPayment,
-                    created_at: now,
-                    expires_at: now + jiff::SignedDuration::from_secs(900),
-                    paid_at: None,
-                    idempotency_key: None,
-                },
-                per_user_limit: 1,
-                payment_window_secs: 900,
-            };
             gate.reserve(&reservation).await.unwrap()
         }));
     }
@@ -1007,6 +944,60 @@ async fn concurrent_purchases_share_script_calls() {
         scripts < calls / 2,
         "{scripts} script calls for {calls} purchases: concurrent purchases were not grouped"
     );
+}
+
+/// A Redis gate's options for a test: its own key prefix, Redis's clock.
+fn gate_options(
+    url: String,
+    key_prefix: String,
+    replicas_ack: u32,
+    sold_out_recheck: Duration,
+) -> flashsale::gate::RedisGateOptions {
+    flashsale::gate::RedisGateOptions {
+        url,
+        key_prefix,
+        sold_out_recheck,
+        response_timeout: Duration::from_secs(5),
+        replicas_ack,
+        replicas_ack_timeout: Duration::from_millis(300),
+        time_from_caller: false,
+        tls_ca_file: None,
+    }
+}
+
+/// A sale of `stock` units that opened a minute before `now`.
+fn sale_on_since_a_minute(name: &str, stock: i64, now: jiff::Timestamp) -> flashsale::domain::Sale {
+    flashsale::domain::SaleDraft {
+        name: name.into(),
+        stock,
+        starts_at: now - jiff::SignedDuration::from_secs(60),
+        ..flashsale::domain::SaleDraft::default()
+    }
+    .validate(flashsale::domain::SaleId::generate(), now)
+    .unwrap()
+}
+
+/// One unit of a sale for `buyer`, placed `now`, payable for 15 minutes.
+fn one_unit(
+    sale_id: &flashsale::domain::SaleId,
+    buyer: &str,
+    now: jiff::Timestamp,
+) -> flashsale::gate::Reservation {
+    flashsale::gate::Reservation {
+        order: flashsale::domain::Order {
+            id: flashsale::domain::OrderId::generate(),
+            sale_id: sale_id.clone(),
+            user_id: flashsale::domain::UserId::parse(buyer).unwrap(),
+            quantity: 1,
+            status: flashsale::domain::OrderStatus::PendingPayment,
+            created_at: now,
+            expires_at: now + jiff::SignedDuration::from_secs(900),
+            paid_at: None,
+            idempotency_key: None,
+        },
+        per_user_limit: 1,
+        payment_window_secs: 900,
+    }
 }
 
 fn rand_suffix() -> u64 {
