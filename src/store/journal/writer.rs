@@ -69,6 +69,7 @@ impl Writer {
 
     /// Runs until a `Close` command is handled or every sender is gone.
     pub fn run(mut self) {
+        yield_to_the_runtime();
         let mut commands = Vec::with_capacity(self.batch_max);
         let mut batch = Batch {
             records: Vec::with_capacity(1 << 20),
@@ -134,6 +135,29 @@ impl Writer {
                 }));
                 return;
             }
+        }
+    }
+}
+
+/// Marks this thread `SCHED_BATCH`: woken (a command, a finished sync), it waits for the runtime
+/// thread to block or for its turn instead of preempting it. Preempting cost a runtime in the
+/// middle of its requests two switches per wake and, on a core both share, made the crowd's
+/// orders queue behind each other (measured, pinned, six alternating runs of 300,000 winners:
+/// winners ÷ sold-out 0.51 → 0.57 on average, 6 of 6 runs at 0.5 or more instead of 3; open loop at
+/// 34,000/s with 10,000 units: winners' p99 18.8 and 73.2 ms → 6.0 and 6.1 ms). Fairness is kept:
+/// the thread still gets its share of the core. A refusal (not Linux, or a policy forbidding it)
+/// only costs that gain.
+fn yield_to_the_runtime() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: changes the calling thread's own policy; `param` is a valid struct that lives
+        // through the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "the order journal's writer keeps the default scheduling policy"
+            );
         }
     }
 }
