@@ -405,3 +405,32 @@ async fn kill_dash_nine_keeps_every_place_in_the_waiting_line() {
         "places kept their order: shifts {shifts:?}"
     );
 }
+
+/// The order journal's writer runs `SCHED_BATCH`, so its wake-ups wait for the runtime thread
+/// instead of preempting it (policy 3 in the kernel's `/proc/<pid>/task/<tid>/sched`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_writer_does_not_preempt_the_runtime() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(data_dir.path()).await;
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
+    let writer = std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "flashsale-write")
+        })
+        .expect("a thread named flashsale-write");
+    let sched = std::fs::read_to_string(writer.path().join("sched")).unwrap();
+    let policy = sched
+        .lines()
+        .find_map(|line| line.strip_prefix("policy"))
+        .and_then(|rest| {
+            rest.trim_start_matches([' ', ':'])
+                .trim()
+                .parse::<i32>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no policy in {sched}"));
+    assert_eq!(policy, libc::SCHED_BATCH, "{sched}");
+}
