@@ -8,6 +8,7 @@
 //! A call runs in a task of its own: a purchase whose client hangs up while it waits never stops
 //! the call that decides the purchases gathered with it.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,22 +51,18 @@ struct Waiting {
     answer: oneshot::Sender<Result<Verdict, GateError>>,
 }
 
-#[derive(Default)]
-struct SaleGroup {
-    waiting: Vec<Waiting>,
-    /// A call for this sale is in flight; its task takes the next group when it returns.
-    flying: bool,
-}
-
 /// What the call tasks share with the gate.
 pub struct Reserver {
-    pub connection: ConnectionManager,
-    pub keys: RedisKeys,
-    pub script: Script,
-    pub replicas_ack: u32,
-    pub replicas_ack_timeout: Duration,
-    pub metrics: Arc<Metrics>,
-    groups: Mutex<HashMap<SaleId, SaleGroup>>,
+    connection: ConnectionManager,
+    keys: RedisKeys,
+    script: Script,
+    replicas_ack: u32,
+    replicas_ack_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// The purchases waiting for each sale's next call. A sale is here exactly while its call
+    /// task runs: the task takes the next group when a call returns, and removes the sale when
+    /// it finds nobody waiting.
+    groups: Mutex<HashMap<SaleId, Vec<Waiting>>>,
 }
 
 impl Reserver {
@@ -87,7 +84,7 @@ impl Reserver {
         }
     }
 
-    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<SaleId, SaleGroup>> {
+    fn groups(&self) -> std::sync::MutexGuard<'_, HashMap<SaleId, Vec<Waiting>>> {
         self.groups
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -101,11 +98,16 @@ impl Reserver {
         purchase: Purchase,
     ) -> Result<Verdict, GateError> {
         let (answer, verdict) = oneshot::channel();
-        let start = {
-            let mut groups = self.groups();
-            let group = groups.entry(sale_id.clone()).or_default();
-            group.waiting.push(Waiting { purchase, answer });
-            !std::mem::replace(&mut group.flying, true)
+        let waiting = Waiting { purchase, answer };
+        let start = match self.groups().entry(sale_id.clone()) {
+            Entry::Occupied(mut group) => {
+                group.get_mut().push(waiting);
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(vec![waiting]);
+                true
+            }
         };
         if start {
             tokio::spawn(Arc::clone(self).fly(sale_id.clone()));
@@ -147,13 +149,13 @@ impl Reserver {
     /// purchase starts a new task) when nobody waits.
     fn next_group(&self, sale_id: &SaleId) -> Option<Vec<Waiting>> {
         let mut groups = self.groups();
-        let group = groups.get_mut(sale_id)?;
-        if group.waiting.is_empty() {
+        let waiting = groups.get_mut(sale_id)?;
+        if waiting.is_empty() {
             groups.remove(sale_id);
             return None;
         }
-        let take = group.waiting.len().min(GROUP_MAX);
-        Some(group.waiting.drain(..take).collect())
+        let take = waiting.len().min(GROUP_MAX);
+        Some(waiting.drain(..take).collect())
     }
 
     /// One script call for `purchases` (one sale), then the replicas' confirmation when a
