@@ -147,6 +147,27 @@ struct Collected {
     named_by_refusals: Vec<String>,
 }
 
+/// One connection's place in a phase: its index among the phase's connections, and when the
+/// phase's clock started.
+struct Seat {
+    index: usize,
+    connections: usize,
+    started: Instant,
+}
+
+impl Collected {
+    /// What one connection records into, made before the clock starts: room for the outcomes a
+    /// purchase phase usually meets (created, and one refusal).
+    fn before_the_clock() -> Self {
+        Self {
+            stats: Stats::with_room(2),
+            timeline: Timeline::default(),
+            won: Vec::new(),
+            named_by_refusals: Vec::new(),
+        }
+    }
+}
+
 pub struct Phase {
     pub name: String,
     pub address: SocketAddr,
@@ -244,11 +265,15 @@ impl Phase {
                     .await
                     .ok();
                 let mut connection = warm_up(connection).await;
+                let room = Collected::before_the_clock();
                 ready.wait().await;
                 let started = *start_at.get_or_init(|| async { Instant::now() }).await;
-                let mine = phase
-                    .drive(index, connections, started, &mut connection, &next, &live)
-                    .await;
+                let seat = Seat {
+                    index,
+                    connections,
+                    started,
+                };
+                let mine = phase.drive(seat, &mut connection, &next, &live, room).await;
                 let mut all = collected
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -298,22 +323,20 @@ impl Phase {
         }
     }
 
-    /// One connection's loop.
+    /// One connection's loop, recording into `mine`.
     async fn drive(
         &self,
-        index: usize,
-        connections: usize,
-        started: Instant,
+        seat: Seat,
         connection: &mut Option<Connection>,
         next: &AtomicU64,
         live: &Live,
+        mut mine: Collected,
     ) -> Collected {
-        let mut mine = Collected {
-            stats: Stats::new(),
-            timeline: Timeline::default(),
-            won: Vec::new(),
-            named_by_refusals: Vec::new(),
-        };
+        let Seat {
+            index,
+            connections,
+            started,
+        } = seat;
         let mut think = match self.pace {
             Pace::Closed { seed, .. } => {
                 SplitMix64::new(seed ^ (index as u64).wrapping_mul(0x9e37))
