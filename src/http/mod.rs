@@ -22,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
 
 pub use self::limits::BuyerLimiter;
 use crate::auth::{Authenticator, TokenMinter};
@@ -95,7 +96,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     if state.demo.is_some() {
         api = api.route("/api/v1/demo/token", post(demo::demo_token));
     }
-    let api = api.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     let operations = Router::new()
         .route("/", get(pages::storefront))
         .route("/admin", get(pages::admin))
@@ -104,11 +104,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/openapi.json", get(ops::openapi));
+    // The edge and the body limit go on as one stack: `Router::layer` boxes each route once per
+    // layer, and a request clones every box around its route (the operations routes take no
+    // body, so the API's limit costs them nothing).
+    let around_every_route = ServiceBuilder::new()
+        .layer(edge::EdgeLayer::new(Arc::clone(&state)))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     Router::new()
         .merge(api)
         .merge(operations)
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(edge::EdgeLayer::new(Arc::clone(&state)))
+        .layer(around_every_route)
         .with_state(state)
 }
