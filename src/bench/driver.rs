@@ -428,8 +428,11 @@ impl Phase {
             // Lateness means something against a schedule; a closed loop's latency is its
             // concurrency over its throughput.
             if matches!(self.pace, Pace::Open { .. }) {
-                mine.timeline
-                    .record(measured_from.saturating_duration_since(started), latency);
+                mine.timeline.record(
+                    measured_from.saturating_duration_since(started),
+                    sent_at.saturating_duration_since(measured_from),
+                    latency,
+                );
             }
             live.done.fetch_add(1, Relaxed);
         }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::driver::PhaseResult;
 use super::stats::{Curve, OutcomeSummary};
-use super::timeline::{WindowSummary, LATE, WINDOW};
+use super::timeline::{WindowSummary, LATE, SENT_LATE, WINDOW};
 use super::verify::{Check, SaleUnderTest};
 
 #[derive(Serialize)]
@@ -25,6 +25,9 @@ pub struct PhaseReport {
     pub windows_with_late_requests: usize,
     /// The windows with the most such requests, in time order.
     pub worst_windows: Vec<WindowSummary>,
+    /// Requests the client sent more than 2 ms after they were due (open loop): their latency
+    /// is counted from their due time, so these are the client's lateness, not the server's.
+    pub requests_sent_late: u64,
 }
 
 /// Windows listed under a phase's table.
@@ -44,6 +47,7 @@ impl From<&PhaseResult> for PhaseReport {
             outcomes: phase.stats.summaries(),
             windows_with_late_requests: phase.timeline.windows_with_late(),
             worst_windows: phase.timeline.worst(WORST_WINDOWS_SHOWN),
+            requests_sent_late: phase.timeline.sent_late(),
         }
     }
 }
@@ -149,13 +153,31 @@ fn render_late_windows(out: &mut String, phase: &PhaseReport) {
         WINDOW.as_millis()
     );
     for window in &phase.worst_windows {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  at {:>7.1} s: {:>6} of {:>6} late, slowest {:.1} ms",
             window.at_ms as f64 / 1000.0,
             window.late,
             window.requests,
             window.slowest_ms
+        );
+        if window.sent_late > 0 {
+            let _ = write!(
+                out,
+                "; {} sent by the client over {} ms late",
+                window.sent_late,
+                SENT_LATE.as_millis()
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if phase.requests_sent_late > 0 {
+        let _ = writeln!(
+            out,
+            "the client sent {} requests over {} ms after they were due (counted in the \
+             latencies above: the client's lateness, not the server's)",
+            phase.requests_sent_late,
+            SENT_LATE.as_millis()
         );
     }
 }

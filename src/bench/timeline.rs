@@ -2,7 +2,9 @@
 //! run by when each was due, each window keeping its count, how many took longer than `LATE`,
 //! and its slowest. A percentile says how long the tail is; the windows say whether it is spread
 //! over the run (the server's steady cost) or gathered in a few moments (the start, a burst of
-//! other work on the machine).
+//! other work on the machine). Each window also counts the requests the client itself sent more
+//! than `SENT_LATE` after they were due: their latency counts from when they were due, so a
+//! client that falls behind shows as a slow server unless it says so.
 
 use std::time::Duration;
 
@@ -12,12 +14,17 @@ use serde::Serialize;
 pub const WINDOW: Duration = Duration::from_millis(100);
 /// A request slower than this is late (the open-loop p99 target).
 pub const LATE: Duration = Duration::from_millis(5);
+/// A request the client sent more than this after it was due was late leaving the client: the
+/// client's timer wakes a request at the next whole millisecond after it is due (tokio's timer
+/// wheel ticks in milliseconds), so up to 1 ms is the timer, not a client falling behind.
+pub const SENT_LATE: Duration = Duration::from_millis(2);
 
 #[derive(Clone, Copy, Default)]
 struct Window {
     requests: u32,
     late: u32,
     slowest_micros: u32,
+    sent_late: u32,
 }
 
 #[derive(Clone, Default)]
@@ -34,11 +41,14 @@ pub struct WindowSummary {
     /// Requests slower than `LATE`.
     pub late: u32,
     pub slowest_ms: f64,
+    /// Requests the client sent more than `SENT_LATE` after they were due.
+    pub sent_late: u32,
 }
 
 impl Timeline {
-    /// Records a request that was due (or sent) `offset` into the phase and took `latency`.
-    pub fn record(&mut self, offset: Duration, latency: Duration) {
+    /// Records a request that was due `offset` into the phase, left the client `sent_after`
+    /// its due time, and took `latency` from its due time.
+    pub fn record(&mut self, offset: Duration, sent_after: Duration, latency: Duration) {
         let index = usize::try_from(offset.as_millis() / WINDOW.as_millis()).unwrap_or(usize::MAX);
         // A phase longer than the windows can index is not a run anyone measures; its tail is
         // folded into the last window rather than allocating without bound.
@@ -53,6 +63,9 @@ impl Timeline {
         }
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
         window.slowest_micros = window.slowest_micros.max(micros);
+        if sent_after > SENT_LATE {
+            window.sent_late = window.sent_late.saturating_add(1);
+        }
     }
 
     pub fn merge(&mut self, other: &Timeline) {
@@ -63,7 +76,16 @@ impl Timeline {
             mine.requests = mine.requests.saturating_add(theirs.requests);
             mine.late = mine.late.saturating_add(theirs.late);
             mine.slowest_micros = mine.slowest_micros.max(theirs.slowest_micros);
+            mine.sent_late = mine.sent_late.saturating_add(theirs.sent_late);
         }
+    }
+
+    /// Requests the client sent more than `SENT_LATE` after they were due, over the phase.
+    pub fn sent_late(&self) -> u64 {
+        self.windows
+            .iter()
+            .map(|window| u64::from(window.sent_late))
+            .sum()
     }
 
     /// How many windows had at least one late request.
@@ -89,6 +111,7 @@ impl Timeline {
                 requests: window.requests,
                 late: window.late,
                 slowest_ms: f64::from(window.slowest_micros) / 1000.0,
+                sent_late: window.sent_late,
             })
             .collect()
     }
@@ -103,11 +126,29 @@ mod tests {
         let mut first = Timeline::default();
         let mut second = Timeline::default();
         for millis in 0..1000 {
-            first.record(Duration::from_millis(millis), Duration::from_micros(900));
+            first.record(
+                Duration::from_millis(millis),
+                Duration::from_micros(300),
+                Duration::from_micros(900),
+            );
         }
-        second.record(Duration::from_millis(420), Duration::from_millis(30));
-        second.record(Duration::from_millis(480), Duration::from_millis(6));
-        second.record(Duration::from_millis(910), Duration::from_millis(12));
+        // The first of these left the client 25 ms late: most of its 30 ms were the client's.
+        let (on_time, behind) = (Duration::from_micros(800), Duration::from_millis(25));
+        second.record(
+            Duration::from_millis(420),
+            behind,
+            Duration::from_millis(30),
+        );
+        second.record(
+            Duration::from_millis(480),
+            on_time,
+            Duration::from_millis(6),
+        );
+        second.record(
+            Duration::from_millis(910),
+            on_time,
+            Duration::from_millis(12),
+        );
         first.merge(&second);
         assert_eq!(first.windows_with_late(), 2);
         let worst = first.worst(5);
@@ -118,24 +159,28 @@ mod tests {
                     at_ms: 400,
                     requests: 102,
                     late: 2,
-                    slowest_ms: 30.0
+                    slowest_ms: 30.0,
+                    sent_late: 1
                 },
                 WindowSummary {
                     at_ms: 900,
                     requests: 101,
                     late: 1,
-                    slowest_ms: 12.0
+                    slowest_ms: 12.0,
+                    sent_late: 0
                 },
             ]
         );
         assert_eq!(first.worst(1)[0].at_ms, 400);
+        assert_eq!(first.sent_late(), 1);
     }
 
     #[test]
     fn a_run_with_no_late_request_has_no_worst_window() {
         let mut timeline = Timeline::default();
-        timeline.record(Duration::from_secs(3), LATE);
+        timeline.record(Duration::from_secs(3), SENT_LATE, LATE);
         assert!(timeline.worst(5).is_empty());
         assert_eq!(timeline.windows_with_late(), 0);
+        assert_eq!(timeline.sent_late(), 0);
     }
 }

@@ -152,7 +152,8 @@ fn figures_are_written_as_json_and_svg() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
 }
 
-/// An open-loop run reports where its late requests were, by 100-ms window of the schedule.
+/// An open-loop run reports where its late requests were, by 100-ms window of the schedule, and
+/// how many requests the client itself sent late.
 #[test]
 fn an_open_loop_run_reports_its_late_windows() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,7 +186,16 @@ fn an_open_loop_run_reports_its_late_windows() {
             "{window}"
         );
         assert!(window["slowest_ms"].as_f64().unwrap() > 5.0, "{window}");
+        assert!(
+            window["sent_late"].as_u64().unwrap() <= window["requests"].as_u64().unwrap(),
+            "{window}"
+        );
     }
+    // The client's own lateness is reported beside the latencies it is part of.
+    assert!(
+        phase["requests_sent_late"].as_u64().unwrap() <= 2000,
+        "{phase}"
+    );
     if late_windows > 0 {
         assert!(output.contains("windows of 100 ms; the worst:"), "{output}");
     }
