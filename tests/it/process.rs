@@ -434,3 +434,55 @@ async fn the_journal_writer_does_not_preempt_the_runtime() {
         .unwrap_or_else(|| panic!("no policy in {sched}"));
     assert_eq!(policy, libc::SCHED_BATCH, "{sched}");
 }
+
+/// Threads of the server process with this name (`/proc/<pid>/task/*/comm`).
+fn threads_named(server: &Server, name: &str) -> usize {
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
+    std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .count()
+}
+
+/// With one worker the server's whole runtime is one thread (no `tokio-rt-worker`: the
+/// current-thread scheduler), with two it has two workers; either way it sells exactly its
+/// stock to a crowd, with no server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_runs_the_runtime_on_one_thread() {
+    for (workers, worker_threads) in [(1, 0), (2, 2)] {
+        let data_dir = tempfile::tempdir().unwrap();
+        let variables = [("FLASHSALE_WORKER_THREADS".to_owned(), workers.to_string())];
+        let server = Server::start_with_env(data_dir.path(), &variables).await;
+        assert_eq!(
+            threads_named(&server, "tokio-rt-worker"),
+            worker_threads,
+            "with {workers} worker(s)"
+        );
+        let sale_id = create_sale(&server, 30).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let buyers = buy_until_stopped(
+            &server,
+            &sale_id,
+            8,
+            Arc::clone(&stop),
+            Arc::clone(&acknowledged),
+        );
+        let sold_out = async {
+            wait_for_acknowledged(30, &stop, || acknowledged.lock().unwrap().len()).await;
+            stop.store(true, Ordering::SeqCst);
+        };
+        let ((sold, unexpected), ()) = tokio::join!(buyers, sold_out);
+        assert_eq!(unexpected, 0, "with {workers} worker(s)");
+        assert_eq!(sold.len(), 30, "with {workers} worker(s)");
+        let audit = server
+            .admin(Method::GET, &format!("/api/v1/sales/{sale_id}/audit"), None)
+            .await
+            .body;
+        assert_eq!(audit["consistent"], json!(true), "{audit}");
+        assert_eq!(audit["remaining"], json!(0), "{audit}");
+    }
+}
