@@ -345,6 +345,9 @@ impl Phase {
         };
         let mut own_sequence = index as u64;
         let mut first_request = true;
+        // When this connection's previous exchange ended: a request due while the connection
+        // still waited for a reply leaves late because of that reply, not because of the client.
+        let mut free_since = started;
         let mut names = OutcomeNames::default();
         loop {
             // Closed loop: take the next request from the shared counter. Open loop: this
@@ -430,10 +433,11 @@ impl Phase {
             if matches!(self.pace, Pace::Open { .. }) {
                 mine.timeline.record(
                     measured_from.saturating_duration_since(started),
-                    sent_at.saturating_duration_since(measured_from),
+                    sent_at.saturating_duration_since(measured_from.max(free_since)),
                     latency,
                 );
             }
+            free_since = Instant::now();
             live.done.fetch_add(1, Relaxed);
         }
         mine

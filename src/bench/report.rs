@@ -25,8 +25,9 @@ pub struct PhaseReport {
     pub windows_with_late_requests: usize,
     /// The windows with the most such requests, in time order.
     pub worst_windows: Vec<WindowSummary>,
-    /// Requests the client sent more than 2 ms after they were due (open loop): their latency
-    /// is counted from their due time, so these are the client's lateness, not the server's.
+    /// Requests the client sent more than 2 ms after they were due and their connection was
+    /// free (open loop): their latency is counted from their due time, so this part of it is
+    /// the client's lateness, not the server's.
     pub requests_sent_late: u64,
 }
 
@@ -174,8 +175,8 @@ fn render_late_windows(out: &mut String, phase: &PhaseReport) {
     if phase.requests_sent_late > 0 {
         let _ = writeln!(
             out,
-            "the client sent {} requests over {} ms after they were due (counted in the \
-             latencies above: the client's lateness, not the server's)",
+            "the client sent {} requests over {} ms after they were due and their connection \
+             was free (counted in the latencies above: the client's lateness, not the server's)",
             phase.requests_sent_late,
             SENT_LATE.as_millis()
         );

@@ -3,8 +3,10 @@
 //! and its slowest. A percentile says how long the tail is; the windows say whether it is spread
 //! over the run (the server's steady cost) or gathered in a few moments (the start, a burst of
 //! other work on the machine). Each window also counts the requests the client itself sent more
-//! than `SENT_LATE` after they were due: their latency counts from when they were due, so a
-//! client that falls behind shows as a slow server unless it says so.
+//! than `SENT_LATE` late — after they were due and their connection was free (a connection still
+//! waiting for a slow reply delays its next request: that is the server's lateness): their
+//! latency counts from when they were due, so a client that falls behind would show as a slow
+//! server unless it says so.
 
 use std::time::Duration;
 
@@ -47,7 +49,8 @@ pub struct WindowSummary {
 
 impl Timeline {
     /// Records a request that was due `offset` into the phase, left the client `sent_after`
-    /// its due time, and took `latency` from its due time.
+    /// it was both due and free to go (its connection's previous reply in), and took `latency`
+    /// from its due time.
     pub fn record(&mut self, offset: Duration, sent_after: Duration, latency: Duration) {
         let index = usize::try_from(offset.as_millis() / WINDOW.as_millis()).unwrap_or(usize::MAX);
         // A phase longer than the windows can index is not a run anyone measures; its tail is
