@@ -137,7 +137,14 @@ async fn cancels_from_clients_that_reset_the_connection_return_their_stock() {
         .iter()
         .filter(|reply| reply.status == StatusCode::CREATED)
         .count() as u64;
-    // A late cancel may land while the second round buys: count at the end.
+    // A late cancel may land while the second round buys, or just after it: its unit goes back
+    // to the gate in a task after the store records it, so count at the next quiescent point
+    // (a unit that never came back keeps the audit inconsistent and fails here).
+    let quiescent = eventually(Duration::from_secs(10), || async {
+        server.audit(&sale_id).await["consistent"] == json!(true)
+    })
+    .await;
+    assert!(quiescent, "{}", server.audit(&sale_id).await);
     let audit = server.assert_consistent(&sale_id).await;
     let (cancelled, remaining) = (
         audit["cancelled"].as_u64().unwrap(),
