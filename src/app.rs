@@ -25,6 +25,7 @@ use crate::service::{
 };
 use crate::store::{
     JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions, StoreError,
+    WriterBatching,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +207,7 @@ impl App {
                     JournalStoreOptions {
                         commit_batch_max: settings.commit_batch_max,
                         write_queue_max: settings.write_queue_max,
+                        batching: WriterBatching::ByScheduler,
                     },
                     Arc::clone(&metrics),
                 )?),

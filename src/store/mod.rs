@@ -8,7 +8,7 @@ mod journal;
 mod postgres;
 mod sqlite;
 
-pub use journal::{JournalStore, JournalStoreOptions};
+pub use journal::{JournalStore, JournalStoreOptions, WriterBatching};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 

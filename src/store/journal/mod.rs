@@ -45,6 +45,8 @@ pub struct JournalStoreOptions {
     pub commit_batch_max: usize,
     /// Most commands waiting for the writer; beyond it purchases are shed with `overloaded`.
     pub write_queue_max: usize,
+    /// How the writer gathers a batch.
+    pub batching: WriterBatching,
 }
 
 impl Default for JournalStoreOptions {
@@ -52,8 +54,20 @@ impl Default for JournalStoreOptions {
         Self {
             commit_batch_max: 1024,
             write_queue_max: 65_536,
+            batching: WriterBatching::ByScheduler,
         }
     }
+}
+
+/// How the journal's writer gathers the commands of one batch (see `writer.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterBatching {
+    /// A `SCHED_BATCH` writer takes what arrived while it waited for the core; where the policy
+    /// is refused, it waits for company instead (`ByWaiting`).
+    ByScheduler,
+    /// The writer keeps the default policy and waits for company in short steps while commands
+    /// keep coming.
+    ByWaiting,
 }
 
 /// How far the journal is synced: batches up to `through` are on disk, or writing failed.
@@ -218,6 +232,7 @@ impl JournalStore {
             journal,
             commands: receiver,
             batch_max: options.commit_batch_max.max(1),
+            batching: options.batching,
             metrics,
         };
         let writer_thread = std::thread::Builder::new()

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::book::Book;
 use super::codec;
 use super::space::Journal;
-use super::Shared;
+use super::{Shared, WriterBatching};
 use crate::domain::OrderId;
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
@@ -23,6 +23,7 @@ pub struct Writer {
     pub journal: Journal,
     pub commands: mpsc::Receiver<Command>,
     pub batch_max: usize,
+    pub batching: WriterBatching,
     pub metrics: Arc<Metrics>,
 }
 
@@ -79,7 +80,10 @@ impl Writer {
     /// steps 44,633–47,137 durable orders/s at 20.2–21.2 µs of server CPU each, with them
     /// 36,592–44,803/s at 21.1–25.8 µs (batches of ~113 orders instead of ~190).
     pub fn run(mut self) {
-        let deferring = defer_to_the_runtime();
+        let deferring = match self.batching {
+            WriterBatching::ByScheduler => defer_to_the_runtime(),
+            WriterBatching::ByWaiting => false,
+        };
         let mut commands = Vec::with_capacity(self.batch_max);
         let mut batch = Batch {
             records: Vec::with_capacity(1 << 20),

@@ -54,6 +54,7 @@ mod embedded {
     use flashsale::metrics::Metrics;
     use flashsale::store::{
         JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions,
+        WriterBatching,
     };
     use flashsale::BoxFuture;
 
@@ -85,11 +86,12 @@ mod embedded {
         }
     }
 
-    pub struct Journal(tempfile::TempDir);
+    /// The journal store in a data directory of its own, its writer gathering batches one way.
+    pub struct Journal(tempfile::TempDir, WriterBatching);
 
     impl Journal {
-        pub fn new() -> Self {
-            Self(tempfile::tempdir().expect("temp dir"))
+        pub fn new(batching: WriterBatching) -> Self {
+            Self(tempfile::tempdir().expect("temp dir"), batching)
         }
     }
 
@@ -98,7 +100,10 @@ mod embedded {
             Box::pin(async move {
                 let store = JournalStore::open(
                     self.0.path(),
-                    JournalStoreOptions::default(),
+                    JournalStoreOptions {
+                        batching: self.1,
+                        ..JournalStoreOptions::default()
+                    },
                     Arc::new(Metrics::default()),
                 )
                 .expect("store opens");
@@ -108,7 +113,15 @@ mod embedded {
     }
 
     crate::gate_suite!(memory_gate, super::memory_gate());
-    crate::store_suite!(journal_store, Some(super::Journal::new()));
+    crate::store_suite!(
+        journal_store,
+        Some(super::Journal::new(super::WriterBatching::ByScheduler))
+    );
+    // Where `SCHED_BATCH` is refused the writer waits for company instead: the same promises.
+    crate::store_suite!(
+        journal_store_waiting_for_company,
+        Some(super::Journal::new(super::WriterBatching::ByWaiting))
+    );
     crate::store_suite!(sqlite_store, Some(super::Sqlite::new()));
     crate::line_suite!(memory_line, Some(super::MemoryLineDir::new()));
 
