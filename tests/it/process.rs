@@ -406,22 +406,29 @@ async fn kill_dash_nine_keeps_every_place_in_the_waiting_line() {
     );
 }
 
+/// The `/proc/<pid>/task/<tid>` directories of the server's threads with this name.
+fn threads_named(server: &Server, name: &str) -> Vec<std::path::PathBuf> {
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
+    std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|task| task.path())
+        .filter(|task| {
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .collect()
+}
+
 /// The order journal's writer runs `SCHED_BATCH`, so its wake-ups wait for the runtime thread
 /// instead of preempting it (policy 3 in the kernel's `/proc/<pid>/task/<tid>/sched`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_writer_does_not_preempt_the_runtime() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = Server::start(data_dir.path()).await;
-    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
-    let writer = std::fs::read_dir(&tasks)
-        .unwrap()
-        .filter_map(Result::ok)
-        .find(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.trim() == "flashsale-write")
-        })
+    let writer = threads_named(&server, "flashsale-write")
+        .pop()
         .expect("a thread named flashsale-write");
-    let sched = std::fs::read_to_string(writer.path().join("sched")).unwrap();
+    let sched = std::fs::read_to_string(writer.join("sched")).unwrap();
     let policy = sched
         .lines()
         .find_map(|line| line.strip_prefix("policy"))
@@ -435,18 +442,6 @@ async fn the_journal_writer_does_not_preempt_the_runtime() {
     assert_eq!(policy, libc::SCHED_BATCH, "{sched}");
 }
 
-/// Threads of the server process with this name (`/proc/<pid>/task/*/comm`).
-fn threads_named(server: &Server, name: &str) -> usize {
-    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", server.pid()));
-    std::fs::read_dir(&tasks)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
-        })
-        .count()
-}
-
 /// With one worker the server's whole runtime is one thread (no `tokio-rt-worker`: the
 /// current-thread scheduler), with two it has two workers; either way it sells exactly its
 /// stock to a crowd, with no server error.
@@ -457,7 +452,7 @@ async fn one_worker_runs_the_runtime_on_one_thread() {
         let variables = [("FLASHSALE_WORKER_THREADS".to_owned(), workers.to_string())];
         let server = Server::start_with_env(data_dir.path(), &variables).await;
         assert_eq!(
-            threads_named(&server, "tokio-rt-worker"),
+            threads_named(&server, "tokio-rt-worker").len(),
             worker_threads,
             "with {workers} worker(s)"
         );
