@@ -9,3 +9,28 @@ use std::collections::HashMap;
 pub use foldhash::fast::RandomState;
 
 pub type FastMap<K, V> = HashMap<K, V, RandomState>;
+
+/// The most entries a map growing with one sale's buyers is sized for when the sale opens.
+const PRESIZED_ENTRIES_MAX: u64 = 1 << 20;
+
+/// How many entries to set aside for maps that grow with a sale's buyers: one per unit of stock
+/// (a buyer holding stock holds at least one unit), up to a bound, so a huge stock does not
+/// reserve memory it may never use. Growing a map rehashes it whole into fresh memory while a
+/// purchase waits (at a million buyers, one step copies tens of MB), so these maps are sized when
+/// the sale opens, before the crowd arrives.
+pub fn entries_for_stock(stock: u64) -> usize {
+    usize::try_from(stock.min(PRESIZED_ENTRIES_MAX)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizing_follows_the_stock_up_to_a_bound() {
+        assert_eq!(entries_for_stock(0), 0);
+        assert_eq!(entries_for_stock(100), 100);
+        assert_eq!(entries_for_stock(1 << 20), 1 << 20);
+        assert_eq!(entries_for_stock(1_000_000_000), 1 << 20);
+    }
+}

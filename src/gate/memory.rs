@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 use crate::domain::{OrderId, Sale, SaleId, UserId};
-use crate::hashing::{FastMap, RandomState};
+use crate::hashing::{entries_for_stock, FastMap, RandomState};
 use crate::BoxFuture;
 
 /// Enough shards that two cores rarely meet on one; each empty shard costs a few dozen bytes.
@@ -77,6 +77,13 @@ impl Holder {
     }
 }
 
+/// A shard's share of the buyers `units` can go to, with an eighth more for the shards the hash
+/// favours.
+fn holders_per_shard(units: u64) -> usize {
+    let share = entries_for_stock(units).div_ceil(SHARDS_PER_SALE);
+    share + share / 8
+}
+
 impl SaleGate {
     fn new(sale: &Sale, remaining: u64) -> Self {
         Self {
@@ -85,7 +92,14 @@ impl SaleGate {
             ends_at: sale.ends_at,
             shard_seed: RandomState::default(),
             shards: (0..SHARDS_PER_SALE)
-                .map(|_| Mutex::new(FastMap::default()))
+                .map(|_| {
+                    // Sized for what is left to sell: a sale restored sold out sets nothing aside.
+                    let holders = holders_per_shard(remaining);
+                    Mutex::new(FastMap::with_capacity_and_hasher(
+                        holders,
+                        Default::default(),
+                    ))
+                })
                 .collect(),
         }
     }
@@ -320,5 +334,65 @@ impl StockGate for MemoryGate {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Order, OrderStatus, SaleDraft};
+
+    fn sale(stock: i64) -> Sale {
+        SaleDraft {
+            name: "Presized".into(),
+            stock,
+            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            ..SaleDraft::default()
+        }
+        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
+        .unwrap()
+    }
+
+    fn capacities(gate: &SaleGate) -> Vec<usize> {
+        gate.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap().capacity())
+            .collect()
+    }
+
+    #[test]
+    fn a_sale_sold_to_one_buyer_per_unit_never_grows_its_maps() {
+        let sale = sale(64_000);
+        let gate = SaleGate::new(&sale, sale.stock);
+        let before = capacities(&gate);
+        let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
+        for buyer in 0..sale.stock {
+            let order = Order {
+                id: OrderId::generate(),
+                sale_id: sale.id.clone(),
+                user_id: UserId::parse(&format!("buyer-{buyer}")).unwrap(),
+                quantity: 1,
+                status: OrderStatus::PendingPayment,
+                created_at: now,
+                expires_at: now,
+                paid_at: None,
+                idempotency_key: None,
+            };
+            let reservation = Reservation {
+                order,
+                per_user_limit: sale.per_user_limit,
+                payment_window_secs: sale.payment_window_secs,
+            };
+            assert!(matches!(
+                gate.reserve(&reservation),
+                GateDecision::Reserved { .. }
+            ));
+        }
+        assert_eq!(gate.remaining.load(Ordering::Acquire), 0);
+        assert_eq!(
+            capacities(&gate),
+            before,
+            "a shard's map grew during the sale"
+        );
     }
 }

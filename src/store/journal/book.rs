@@ -2,6 +2,7 @@
 //! checks need, rebuilt from the journal at start. The checks repeat the gate's rules (stock, the
 //! per-buyer limit, the idempotency key) so that no bug above the store can oversell.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
@@ -9,7 +10,7 @@ use jiff::Timestamp;
 use crate::domain::{
     decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId, Verdict,
 };
-use crate::hashing::FastMap;
+use crate::hashing::{entries_for_stock, FastMap};
 use crate::store::{InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError};
 
 /// An order as the store keeps it.
@@ -318,9 +319,10 @@ impl Book {
             remaining: sale.stock,
             ..SaleTally::default()
         };
-        self.sales
-            .entry(sale.id.clone())
-            .or_insert(SaleEntry { sale, tally });
+        if let Entry::Vacant(vacant) = self.sales.entry(sale.id.clone()) {
+            self.by_buyer.reserve(entries_for_stock(sale.stock));
+            vacant.insert(SaleEntry { sale, tally });
+        }
     }
 
     /// Records an order's state, new or replacing the one kept, and keeps every index and the
@@ -384,5 +386,43 @@ impl Book {
                 self.unreturned.remove(&order.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SaleDraft;
+
+    #[test]
+    fn a_sale_sold_to_one_buyer_per_unit_never_grows_the_buyer_index() {
+        let sale = SaleDraft {
+            name: "Presized".into(),
+            stock: 50_000,
+            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            ..SaleDraft::default()
+        }
+        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
+        .unwrap();
+        let mut book = Book::default();
+        book.create_sale(&sale).unwrap();
+        let before = book.by_buyer.capacity();
+        let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
+        for buyer in 0..sale.stock {
+            let order = Order {
+                id: OrderId::generate(),
+                sale_id: sale.id.clone(),
+                user_id: UserId::parse(&format!("buyer-{buyer}")).unwrap(),
+                quantity: 1,
+                status: OrderStatus::PendingPayment,
+                created_at: now,
+                expires_at: now,
+                paid_at: None,
+                idempotency_key: None,
+            };
+            book.insert_order(&order).unwrap();
+        }
+        assert_eq!(book.tally(&sale.id).unwrap().remaining, 0);
+        assert_eq!(book.by_buyer.capacity(), before, "the buyer index grew");
     }
 }
