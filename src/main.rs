@@ -25,8 +25,24 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MIMALLOC_PURGE_DELAY, -1) };
 }
 
+/// No transparent huge pages for this process: the first touch of a 2-MB page zeroes it whole
+/// while every request on the thread waits, and on a virtual machine whose host backs guest memory
+/// only when it is first used that took milliseconds (0.44 GB/s measured on this project's VMs).
+/// A store grows by each order's few hundred bytes, so a sale's first winners met such stalls;
+/// without huge pages the faults are 4 KB each, spread over the requests, and durable orders
+/// cost no more (docs/BENCHMARKS.md, sixth measurement).
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours; a kernel
+        // that refuses it leaves the process as it was, which is still correct.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    no_transparent_huge_pages();
     match cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Token(args) => token(args),

@@ -442,6 +442,20 @@ async fn the_journal_writer_does_not_preempt_the_runtime() {
     assert_eq!(policy, libc::SCHED_BATCH, "{sched}");
 }
 
+/// The server runs without transparent huge pages (`THP_enabled: 0` in `/proc/<pid>/status`):
+/// the first touch of a 2-MB page stalls every request on its thread while the kernel zeroes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_does_not_use_transparent_huge_pages() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(data_dir.path()).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let enabled = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled in {status}"));
+    assert_eq!(enabled.trim(), "0", "{status}");
+}
+
 /// With one worker the server's whole runtime is one thread (no `tokio-rt-worker`: the
 /// current-thread scheduler), with two it has two workers; either way it sells exactly its
 /// stock to a crowd, with no server error.
