@@ -86,6 +86,8 @@ fn holders_per_shard(units: u64) -> usize {
 
 impl SaleGate {
     fn new(sale: &Sale, remaining: u64) -> Self {
+        // Sized for what is left to sell: a sale restored sold out sets nothing aside.
+        let holders = holders_per_shard(remaining);
         Self {
             remaining: AtomicU64::new(remaining),
             starts_at: sale.starts_at,
@@ -93,8 +95,6 @@ impl SaleGate {
             shard_seed: RandomState::default(),
             shards: (0..SHARDS_PER_SALE)
                 .map(|_| {
-                    // Sized for what is left to sell: a sale restored sold out sets nothing aside.
-                    let holders = holders_per_shard(remaining);
                     Mutex::new(FastMap::with_capacity_and_hasher(
                         holders,
                         Default::default(),
