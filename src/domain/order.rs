@@ -62,6 +62,24 @@ impl Order {
     }
 }
 
+#[cfg(test)]
+impl Order {
+    /// A pending order of one unit, for tests of what keeps orders.
+    pub(crate) fn pending_for_test(sale_id: &SaleId, user: &str, at: Timestamp) -> Self {
+        Self {
+            id: OrderId::generate(),
+            sale_id: sale_id.clone(),
+            user_id: UserId::parse(user).unwrap(),
+            quantity: 1,
+            status: OrderStatus::PendingPayment,
+            created_at: at,
+            expires_at: at,
+            paid_at: None,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// Who asks for a change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {

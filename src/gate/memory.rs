@@ -340,7 +340,7 @@ impl StockGate for MemoryGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Order, OrderStatus, SaleDraft};
+    use crate::domain::{Order, SaleDraft};
 
     fn sale(stock: i64) -> Sale {
         SaleDraft {
@@ -367,19 +367,8 @@ mod tests {
         let before = capacities(&gate);
         let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
         for buyer in 0..sale.stock {
-            let order = Order {
-                id: OrderId::generate(),
-                sale_id: sale.id.clone(),
-                user_id: UserId::parse(&format!("buyer-{buyer}")).unwrap(),
-                quantity: 1,
-                status: OrderStatus::PendingPayment,
-                created_at: now,
-                expires_at: now,
-                paid_at: None,
-                idempotency_key: None,
-            };
             let reservation = Reservation {
-                order,
+                order: Order::pending_for_test(&sale.id, &format!("buyer-{buyer}"), now),
                 per_user_limit: sale.per_user_limit,
                 payment_window_secs: sale.payment_window_secs,
             };

@@ -410,17 +410,7 @@ mod tests {
         let before = book.by_buyer.capacity();
         let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
         for buyer in 0..sale.stock {
-            let order = Order {
-                id: OrderId::generate(),
-                sale_id: sale.id.clone(),
-                user_id: UserId::parse(&format!("buyer-{buyer}")).unwrap(),
-                quantity: 1,
-                status: OrderStatus::PendingPayment,
-                created_at: now,
-                expires_at: now,
-                paid_at: None,
-                idempotency_key: None,
-            };
+            let order = Order::pending_for_test(&sale.id, &format!("buyer-{buyer}"), now);
             book.insert_order(&order).unwrap();
         }
         assert_eq!(book.tally(&sale.id).unwrap().remaining, 0);
