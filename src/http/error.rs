@@ -7,6 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::json::JsonReply;
 use crate::auth::AuthError;
 use crate::domain::{InvalidField, Rejection, QUANTITY_ERROR};
 use crate::service::ServiceError;
@@ -14,22 +15,16 @@ use crate::service::ServiceError;
 /// Seconds a shed client is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
 
-/// The fields an error may carry besides its code and message. Typed rather than a JSON map:
-/// the sold-out reply is the most frequent response of a flash sale, and serializing it should
-/// cost no more than a few small writes.
-#[derive(Debug, Default, Serialize)]
+/// The fields an error may carry besides its code and message, typed rather than a JSON map:
+/// the sold-out reply is the most frequent response of a flash sale, and writing it should cost
+/// no more than a few small writes.
+#[derive(Debug, Default)]
 pub struct Detail {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_user_limit: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub opens_at: Option<String>,
 }
 
@@ -48,12 +43,24 @@ struct Envelope<'a> {
     error: Body<'a>,
 }
 
+/// The error's fields in one flat struct: `#[serde(flatten)]` would write them through a map
+/// serializer, the slow path of the most frequent reply.
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'a str,
     message: &'a str,
-    #[serde(flatten)]
-    detail: &'a Detail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starts_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_user_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens_at: Option<&'a str>,
 }
 
 impl ApiError {
@@ -127,14 +134,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let detail = &self.detail;
         let envelope = Envelope {
             error: Body {
                 code: self.code,
                 message: &self.message,
-                detail: &self.detail,
+                field: detail.field.as_deref(),
+                order_id: detail.order_id.as_deref(),
+                remaining: detail.remaining,
+                starts_at: detail.starts_at.as_deref(),
+                per_user_limit: detail.per_user_limit,
+                opens_at: detail.opens_at.as_deref(),
             },
         };
-        let mut response = (self.status, axum::Json(envelope)).into_response();
+        let mut response = JsonReply(self.status, envelope).into_response();
         if matches!(
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -273,8 +286,8 @@ pub fn forbidden() -> ApiError {
 
 /// A created resource's reply (`201`). The success statuses live here too, so this file is the
 /// one place that knows status codes.
-pub fn created<T>(body: T) -> (StatusCode, axum::Json<T>) {
-    (StatusCode::CREATED, axum::Json(body))
+pub fn created<T>(body: T) -> JsonReply<T> {
+    JsonReply(StatusCode::CREATED, body)
 }
 
 /// `304`: the cached copy the request named is current.
@@ -283,11 +296,51 @@ pub fn not_modified(headers: [(axum::http::HeaderName, axum::http::HeaderValue);
 }
 
 /// A purchase's reply: `201` for a new order, `200` for the order a repeated key made.
-pub fn purchased<T>(created: bool, body: T) -> (StatusCode, axum::Json<T>) {
+pub fn purchased<T>(created: bool, body: T) -> JsonReply<T> {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(body))
+    JsonReply(status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (StatusCode, String) {
+        let response = error.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_writes_the_code_the_message_and_only_the_fields_it_has() {
+        assert_eq!(
+            body_of(Rejection::SoldOut { remaining: 0 }.into()).await,
+            (
+                StatusCode::CONFLICT,
+                r#"{"error":{"code":"sold_out","message":"not enough stock left","remaining":0}}"#
+                    .to_owned()
+            )
+        );
+        let mut every_field = ApiError::invalid("quantity", "a \"bad\" one");
+        every_field.detail.order_id = Some("o-1".into());
+        every_field.detail.remaining = Some(7);
+        every_field.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
+        every_field.detail.per_user_limit = Some(2);
+        every_field.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        assert_eq!(
+            body_of(every_field).await.1,
+            concat!(
+                r#"{"error":{"code":"invalid_request","message":"a \"bad\" one","field":"quantity","#,
+                r#""order_id":"o-1","remaining":7,"starts_at":"2026-12-01T12:00:00Z","#,
+                r#""per_user_limit":2,"opens_at":"2026-12-01T11:50:00Z"}}"#
+            )
+        );
+    }
 }

@@ -6,6 +6,7 @@ mod demo;
 mod edge;
 mod error;
 mod extract;
+mod json;
 mod limits;
 mod openapi;
 mod ops;

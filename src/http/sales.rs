@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::cache::public_json;
 use super::error::{created, purchased, ApiError};
 use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
+use super::json::JsonReply;
 use super::wire::{
-    whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest, SaleBody,
-    SaleList, SalesQuery,
+    whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, OrderJson, PurchaseRequest,
+    SaleBody, SaleList, SalesQuery,
 };
 use super::AppState;
 use crate::auth::Principal;
@@ -32,7 +33,7 @@ pub async fn create_sale(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     JsonBody(request): JsonBody<CreateSaleRequest>,
-) -> Result<(StatusCode, Json<SaleBody>), ApiError> {
+) -> Result<JsonReply<SaleBody>, ApiError> {
     principal.admin()?;
     let view = state.service.create_sale(request.into_draft()?).await?;
     Ok(created(SaleBody::from(&view)))
@@ -140,7 +141,7 @@ pub async fn purchase(
             if purchase.created && queue_pass.is_some() {
                 state.metrics.record_pass_used();
             }
-            purchased(purchase.created, OrderBody::from(&purchase.order)).into_response()
+            purchased(purchase.created, OrderJson(&purchase.order)).into_response()
         }
         Err(error) => {
             state.metrics.record_purchase(error.code);
