@@ -3,11 +3,11 @@
 
 use std::borrow::Cow;
 
+use axum::body::Body as ResponseBody;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::json::JsonReply;
 use crate::auth::AuthError;
 use crate::domain::{InvalidField, Rejection, QUANTITY_ERROR};
 use crate::service::ServiceError;
@@ -284,6 +284,42 @@ pub fn forbidden() -> ApiError {
     )
 }
 
+/// Room for the largest frequent reply (an order is ~330 bytes with a 64-character buyer id).
+const REPLY_CAPACITY: usize = 512;
+
+/// `status` with `body` as JSON, written straight into one buffer. axum's `Json` serializes
+/// through an `io::Write` adapter over a 128-byte `BytesMut`, one checked `put_slice` per fragment
+/// and a regrowth or two for an order; a purchase's reply, made or refused, is the response a
+/// flash sale sends most, so its bytes go into a `Vec` sized for it that becomes the body as is.
+pub struct JsonReply<T>(pub StatusCode, pub T);
+
+impl<T: Serialize> IntoResponse for JsonReply<T> {
+    fn into_response(self) -> Response {
+        let Self(status, body) = self;
+        let mut bytes = Vec::with_capacity(REPLY_CAPACITY);
+        if let Err(error) = serde_json::to_writer(&mut bytes, &body) {
+            // The contract's shapes hold only strings, numbers and structs: this cannot fail
+            // short of a bug, which still gets the contract's error shape.
+            tracing::error!(%error, "a reply could not be written as JSON");
+            return with_json_type(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec(),
+            );
+        }
+        with_json_type(status, bytes)
+    }
+}
+
+fn with_json_type(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = Response::new(ResponseBody::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// A created resource's reply (`201`). The success statuses live here too, so this file is the
 /// one place that knows status codes.
 pub fn created<T>(body: T) -> JsonReply<T> {
@@ -309,21 +345,52 @@ pub fn purchased<T>(created: bool, body: T) -> JsonReply<T> {
 mod tests {
     use super::*;
 
-    async fn body_of(error: ApiError) -> (StatusCode, String) {
-        let response = error.into_response();
+    /// The reply's status, `Content-Type` and body.
+    async fn written(reply: impl IntoResponse) -> (StatusCode, String, String) {
+        let response = reply.into_response();
         let status = response.status();
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body = axum::body::to_bytes(response.into_body(), 4096)
             .await
             .unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_json_reply_carries_its_status_type_and_exact_body() {
+        #[derive(Serialize)]
+        struct Shape<'a> {
+            code: &'a str,
+            count: u64,
+        }
+        let shape = Shape {
+            code: "say \"hi\"",
+            count: 3,
+        };
+        assert_eq!(
+            written(JsonReply(StatusCode::ACCEPTED, shape)).await,
+            (
+                StatusCode::ACCEPTED,
+                "application/json".to_owned(),
+                r#"{"code":"say \"hi\"","count":3}"#.to_owned()
+            )
+        );
     }
 
     #[tokio::test]
     async fn an_error_reply_writes_the_code_the_message_and_only_the_fields_it_has() {
         assert_eq!(
-            body_of(Rejection::SoldOut { remaining: 0 }.into()).await,
+            written(ApiError::from(Rejection::SoldOut { remaining: 0 })).await,
             (
                 StatusCode::CONFLICT,
+                "application/json".to_owned(),
                 r#"{"error":{"code":"sold_out","message":"not enough stock left","remaining":0}}"#
                     .to_owned()
             )
@@ -335,7 +402,7 @@ mod tests {
         every_field.detail.per_user_limit = Some(2);
         every_field.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
         assert_eq!(
-            body_of(every_field).await.1,
+            written(every_field).await.2,
             concat!(
                 r#"{"error":{"code":"invalid_request","message":"a \"bad\" one","field":"quantity","#,
                 r#""order_id":"o-1","remaining":7,"starts_at":"2026-12-01T12:00:00Z","#,

@@ -6,7 +6,6 @@ mod demo;
 mod edge;
 mod error;
 mod extract;
-mod json;
 mod limits;
 mod openapi;
 mod ops;

@@ -9,9 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::cache::public_json;
-use super::error::{created, purchased, ApiError};
+use super::error::{created, purchased, ApiError, JsonReply};
 use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
-use super::json::JsonReply;
 use super::wire::{
     whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, OrderJson, PurchaseRequest,
     SaleBody, SaleList, SalesQuery,
