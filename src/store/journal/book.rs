@@ -327,8 +327,8 @@ impl Book {
     }
 
     /// Records an order's state, new or replacing the one kept, and keeps every index and the
-    /// sale's tally true. One walk of the order map either way: a batch of a thousand new orders
-    /// walks it a thousand times, not two thousand.
+    /// sale's tally true. One walk of the order map either way (a removal and an insertion were
+    /// two, for every order of every batch).
     pub fn put_order(&mut self, stored: Stored) {
         let Self {
             sales,
