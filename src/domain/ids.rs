@@ -74,6 +74,14 @@ macro_rules! opaque_id {
 opaque_id!(SaleId, "Identifies a sale.");
 opaque_id!(OrderId, "Identifies an order.");
 
+/// A map keyed by sale ids answers for an id's text without a copy of it (the catalog, asked by
+/// every purchase); the derived `Hash` and `Eq` are the text's own.
+impl std::borrow::Borrow<str> for SaleId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A buyer, as named by the `sub` claim of their token: 1 to 64 characters, any text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(Arc<str>);
@@ -100,6 +108,16 @@ impl fmt::Display for UserId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_of_sale_ids_answers_for_their_text() {
+        let id = SaleId::generate();
+        let mut map = crate::hashing::FastMap::default();
+        map.insert(id.clone(), 7);
+        assert_eq!(map.get(id.as_str()), Some(&7));
+        assert_eq!(map.get(format!("{id}x").as_str()), None);
+        assert_eq!(map.get(SaleId::generate().as_str()), None);
+    }
 
     #[test]
     fn generated_ids_are_url_safe_and_increasing() {

@@ -50,7 +50,7 @@ impl Catalog {
         sale
     }
 
-    fn cached(&self, sale_id: &SaleId) -> Option<Arc<Sale>> {
+    fn cached(&self, sale_id: &str) -> Option<Arc<Sale>> {
         self.sales
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -76,7 +76,7 @@ impl Catalog {
         }
         let started = Instant::now();
         for sale in store.sales().await? {
-            if self.cached(&sale.id).is_none() {
+            if self.cached(sale.id.as_str()).is_none() {
                 self.remember(sale);
             }
         }
@@ -93,13 +93,14 @@ impl Catalog {
         store: &dyn OrderStore,
         sale_id: &str,
     ) -> Result<Arc<Sale>, ServiceError> {
-        let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
-        if let Some(sale) = self.cached(&sale_id) {
+        // Looked up by the text it came as: every purchase asks, and a known id needs no copy.
+        if let Some(sale) = self.cached(sale_id) {
             return Ok(sale);
         }
+        let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
         if self.policy == CatalogPolicy::Shared {
             self.reload(store).await?;
-            if let Some(sale) = self.cached(&sale_id) {
+            if let Some(sale) = self.cached(sale_id.as_str()) {
                 return Ok(sale);
             }
         }
