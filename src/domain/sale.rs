@@ -181,6 +181,22 @@ impl SaleDraft {
 }
 
 #[cfg(test)]
+impl Sale {
+    /// A sale of `stock` units with the contract's defaults (one per buyer), starting
+    /// 2026-12-01T12:00:00Z: for tests of what sells it.
+    pub(crate) fn of_stock_for_test(stock: i64) -> Self {
+        SaleDraft {
+            name: "Test sale".into(),
+            stock,
+            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            ..SaleDraft::default()
+        }
+        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -340,18 +340,7 @@ impl StockGate for MemoryGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Order, SaleDraft};
-
-    fn sale(stock: i64) -> Sale {
-        SaleDraft {
-            name: "Presized".into(),
-            stock,
-            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
-            ..SaleDraft::default()
-        }
-        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
-        .unwrap()
-    }
+    use crate::domain::Order;
 
     fn capacities(gate: &SaleGate) -> Vec<usize> {
         gate.shards
@@ -362,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_sale_sold_to_one_buyer_per_unit_never_grows_its_maps() {
-        let sale = sale(64_000);
+        let sale = Sale::of_stock_for_test(64_000);
         let gate = SaleGate::new(&sale, sale.stock);
         let before = capacities(&gate);
         let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();

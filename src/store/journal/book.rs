@@ -422,18 +422,10 @@ impl Counts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::SaleDraft;
 
     #[test]
     fn a_sale_sold_to_one_buyer_per_unit_never_grows_the_buyer_index() {
-        let sale = SaleDraft {
-            name: "Presized".into(),
-            stock: 50_000,
-            starts_at: "2026-12-01T12:00:00Z".parse().unwrap(),
-            ..SaleDraft::default()
-        }
-        .validate(SaleId::generate(), "2026-11-01T00:00:00Z".parse().unwrap())
-        .unwrap();
+        let sale = Sale::of_stock_for_test(50_000);
         let mut book = Book::default();
         book.create_sale(&sale).unwrap();
         let before = book.by_buyer.capacity();
