@@ -44,5 +44,6 @@ pub async fn run(
         if let Err(error) = service.return_unreturned().await {
             tracing::warn!(%error, "returning unfinished releases failed; retrying next round");
         }
+        metrics.record_sweep_round();
     }
 }

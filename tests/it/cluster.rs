@@ -13,25 +13,9 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{send, users, TestServer};
-use crate::process::{buy_until_stopped, create_sale, Server};
+use crate::harness::{eventually, send, users, TestServer};
+use crate::process::{acknowledged_reach, buy_until_stopped, create_sale, Server, LOAD_LIMIT};
 use crate::services::ClusterBackends;
-
-/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 pub async fn postgres(backends: &ClusterBackends) -> tokio_postgres::Client {
     let (client, connection) =
@@ -128,11 +112,14 @@ async fn killing_one_node_mid_stampede_loses_no_acknowledged_order() {
         Arc::clone(&stop),
         Arc::clone(&acknowledged),
     );
+    let acknowledged_now = || acknowledged.lock().unwrap().len();
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        acknowledged_reach(200, acknowledged_now).await;
         let killed = Command::new("kill").args(["-KILL", &doomed.pid()]).status();
         assert!(killed.expect("kill runs").success());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The survivor goes on selling: another hundred orders after the kill.
+        let at_kill = acknowledged_now();
+        acknowledged_reach(at_kill + 100, acknowledged_now).await;
         stop.store(true, Ordering::SeqCst);
     };
     let ((_, _), (_, survivor_errors), ()) = tokio::join!(on_doomed, on_survivor, killer);
@@ -268,47 +255,67 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Buys with fresh buyers from `workers` tasks spread over the nodes until `stop`; returns the
-/// acknowledged order ids and how many purchases got `503`.
+/// What the buyers of `buy_on_cluster` have seen so far, readable while they run.
+#[derive(Default)]
+struct Tally {
+    acknowledged: Mutex<Vec<String>>,
+    unavailable: std::sync::atomic::AtomicUsize,
+}
+
+impl Tally {
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    fn unavailable(&self) -> usize {
+        self.unavailable.load(Ordering::SeqCst)
+    }
+
+    /// The acknowledged order ids and how many purchases got `503`.
+    fn into_parts(self) -> (Vec<String>, usize) {
+        (
+            self.acknowledged.into_inner().unwrap(),
+            self.unavailable.into_inner(),
+        )
+    }
+}
+
+/// Buys with fresh buyers from `workers` tasks spread over the nodes until `stop`, counting in
+/// `tally`.
 async fn buy_on_cluster(
     server: &TestServer,
     sale_id: &str,
     workers: usize,
     stop: &AtomicBool,
-) -> (Vec<String>, usize) {
-    let acknowledged = Mutex::new(Vec::new());
-    let unavailable = std::sync::atomic::AtomicUsize::new(0);
-    let worker = |worker: usize| {
-        let (acknowledged, unavailable) = (&acknowledged, &unavailable);
-        async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let reply = server
-                    .purchase(sale_id, &format!("c{worker}-{n}"), None)
-                    .await;
-                if reply.status == StatusCode::CREATED {
-                    let id = reply.body["id"].as_str().unwrap().to_owned();
-                    acknowledged.lock().unwrap().push(id);
-                } else {
-                    if reply.status == StatusCode::SERVICE_UNAVAILABLE {
-                        unavailable.fetch_add(1, Ordering::SeqCst);
-                    }
-                    // Refused or briefly unavailable (Redis restarting): never a lost order.
-                    assert!(
-                        [StatusCode::CONFLICT, StatusCode::SERVICE_UNAVAILABLE]
-                            .contains(&reply.status),
-                        "{} {}",
-                        reply.status,
-                        reply.body
-                    );
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+    tally: &Tally,
+) {
+    let worker = |worker: usize| async move {
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            let reply = server
+                .purchase(sale_id, &format!("c{worker}-{n}"), None)
+                .await;
+            if reply.status == StatusCode::CREATED {
+                let id = reply.body["id"].as_str().unwrap().to_owned();
+                tally.acknowledged.lock().unwrap().push(id);
+            } else {
+                if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+                    tally.unavailable.fetch_add(1, Ordering::SeqCst);
                 }
+                // Refused or briefly unavailable (Redis restarting): never a lost order.
+                assert!(
+                    [StatusCode::CONFLICT, StatusCode::SERVICE_UNAVAILABLE].contains(&reply.status),
+                    "{} {}",
+                    reply.status,
+                    reply.body
+                );
+                // A client's pause before trying again, not a test's timing.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     };
     futures_util::future::join_all((0..workers).map(worker)).await;
-    (acknowledged.into_inner().unwrap(), unavailable.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,16 +335,27 @@ async fn redis_killed_and_restarted_keeps_every_acknowledged_order() {
     .expect("cluster starts");
     let sale_id = server.create_sale(json!({ "stock": 1_000_000 })).await;
     let stop = AtomicBool::new(false);
+    let tally = Tally::default();
     let restarter = async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        acknowledged_reach(200, || tally.acknowledged()).await;
         redis.kill();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Down until the nodes have felt it: purchases answered 503, none acknowledged.
+        let felt = eventually(LOAD_LIMIT, || {
+            let felt = tally.unavailable() >= 16;
+            async move { felt }
+        })
+        .await;
         redis.launch().await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let at_restart = tally.acknowledged();
+        acknowledged_reach(at_restart + 200, || tally.acknowledged()).await;
         stop.store(true, Ordering::SeqCst);
+        assert!(felt, "purchases got 503 while Redis was down");
     };
-    let ((acknowledged, unanswered), ()) =
-        tokio::join!(buy_on_cluster(&server, &sale_id, 16, &stop), restarter);
+    tokio::join!(
+        buy_on_cluster(&server, &sale_id, 16, &stop, &tally),
+        restarter
+    );
+    let (acknowledged, unanswered) = tally.into_parts();
     assert!(
         acknowledged.len() > 50,
         "the load ran: {}",
@@ -358,7 +376,9 @@ async fn redis_killed_and_restarted_keeps_every_acknowledged_order() {
 struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumped by each cut; a relay ends when it sees a cut made after it began.
+    cuts: tokio::sync::watch::Sender<usize>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -366,45 +386,49 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
-        let generation = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (up_flag, generation_now) = (Arc::clone(&up), Arc::clone(&generation));
+        let cuts = tokio::sync::watch::Sender::new(0usize);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (up_now, cuts_now, open_now) = (Arc::clone(&up), cuts.clone(), Arc::clone(&open));
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !up_flag.load(Ordering::SeqCst) {
+                // Subscribed before looking at `up`: a cut made after the look still ends it.
+                let mut cut = cuts_now.subscribe();
+                if !up_now.load(Ordering::SeqCst) {
                     continue; // dropped: refused
                 }
-                let born = generation_now.load(Ordering::SeqCst);
-                let generation_now = Arc::clone(&generation_now);
+                let open_now = Arc::clone(&open_now);
+                open_now.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let cut = async {
-                        while generation_now.load(Ordering::SeqCst) == born {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.changed() => {}
                         }
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut => {}
                     }
+                    open_now.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         Self {
             addr,
             up,
-            generation,
+            cuts,
+            open,
         }
     }
 
     fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cuts.send_modify(|cuts| *cuts += 1);
     }
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections it is relaying now.
+    fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -428,43 +452,47 @@ async fn purchases_are_acknowledged_while_postgres_is_unreachable() {
         let reply = server.get(&format!("/api/v1/sales/{sale_id}"), None).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
+    let database = postgres(&backends).await; // straight to PostgreSQL, not through the proxy
     let stop = AtomicBool::new(false);
-    let acknowledged_during_outage = Mutex::new(0usize);
+    let tally = Tally::default();
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        acknowledged_reach(200, || tally.acknowledged()).await;
         proxy.down();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        proxy.restore();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Ordering::SeqCst);
-    };
-    let counting = async {
+        let cut = eventually(LOAD_LIMIT, || {
+            let open = proxy.open_connections();
+            async move { open == 0 }
+        })
+        .await;
         // Purchases during the outage itself, counted separately: they must succeed too.
-        tokio::time::sleep(Duration::from_millis(800)).await;
         let replies = server
             .purchase_all(&sale_id, users("during-outage", 200))
             .await;
-        let created = replies
-            .iter()
-            .filter(|reply| reply.status == StatusCode::CREATED)
-            .count();
-        *acknowledged_during_outage.lock().unwrap() = created;
-        replies
+        let during: Vec<String> = replies
             .iter()
             .filter(|reply| reply.status == StatusCode::CREATED)
             .map(|reply| reply.body["id"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
+            .collect();
+        // The outage is real: the nodes could not have written these yet.
+        let reached_while_down = stored(&database, &during).await;
+        proxy.restore();
+        let at_restore = tally.acknowledged();
+        acknowledged_reach(at_restore + 100, || tally.acknowledged()).await;
+        stop.store(true, Ordering::SeqCst);
+        (cut, during, reached_while_down)
     };
-    let ((mut acknowledged, unanswered), (), during) = tokio::join!(
-        buy_on_cluster(&server, &sale_id, 8, &stop),
-        outage,
-        counting
-    );
+    let ((), (cut, during, reached_while_down)) =
+        tokio::join!(buy_on_cluster(&server, &sale_id, 8, &stop, &tally), outage);
+    let (mut acknowledged, unanswered) = tally.into_parts();
+    assert!(cut, "the proxy cut the nodes' PostgreSQL connections");
     assert_eq!(unanswered, 0, "PostgreSQL is not on the purchase path");
     assert_eq!(
-        *acknowledged_during_outage.lock().unwrap(),
+        during.len(),
         200,
         "every purchase is acknowledged while PostgreSQL is away"
+    );
+    assert_eq!(
+        reached_while_down, 0,
+        "no order reached PostgreSQL while it was away"
     );
     acknowledged.extend(during);
     assert_all_persisted(&server, &backends, &sale_id, &acknowledged, 0).await;
@@ -756,8 +784,15 @@ async fn a_release_a_node_did_not_finish_is_finished_by_the_sweep() {
     })
     .await;
     assert!(flagged, "the release is recorded as finished");
-    // Exactly once: the stock is not returned a second time.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Exactly once: after a whole sweep round more on every node, the stock is as it was.
+    for addr in &server.addrs {
+        let rounds = metric(&server, *addr, "flashsale_sweep_rounds_total").await;
+        let swept = eventually(Duration::from_secs(10), || async {
+            metric(&server, *addr, "flashsale_sweep_rounds_total").await >= rounds + 2
+        })
+        .await;
+        assert!(swept, "the sweep goes on running on {addr}");
+    }
     assert_eq!(server.audit(&sale_id).await["remaining"], json!(3));
     server.stop().await;
 }

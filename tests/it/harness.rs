@@ -27,6 +27,24 @@ pub fn http_client() -> HttpClient {
         .build_http()
 }
 
+/// Polls `check` every 10 ms until it holds or `limit` passes; returns whether it held. Tests
+/// wait for an event this way (orders flowing, a node's backlog drained), never for a fixed time:
+/// the limit only bounds a failure, so a slow machine makes a test slower, not flaky.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// Settings for a test server: port 0, the given data directory, short expiry sweeps, and no
 /// per-buyer rate limit unless a test sets one.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {

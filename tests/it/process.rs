@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{http_client, send, HttpClient};
+use crate::harness::{eventually, http_client, send, HttpClient};
 
 pub const ADMIN: &str = "process-admin-token-of-at-least-32-bytes";
 pub const SECRET: &str = "process-jwt-secret-of-at-least-32-bytes";
@@ -160,13 +160,17 @@ pub async fn buy_until_stopped(
     (ids, unexpected.load(Ordering::SeqCst))
 }
 
-async fn wait_for_acknowledged(count: usize, stop: &AtomicBool, seen: impl Fn() -> usize) {
-    for _ in 0..300 {
-        if seen() >= count || stop.load(Ordering::SeqCst) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// How long a test waits for load to reach a mark before it fails: generous, since it bounds only
+/// a failure (a working server reaches each mark in well under a second).
+pub const LOAD_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until `seen` reaches `count` (or `LOAD_LIMIT` passes); says whether it did.
+pub async fn acknowledged_reach(count: usize, seen: impl Fn() -> usize) -> bool {
+    eventually(LOAD_LIMIT, || {
+        let reached = seen() >= count;
+        async move { reached }
+    })
+    .await
 }
 
 pub async fn create_sale(server: &Server, stock: u64) -> String {
@@ -243,9 +247,16 @@ async fn kill_dash_nine_mid_stampede(store: &str) {
         let server_ref: &Server = &server;
         // Run the buyers and the killer side by side.
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
-        let buyers = buy_until_stopped(server_ref, &sale_id, 16, Arc::clone(&stop), acknowledged);
+        let buyers = buy_until_stopped(
+            server_ref,
+            &sale_id,
+            16,
+            Arc::clone(&stop),
+            Arc::clone(&acknowledged),
+        );
         let killer = async {
-            tokio::time::sleep(Duration::from_millis(800)).await;
+            // Mid-stream however fast the machine: once orders are flowing, not at a set time.
+            acknowledged_reach(200, || acknowledged.lock().unwrap().len()).await;
             let killed = Command::new("kill")
                 .args(["-KILL", &server_ref.pid()])
                 .status();
@@ -292,14 +303,19 @@ async fn sigterm_drains_and_exits_zero() {
             Arc::clone(&seen),
         );
         let terminator = async {
-            wait_for_acknowledged(100, &stop, || seen.lock().unwrap().len()).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            acknowledged_reach(300, || seen.lock().unwrap().len()).await;
             let sent = Command::new("kill")
                 .args(["-TERM", &server_ref.pid()])
                 .status();
             assert!(sent.expect("kill runs").success());
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Buyers keep sending through the drain, until the listener is gone.
+            let addr = server_ref.addr;
+            let closed = eventually(LOAD_LIMIT, || async move {
+                tokio::net::TcpStream::connect(addr).await.is_err()
+            })
+            .await;
             stop.store(true, Ordering::SeqCst);
+            assert!(closed, "the server stops listening after SIGTERM");
         };
         let (result, ()) = tokio::join!(buyers, terminator);
         result
@@ -481,7 +497,7 @@ async fn one_worker_runs_the_runtime_on_one_thread() {
             Arc::clone(&acknowledged),
         );
         let sold_out = async {
-            wait_for_acknowledged(30, &stop, || acknowledged.lock().unwrap().len()).await;
+            acknowledged_reach(30, || acknowledged.lock().unwrap().len()).await;
             stop.store(true, Ordering::SeqCst);
         };
         let ((sold, unexpected), ()) = tokio::join!(buyers, sold_out);

@@ -19,7 +19,8 @@ use redis::AsyncCommands;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::cluster::{eventually, metric, postgres, reconcile};
+use crate::cluster::{metric, postgres, reconcile};
+use crate::harness::eventually;
 use crate::harness::{test_settings, users, TestServer};
 use crate::services::{ClusterBackends, KeyPrefix};
 

@@ -502,7 +502,7 @@ pub async fn sales_are_listed_newest_first_and_paginated_on_request(server: Test
     }
     created.reverse();
     // A cluster node learns of sales another node made within a second.
-    let everywhere = crate::cluster::eventually(Duration::from_secs(5), || async {
+    let everywhere = crate::harness::eventually(Duration::from_secs(5), || async {
         let mut all = true;
         for _ in 0..server.addrs.len() {
             let listed = server.get("/api/v1/sales", None).await.body;

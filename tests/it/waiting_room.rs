@@ -281,7 +281,7 @@ pub async fn admission_pauses_while_sold_out_and_resumes_when_stock_returns(serv
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
     // The stock is back: admission goes on from where it paused (one admitted so far).
     // The unit comes back in a task of its own (the cancel does not wait for it).
-    let back = crate::cluster::eventually(std::time::Duration::from_secs(5), || async {
+    let back = crate::harness::eventually(std::time::Duration::from_secs(5), || async {
         ok(&status(&server, &sale, second).await)["state"] == "waiting"
     })
     .await;

@@ -25,6 +25,15 @@ impl SoldOutCache {
     }
 
     pub fn is_sold_out(&self, sale_id: &SaleId) -> bool {
+        self.is_sold_out_at(sale_id, Instant::now())
+    }
+
+    pub fn mark(&self, sale_id: &SaleId) {
+        self.mark_at(sale_id, Instant::now());
+    }
+
+    /// Whether a mark made before `now` still holds (`now` given, so tests need not sleep).
+    fn is_sold_out_at(&self, sale_id: &SaleId, now: Instant) -> bool {
         if self.recheck.is_zero() {
             return false;
         }
@@ -32,17 +41,17 @@ impl SoldOutCache {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(sale_id)
-            .is_some_and(|since| since.elapsed() < self.recheck)
+            .is_some_and(|since| now.saturating_duration_since(*since) < self.recheck)
     }
 
-    pub fn mark(&self, sale_id: &SaleId) {
+    fn mark_at(&self, sale_id: &SaleId, now: Instant) {
         if self.recheck.is_zero() {
             return;
         }
         self.marks
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(sale_id.clone(), Instant::now());
+            .insert(sale_id.clone(), now);
     }
 
     pub fn clear(&self, sale_id: &str) {
@@ -76,9 +85,15 @@ mod tests {
         assert!(cache.is_sold_out(&sale));
         cache.clear(sale.as_str());
         assert!(!cache.is_sold_out(&sale));
-        cache.mark(&sale);
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(!cache.is_sold_out(&sale), "lapses after the recheck bound");
+        let marked = Instant::now();
+        cache.mark_at(&sale, marked);
+        let just_before = marked + Duration::from_millis(49);
+        assert!(cache.is_sold_out_at(&sale, just_before));
+        let at_bound = marked + Duration::from_millis(50);
+        assert!(
+            !cache.is_sold_out_at(&sale, at_bound),
+            "lapses at the recheck bound"
+        );
         let off = SoldOutCache::new(Duration::ZERO);
         off.mark(&sale);
         assert!(
