@@ -298,16 +298,20 @@ impl<T: Serialize> IntoResponse for JsonReply<T> {
         let Self(status, body) = self;
         let mut bytes = Vec::with_capacity(REPLY_CAPACITY);
         if let Err(error) = serde_json::to_writer(&mut bytes, &body) {
-            // The contract's shapes hold only strings, numbers and structs: this cannot fail
-            // short of a bug, which still gets the contract's error shape.
-            tracing::error!(%error, "a reply could not be written as JSON");
-            return with_json_type(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec(),
-            );
+            return unwritable(&error);
         }
         with_json_type(status, bytes)
     }
+}
+
+/// The contract's shapes hold only strings, numbers and structs: writing one cannot fail short
+/// of a bug, which still gets the contract's error shape.
+fn unwritable(error: &serde_json::Error) -> Response {
+    tracing::error!(%error, "a reply could not be written as JSON");
+    with_json_type(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec(),
+    )
 }
 
 fn with_json_type(status: StatusCode, bytes: Vec<u8>) -> Response {
@@ -331,14 +335,18 @@ pub fn not_modified(headers: [(axum::http::HeaderName, axum::http::HeaderValue);
     (StatusCode::NOT_MODIFIED, headers).into_response()
 }
 
-/// A purchase's reply: `201` for a new order, `200` for the order a repeated key made.
-pub fn purchased<T>(created: bool, body: T) -> JsonReply<T> {
+/// A purchase's reply: `201` for a new order, `200` for the order a repeated key made; the
+/// order's JSON comes already written (`wire::order_json`).
+pub fn purchased(created: bool, order_json: Result<Vec<u8>, serde_json::Error>) -> Response {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    JsonReply(status, body)
+    match order_json {
+        Ok(bytes) => with_json_type(status, bytes),
+        Err(error) => unwritable(&error),
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +388,30 @@ mod tests {
                 StatusCode::ACCEPTED,
                 "application/json".to_owned(),
                 r#"{"code":"say \"hi\"","count":3}"#.to_owned()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_purchase_reply_is_201_for_a_new_order_200_for_a_repeat_and_500_if_unwritable() {
+        let order = || Ok(br#"{"id":"o-1"}"#.to_vec());
+        let json = "application/json".to_owned();
+        let body = r#"{"id":"o-1"}"#.to_owned();
+        assert_eq!(
+            written(purchased(true, order())).await,
+            (StatusCode::CREATED, json.clone(), body.clone())
+        );
+        assert_eq!(
+            written(purchased(false, order())).await,
+            (StatusCode::OK, json.clone(), body)
+        );
+        let unwritable = serde_json::from_str::<u8>("not json").unwrap_err();
+        assert_eq!(
+            written(purchased(true, Err(unwritable))).await,
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json,
+                r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned()
             )
         );
     }

@@ -12,6 +12,7 @@ mod ops;
 mod orders;
 mod pages;
 mod queue;
+mod rfc3339;
 mod sales;
 mod wire;
 

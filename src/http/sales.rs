@@ -12,7 +12,7 @@ use super::cache::public_json;
 use super::error::{created, purchased, ApiError, JsonReply};
 use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
 use super::wire::{
-    whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, OrderJson, PurchaseRequest,
+    order_json, whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest,
     SaleBody, SaleList, SalesQuery,
 };
 use super::AppState;
@@ -140,7 +140,7 @@ pub async fn purchase(
             if purchase.created && queue_pass.is_some() {
                 state.metrics.record_pass_used();
             }
-            purchased(purchase.created, OrderJson(&purchase.order)).into_response()
+            purchased(purchase.created, order_json(&purchase.order))
         }
         Err(error) => {
             state.metrics.record_purchase(error.code);
