@@ -237,12 +237,7 @@ impl Metrics {
             ("flashsale_waiting_room_passes_expired_total", "counter", "Passes that ran out before their buyer joined again.", line.passes_expired.load(Relaxed)),
             ("flashsale_waiting_room_waiting", "gauge", "Buyers in waiting lines not admitted yet (places minus admitted, as this node counted them).", places.saturating_sub(issued)),
         ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        render_singles(out, rows);
     }
 
     /// Turns on the cluster's section of the report.
@@ -402,34 +397,25 @@ impl Metrics {
         out.push_str("# TYPE flashsale_commit_batch_commands histogram\n");
         self.commit_batch
             .render(&mut out, "flashsale_commit_batch_commands", "", 1.0);
-        out.push_str(
-            "# HELP flashsale_expired_orders_total Orders expired by the payment sweep.\n",
-        );
-        out.push_str("# TYPE flashsale_expired_orders_total counter\n");
-        let _ = writeln!(
-            out,
-            "flashsale_expired_orders_total {}",
-            self.expired_orders.load(Relaxed)
-        );
-        out.push_str(
-            "# HELP flashsale_sweep_rounds_total Rounds of the background sweep finished (payment expiry, unfinished stock returns).\n",
-        );
-        out.push_str("# TYPE flashsale_sweep_rounds_total counter\n");
-        let _ = writeln!(
-            out,
-            "flashsale_sweep_rounds_total {}",
-            self.sweep_rounds.load(Relaxed)
-        );
-        out.push_str("# HELP flashsale_http_requests_in_flight Requests being handled now.\n");
-        out.push_str("# TYPE flashsale_http_requests_in_flight gauge\n");
-        let _ = writeln!(
-            out,
-            "flashsale_http_requests_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
+        let singles = [
+            ("flashsale_expired_orders_total", "counter", "Orders expired by the payment sweep.", self.expired_orders.load(Relaxed)),
+            ("flashsale_sweep_rounds_total", "counter", "Rounds of the background sweep finished (payment expiry, unfinished stock returns).", self.sweep_rounds.load(Relaxed)),
+            ("flashsale_http_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight.load(Relaxed)),
+        ];
+        render_singles(&mut out, singles);
         self.render_line(&mut out);
         self.render_cluster(&mut out);
         out
+    }
+}
+
+/// Metrics of one value each, without labels: (name, type, help, value).
+fn render_singles<const N: usize>(out: &mut String, rows: [(&str, &str, &str, u64); N]) {
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
@@ -468,5 +454,26 @@ mod tests {
         assert!(text.contains(&format!(
             "flashsale_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"0.0001\"}} 2"
         )));
+    }
+
+    #[test]
+    fn single_value_metrics_carry_help_type_and_value() {
+        let metrics = Metrics::default();
+        metrics.record_expired(3);
+        metrics.record_sweep_round();
+        metrics.record_sweep_round();
+        let text = metrics.render();
+        assert!(text.contains(concat!(
+            "# TYPE flashsale_expired_orders_total counter\n",
+            "flashsale_expired_orders_total 3\n"
+        )));
+        assert!(text.contains(concat!(
+            "# HELP flashsale_sweep_rounds_total Rounds of the background sweep finished",
+            " (payment expiry, unfinished stock returns).\n",
+            "# TYPE flashsale_sweep_rounds_total counter\n",
+            "flashsale_sweep_rounds_total 2\n"
+        )));
+        assert!(text.contains("flashsale_http_requests_in_flight 0\n"));
+        assert!(text.contains("flashsale_waiting_room_waiting 0\n"));
     }
 }
