@@ -339,7 +339,7 @@ async fn redis_killed_and_restarted_keeps_every_acknowledged_order() {
     let restarter = async {
         acknowledged_reach(200, || tally.acknowledged()).await;
         redis.kill();
-        // Down until the nodes have felt it: purchases answered 503, none acknowledged.
+        // Down until the nodes have felt it: purchases answered 503.
         let felt = eventually(LOAD_LIMIT, || {
             let felt = tally.unavailable() >= 16;
             async move { felt }
