@@ -284,13 +284,15 @@ pub fn forbidden() -> ApiError {
     )
 }
 
-/// Room for the largest frequent reply (an order is ~330 bytes with a 64-character buyer id).
+/// Room for an error envelope with every field (~300 bytes) and for a sale's reply with a short
+/// name; a longer reply grows the buffer.
 const REPLY_CAPACITY: usize = 512;
 
 /// `status` with `body` as JSON, written straight into one buffer. axum's `Json` serializes
-/// through an `io::Write` adapter over a 128-byte `BytesMut`, one checked `put_slice` per fragment
-/// and a regrowth or two for an order; a purchase's reply, made or refused, is the response a
-/// flash sale sends most, so its bytes go into a `Vec` sized for it that becomes the body as is.
+/// through an `io::Write` adapter over a 128-byte `BytesMut`, one checked `put_slice` per
+/// fragment; a refused purchase is the response a flash sale sends most, so its bytes go into a
+/// `Vec` sized for it that becomes the body as is. (A made purchase's order is written by hand:
+/// `purchased`.)
 pub struct JsonReply<T>(pub StatusCode, pub T);
 
 impl<T: Serialize> IntoResponse for JsonReply<T> {
