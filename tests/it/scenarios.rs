@@ -342,17 +342,25 @@ pub async fn unpaid_orders_expire_and_their_stock_sells_again(server: TestServer
     server.assert_consistent(&sale_id).await;
 }
 
-/// Retries a purchase until it succeeds (the sweep runs every 100 ms in tests).
+/// Retries a purchase until it succeeds: the sweep (every 100 ms in tests) returns the unit of
+/// the order the manual clock made overdue. Every refusal meanwhile is `sold_out`.
 async fn wait_for_created(server: &TestServer, sale_id: &str, user: &str) -> crate::harness::Reply {
-    for _ in 0..50 {
+    let created = std::sync::Mutex::new(None);
+    let sold = crate::harness::eventually(Duration::from_secs(5), || async {
         let reply = server.purchase(sale_id, user, None).await;
-        if reply.status == StatusCode::CREATED {
-            return reply;
+        if reply.status != StatusCode::CREATED {
+            assert_eq!(reply.code(), "sold_out", "{}", reply.body);
+            return false;
         }
-        assert_eq!(reply.code(), "sold_out", "{}", reply.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{user} never got the returned unit");
+        *created.lock().unwrap() = Some(reply);
+        true
+    })
+    .await;
+    assert!(sold, "{user} never got the returned unit");
+    created
+        .into_inner()
+        .unwrap()
+        .expect("the purchase that succeeded")
 }
 
 pub async fn pay_and_cancel_follow_the_life_cycle(server: TestServer) {
