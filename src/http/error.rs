@@ -7,6 +7,7 @@ use axum::body::Body as ResponseBody;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::domain::{InvalidField, Rejection, QUANTITY_ERROR};
@@ -15,52 +16,52 @@ use crate::service::ServiceError;
 /// Seconds a shed client is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
 
-/// The fields an error may carry besides its code and message, typed rather than a JSON map:
-/// the sold-out reply is the most frequent response of a flash sale, and writing it should cost
-/// no more than a few small writes.
-#[derive(Debug, Default)]
-pub struct Detail {
+/// An error as the contract writes it inside its envelope, in one flat struct: the code, the
+/// message, and the fields it carries besides them, typed rather than a JSON map (the sold-out
+/// reply is the most frequent response of a flash sale, and writing it should cost no more than
+/// a few small writes; `#[serde(flatten)]` would go through a map serializer). The OpenAPI
+/// document's error schema is this struct too.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case.
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    /// For a person.
+    #[schema(value_type = String)]
+    pub message: Cow<'static, str>,
+    /// The offending field of a validation error.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With already_purchased: an active order of the buyer.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// With sold_out.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
+    /// With not_started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub starts_at: Option<String>,
+    /// With invalid_quantity: the sale's per-user limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_user_limit: Option<u32>,
+    /// With queue_not_open: when the waiting line opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub opens_at: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
-    pub message: Cow<'static, str>,
-    /// Boxed: most errors carry one small field at most, and the box keeps `Result<_, ApiError>`
-    /// small on every handler's happy path.
-    pub detail: Box<Detail>,
+    /// Boxed: the detail is several words wide, and the box keeps `Result<_, ApiError>` small
+    /// on every handler's happy path.
+    pub detail: Box<ErrorDetail>,
 }
 
 #[derive(Serialize)]
 struct Envelope<'a> {
-    error: Body<'a>,
-}
-
-/// The error's fields in one flat struct: `#[serde(flatten)]` would write them through a map
-/// serializer, the slow path of the most frequent reply.
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    order_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    remaining: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    starts_at: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    per_user_limit: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    opens_at: Option<&'a str>,
+    error: &'a ErrorDetail,
 }
 
 impl ApiError {
@@ -71,10 +72,22 @@ impl ApiError {
     ) -> Self {
         Self {
             status,
-            code,
-            message: message.into(),
-            detail: Box::default(),
+            detail: Box::new(ErrorDetail {
+                code,
+                message: message.into(),
+                field: None,
+                order_id: None,
+                remaining: None,
+                starts_at: None,
+                per_user_limit: None,
+                opens_at: None,
+            }),
         }
+    }
+
+    /// The contract's error code (`sold_out`, `invalid_request`, …).
+    pub fn code(&self) -> &'static str {
+        self.detail.code
     }
 
     pub fn field(mut self, field: &str) -> Self {
@@ -134,18 +147,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let detail = &self.detail;
         let envelope = Envelope {
-            error: Body {
-                code: self.code,
-                message: &self.message,
-                field: detail.field.as_deref(),
-                order_id: detail.order_id.as_deref(),
-                remaining: detail.remaining,
-                starts_at: detail.starts_at.as_deref(),
-                per_user_limit: detail.per_user_limit,
-                opens_at: detail.opens_at.as_deref(),
-            },
+            error: &self.detail,
         };
         let mut response = JsonReply(self.status, envelope).into_response();
         if matches!(
@@ -416,6 +419,24 @@ mod tests {
                 r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned()
             )
         );
+    }
+
+    #[test]
+    fn the_documented_error_schema_names_every_field_an_error_writes() {
+        let mut every_field = ApiError::invalid("quantity", "bad");
+        every_field.detail.order_id = Some("o-1".into());
+        every_field.detail.remaining = Some(7);
+        every_field.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
+        every_field.detail.per_user_limit = Some(2);
+        every_field.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        let written = serde_json::to_value(&*every_field.detail).unwrap();
+        let schema =
+            serde_json::to_value(<ErrorDetail as utoipa::PartialSchema>::schema()).unwrap();
+        let keys = |value: &serde_json::Value| -> Vec<String> {
+            value.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(&schema["properties"]), keys(&written));
+        assert_eq!(schema["required"], serde_json::json!(["code", "message"]));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, ops, orders, pages, queue, sales, wire};
+use super::{demo, error, ops, orders, pages, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use super::{demo, ops, orders, pages, queue, sales, wire};
     ),
     components(schemas(
         wire::CreateSaleRequest, wire::PurchaseRequest, wire::SaleBody, wire::SaleList,
-        wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, wire::ErrorDetail,
+        wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, error::ErrorDetail,
         wire::Status, wire::ServerTime, wire::WaitingRoomRequest, wire::WaitingRoomBody,
         wire::QueueStatusBody,
     )),

@@ -143,7 +143,7 @@ pub async fn purchase(
             purchased(purchase.created, order_json(&purchase.order))
         }
         Err(error) => {
-            state.metrics.record_purchase(error.code);
+            state.metrics.record_purchase(error.code());
             error.into_response()
         }
     }

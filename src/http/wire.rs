@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
 use crate::domain::{Order, SaleDraft, WaitingRoom, WaitingRoomDraft};
 use crate::service::{Audit, QueueView, SaleView};
@@ -342,27 +342,10 @@ impl From<Audit> for AuditBody {
     }
 }
 
-/// Every error reply.
+/// Every error reply (its schema; `error.rs` writes it).
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, snake_case.
-    pub code: String,
-    /// For a person.
-    pub message: String,
-    /// The offending field of a validation error.
-    pub field: Option<String>,
-    /// With already_purchased: an active order of the buyer.
-    pub order_id: Option<String>,
-    /// With sold_out.
-    pub remaining: Option<u64>,
-    /// With not_started.
-    #[schema(format = DateTime)]
-    pub starts_at: Option<String>,
 }
 
 /// The server's clock.
