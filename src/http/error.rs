@@ -421,14 +421,19 @@ mod tests {
         );
     }
 
+    /// `error` carrying every optional field (a validation error already names its `field`).
+    fn with_every_field(mut error: ApiError) -> ApiError {
+        error.detail.order_id = Some("o-1".into());
+        error.detail.remaining = Some(7);
+        error.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
+        error.detail.per_user_limit = Some(2);
+        error.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        error
+    }
+
     #[test]
     fn the_documented_error_schema_names_every_field_an_error_writes() {
-        let mut every_field = ApiError::invalid("quantity", "bad");
-        every_field.detail.order_id = Some("o-1".into());
-        every_field.detail.remaining = Some(7);
-        every_field.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
-        every_field.detail.per_user_limit = Some(2);
-        every_field.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        let every_field = with_every_field(ApiError::invalid("quantity", "bad"));
         let written = serde_json::to_value(&*every_field.detail).unwrap();
         let schema =
             serde_json::to_value(<ErrorDetail as utoipa::PartialSchema>::schema()).unwrap();
@@ -450,12 +455,7 @@ mod tests {
                     .to_owned()
             )
         );
-        let mut every_field = ApiError::invalid("quantity", "a \"bad\" one");
-        every_field.detail.order_id = Some("o-1".into());
-        every_field.detail.remaining = Some(7);
-        every_field.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
-        every_field.detail.per_user_limit = Some(2);
-        every_field.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        let every_field = with_every_field(ApiError::invalid("quantity", "a \"bad\" one"));
         assert_eq!(
             written(every_field).await.2,
             concat!(
