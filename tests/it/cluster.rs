@@ -13,7 +13,7 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{eventually, send, users, TestServer};
+use crate::harness::{eventually, eventually_holds, send, users, TestServer};
 use crate::process::{acknowledged_reach, buy_until_stopped, create_sale, Server, LOAD_LIMIT};
 use crate::services::ClusterBackends;
 
@@ -340,11 +340,7 @@ async fn redis_killed_and_restarted_keeps_every_acknowledged_order() {
         acknowledged_reach(200, || tally.acknowledged()).await;
         redis.kill();
         // Down until the nodes have felt it: purchases answered 503.
-        let felt = eventually(LOAD_LIMIT, || {
-            let felt = tally.unavailable() >= 16;
-            async move { felt }
-        })
-        .await;
+        let felt = eventually_holds(LOAD_LIMIT, || tally.unavailable() >= 16).await;
         redis.launch().await;
         let at_restart = tally.acknowledged();
         acknowledged_reach(at_restart + 200, || tally.acknowledged()).await;
@@ -458,11 +454,7 @@ async fn purchases_are_acknowledged_while_postgres_is_unreachable() {
     let outage = async {
         acknowledged_reach(200, || tally.acknowledged()).await;
         proxy.down();
-        let cut = eventually(LOAD_LIMIT, || {
-            let open = proxy.open_connections();
-            async move { open == 0 }
-        })
-        .await;
+        let cut = eventually_holds(LOAD_LIMIT, || proxy.open_connections() == 0).await;
         // Purchases during the outage itself, counted separately: they must succeed too.
         let replies = server
             .purchase_all(&sale_id, users("during-outage", 200))

@@ -45,6 +45,15 @@ where
     false
 }
 
+/// `eventually` for a condition read without waiting (a counter the test's own tasks keep).
+pub async fn eventually_holds(limit: Duration, check: impl Fn() -> bool) -> bool {
+    eventually(limit, || {
+        let holds = check();
+        async move { holds }
+    })
+    .await
+}
+
 /// Settings for a test server: port 0, the given data directory, short expiry sweeps, and no
 /// per-buyer rate limit unless a test sets one.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{eventually, http_client, send, HttpClient};
+use crate::harness::{eventually, eventually_holds, http_client, send, HttpClient};
 
 pub const ADMIN: &str = "process-admin-token-of-at-least-32-bytes";
 pub const SECRET: &str = "process-jwt-secret-of-at-least-32-bytes";
@@ -166,11 +166,7 @@ pub const LOAD_LIMIT: Duration = Duration::from_secs(30);
 
 /// Waits until `seen` reaches `count` (or `LOAD_LIMIT` passes); says whether it did.
 pub async fn acknowledged_reach(count: usize, seen: impl Fn() -> usize) -> bool {
-    eventually(LOAD_LIMIT, || {
-        let reached = seen() >= count;
-        async move { reached }
-    })
-    .await
+    eventually_holds(LOAD_LIMIT, || seen() >= count).await
 }
 
 pub async fn create_sale(server: &Server, stock: u64) -> String {

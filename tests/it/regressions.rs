@@ -20,8 +20,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::cluster::{metric, postgres, reconcile};
-use crate::harness::eventually;
-use crate::harness::{test_settings, users, TestServer};
+use crate::harness::{eventually, test_settings, users, TestServer};
 use crate::services::{ClusterBackends, KeyPrefix};
 
 fn sqlite(data_dir: &Path) -> Arc<dyn OrderStore> {
