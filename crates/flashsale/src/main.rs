@@ -33,7 +33,7 @@ fn keep_freed_memory() {
 /// only when it is first used that took milliseconds (0.44 GB/s measured on this project's VMs).
 /// A store grows by each order's few hundred bytes, so a sale's first winners met such stalls;
 /// without huge pages the faults are 4 KB each, spread over the requests, and durable orders
-/// cost no more (docs/BENCHMARKS.md, sixth measurement).
+/// cost no more (issue #11's sixth measurement: `git log -p docs/BENCHMARKS.md`).
 fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     {
