@@ -19,7 +19,6 @@
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
 //! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
-
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
 pub mod app;
