@@ -17,8 +17,9 @@ use crate::config::Settings;
 use crate::domain::SaleDraft;
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
-use crate::line::{LineError, MemoryLine, PassSigner, RedisLine, WaitingLine};
+use crate::line::{LineError, MemoryLine, PassSigner, WaitingLine};
 use crate::metrics::Metrics;
+use crate::redis::RedisLine;
 use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
 use crate::service::{
     Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,

@@ -1,6 +1,6 @@
 //! Where "now" comes from. The domain never reads the clock; the service asks this trait, so
 //! tests can move time by hand. An embedded server uses the system clock; a cluster node uses
-//! Redis's (`cluster::RedisClock`), one clock for every node.
+//! Redis's (`redis::RedisClock`), one clock for every node.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -37,6 +37,7 @@ pub mod ids;
 pub mod line;
 pub mod metrics;
 pub mod record_file;
+pub mod redis;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -12,9 +12,10 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use tokio::sync::watch;
 
-use super::queue::Queue;
 use crate::clock::{Clock, StoppableTicker};
-use crate::gate::{GateError, RedisGate};
+use crate::gate::GateError;
+use crate::redis::OrderQueue;
+use crate::redis::RedisGate;
 use crate::store::{PostgresStore, StoreError};
 
 /// How often a node looks for sales to archive, by the cluster's clock.
@@ -36,7 +37,7 @@ pub enum ArchiveError {
 
 pub struct Archiver {
     gate: Arc<RedisGate>,
-    queue: Queue,
+    queue: OrderQueue,
     postgres: PostgresStore,
     clock: Arc<dyn Clock>,
 }
@@ -44,7 +45,7 @@ pub struct Archiver {
 impl Archiver {
     pub fn new(
         gate: Arc<RedisGate>,
-        queue: Queue,
+        queue: OrderQueue,
         postgres: PostgresStore,
         clock: Arc<dyn Clock>,
     ) -> Self {

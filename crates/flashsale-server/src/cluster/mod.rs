@@ -3,9 +3,7 @@
 //! the store that reads PostgreSQL and the queue, the persister, and reconciliation.
 
 mod archive;
-mod clock;
 mod persister;
-mod queue;
 pub mod reconcile;
 mod store;
 
@@ -13,15 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::archive::{ArchiveError, Archiver};
-pub use self::clock::RedisClock;
 pub use self::persister::Persister;
-pub use self::queue::Queue;
 pub use self::store::ClusterStore;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::OrderId;
-use crate::gate::{GateError, RedisDurability, RedisGate, RedisGateOptions};
+use crate::gate::GateError;
 use crate::metrics::Metrics;
+use crate::redis::{OrderQueue, RedisClock, RedisDurability, RedisGate, RedisGateOptions};
 use crate::store::{PostgresOptions, PostgresStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +46,7 @@ pub struct Cluster {
     pub gate: Arc<RedisGate>,
     pub store: Arc<ClusterStore>,
     pub postgres: PostgresStore,
-    pub queue: Queue,
+    pub queue: OrderQueue,
     persister: Persister,
 }
 
@@ -106,7 +103,7 @@ impl Cluster {
             connect_timeout: CONNECT_TIMEOUT,
         })
         .await?;
-        let queue = Queue::new(gate.connection(), gate.keys().clone());
+        let queue = OrderQueue::new(gate.connection(), gate.keys().clone());
         let persister = Persister::new(
             queue.clone(),
             postgres.clone(),

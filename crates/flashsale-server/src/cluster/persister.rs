@@ -12,10 +12,9 @@ use redis::streams::StreamReadReply;
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions};
 use tokio::sync::watch;
 
-use super::queue::{redis_failed, Queue};
 use crate::domain::{Order, SaleId};
-use crate::gate::{record, PERSISTERS};
 use crate::metrics::Metrics;
+use crate::redis::{record, redis_failed, OrderQueue, PERSISTERS};
 use crate::store::{PostgresStore, StoreError};
 
 const IDLE_PAUSE: Duration = Duration::from_millis(5);
@@ -26,7 +25,7 @@ const LAG_REFRESH: Duration = Duration::from_millis(500);
 const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 pub struct Persister {
-    queue: Queue,
+    queue: OrderQueue,
     acknowledge: redis::Script,
     postgres: PostgresStore,
     consumer: String,
@@ -53,7 +52,7 @@ struct Round {
 
 impl Persister {
     pub fn new(
-        queue: Queue,
+        queue: OrderQueue,
         postgres: PostgresStore,
         consumer: String,
         batch_max: usize,
@@ -62,7 +61,7 @@ impl Persister {
     ) -> Self {
         Self {
             queue,
-            acknowledge: redis::Script::new(include_str!("../gate/redis/acknowledge.lua")),
+            acknowledge: redis::Script::new(include_str!("../redis/queue/acknowledge.lua")),
             postgres,
             consumer,
             batch_max: batch_max.max(1),

@@ -5,8 +5,8 @@
 
 use jiff::Timestamp;
 
-use super::queue::Queue;
 use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::redis::OrderQueue;
 use crate::store::{
     InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError, Transition,
     TransitionError,
@@ -15,11 +15,11 @@ use crate::BoxFuture;
 
 pub struct ClusterStore {
     postgres: PostgresStore,
-    queue: Queue,
+    queue: OrderQueue,
 }
 
 impl ClusterStore {
-    pub fn new(postgres: PostgresStore, queue: Queue) -> Self {
+    pub fn new(postgres: PostgresStore, queue: OrderQueue) -> Self {
         Self { postgres, queue }
     }
 
@@ -194,7 +194,7 @@ impl OrderStore for ClusterStore {
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(async move {
-            // Queue first, then one PostgreSQL snapshot: an order leaves the queue only after
+            // OrderQueue first, then one PostgreSQL snapshot: an order leaves the queue only after
             // its commit, so each order is counted exactly once.
             let queued = self.queue.unpersisted(&sale_id).await?;
             self.postgres.tally_including(&sale_id, &queued).await

@@ -5,11 +5,7 @@
 //! Memory grows with the number of winners (at most the stock), never with the number of requests.
 
 mod memory;
-mod redis;
 
-pub use self::redis::{
-    key_owner, record, RedisDurability, RedisGate, RedisGateOptions, RedisKeys, PERSISTERS,
-};
 pub use memory::MemoryGate;
 
 use jiff::Timestamp;

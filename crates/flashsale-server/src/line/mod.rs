@@ -7,11 +7,9 @@
 mod journal;
 mod memory;
 mod pass;
-mod redis;
 
 pub use self::memory::MemoryLine;
 pub use self::pass::{PassSigner, VerifiedPass};
-pub use self::redis::RedisLine;
 
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;

@@ -877,7 +877,8 @@ async fn replica_acknowledgement_waits_for_a_replica() {
     let Some(prefix) = crate::services::KeyPrefix::new() else {
         return;
     };
-    use flashsale_server::gate::{GateDecision, GateError, RedisGate, StockGate};
+    use flashsale_server::gate::{GateDecision, GateError, StockGate};
+    use flashsale_server::redis::RedisGate;
     // Replicas sync at once (by default a primary waits 5 s for more replicas to sync together).
     let primary = PrivateRedis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
     let key_prefix = prefix.prefix.clone();
@@ -923,7 +924,8 @@ async fn concurrent_purchases_share_script_calls() {
     let Some(prefix) = crate::services::KeyPrefix::new() else {
         return;
     };
-    use flashsale_server::gate::{GateDecision, RedisGate, StockGate};
+    use flashsale_server::gate::{GateDecision, StockGate};
+    use flashsale_server::redis::RedisGate;
     let metrics = Arc::new(flashsale_server::metrics::Metrics::default());
     metrics.enable_cluster();
     // No sold-out mark: every purchase goes to Redis.
@@ -979,8 +981,8 @@ fn gate_options(
     key_prefix: String,
     replicas_ack: u32,
     sold_out_recheck: Duration,
-) -> flashsale_server::gate::RedisGateOptions {
-    flashsale_server::gate::RedisGateOptions {
+) -> flashsale_server::redis::RedisGateOptions {
+    flashsale_server::redis::RedisGateOptions {
         url,
         key_prefix,
         sold_out_recheck,

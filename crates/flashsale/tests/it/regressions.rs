@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use flashsale_server::clock::{Clock, ManualClock};
 use flashsale_server::domain::{Actor, Order, OrderId, OrderStatus, SaleDraft, SaleId, UserId};
-use flashsale_server::gate::{
-    GateDecision, MemoryGate, RedisGate, RedisGateOptions, Reservation, StockGate,
-};
+use flashsale_server::gate::{GateDecision, MemoryGate, Reservation, StockGate};
 use flashsale_server::metrics::Metrics;
+use flashsale_server::redis::{RedisGate, RedisGateOptions};
 use flashsale_server::service::{PrivateIntake, Service};
 use flashsale_server::store::{OrderStore, SqliteStore, SqliteStoreOptions, StoreError};
 use hyper::StatusCode;
@@ -376,7 +375,7 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
         .ids
         .iter()
         .filter_map(|entry| entry.get::<String>("order"))
-        .filter_map(|text| flashsale_server::gate::record::decode(&text))
+        .filter_map(|text| flashsale_server::redis::record::decode(&text))
         .find(|order| order.id == behind.order.id)
         .expect("the order is queued");
     assert_eq!(order.created_at, created_at);
@@ -394,7 +393,7 @@ async fn a_sale_opens_whole_and_leaves_the_work_list_once_persisted() {
         return;
     };
     let backends = server.backends().unwrap();
-    let keys = flashsale_server::gate::RedisKeys::new(&backends.redis.prefix);
+    let keys = flashsale_server::redis::RedisKeys::new(&backends.redis.prefix);
     let mut redis = redis::Client::open(backends.redis.url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -444,7 +443,7 @@ async fn a_poisoned_queue_entry_does_not_stall_the_persister() {
         return;
     };
     let backends = server.backends().unwrap();
-    let keys = flashsale_server::gate::RedisKeys::new(&backends.redis.prefix);
+    let keys = flashsale_server::redis::RedisKeys::new(&backends.redis.prefix);
     let mut redis = redis::Client::open(backends.redis.url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()

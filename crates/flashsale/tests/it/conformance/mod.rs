@@ -151,13 +151,14 @@ mod cluster {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use flashsale_server::cluster::{ClusterStore, Queue};
+    use flashsale_server::cluster::ClusterStore;
     use flashsale_server::domain::{OrderId, Sale, SaleId, UserId};
     use flashsale_server::gate::{
-        GateDecision, GateError, Holding, OrderKey, RedisGate, RedisGateOptions, Reservation,
-        StockGate,
+        GateDecision, GateError, Holding, OrderKey, Reservation, StockGate,
     };
     use flashsale_server::metrics::Metrics;
+    use flashsale_server::redis::OrderQueue;
+    use flashsale_server::redis::{RedisGate, RedisGateOptions};
     use flashsale_server::store::{OrderStore, PostgresOptions, PostgresStore};
     use flashsale_server::BoxFuture;
 
@@ -281,7 +282,7 @@ mod cluster {
         fn open(&self) -> BoxFuture<'_, Arc<dyn OrderStore>> {
             Box::pin(async move {
                 let gate = connect_gate(&self.1).await;
-                let queue = Queue::new(gate.connection(), gate.keys().clone());
+                let queue = OrderQueue::new(gate.connection(), gate.keys().clone());
                 Arc::new(ClusterStore::new(open_postgres(&self.0).await, queue))
                     as Arc<dyn OrderStore>
             })
@@ -301,7 +302,7 @@ mod cluster {
         fn open(&self) -> BoxFuture<'_, Arc<dyn flashsale_server::line::WaitingLine>> {
             Box::pin(async move {
                 let gate = connect_gate(&self.0).await;
-                Arc::new(flashsale_server::line::RedisLine::new(
+                Arc::new(flashsale_server::redis::RedisLine::new(
                     gate.connection(),
                     gate.keys().clone(),
                     true,

@@ -7,7 +7,9 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::domain::{Order, OrderId, SaleId, UserId};
-use crate::gate::{self, record, RedisKeys};
+pub mod record;
+
+use super::keys::{self, RedisKeys};
 use crate::store::StoreError;
 
 pub fn redis_failed(error: redis::RedisError) -> StoreError {
@@ -25,12 +27,12 @@ fn decode_entries(reply: &redis::streams::StreamRangeReply) -> Vec<Order> {
 }
 
 #[derive(Clone)]
-pub struct Queue {
+pub struct OrderQueue {
     connection: ConnectionManager,
     keys: RedisKeys,
 }
 
-impl Queue {
+impl OrderQueue {
     pub fn new(connection: ConnectionManager, keys: RedisKeys) -> Self {
         Self { connection, keys }
     }
@@ -142,7 +144,7 @@ impl Queue {
         user_id: &UserId,
         key: &str,
     ) -> Result<Option<OrderId>, StoreError> {
-        gate::key_owner(&mut self.connection(), &self.keys, sale_id, user_id, key)
+        keys::key_owner(&mut self.connection(), &self.keys, sale_id, user_id, key)
             .await
             .map_err(redis_failed)
     }

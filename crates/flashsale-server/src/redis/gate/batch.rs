@@ -17,11 +17,11 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::oneshot;
 
-use super::keys::RedisKeys;
 use super::unavailable;
 use super::GateError;
 use crate::domain::SaleId;
 use crate::metrics::Metrics;
+use crate::redis::keys::RedisKeys;
 
 /// Purchases decided by one script call at most: the call holds Redis for its whole run
 /// (~12 µs a purchase), so a large group would delay every other client.

@@ -5,8 +5,6 @@
 //! are in the AOF on disk, so a reserved order is durable when this gate returns.
 
 mod batch;
-mod keys;
-pub mod record;
 mod sold_out;
 
 use std::sync::Arc;
@@ -16,10 +14,11 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
 use self::batch::{Purchase, Reserver};
-pub use self::keys::{key_owner, RedisKeys, PERSISTERS};
 use self::sold_out::SoldOutCache;
-use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
+use super::keys::{self, RedisKeys, PERSISTERS};
+use super::queue::record;
 use crate::domain::{OrderId, Sale, SaleId, UserId};
+use crate::gate::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
 use crate::metrics::Metrics;
 use crate::BoxFuture;
 

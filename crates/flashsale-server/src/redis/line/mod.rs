@@ -8,9 +8,9 @@ use jiff::Timestamp;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::{Drawer, Joined, LineError, WaitingLine};
+use super::keys::RedisKeys;
 use crate::domain::{Admission, LineFacts, Sale, UserId};
-use crate::gate::RedisKeys;
+use crate::line::{Drawer, Joined, LineError, WaitingLine};
 use crate::BoxFuture;
 
 pub struct RedisLine {
