@@ -188,8 +188,7 @@ impl App {
             };
             let (gate, store, persister) = cluster.into_node(Arc::clone(&clock));
             let line = Arc::new(RedisLine::new(
-                gate.connection(),
-                gate.keys().clone(),
+                gate.redis(),
                 time_from_caller,
                 passes.draw_key(),
             ));

@@ -33,6 +33,8 @@ pub enum ArchiveError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Gate(#[from] GateError),
+    #[error(transparent)]
+    Queue(#[from] crate::redis::QueueError),
 }
 
 pub struct Archiver {

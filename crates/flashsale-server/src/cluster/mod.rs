@@ -18,7 +18,9 @@ use crate::config::Settings;
 use crate::domain::OrderId;
 use crate::gate::GateError;
 use crate::metrics::Metrics;
-use crate::redis::{OrderQueue, RedisClock, RedisDurability, RedisGate, RedisGateOptions};
+use crate::redis::{
+    OrderQueue, Redis, RedisClock, RedisDurability, RedisGate, RedisGateOptions, RedisOptions,
+};
 use crate::store::{PostgresOptions, PostgresStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +71,14 @@ impl Cluster {
             )));
         };
         metrics.enable_cluster();
-        let gate = RedisGate::connect(
-            RedisGateOptions {
-                url: redis_url.clone(),
-                key_prefix: settings.redis_key_prefix.clone(),
-                sold_out_recheck: Duration::from_millis(settings.sold_out_recheck_ms),
-                response_timeout: REDIS_RESPONSE_TIMEOUT,
-                replicas_ack: settings.redis_replicas_ack,
-                replicas_ack_timeout: Duration::from_millis(settings.redis_replicas_ack_timeout_ms),
-                time_from_caller,
-                tls_ca_file: settings.redis_tls_ca_file.clone(),
-            },
-            Arc::clone(&metrics),
-        )
+        let redis = Redis::connect(&RedisOptions {
+            url: redis_url.clone(),
+            key_prefix: settings.redis_key_prefix.clone(),
+            response_timeout: REDIS_RESPONSE_TIMEOUT,
+            tls_ca_file: settings.redis_tls_ca_file.clone(),
+        })
         .await?;
-        let durability = gate.durability().await;
+        let durability = redis.durability().await;
         let risks = durability.as_ref().map(RedisDurability::risks);
         match (durability, settings.redis_require_durable) {
             (Some(durability), true) if !durability.risks().is_empty() => {
@@ -103,7 +98,17 @@ impl Cluster {
             connect_timeout: CONNECT_TIMEOUT,
         })
         .await?;
-        let queue = OrderQueue::new(gate.connection(), gate.keys().clone());
+        let gate = RedisGate::on(
+            &redis,
+            &RedisGateOptions {
+                sold_out_recheck: Duration::from_millis(settings.sold_out_recheck_ms),
+                replicas_ack: settings.redis_replicas_ack,
+                replicas_ack_timeout: Duration::from_millis(settings.redis_replicas_ack_timeout_ms),
+                time_from_caller,
+            },
+            Arc::clone(&metrics),
+        );
+        let queue = OrderQueue::new(&redis);
         let persister = Persister::new(
             queue.clone(),
             postgres.clone(),
@@ -123,7 +128,7 @@ impl Cluster {
 
     /// The cluster's one clock, Redis's, as this node keeps it.
     pub async fn clock(&self) -> Result<Arc<dyn Clock>, ClusterError> {
-        Ok(RedisClock::start(self.gate.connection()).await?)
+        Ok(RedisClock::start(self.gate.redis()).await?)
     }
 
     /// Archives settled sales on `clock` (see `archive`).

@@ -4,17 +4,14 @@
 //! leaves its entries pending; another node claims them after `claim_idle`. While PostgreSQL is
 //! unreachable the entries wait in Redis and the batch is retried.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::streams::StreamReadReply;
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions};
 use tokio::sync::watch;
 
 use crate::domain::{Order, SaleId};
 use crate::metrics::Metrics;
-use crate::redis::{record, redis_failed, OrderQueue, PERSISTERS};
+use crate::redis::{Entry, OrderQueue, ReadFrom};
 use crate::store::{PostgresStore, StoreError};
 
 const IDLE_PAUSE: Duration = Duration::from_millis(5);
@@ -26,19 +23,11 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 pub struct Persister {
     queue: OrderQueue,
-    acknowledge: redis::Script,
     postgres: PostgresStore,
     consumer: String,
     batch_max: usize,
     claim_idle: Duration,
     metrics: Arc<Metrics>,
-}
-
-/// One entry read from a sale's queue.
-struct Entry {
-    sale_id: SaleId,
-    entry_id: String,
-    order: Option<Order>,
 }
 
 struct Round {
@@ -61,7 +50,6 @@ impl Persister {
     ) -> Self {
         Self {
             queue,
-            acknowledge: redis::Script::new(include_str!("../redis/queue/acknowledge.lua")),
             postgres,
             consumer,
             batch_max: batch_max.max(1),
@@ -129,81 +117,40 @@ impl Persister {
             .last_claim
             .is_none_or(|at| at.elapsed() > self.claim_idle / 2)
         {
-            let claimed = self.claim(&round.sales).await?;
+            let claimed = self
+                .queue
+                .claim_idle(
+                    &self.consumer,
+                    &round.sales,
+                    self.claim_idle,
+                    self.batch_max,
+                )
+                .await?;
             if !claimed.is_empty() {
                 return self.persist(claimed).await;
             }
             round.last_claim = Some(Instant::now());
         }
         if round.own_pending {
-            let pending = self.read(&round.sales, "0").await?;
+            let pending = self
+                .queue
+                .read_group(
+                    &self.consumer,
+                    &round.sales,
+                    ReadFrom::OwnPending,
+                    self.batch_max,
+                )
+                .await?;
             if !pending.is_empty() {
                 return self.persist(pending).await;
             }
             round.own_pending = false;
         }
-        let entries = self.read(&round.sales, ">").await?;
+        let entries = self
+            .queue
+            .read_group(&self.consumer, &round.sales, ReadFrom::New, self.batch_max)
+            .await?;
         self.persist(entries).await
-    }
-
-    async fn read(&self, sales: &[SaleId], from: &str) -> Result<Vec<Entry>, StoreError> {
-        let keys: Vec<String> = sales.iter().map(|id| self.queue.keys().queue(id)).collect();
-        let ids = vec![from; keys.len()];
-        let options = StreamReadOptions::default()
-            .group(PERSISTERS, &self.consumer)
-            .count(self.batch_max);
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg(&options)
-            .arg("STREAMS")
-            .arg(&keys)
-            .arg(&ids)
-            .query_async(&mut self.queue.connection())
-            .await
-            .map_err(redis_failed)?;
-        let mut entries = Vec::new();
-        for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-            if let Some(index) = keys.iter().position(|key| *key == stream.key) {
-                entries.extend(
-                    stream
-                        .ids
-                        .into_iter()
-                        .map(|id| entry(sales[index].clone(), id)),
-                );
-            }
-        }
-        Ok(entries)
-    }
-
-    /// Takes over entries another consumer left unacknowledged for `claim_idle`.
-    async fn claim(&self, sales: &[SaleId]) -> Result<Vec<Entry>, StoreError> {
-        let idle_ms = u64::try_from(self.claim_idle.as_millis()).unwrap_or(u64::MAX);
-        let mut entries = Vec::new();
-        for sale_id in sales {
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(self.queue.keys().queue(sale_id))
-                .arg(PERSISTERS)
-                .arg(&self.consumer)
-                .arg(idle_ms)
-                .arg("0-0")
-                .arg(StreamAutoClaimOptions::default().count(self.batch_max))
-                .query_async(&mut self.queue.connection())
-                .await
-                .map_err(redis_failed)?;
-            if !reply.claimed.is_empty() {
-                tracing::info!(sale_id = %sale_id, orders = reply.claimed.len(),
-                    "took over queued orders another node left unacknowledged");
-            }
-            entries.extend(
-                reply
-                    .claimed
-                    .into_iter()
-                    .map(|id| entry(sale_id.clone(), id)),
-            );
-            if entries.len() >= self.batch_max {
-                break;
-            }
-        }
-        Ok(entries)
     }
 
     async fn persist(&self, entries: Vec<Entry>) -> Result<usize, StoreError> {
@@ -231,99 +178,17 @@ impl Persister {
             tracing::error!(sale_id = %entry.sale_id, entry_id = %entry.entry_id,
                 "a queue entry is not an order; dropped");
         }
-        self.acknowledge(&entries).await?;
+        self.queue.acknowledge(&entries).await?;
         self.metrics
             .record_persisted(orders.len() - refused, refused);
         Ok(entries.len())
     }
 
-    /// Acknowledges committed entries and forgets them, one script per sale (atomic with the
-    /// purchases of that sale): from now on PostgreSQL answers for them, and a sale whose queue
-    /// is empty leaves the persisters' work list.
-    async fn acknowledge(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let mut by_sale: BTreeMap<&SaleId, Vec<&Entry>> = BTreeMap::new();
-        for entry in entries {
-            by_sale.entry(&entry.sale_id).or_default().push(entry);
-        }
-        let keys = self.queue.keys();
-        for (sale_id, entries) in by_sale {
-            let mut invocation = self.acknowledge.prepare_invoke();
-            invocation
-                .key(keys.queue(sale_id))
-                .key(keys.queued_sales())
-                .key(keys.old_order_copies(sale_id))
-                .arg(PERSISTERS)
-                .arg(sale_id.as_str())
-                .arg(entries.len());
-            for entry in &entries {
-                invocation.arg(&entry.entry_id);
-            }
-            for order in entries.iter().filter_map(|entry| entry.order.as_ref()) {
-                invocation.arg(order.id.as_str());
-            }
-            invocation
-                .invoke_async::<i64>(&mut self.queue.connection())
-                .await
-                .map_err(redis_failed)?;
-        }
-        Ok(())
-    }
-
     /// Publishes the age of the oldest order not yet in PostgreSQL, and how many there are.
     async fn measure_lag(&self, sales: &[SaleId]) -> Result<(), StoreError> {
-        if sales.is_empty() {
-            self.metrics.record_queue(Duration::ZERO, 0);
-            return Ok(());
-        }
-        let keys = self.queue.keys();
-        let mut pipeline = redis::pipe();
-        for sale_id in sales {
-            pipeline
-                .cmd("XRANGE")
-                .arg(keys.queue(sale_id))
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
-            pipeline.xlen(keys.queue(sale_id));
-        }
-        let replies: Vec<redis::Value> = pipeline
-            .query_async(&mut self.queue.connection())
-            .await
-            .map_err(redis_failed)?;
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let mut oldest_ms: Option<i64> = None;
-        let mut unpersisted = 0u64;
-        for pair in replies.chunks(2) {
-            if let [first, count] = pair {
-                let first: redis::streams::StreamRangeReply =
-                    redis::from_redis_value_ref(first).unwrap_or_default();
-                if let Some(ms) = first
-                    .ids
-                    .first()
-                    .and_then(|id| id.id.split('-').next())
-                    .and_then(|ms| ms.parse::<i64>().ok())
-                {
-                    oldest_ms = Some(oldest_ms.map_or(ms, |oldest| oldest.min(ms)));
-                }
-                unpersisted += redis::from_redis_value_ref::<u64>(count).unwrap_or(0);
-            }
-        }
-        let lag = oldest_ms
-            .map(|ms| Duration::from_millis(u64::try_from(now_ms - ms).unwrap_or(0)))
-            .unwrap_or_default();
+        let (lag, unpersisted) = self.queue.lag(sales, now_ms).await?;
         self.metrics.record_queue(lag, unpersisted);
         Ok(())
-    }
-}
-
-fn entry(sale_id: SaleId, id: StreamId) -> Entry {
-    let order = id
-        .get::<String>("order")
-        .and_then(|text| record::decode(&text));
-    Entry {
-        sale_id,
-        entry_id: id.id,
-        order,
     }
 }

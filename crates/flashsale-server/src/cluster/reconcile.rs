@@ -43,6 +43,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Gate(#[from] crate::gate::GateError),
+    #[error(transparent)]
+    Queue(#[from] crate::redis::QueueError),
 }
 
 /// The reports as the table `flashsale reconcile` prints: one line per sale and its verdict.

@@ -6,12 +6,18 @@
 use jiff::Timestamp;
 
 use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
-use crate::redis::OrderQueue;
+use crate::redis::{OrderQueue, QueueError};
 use crate::store::{
     InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError, Transition,
     TransitionError,
 };
 use crate::BoxFuture;
+
+impl From<QueueError> for StoreError {
+    fn from(error: QueueError) -> Self {
+        Self::Failed(error.to_string())
+    }
+}
 
 pub struct ClusterStore {
     postgres: PostgresStore,
@@ -140,7 +146,7 @@ impl OrderStore for ClusterStore {
                 Err(TransitionError::NotFound) => {}
                 other => return other,
             }
-            let Some(queued) = self.queue.find(&order_id).await? else {
+            let Some(queued) = self.queue.find(&order_id).await.map_err(StoreError::from)? else {
                 return self
                     .postgres
                     .transition(&order_id, action, &actor, now)

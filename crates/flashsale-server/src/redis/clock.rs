@@ -51,7 +51,8 @@ async fn read(connection: &mut ConnectionManager) -> Result<Reading, GateError> 
 impl RedisClock {
     /// Reads Redis's clock once, then keeps reading it in the background for as long as the
     /// returned clock lives.
-    pub async fn start(mut connection: ConnectionManager) -> Result<Arc<Self>, GateError> {
+    pub async fn start(redis: &super::Redis) -> Result<Arc<Self>, GateError> {
+        let mut connection = redis.manager();
         let clock = Arc::new(Self {
             reading: Mutex::new(read(&mut connection).await?),
         });

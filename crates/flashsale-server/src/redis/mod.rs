@@ -5,13 +5,15 @@
 //! outside this one names a Redis key.
 
 mod clock;
+mod connection;
 mod gate;
 mod keys;
 mod line;
 mod queue;
 
 pub use self::clock::RedisClock;
-pub use self::gate::{RedisDurability, RedisGate, RedisGateOptions};
+pub use self::connection::{Redis, RedisDurability, RedisOptions};
+pub use self::gate::{RedisGate, RedisGateOptions};
 pub use self::keys::{RedisKeys, PERSISTERS};
 pub use self::line::RedisLine;
-pub use self::queue::{record, redis_failed, OrderQueue};
+pub use self::queue::{record, Entry, OrderQueue, QueueError, ReadFrom};

@@ -883,12 +883,11 @@ async fn replica_acknowledgement_waits_for_a_replica() {
     let primary = PrivateRedis::start_with(&["--repl-diskless-sync-delay", "0"]).await;
     let key_prefix = prefix.prefix.clone();
     let gate = |url: String, replicas_ack| async move {
-        RedisGate::connect(
-            gate_options(url, key_prefix, replicas_ack, Duration::from_millis(1000)),
+        RedisGate::on(
+            &crate::services::connect_redis(&url, &key_prefix).await,
+            &gate_options(replicas_ack, Duration::from_millis(1000)),
             Arc::new(flashsale_server::metrics::Metrics::default()),
         )
-        .await
-        .unwrap()
     };
     let now = jiff::Timestamp::now();
     let sale = sale_on_since_a_minute("Replicated", 10, now);
@@ -929,12 +928,11 @@ async fn concurrent_purchases_share_script_calls() {
     let metrics = Arc::new(flashsale_server::metrics::Metrics::default());
     metrics.enable_cluster();
     // No sold-out mark: every purchase goes to Redis.
-    let options = gate_options(prefix.url.clone(), prefix.prefix.clone(), 0, Duration::ZERO);
-    let gate = Arc::new(
-        RedisGate::connect(options, Arc::clone(&metrics))
-            .await
-            .unwrap(),
-    );
+    let gate = Arc::new(RedisGate::on(
+        &prefix.connect().await,
+        &gate_options(0, Duration::ZERO),
+        Arc::clone(&metrics),
+    ));
     let now = jiff::Timestamp::now();
     let sale = sale_on_since_a_minute("Grouped", 300, now);
     gate.open_sale(&sale).await.unwrap();
@@ -975,22 +973,16 @@ async fn concurrent_purchases_share_script_calls() {
     );
 }
 
-/// A Redis gate's options for a test: its own key prefix, Redis's clock.
+/// A Redis gate's options for a test: Redis's clock.
 fn gate_options(
-    url: String,
-    key_prefix: String,
     replicas_ack: u32,
     sold_out_recheck: Duration,
 ) -> flashsale_server::redis::RedisGateOptions {
     flashsale_server::redis::RedisGateOptions {
-        url,
-        key_prefix,
         sold_out_recheck,
-        response_timeout: Duration::from_secs(5),
         replicas_ack,
         replicas_ack_timeout: Duration::from_millis(300),
         time_from_caller: false,
-        tls_ca_file: None,
     }
 }
 

@@ -292,17 +292,17 @@ async fn a_winning_key_is_answered_by_a_node_that_saw_the_sale_sold_out() {
     assert_eq!(other_key.code(), "sold_out", "a key is its buyer's own");
 }
 
-fn redis_gate(prefix: &KeyPrefix, time_from_caller: bool) -> RedisGateOptions {
-    RedisGateOptions {
-        url: prefix.url.clone(),
-        key_prefix: prefix.prefix.clone(),
-        sold_out_recheck: Duration::from_millis(1000),
-        response_timeout: Duration::from_secs(5),
-        replicas_ack: 0,
-        replicas_ack_timeout: Duration::from_secs(1),
-        time_from_caller,
-        tls_ca_file: None,
-    }
+async fn redis_gate(prefix: &KeyPrefix, time_from_caller: bool) -> RedisGate {
+    RedisGate::on(
+        &prefix.connect().await,
+        &RedisGateOptions {
+            sold_out_recheck: Duration::from_millis(1000),
+            replicas_ack: 0,
+            replicas_ack_timeout: Duration::from_secs(1),
+            time_from_caller,
+        },
+        Arc::new(Metrics::default()),
+    )
 }
 
 /// Bug 3: a node whose clock is an hour off can neither sell before the start nor make an
@@ -312,9 +312,7 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
     let Some(prefix) = KeyPrefix::new() else {
         return;
     };
-    let gate = RedisGate::connect(redis_gate(&prefix, false), Arc::new(Metrics::default()))
-        .await
-        .unwrap();
+    let gate = redis_gate(&prefix, false).await;
     let now = Timestamp::now();
     let hour = SignedDuration::from_hours(1);
     let sale = |starts_at: Timestamp| {
@@ -368,7 +366,7 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-        .xrange_all(gate.keys().queue(&live.id))
+        .xrange_all(gate.redis().keys().queue(&live.id))
         .await
         .unwrap();
     let order = queued
@@ -500,9 +498,7 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
     let Some(prefix) = KeyPrefix::new() else {
         return;
     };
-    let gate = RedisGate::connect(redis_gate(&prefix, true), Arc::new(Metrics::default()))
-        .await
-        .unwrap();
+    let gate = redis_gate(&prefix, true).await;
     let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
     let sale = live_sale(10, now)
         .validate(SaleId::generate(), now)
@@ -535,12 +531,14 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let queued: redis::streams::StreamRangeReply =
-        redis.xrange_all(gate.keys().queue(&sale.id)).await.unwrap();
+    let queued: redis::streams::StreamRangeReply = redis
+        .xrange_all(gate.redis().keys().queue(&sale.id))
+        .await
+        .unwrap();
     let entry_ids: Vec<&str> = queued.ids.iter().map(|entry| entry.id.as_str()).collect();
     assert_eq!(entry_ids.len(), 1, "the order is queued once");
     let _: i64 = redis
-        .xdel(gate.keys().queue(&sale.id), &entry_ids)
+        .xdel(gate.redis().keys().queue(&sale.id), &entry_ids)
         .await
         .unwrap();
     gate.repair_sale(&sale, &[], &[], &[]).await.unwrap();

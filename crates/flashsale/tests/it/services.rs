@@ -161,6 +161,25 @@ impl KeyPrefix {
     }
 }
 
+/// A node's connection to the Redis at `url`, its keys under `key_prefix`.
+pub async fn connect_redis(url: &str, key_prefix: &str) -> flashsale_server::redis::Redis {
+    flashsale_server::redis::Redis::connect(&flashsale_server::redis::RedisOptions {
+        url: url.to_owned(),
+        key_prefix: key_prefix.to_owned(),
+        response_timeout: std::time::Duration::from_secs(5),
+        tls_ca_file: None,
+    })
+    .await
+    .expect("Redis connects")
+}
+
+impl KeyPrefix {
+    /// A connection to this test's Redis, on this test's keys.
+    pub async fn connect(&self) -> flashsale_server::redis::Redis {
+        connect_redis(&self.url, &self.prefix).await
+    }
+}
+
 impl Drop for KeyPrefix {
     fn drop(&mut self) {
         blocking_cleanup(delete_keys(self.url.clone(), self.prefix.clone()));

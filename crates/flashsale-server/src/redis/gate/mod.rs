@@ -15,6 +15,7 @@ use redis::{AsyncCommands, Client, Script};
 
 use self::batch::{Purchase, Reserver};
 use self::sold_out::SoldOutCache;
+use super::connection::Redis;
 use super::keys::{self, RedisKeys, PERSISTERS};
 use super::queue::record;
 use crate::domain::{OrderId, Sale, SaleId, UserId};
@@ -24,12 +25,9 @@ use crate::BoxFuture;
 
 #[derive(Clone, Debug)]
 pub struct RedisGateOptions {
-    pub url: String,
-    pub key_prefix: String,
     /// How long a local sold-out mark may keep refusing without asking Redis again; zero turns
     /// the local fast path off.
     pub sold_out_recheck: Duration,
-    pub response_timeout: Duration,
     /// Replicas that must confirm a reserved order (`WAIT`) before it counts as reserved (0: off),
     /// and how long to wait for them.
     pub replicas_ack: u32,
@@ -37,11 +35,10 @@ pub struct RedisGateOptions {
     /// Whether the purchase script takes "now" from the reservation (the node's clock: tests
     /// give their nodes one manual clock) instead of Redis's own clock, one for every node.
     pub time_from_caller: bool,
-    /// The CA a `rediss://` server's certificate is checked against, instead of the system's.
-    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct RedisGate {
+    redis: Redis,
     connection: ConnectionManager,
     keys: RedisKeys,
     reserver: Arc<Reserver>,
@@ -60,62 +57,16 @@ impl Drop for RedisGate {
     }
 }
 
-fn unavailable(error: redis::RedisError) -> GateError {
+pub(super) fn unavailable(error: redis::RedisError) -> GateError {
     GateError::Unavailable(format!("Redis: {}", crate::error_chain::describe(&error)))
 }
 
-/// How Redis keeps its data, as far as acknowledged orders depend on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisDurability {
-    pub appendonly: String,
-    pub appendfsync: String,
-    pub maxmemory_policy: String,
-}
-
-impl RedisDurability {
-    /// What makes Redis able to lose an acknowledged order, one sentence each: a reply that
-    /// comes before the write is on disk, or an eviction of a key (a holding, a queued order).
-    pub fn risks(&self) -> Vec<String> {
-        let mut risks = Vec::new();
-        if self.appendonly != "yes" {
-            risks.push(format!(
-                "appendonly is {} (set: appendonly yes)",
-                self.appendonly
-            ));
-        }
-        if self.appendfsync != "always" {
-            risks.push(format!(
-                "appendfsync is {} (set: appendfsync always)",
-                self.appendfsync
-            ));
-        }
-        if self.maxmemory_policy != "noeviction" {
-            risks.push(format!(
-                "maxmemory-policy is {} (set: maxmemory-policy noeviction)",
-                self.maxmemory_policy
-            ));
-        }
-        risks
-    }
-}
-
 impl RedisGate {
-    pub async fn connect(
-        options: RedisGateOptions,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, GateError> {
-        let client = crate::tls::redis_client(&options.url, options.tls_ca_file.as_deref())
-            .map_err(|error| GateError::Unavailable(error.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.response_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
-        let keys = RedisKeys::new(&options.key_prefix);
+    /// The gate on the node's connection.
+    pub fn on(redis: &Redis, options: &RedisGateOptions, metrics: Arc<Metrics>) -> Self {
+        let connection = redis.manager();
+        let client = redis.client();
+        let keys = redis.keys().clone();
         let sold_out = Arc::new(SoldOutCache::new(options.sold_out_recheck));
         let listener = tokio::spawn(listen_for_stock(
             client,
@@ -129,7 +80,8 @@ impl RedisGate {
             options.replicas_ack_timeout,
             Arc::clone(&metrics),
         ));
-        Ok(Self {
+        Self {
+            redis: redis.clone(),
             connection,
             keys,
             reserver,
@@ -140,7 +92,7 @@ impl RedisGate {
             sold_out,
             metrics,
             listener,
-        })
+        }
     }
 
     /// Drops an ended, settled sale's keys, unless an order of it is still queued for
@@ -167,35 +119,15 @@ impl RedisGate {
         Ok(gone == 1)
     }
 
-    pub fn keys(&self) -> &RedisKeys {
-        &self.keys
+    /// The connection the gate runs on (the waiting line, the order queue and the clock share
+    /// it).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// A handle on the gate's multiplexed connection (cheap: clones share it).
-    pub fn connection(&self) -> ConnectionManager {
+    fn connection(&self) -> ConnectionManager {
         self.connection.clone()
-    }
-
-    /// The server's persistence and eviction settings; `None` when the server refuses
-    /// `CONFIG GET` (some managed services rename it).
-    pub async fn durability(&self) -> Option<RedisDurability> {
-        let mut connection = self.connection();
-        let mut values = Vec::with_capacity(3);
-        for name in ["appendonly", "appendfsync", "maxmemory-policy"] {
-            let reply: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut connection)
-                .await
-                .ok()?;
-            values.push(reply.get(1)?.clone());
-        }
-        let [appendonly, appendfsync, maxmemory_policy] = <[String; 3]>::try_from(values).ok()?;
-        Some(RedisDurability {
-            appendonly,
-            appendfsync,
-            maxmemory_policy,
-        })
     }
 
     /// Rebuilds a sale from the system of record (repair after Redis lost data, or a holding

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use super::connection::Redis;
 use super::keys::RedisKeys;
 use crate::domain::{Admission, LineFacts, Sale, UserId};
 use crate::line::{Drawer, Joined, LineError, WaitingLine};
@@ -78,16 +79,11 @@ fn facts_of(reply: &[String], sale: &Sale) -> Result<LineFacts, LineError> {
 }
 
 impl RedisLine {
-    /// A line on the gate's connection and keys.
-    pub fn new(
-        connection: ConnectionManager,
-        keys: RedisKeys,
-        time_from_caller: bool,
-        draw_key: Vec<u8>,
-    ) -> Self {
+    /// A line on the node's Redis connection.
+    pub fn new(redis: &Redis, time_from_caller: bool, draw_key: Vec<u8>) -> Self {
         Self {
-            connection,
-            keys,
+            connection: redis.manager(),
+            keys: redis.keys().clone(),
             join: Script::new(include_str!("join.lua")),
             pass: Script::new(include_str!("pass.lua")),
             admission: Script::new(include_str!("admission.lua")),

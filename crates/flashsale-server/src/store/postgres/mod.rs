@@ -33,7 +33,7 @@ use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
 use crate::error_chain::describe;
 use crate::BoxFuture;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresOptions {
     pub url: String,
     /// The schema holding flashsale's tables (created if missing); lets several deployments or
@@ -42,6 +42,19 @@ pub struct PostgresOptions {
     pub connections_max: usize,
     /// How long a request waits for a connection, or for one to be made, before failing.
     pub connect_timeout: Duration,
+}
+
+/// The URL may carry a password: `Debug` leaves it out, as `Settings` does.
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PostgresOptions")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("connections_max", &self.connections_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 /// Cheap to clone: clones share the connection pool.
@@ -168,5 +181,23 @@ impl OrderStore for PostgresStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.stock_returned(order_ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_the_password_out() {
+        let options = PostgresOptions {
+            url: "postgres://flashsale:hunter2-secret@db.internal/shop".into(),
+            schema: "flashsale".into(),
+            connections_max: 4,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("flashsale"), "{shown}");
     }
 }

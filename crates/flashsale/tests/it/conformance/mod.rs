@@ -224,22 +224,17 @@ mod cluster {
     }
 
     async fn connect_gate(prefix: &KeyPrefix) -> RedisGate {
-        RedisGate::connect(
-            RedisGateOptions {
-                url: prefix.url.clone(),
-                key_prefix: prefix.prefix.clone(),
+        RedisGate::on(
+            &prefix.connect().await,
+            &RedisGateOptions {
                 sold_out_recheck: Duration::from_millis(1000),
-                response_timeout: Duration::from_secs(5),
                 replicas_ack: 0,
                 replicas_ack_timeout: Duration::from_secs(1),
                 // The cases give every gate its time in the reservation, as a manual clock would.
                 time_from_caller: true,
-                tls_ca_file: None,
             },
             Arc::new(Metrics::default()),
         )
-        .await
-        .expect("Redis gate connects")
     }
 
     async fn open_postgres(schema: &Schema) -> PostgresStore {
@@ -282,7 +277,7 @@ mod cluster {
         fn open(&self) -> BoxFuture<'_, Arc<dyn OrderStore>> {
             Box::pin(async move {
                 let gate = connect_gate(&self.1).await;
-                let queue = OrderQueue::new(gate.connection(), gate.keys().clone());
+                let queue = OrderQueue::new(gate.redis());
                 Arc::new(ClusterStore::new(open_postgres(&self.0).await, queue))
                     as Arc<dyn OrderStore>
             })
@@ -303,8 +298,7 @@ mod cluster {
             Box::pin(async move {
                 let gate = connect_gate(&self.0).await;
                 Arc::new(flashsale_server::redis::RedisLine::new(
-                    gate.connection(),
-                    gate.keys().clone(),
+                    gate.redis(),
                     true,
                     b"draw key".to_vec(),
                 )) as Arc<dyn flashsale_server::line::WaitingLine>
