@@ -26,8 +26,16 @@ fn checksum(kind: u8, payload: &[u8]) -> u32 {
 
 /// Appends one framed record to `out`. `kind` must not be 0 (the reserved space).
 pub fn encode_into(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    // Replay refuses a record longer than this (it would read as damage and cut the file
+    // there, with every acknowledged record after it): writing one is a bug.
+    assert!(
+        payload.len() <= RECORD_LENGTH_MAX as usize,
+        "a record of {} bytes",
+        payload.len()
+    );
+    assert_ne!(kind, 0, "kind 0 is the reserved space");
     out.push(kind);
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
     out.extend_from_slice(&checksum(kind, payload).to_le_bytes());
 }

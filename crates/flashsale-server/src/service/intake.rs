@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::{CatalogPolicy, Purchased, ServiceError};
 use crate::domain::{Order, Rejection, Sale};
 use crate::gate::{Holding, OrderKey, StockGate};
-use crate::store::{InsertError, OrderStore};
+use crate::store::{InsertError, OrderQuery, OrderStore};
 use crate::BoxFuture;
 
 pub trait Intake: Send + Sync + 'static {
@@ -100,8 +100,45 @@ impl PrivateIntake {
     }
 }
 
+/// How many of a buyer's orders of a sale are looked at for the active one a limit refusal names
+/// (at most the limit are active; the rest are cancelled or expired, newest first).
+const ORDERS_LOOKED_AT_MAX: usize = 500;
+
+/// The refusal the store's backstop made of an order the gate had accepted (a gate bug: the
+/// error is logged), answered as the refusal a correct gate would have given.
+async fn store_refusal(
+    store: &dyn OrderStore,
+    order: &Order,
+    refusal: &InsertError,
+) -> Result<Purchased, ServiceError> {
+    tracing::error!(order_id = %order.id, sale_id = %order.sale_id, %refusal,
+        "the store refused an order the gate accepted");
+    let rejection = match refusal {
+        InsertError::LimitExceeded => {
+            let held = store
+                .orders(OrderQuery {
+                    user_id: Some(order.user_id.clone()),
+                    sale_id: Some(order.sale_id.clone()),
+                    before: None,
+                    limit: ORDERS_LOOKED_AT_MAX,
+                })
+                .await?
+                .into_iter()
+                .find(|held| held.status.is_active());
+            match held {
+                Some(held) => Rejection::AlreadyPurchased { order_id: held.id },
+                None => Rejection::SoldOut { remaining: 0 },
+            }
+        }
+        _ => Rejection::SoldOut { remaining: 0 },
+    };
+    Err(ServiceError::Rejected(rejection))
+}
+
 impl Intake for PrivateIntake {
     fn place(&self, order: Order) -> BoxFuture<'static, Result<Purchased, ServiceError>> {
+        let store = Arc::clone(&self.store);
+        let placed = order.clone();
         // Queued to the writer before anything awaits.
         let placement = Placement {
             committed: Some(self.store.insert_order(order.clone())),
@@ -118,15 +155,8 @@ impl Intake for PrivateIntake {
                     order: *existing,
                     created: false,
                 }),
-                Err(InsertError::SoldOut) => {
-                    tracing::error!("the store refused an order the gate accepted: no stock");
-                    Err(ServiceError::Rejected(Rejection::SoldOut { remaining: 0 }))
-                }
-                Err(InsertError::LimitExceeded) => {
-                    tracing::error!("the store refused an order the gate accepted: per-user limit");
-                    Err(ServiceError::Internal(
-                        "the order store refused the order: per-user limit".into(),
-                    ))
+                Err(refusal @ (InsertError::SoldOut | InsertError::LimitExceeded)) => {
+                    store_refusal(store.as_ref(), &placed, &refusal).await
                 }
                 Err(InsertError::Store(error)) => Err(error.into()),
             }

@@ -804,3 +804,109 @@ async fn cluster_a_settled_sale_leaves_redis_and_postgres_answers_for_it() {
         server.stop().await;
     }
 }
+
+/// A gate that forgets every buyer's limit (a bug the store's backstop must catch): it asks the
+/// memory gate with an unlimited limit.
+struct LimitlessGate(MemoryGate);
+
+impl StockGate for LimitlessGate {
+    fn open_sale(
+        &self,
+        sale: &flashsale_server::domain::Sale,
+    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
+        self.0.open_sale(sale)
+    }
+    fn restore_sale(
+        &self,
+        sale: &flashsale_server::domain::Sale,
+        holdings: Vec<flashsale_server::gate::Holding>,
+        keys: Vec<flashsale_server::gate::OrderKey>,
+    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
+        self.0.restore_sale(sale, holdings, keys)
+    }
+    fn reserve(
+        &self,
+        reservation: &Reservation,
+    ) -> flashsale_server::BoxFuture<'_, Result<GateDecision, flashsale_server::gate::GateError>>
+    {
+        let forgetful = Reservation {
+            per_user_limit: u32::MAX,
+            ..reservation.clone()
+        };
+        Box::pin(async move { self.0.reserve(&forgetful).await })
+    }
+    fn release(
+        &self,
+        holding: &flashsale_server::gate::Holding,
+    ) -> flashsale_server::BoxFuture<'_, Result<bool, flashsale_server::gate::GateError>> {
+        self.0.release(holding)
+    }
+    fn abandon(
+        &self,
+        holding: &flashsale_server::gate::Holding,
+    ) -> flashsale_server::BoxFuture<'_, Result<bool, flashsale_server::gate::GateError>> {
+        self.0.abandon(holding)
+    }
+    fn key_owner(
+        &self,
+        sale_id: &SaleId,
+        user_id: &UserId,
+        key: &str,
+    ) -> flashsale_server::BoxFuture<'_, Result<Option<OrderId>, flashsale_server::gate::GateError>>
+    {
+        self.0.key_owner(sale_id, user_id, key)
+    }
+    fn remaining(
+        &self,
+        sale_id: &SaleId,
+    ) -> flashsale_server::BoxFuture<'_, Result<Option<u64>, flashsale_server::gate::GateError>>
+    {
+        self.0.remaining(sale_id)
+    }
+    fn held(
+        &self,
+        sale_id: &SaleId,
+    ) -> flashsale_server::BoxFuture<'_, Result<Option<u64>, flashsale_server::gate::GateError>>
+    {
+        self.0.held(sale_id)
+    }
+    fn ping(
+        &self,
+    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
+        self.0.ping()
+    }
+}
+
+/// Issue #25: when the store's backstop refuses an order a buggy gate accepted (here, over the
+/// buyer's limit), the buyer gets the refusal a correct gate would have given (`409
+/// already_purchased` naming the active order), not a 500, and the unit is back on sale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backstop_refusal_is_the_refusal_a_correct_gate_gives() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+    let gate: Arc<dyn StockGate> = Arc::new(LimitlessGate(MemoryGate::new()));
+    let store = sqlite(data_dir.path());
+    let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
+    let service = Service::start(gate, store, intake, Arc::new(ManualClock::new(now)), 100)
+        .await
+        .expect("service starts");
+    let sale = service.create_sale(live_sale(5, now)).await.unwrap();
+    let sale_id = sale.sale.id.to_string();
+    let buyer = UserId::parse("greedy").unwrap();
+    let first = service
+        .purchase(buyer.clone(), &sale_id, 1, None, None)
+        .await
+        .expect("the first unit sells");
+    let second = service.purchase(buyer, &sale_id, 1, None, None).await;
+    match second {
+        Err(flashsale_server::service::ServiceError::Rejected(
+            flashsale_server::domain::Rejection::AlreadyPurchased { order_id },
+        )) => assert_eq!(order_id, first.order.id),
+        other => panic!("expected already_purchased naming the first order, got {other:?}"),
+    }
+    assert!(
+        settles_at(&service, &sale_id, 4).await,
+        "the refused unit went back: {:?}",
+        service.audit(&sale_id).await
+    );
+}

@@ -56,11 +56,17 @@ if mode == 'repair' then
         end
     end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+-- Checked before anything is written: Redis keeps the writes a script made before an error.
 local remaining = tonumber(ARGV[1])
+for _, holding in pairs(holdings) do
+    remaining = remaining - holding.quantity
+end
+if remaining < 0 then
+    return redis.error_reply('flashsale: the holdings exceed the stock of ' .. ARGV[1])
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 local buyers = {}
 for id, holding in pairs(holdings) do
-    remaining = remaining - holding.quantity
     local entry = id .. ':' .. holding.quantity
     local user = holding.user
     buyers[user] = buyers[user] and (buyers[user] .. ' ' .. entry) or entry
@@ -75,9 +81,6 @@ for i = keys_at, keys_at + key_count * 3 - 1, 3 do
 end
 for user, entries in pairs(buyers) do
     redis.call('HSET', KEYS[2], user, entries)
-end
-if remaining < 0 then
-    return redis.error_reply('flashsale: the holdings exceed the stock of ' .. ARGV[1])
 end
 redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'remaining', remaining,
     'starts_ms', ARGV[2], 'ends_ms', ARGV[3])

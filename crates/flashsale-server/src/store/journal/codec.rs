@@ -24,10 +24,16 @@ struct Writer<'a>(&'a mut Vec<u8>);
 
 impl Writer<'_> {
     fn text(&mut self, text: &str) {
-        let length = u16::try_from(text.len()).unwrap_or(u16::MAX);
-        self.0.extend_from_slice(&length.to_le_bytes());
-        self.0
-            .extend_from_slice(&text.as_bytes()[..usize::from(length)]);
+        // Every text the journal keeps is bounded by validation far below this (names,
+        // descriptions, buyer ids, keys): a longer one is a bug, and cutting it would change it
+        // (or split a character).
+        assert!(
+            text.len() <= usize::from(u16::MAX),
+            "a journal text of {} bytes",
+            text.len()
+        );
+        self.0.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        self.0.extend_from_slice(text.as_bytes());
     }
     fn optional_text(&mut self, text: Option<&str>) {
         self.flag(text.is_some());
