@@ -208,6 +208,7 @@ impl App {
                         commit_batch_max: settings.commit_batch_max,
                         write_queue_max: settings.write_queue_max,
                         batching: WriterBatching::ByScheduler,
+                        events_retention: settings.events_retention(),
                     },
                     Arc::clone(&metrics),
                 )?),

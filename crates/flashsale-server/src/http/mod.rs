@@ -12,9 +12,9 @@ mod ops;
 mod orders;
 mod pages;
 mod queue;
-mod rfc3339;
+pub(crate) mod rfc3339;
 mod sales;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

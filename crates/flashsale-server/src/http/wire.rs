@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
-use crate::domain::{Order, SaleDraft, WaitingRoom, WaitingRoomDraft};
+use crate::domain::{Order, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
 use crate::service::{Audit, QueueView, SaleView};
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
@@ -197,19 +197,25 @@ pub struct SaleBody {
 
 impl From<&SaleView> for SaleBody {
     fn from(view: &SaleView) -> Self {
-        let sale = &view.sale;
+        Self::of(&view.sale, view.remaining, view.state)
+    }
+}
+
+impl SaleBody {
+    /// A sale with its figures at some moment (a view now, or an event's).
+    pub fn of(sale: &Sale, remaining: u64, state: SaleState) -> Self {
         Self {
             id: sale.id.to_string(),
             name: sale.name.clone(),
             description: sale.description.clone(),
             stock: sale.stock,
-            remaining: view.remaining,
+            remaining,
             per_user_limit: sale.per_user_limit,
             price_cents: sale.price_cents,
             starts_at: sale.starts_at.to_string(),
             ends_at: sale.ends_at.map(|at| at.to_string()),
             payment_window_secs: sale.payment_window_secs,
-            state: view.state.as_str(),
+            state: state.as_str(),
             created_at: sale.created_at.to_string(),
             waiting_room: sale.waiting_room.as_ref().map(WaitingRoomBody::from),
         }
