@@ -23,6 +23,8 @@ pub const PAST_ORDER_EVENT: u8 = 5;
 pub const PAST_SALE_EVENT: u8 = 6;
 /// Compaction's record of a sale's last event sequence (its events may all be pruned).
 pub const EVENT_COUNTER: u8 = 7;
+/// The events that took effect before a time were pruned (the retention).
+pub const EVENTS_PRUNED: u8 = 8;
 
 /// An event as a record carries it: enough, with the record's order or sale, to tell it whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +230,13 @@ pub fn put_event_counter(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale_id: &Sal
     record_file::encode_into(out, EVENT_COUNTER, scratch);
 }
 
+/// Appends the record that events before `before` were pruned.
+pub fn put_events_pruned(out: &mut Vec<u8>, scratch: &mut Vec<u8>, before: Timestamp) {
+    scratch.clear();
+    Writer(scratch).time(before);
+    record_file::encode_into(out, EVENTS_PRUNED, scratch);
+}
+
 fn write_sale(writer: &mut Writer<'_>, sale: &Sale) {
     writer.text(sale.id.as_str());
     writer.text(&sale.name);
@@ -311,6 +320,7 @@ pub enum Record {
     PastOrderEvent(SaleId, OrderId, EventFacts),
     PastSaleEvent(Box<Sale>, EventFacts),
     EventCounter(SaleId, u64),
+    EventsPruned(Timestamp),
 }
 
 /// Reads a whole payload with `read`: every byte must belong to the record.
@@ -360,6 +370,8 @@ pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
             Some(Record::EventCounter(sale_id, reader.u64()?))
         })
         .ok_or_else(unreadable("event counter")),
+        EVENTS_PRUNED => whole(payload, |reader| Some(Record::EventsPruned(reader.time()?)))
+            .ok_or_else(unreadable("events pruned")),
         _ => Err(Unreadable { what: "unknown" }),
     }
 }

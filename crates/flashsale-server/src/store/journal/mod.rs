@@ -171,6 +171,9 @@ fn replay(path: &Path) -> Result<(Book, std::fs::File, u64, usize), OpenError> {
                 book.restore_sale_event(&sale_id, &facts, Some(*sale));
             }
             Record::EventCounter(sale_id, last) => book.restore_event_counter(&sale_id, last),
+            Record::EventsPruned(before) => {
+                book.prune_events(before);
+            }
         }
         Ok(())
     })?;

@@ -227,8 +227,13 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             Pending::Unit(reply, result)
         }
         Command::PruneEvents { before, reply } => {
-            // Memory only: the journal drops pruned events when it is compacted at start.
-            Pending::Count(reply, Ok(book.prune_events(before)))
+            // Recorded, so a replay prunes at the same point; the bytes go at the next
+            // compaction.
+            let pruned = book.prune_events(before);
+            if pruned > 0 {
+                codec::put_events_pruned(&mut batch.records, &mut batch.scratch, before);
+            }
+            Pending::Count(reply, Ok(pruned))
         }
         Command::InsertOrder { order, reply } => {
             let result = book

@@ -3,6 +3,7 @@
 
 pub mod gate;
 pub mod line;
+pub mod outbox;
 pub mod store;
 
 use flashsale_server::domain::{Order, OrderId, OrderStatus, Sale, SaleDraft, SaleId, UserId};
