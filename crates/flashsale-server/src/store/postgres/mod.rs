@@ -17,6 +17,7 @@ mod catalog;
 mod connection;
 mod expiry;
 mod ingest;
+mod ledger;
 mod outbox;
 mod reads;
 mod rows;
