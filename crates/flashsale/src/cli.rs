@@ -196,9 +196,6 @@ pub struct SettingsFlags {
     pub events_sink_lease_ms: Option<u64>,
 }
 
-/// Settings only the configuration file can give (tables, not values): `[[events.sinks]]`.
-pub const FILE_ONLY_SETTINGS: [&str; 1] = ["events"];
-
 #[derive(Args, Debug)]
 pub struct TokenArgs {
     /// The buyer's user id (the `sub` claim), 1 to 64 characters.
@@ -261,6 +258,9 @@ pub fn parse() -> Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settings only the configuration file can give (tables, not values): `[[events.sinks]]`.
+    const FILE_ONLY_SETTINGS: [&str; 1] = ["events"];
 
     #[test]
     fn the_command_is_well_formed() {
