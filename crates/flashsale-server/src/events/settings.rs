@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub const SINK_NAME_LENGTH_MAX: usize = 64;
 pub const RETRY_HOURS_DEFAULT: u32 = 24;
 pub const RETRY_HOURS_MAX: u32 = 24 * 365;
-pub const TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// A delivery that takes longer than this is given up (and retried); the lease of a cluster
 /// node is kept well above it.
 pub const TIMEOUT_MS_MAX: u64 = 60_000;
@@ -52,7 +52,7 @@ pub struct SinkSettings {
     /// How long one event is retried before it is set aside (dead-lettered); default 24.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_hours: Option<u32>,
-    /// Longest one delivery may take, in ms; default 10,000.
+    /// Longest one delivery may take, in ms; default 5,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// amqp: the durable topic exchange.
@@ -279,7 +279,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(configs[0].retry_hours, 24);
-        assert_eq!(configs[0].timeout.as_millis(), 10_000);
+        assert_eq!(configs[0].timeout.as_millis(), 5_000);
         let SinkKind::Webhook { secret, url } = &configs[0].kind else {
             panic!("a webhook");
         };

@@ -425,3 +425,87 @@ async fn two_nodes_a_refusing_webhook_gets_every_event_in_order() {
     };
     every_event_reaches_the_receiver(server, receiver).await;
 }
+
+/// Runs `flashsale serve` with `config` as its file; returns whether it was still serving after
+/// it answered (or failed), and what it wrote to stderr.
+fn serve_with_config(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flashsale.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--config",
+        ])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that starts prints its announcement on stdout; one refused exits first.
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let running = child.try_wait().unwrap().is_none() && !line.is_empty();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (
+        running,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Bad sink settings stop the server at start with the sink's name and the reason; a receiver
+/// nobody listens on is no error (the sink waits for it).
+#[test]
+fn bad_sink_settings_stop_the_server_and_an_unreachable_url_does_not() {
+    let sink = |rest: &str| format!("[[events.sinks]]\nname = \"shop\"\n{rest}\n");
+    let cases = [
+        (
+            sink("kind = \"kafka\"\nurl = \"http://127.0.0.1:9/\""),
+            "unknown kind \"kafka\"",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/\""),
+            "needs secret",
+        ),
+        (
+            sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"hunter2\""),
+            "whsec_",
+        ),
+        (
+            sink(&format!(
+                "kind = \"webhook\"\nurl = \"not a url\"\nsecret = \"{SECRET}\""
+            )),
+            "url",
+        ),
+        (
+            sink(&format!(
+                "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nretry_hours = -1"
+            )),
+            "retry_hours",
+        ),
+        (
+            sink("kind = \"amqp\"\nurl = \"amqp://127.0.0.1:5672\"\nexchange = \"flashsale\""),
+            "not built into this server yet",
+        ),
+    ];
+    for (config, reason) in cases {
+        let (running, stderr) = serve_with_config(&config);
+        assert!(!running, "started with {config}");
+        assert!(stderr.contains(reason), "{reason:?} not in {stderr}");
+    }
+    // Port 9 (discard) has no listener here: the sink waits, the server serves.
+    let (running, stderr) = serve_with_config(&sink(&format!(
+        "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\""
+    )));
+    assert!(
+        running,
+        "an unreachable receiver stopped the server: {stderr}"
+    );
+}
