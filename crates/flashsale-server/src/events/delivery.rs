@@ -132,11 +132,7 @@ impl Delivery {
                 let started = Instant::now();
                 match delivery
                     .ledger
-                    .hold(
-                        &delivery.sink.name().to_owned(),
-                        &delivery.holder,
-                        delivery.lease,
-                    )
+                    .hold(delivery.sink.name(), &delivery.holder, delivery.lease)
                     .await
                 {
                     Ok(true) => {

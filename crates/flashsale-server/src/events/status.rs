@@ -51,12 +51,20 @@ impl SinkStatus {
     }
 }
 
+/// One series: name, type, help, and its value for a sink.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&SinkStatus) -> String,
+);
+
 /// The sinks' metrics in the Prometheus text format (appended to `/metrics`).
 pub fn render(out: &mut String, sinks: &[Arc<SinkStatus>]) {
     if sinks.is_empty() {
         return;
     }
-    let series: [(&str, &str, &str, fn(&SinkStatus) -> String); 7] = [
+    let series: [Series; 7] = [
         ("flashsale_event_sink_delivered_total", "counter", "Events a sink confirmed, by sink.", |s| s.delivered.load(Relaxed).to_string()),
         ("flashsale_event_sink_retries_total", "counter", "Failed delivery attempts (retried with back-off), by sink.", |s| s.retries.load(Relaxed).to_string()),
         ("flashsale_event_sink_dead_letters_total", "counter", "Events set aside after retry_hours of failures, by sink (kept; see the admin console).", |s| s.dead_letters.load(Relaxed).to_string()),
