@@ -14,15 +14,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, NodeWork};
 use crate::config::EmbeddedStore;
 use crate::config::Settings;
-use crate::domain::SaleDraft;
+use crate::domain::{OrderId, SaleDraft};
+use crate::events::delivery::Delivery;
+use crate::events::{DeliveryLedger, FileLedger, SinkStatus};
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits};
 use crate::line::{LineError, MemoryLine, PassSigner, WaitingLine};
 use crate::metrics::Metrics;
 use crate::redis::RedisLine;
-use crate::secrets::{self, ADMIN_TOKEN_FILE, JWT_SECRET_FILE};
+use crate::secrets::{self, ADMIN_TOKEN_FILE, INSTALLATION_ID_FILE, JWT_SECRET_FILE};
 use crate::service::{
-    Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
+    EventsParts, Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
 };
 use crate::store::{
     JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions, StoreError,
@@ -58,6 +60,8 @@ pub enum StartError {
     },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Sinks(String),
 }
 
 /// The secrets a server uses, and which of them it generated on this start.
@@ -138,7 +142,35 @@ pub struct App {
     expiry_interval: Duration,
     /// A cluster node's queue persister and archiver, started with the server.
     persister: Option<NodeWork>,
+    /// One delivery loop per configured sink, and the outbox's pruning, started with the server.
+    events: EventWork,
     pub credentials: Credentials,
+}
+
+/// What delivers and bounds the events beside the requests.
+struct EventWork {
+    deliveries: Vec<Delivery>,
+    store: Arc<dyn OrderStore>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+}
+
+impl EventWork {
+    async fn run(self, stop: watch::Receiver<bool>) {
+        let mut tasks = Vec::with_capacity(self.deliveries.len() + 1);
+        tasks.push(tokio::spawn(crate::events::retention::run(
+            self.store,
+            self.clock,
+            self.retention,
+            stop.clone(),
+        )));
+        for delivery in self.deliveries {
+            tasks.push(tokio::spawn(delivery.run(stop.clone())));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 impl App {
@@ -169,6 +201,10 @@ impl App {
             source,
         })?;
         let credentials = credentials(settings)?;
+        let sink_configs = crate::events::settings::check(&settings.events)
+            .map_err(|error| StartError::Sinks(error.to_string()))?;
+        let sinks = crate::events::sinks_from_settings(&sink_configs)
+            .map_err(|error| StartError::Sinks(error.to_string()))?;
         let metrics = Arc::new(Metrics::default());
         let passes = PassSigner::from_secret(credentials.jwt_secret.as_bytes());
         type Backends = (
@@ -178,58 +214,118 @@ impl App {
             Arc<dyn Clock>,
             Option<NodeWork>,
             Arc<dyn WaitingLine>,
+            Arc<dyn DeliveryLedger>,
+            String,
         );
-        let (gate, store, intake, clock, persister, line): Backends = if settings.is_cluster() {
-            let time_from_caller = clock.is_some();
-            let cluster = Cluster::connect(settings, Arc::clone(&metrics), clock.is_some()).await?;
-            let clock = match clock {
-                Some(clock) => clock,
-                None => cluster.clock().await?,
-            };
-            let (gate, store, persister) = cluster.into_node(Arc::clone(&clock));
-            let line = Arc::new(RedisLine::new(
-                gate.redis(),
-                time_from_caller,
-                passes.draw_key(),
-            ));
-            (
-                gate,
-                store,
-                Arc::new(SharedIntake),
-                clock,
-                Some(persister),
-                line,
-            )
-        } else {
-            let store: Arc<dyn OrderStore> = match settings.embedded_store {
-                EmbeddedStore::Journal => Arc::new(JournalStore::open(
+        let data_dir_error = |source| StartError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        };
+        let (gate, store, intake, clock, persister, line, ledger, installation): Backends =
+            if settings.is_cluster() {
+                let time_from_caller = clock.is_some();
+                let cluster =
+                    Cluster::connect(settings, Arc::clone(&metrics), clock.is_some()).await?;
+                let clock = match clock {
+                    Some(clock) => clock,
+                    None => cluster.clock().await?,
+                };
+                let installation = match &settings.installation_id {
+                    Some(id) => id.clone(),
+                    None => cluster.postgres.installation_id().await?,
+                };
+                let ledger: Arc<dyn DeliveryLedger> = Arc::new(cluster.postgres.clone());
+                let (gate, store, persister) = cluster.into_node(Arc::clone(&clock));
+                let line = Arc::new(RedisLine::new(
+                    gate.redis(),
+                    time_from_caller,
+                    passes.draw_key(),
+                ));
+                (
+                    gate,
+                    store,
+                    Arc::new(SharedIntake),
+                    clock,
+                    Some(persister),
+                    line,
+                    ledger,
+                    installation,
+                )
+            } else {
+                let store: Arc<dyn OrderStore> = match settings.embedded_store {
+                    EmbeddedStore::Journal => Arc::new(JournalStore::open(
+                        &settings.data_dir,
+                        JournalStoreOptions {
+                            commit_batch_max: settings.commit_batch_max,
+                            write_queue_max: settings.write_queue_max,
+                            batching: WriterBatching::ByScheduler,
+                            events_retention: settings.events_retention(),
+                        },
+                        Arc::clone(&metrics),
+                    )?),
+                    EmbeddedStore::Sqlite => Arc::new(SqliteStore::open(
+                        &settings.data_dir,
+                        SqliteStoreOptions {
+                            commit_batch_max: settings.commit_batch_max,
+                            write_queue_max: settings.write_queue_max,
+                            read_connections_max: settings.read_connections_max,
+                        },
+                        Arc::clone(&metrics),
+                    )?),
+                };
+                let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
+                let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
+                let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
+                let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);
+                let installation = secrets::resolve(
+                    settings.installation_id.as_deref(),
                     &settings.data_dir,
-                    JournalStoreOptions {
-                        commit_batch_max: settings.commit_batch_max,
-                        write_queue_max: settings.write_queue_max,
-                        batching: WriterBatching::ByScheduler,
-                    },
-                    Arc::clone(&metrics),
-                )?),
-                EmbeddedStore::Sqlite => Arc::new(SqliteStore::open(
-                    &settings.data_dir,
-                    SqliteStoreOptions {
-                        commit_batch_max: settings.commit_batch_max,
-                        write_queue_max: settings.write_queue_max,
-                        read_connections_max: settings.read_connections_max,
-                    },
-                    Arc::clone(&metrics),
-                )?),
+                    INSTALLATION_ID_FILE,
+                )
+                .map_err(data_dir_error)?
+                .value;
+                let ledger: Arc<dyn DeliveryLedger> = Arc::new(
+                    FileLedger::open(&settings.data_dir)
+                        .map_err(|error| StartError::Sinks(error.to_string()))?,
+                );
+                (gate, store, intake, clock, None, line, ledger, installation)
             };
-            let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
-            let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
-            let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-            let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);
-            (gate, store, intake, clock, None, line)
+        let source = crate::events::source(&installation);
+        let holder = format!("node-{}", OrderId::generate());
+        let lease = Duration::from_millis(settings.events_sink_lease_ms);
+        let mut statuses = Vec::with_capacity(sinks.len());
+        let mut deliveries = Vec::with_capacity(sinks.len());
+        for (sink, config) in sinks.into_iter().zip(&sink_configs) {
+            let status = SinkStatus::new(&config.name, config.kind.name());
+            statuses.push(Arc::clone(&status));
+            deliveries.push(Delivery {
+                sink,
+                status,
+                store: Arc::clone(&store),
+                ledger: Arc::clone(&ledger),
+                clock: Arc::clone(&clock),
+                source: source.clone(),
+                holder: holder.clone(),
+                lease,
+                retry_hours: config.retry_hours,
+                timeout: config.timeout,
+            });
+        }
+        metrics.show_event_sinks(statuses.clone());
+        let events = EventWork {
+            deliveries,
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            retention: settings.events_retention(),
         };
         let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max)
             .await?
-            .with_waiting_room(WaitingRoomParts { line, passes });
+            .with_waiting_room(WaitingRoomParts { line, passes })
+            .with_events(EventsParts {
+                source,
+                sinks: statuses,
+                ledger,
+            });
         if settings.demo {
             add_example_sale(&service).await?;
         }
@@ -255,6 +351,7 @@ impl App {
             state,
             expiry_interval: Duration::from_millis(settings.expiry_sweep_interval_ms),
             persister,
+            events,
             credentials,
         })
     }
@@ -283,6 +380,7 @@ impl App {
             self.expiry_interval,
             stop.clone(),
         ));
+        let events = tokio::spawn(self.events.run(stop.clone()));
         let persister = self
             .persister
             .map(|persister| tokio::spawn(persister.run(stop)));
@@ -296,6 +394,7 @@ impl App {
         if let Some(persister) = persister {
             let _ = persister.await;
         }
+        let _ = events.await;
         service.close().await?;
         served
     }

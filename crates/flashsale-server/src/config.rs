@@ -82,6 +82,16 @@ pub struct Settings {
     /// Demo mode: sign-in by name for anyone (`POST /api/v1/demo/token`), and an example sale a
     /// minute after start-up when there is none. Never in production.
     pub demo: bool,
+    /// Days events are kept (the pull feed, and sinks that are behind): 1 to 3650.
+    pub events_retention_days: u32,
+    /// Names this installation in its events' `source` (`flashsale/<id>`). Unset: embedded,
+    /// generated and kept in the data directory; a cluster, made once in PostgreSQL.
+    pub installation_id: Option<String>,
+    /// Cluster: how long a node's hold on a sink lasts unless renewed; another node takes the
+    /// sink over this long after its holder died.
+    pub events_sink_lease_ms: u64,
+    /// The sinks events are delivered to (`[[events.sinks]]` in the file only).
+    pub events: crate::events::settings::EventsSettings,
 }
 
 impl Default for Settings {
@@ -115,6 +125,10 @@ impl Default for Settings {
             worker_threads: 0,
             log: "info".into(),
             demo: false,
+            events_retention_days: 30,
+            installation_id: None,
+            events_sink_lease_ms: 15_000,
+            events: crate::events::settings::EventsSettings::default(),
         }
     }
 }
@@ -154,12 +168,16 @@ impl fmt::Debug for Settings {
             .field("worker_threads", &self.worker_threads)
             .field("log", &self.log)
             .field("demo", &self.demo)
+            .field("events_retention_days", &self.events_retention_days)
+            .field("installation_id", &self.installation_id)
+            .field("events_sink_lease_ms", &self.events_sink_lease_ms)
+            .field("events", &self.events)
             .finish()
     }
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 31] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -188,6 +206,9 @@ const KEYS: [&str; 28] = [
     "worker_threads",
     "log",
     "demo",
+    "events_retention_days",
+    "installation_id",
+    "events_sink_lease_ms",
 ];
 
 /// Where an embedded server keeps its sales and orders.
@@ -253,7 +274,40 @@ impl Settings {
                 "a cluster node needs both FLASHSALE_REDIS_URL and FLASHSALE_DATABASE_URL",
             );
         }
+        if !(1..=3650).contains(&self.events_retention_days) {
+            return rule("events_retention_days must be 1 to 3650");
+        }
+        if let Some(id) = &self.installation_id {
+            let valid = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !valid {
+                return rule("installation_id must be 1 to 64 letters, digits, '-', '_' or '.'");
+            }
+        }
+        let sinks = crate::events::settings::check(&self.events)
+            .map_err(|error| ConfigError::Rule(error.to_string()))?;
+        // A node starts a delivery only while its hold on the sink outlasts the delivery's
+        // timeout, so a node that lost its hold has finished its last delivery before another
+        // can take the sink over: the hold must leave room for that.
+        let longest = sinks
+            .iter()
+            .map(|sink| sink.timeout)
+            .max()
+            .unwrap_or_default();
+        let lease = std::time::Duration::from_millis(self.events_sink_lease_ms);
+        if self.events_sink_lease_ms < 1000 || lease < 2 * longest {
+            return rule(
+                "events_sink_lease_ms must be at least 1000 and twice the longest sink timeout_ms",
+            );
+        }
         Ok(())
+    }
+
+    /// How long events are kept.
+    pub fn events_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.events_retention_days) * 86_400)
     }
 
     pub fn is_cluster(&self) -> bool {

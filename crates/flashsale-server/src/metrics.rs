@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 21] = [
     "/",
     "/admin",
     "/assets/{file}",
@@ -26,6 +26,8 @@ pub const ROUTES: [&str; 19] = [
     "/api/v1/orders/{order_id}/cancel",
     "/api/v1/time",
     "/api/v1/demo/token",
+    "/api/v1/events",
+    "/api/v1/events/sinks",
     "other",
 ];
 
@@ -118,6 +120,8 @@ pub struct Metrics {
     in_flight: AtomicU64,
     cluster: ClusterCounters,
     line: LineCounters,
+    /// The event sinks' delivery, set once at start (`events::status`).
+    event_sinks: std::sync::OnceLock<Vec<std::sync::Arc<crate::events::SinkStatus>>>,
 }
 
 /// The waiting rooms, as this node saw them.
@@ -163,6 +167,7 @@ impl Default for Metrics {
             in_flight: AtomicU64::new(0),
             line: LineCounters::default(),
             cluster: ClusterCounters::default(),
+            event_sinks: std::sync::OnceLock::new(),
         }
     }
 }
@@ -175,6 +180,11 @@ fn route_index(route: &str) -> usize {
 }
 
 impl Metrics {
+    /// Makes `/metrics` show these sinks (once, at start).
+    pub fn show_event_sinks(&self, sinks: Vec<std::sync::Arc<crate::events::SinkStatus>>) {
+        let _ = self.event_sinks.set(sinks);
+    }
+
     pub fn record_response(&self, route: &str, status: u16, elapsed: Duration) {
         let route = route_index(route);
         let status = usize::from(status).min(STATUS_CODES - 1);
@@ -405,6 +415,9 @@ impl Metrics {
         render_singles(&mut out, singles);
         self.render_line(&mut out);
         self.render_cluster(&mut out);
+        if let Some(sinks) = self.event_sinks.get() {
+            crate::events::status::render(&mut out, sinks);
+        }
         out
     }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 pub const ADMIN_TOKEN_FILE: &str = "admin_token";
 pub const JWT_SECRET_FILE: &str = "jwt_secret";
+/// An embedded server's installation id (its events' `source`), made like the secrets.
+pub const INSTALLATION_ID_FILE: &str = "installation_id";
 
 /// A secret and where it came from.
 pub struct Resolved {

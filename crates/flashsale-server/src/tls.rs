@@ -178,6 +178,14 @@ enum Check {
     ChainAndName,
 }
 
+/// A TLS client that checks the server's chain and name against the system's roots (a webhook
+/// sink's `https://` URL).
+pub fn https_client_config() -> Result<ClientConfig, TlsError> {
+    let mut config = client_config(Check::ChainAndName, None)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn client_config(check: Check, root_cert: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))

@@ -5,11 +5,11 @@
 
 use jiff::Timestamp;
 
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
 use crate::redis::{OrderQueue, QueueError};
 use crate::store::{
-    InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError, Transition,
-    TransitionError,
+    EventHead, InsertError, OrderQuery, OrderStore, PostgresStore, RecordedEvent, SaleTally,
+    StoreError, Transition, TransitionError,
 };
 use crate::BoxFuture;
 
@@ -200,7 +200,7 @@ impl OrderStore for ClusterStore {
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(async move {
-            // OrderQueue first, then one PostgreSQL snapshot: an order leaves the queue only after
+            // The queue first, then one PostgreSQL snapshot: an order leaves the queue only after
             // its commit, so each order is counted exactly once.
             let queued = self.queue.unpersisted(&sale_id).await?;
             self.postgres.tally_including(&sale_id, &queued).await
@@ -225,5 +225,34 @@ impl OrderStore for ClusterStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.postgres.stock_returned(order_ids)
+    }
+
+    // Events exist only for what PostgreSQL committed: an order still queued has none yet (its
+    // `created` is written by the transaction that persists it).
+
+    fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.postgres.update_sale(sale, event, at)
+    }
+
+    fn events(
+        &self,
+        sale_id: &SaleId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        self.postgres.events(sale_id, after, limit)
+    }
+
+    fn event_heads(&self) -> BoxFuture<'_, Result<Vec<EventHead>, StoreError>> {
+        self.postgres.event_heads()
+    }
+
+    fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.postgres.prune_events(before)
     }
 }

@@ -1,12 +1,16 @@
 //! The sale rules. This module knows nothing of HTTP, SQL, Redis or the clock: every function that
 //! depends on time takes `now` as an argument, and nothing here does IO or awaits.
 
+mod event;
 mod ids;
 mod order;
 mod purchase;
 mod sale;
 mod waiting_room;
 
+pub use event::{
+    order_as_of, order_event, stock_event, Event, EventKind, EventSubject, OrderEvent, SaleEvent,
+};
 pub use ids::{generated_id_text, OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
 pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
 pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};

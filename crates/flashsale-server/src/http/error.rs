@@ -335,6 +335,11 @@ pub fn created<T>(body: T) -> JsonReply<T> {
     JsonReply(StatusCode::CREATED, body)
 }
 
+/// `200` with JSON already written (the event feed's page).
+pub fn ok_json(bytes: Vec<u8>) -> Response {
+    with_json_type(StatusCode::OK, bytes)
+}
+
 /// `304`: the cached copy the request named is current.
 pub fn not_modified(headers: [(axum::http::HeaderName, axum::http::HeaderValue); 2]) -> Response {
     (StatusCode::NOT_MODIFIED, headers).into_response()

@@ -5,6 +5,7 @@ mod cache;
 mod demo;
 mod edge;
 mod error;
+mod events;
 mod extract;
 mod limits;
 mod openapi;
@@ -12,9 +13,9 @@ mod ops;
 mod orders;
 mod pages;
 mod queue;
-mod rfc3339;
+pub(crate) mod rfc3339;
 mod sales;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +94,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/orders/{order_id}", get(orders::show_order))
         .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
-        .route("/api/v1/time", get(ops::time));
+        .route("/api/v1/time", get(ops::time))
+        .route("/api/v1/events", get(events::list_events))
+        .route("/api/v1/events/sinks", get(events::list_sinks));
     if state.demo.is_some() {
         api = api.route("/api/v1/demo/token", post(demo::demo_token));
     }

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, error, ops, orders, pages, queue, sales, wire};
+use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use super::{demo, error, ops, orders, pages, queue, sales, wire};
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
         queue::join, queue::status,
         orders::show_order, orders::list_orders, orders::pay, orders::cancel,
+        events::list_events, events::list_sinks,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::time,
         pages::storefront, pages::admin, pages::asset,
     ),
@@ -20,7 +21,8 @@ use super::{demo, error, ops, orders, pages, queue, sales, wire};
         wire::CreateSaleRequest, wire::PurchaseRequest, wire::SaleBody, wire::SaleList,
         wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, error::ErrorDetail,
         wire::Status, wire::ServerTime, wire::WaitingRoomRequest, wire::WaitingRoomBody,
-        wire::QueueStatusBody,
+        wire::QueueStatusBody, wire::CloudEventBody, wire::EventPageBody, wire::SinkBody,
+        wire::SinkListBody, wire::DeadLetterBody,
     )),
     modifiers(&BearerSchemes),
 )]

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
-use crate::domain::{Order, SaleDraft, WaitingRoom, WaitingRoomDraft};
+use crate::domain::{Order, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
 use crate::service::{Audit, QueueView, SaleView};
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
@@ -197,19 +197,25 @@ pub struct SaleBody {
 
 impl From<&SaleView> for SaleBody {
     fn from(view: &SaleView) -> Self {
-        let sale = &view.sale;
+        Self::of(&view.sale, view.remaining, view.state)
+    }
+}
+
+impl SaleBody {
+    /// A sale with its figures at some moment (a view now, or an event's).
+    pub fn of(sale: &Sale, remaining: u64, state: SaleState) -> Self {
         Self {
             id: sale.id.to_string(),
             name: sale.name.clone(),
             description: sale.description.clone(),
             stock: sale.stock,
-            remaining: view.remaining,
+            remaining,
             per_user_limit: sale.per_user_limit,
             price_cents: sale.price_cents,
             starts_at: sale.starts_at.to_string(),
             ends_at: sale.ends_at.map(|at| at.to_string()),
             payment_window_secs: sale.payment_window_secs,
-            state: view.state.as_str(),
+            state: state.as_str(),
             created_at: sale.created_at.to_string(),
             waiting_room: sale.waiting_room.as_ref().map(WaitingRoomBody::from),
         }
@@ -338,6 +344,117 @@ impl From<Audit> for AuditBody {
             cancelled: audit.cancelled,
             expired: audit.expired,
             consistent: audit.consistent,
+        }
+    }
+}
+
+/// One event: a CloudEvent 1.0 (the feed's items, a webhook's body, a broker's message).
+#[derive(Serialize, ToSchema)]
+pub struct CloudEventBody {
+    /// "1.0".
+    pub specversion: String,
+    /// Unique, the same on every redelivery: dedupe by it.
+    pub id: String,
+    /// `flashsale/<installation>`.
+    pub source: String,
+    /// `flashsale.order.created|paid|cancelled|expired|refunded`,
+    /// `flashsale.sale.created|updated|paused|resumed|ended|sold_out`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The order or sale id.
+    pub subject: String,
+    #[schema(format = DateTime)]
+    pub time: String,
+    pub saleid: String,
+    /// Per sale: 1, 2, 3 … with no gap, in the order the changes took effect.
+    #[schema(minimum = 1)]
+    pub sequence: u64,
+    /// "application/json".
+    pub datacontenttype: String,
+    /// The Order or the Sale right after the change.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// A page of a sale's events (written by hand from the stored events; this is its schema).
+#[derive(Serialize, ToSchema)]
+pub struct EventPageBody {
+    pub events: Vec<CloudEventBody>,
+    /// Pass as `after` for the next page (the last sequence returned, or `after` when none).
+    pub next_after: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EventsQuery {
+    pub sale_id: Option<String>,
+    pub after: Option<String>,
+    pub limit: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterBody {
+    pub sale_id: String,
+    pub sequence: u64,
+    /// The last failure.
+    pub reason: String,
+    #[schema(format = DateTime)]
+    pub recorded_at: String,
+    /// The CloudEvent as it was sent.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// A sink as this node sees it.
+#[derive(Serialize, ToSchema)]
+pub struct SinkBody {
+    pub name: String,
+    /// webhook, amqp or nats.
+    pub kind: &'static str,
+    /// Whether this node delivers the sink now (in a cluster one node does at a time).
+    pub held_here: bool,
+    /// Events delivered by this node since it started.
+    pub delivered: u64,
+    /// Failed attempts by this node since it started (each retried with back-off).
+    pub retries: u64,
+    /// Events not yet delivered (on the node that delivers the sink).
+    pub lag_events: u64,
+    /// Age of the oldest undelivered event (on the node that delivers the sink).
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+    /// Events set aside after `retry_hours` of failures, in all.
+    pub dead_letters: u64,
+    /// The latest of them, newest first (at most 20).
+    pub recent_dead_letters: Vec<DeadLetterBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SinkListBody {
+    pub sinks: Vec<SinkBody>,
+}
+
+impl From<&crate::service::SinkView> for SinkBody {
+    fn from(view: &crate::service::SinkView) -> Self {
+        Self {
+            name: view.name.clone(),
+            kind: view.kind,
+            held_here: view.held_here,
+            delivered: view.delivered,
+            retries: view.retries,
+            lag_events: view.lag_events,
+            lag_seconds: view.lag_seconds,
+            last_error: view.last_error.clone(),
+            dead_letters: view.dead_letters,
+            recent_dead_letters: view
+                .recent_dead_letters
+                .iter()
+                .map(|letter| DeadLetterBody {
+                    sale_id: letter.sale_id.to_string(),
+                    sequence: letter.sequence,
+                    reason: letter.reason.clone(),
+                    recorded_at: letter.recorded_at.to_string(),
+                    event: serde_json::from_str(&letter.event).unwrap_or(serde_json::Value::Null),
+                })
+                .collect(),
         }
     }
 }

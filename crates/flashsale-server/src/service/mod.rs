@@ -10,6 +10,7 @@
 //!   order, in a task that does not depend on the caller (`returns.rs`).
 
 mod catalog;
+mod feed;
 mod intake;
 mod queue;
 mod returns;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
+pub use self::feed::{EventPage, EventsParts, SinkView};
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
 pub use self::queue::{QueueView, WaitingRoomParts};
 use self::returns::StockReturns;
@@ -138,6 +140,8 @@ pub struct Service {
     catalog: Arc<Catalog>,
     expiry_batch_max: usize,
     waiting_room: Option<WaitingRoomParts>,
+    /// The event feed (`feed.rs`).
+    events: Option<EventsParts>,
 }
 
 fn refusal_error(refusal: Refusal) -> ServiceError {
@@ -177,6 +181,7 @@ impl Service {
             catalog,
             expiry_batch_max: expiry_batch_max.max(1),
             waiting_room: None,
+            events: None,
         })
     }
 

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Action, Actor, Order, OrderId, Sale};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent};
 use crate::store::{InsertError, StoreError, Transition, TransitionError};
 use crate::BoxFuture;
 
@@ -14,6 +14,18 @@ pub enum Command {
     CreateSale {
         sale: Box<Sale>,
         reply: Reply<Result<(), StoreError>>,
+    },
+    /// A sale's new definition, recorded with its event.
+    UpdateSale {
+        sale: Box<Sale>,
+        event: SaleEvent,
+        at: Timestamp,
+        reply: Reply<Result<(), StoreError>>,
+    },
+    /// Drops the events that took effect before `before` (the retention).
+    PruneEvents {
+        before: Timestamp,
+        reply: Reply<Result<u64, StoreError>>,
     },
     InsertOrder {
         order: Box<Order>,
@@ -57,6 +69,7 @@ pub enum Pending {
         Reply<Result<Vec<Order>, StoreError>>,
         Result<Vec<Order>, StoreError>,
     ),
+    Count(Reply<Result<u64, StoreError>>, Result<u64, StoreError>),
 }
 
 impl Pending {
@@ -68,6 +81,7 @@ impl Pending {
             Self::Insert(reply, result) => drop(reply.send(result)),
             Self::Transition(reply, result) => drop(reply.send(result)),
             Self::Expired(reply, result) => drop(reply.send(result)),
+            Self::Count(reply, result) => drop(reply.send(result)),
         }
     }
 
@@ -78,6 +92,7 @@ impl Pending {
             Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
             Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
             Self::Expired(reply, _) => drop(reply.send(Err(error()))),
+            Self::Count(reply, _) => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -88,6 +103,7 @@ impl Command {
         let error = || StoreError::Failed(message.to_owned());
         match self {
             Self::CreateSale { reply, .. }
+            | Self::UpdateSale { reply, .. }
             | Self::StockReturned { reply, .. }
             | Self::Barrier { reply }
             | Self::Close { reply } => drop(reply.send(Err(error()))),
@@ -96,6 +112,7 @@ impl Command {
                 drop(reply.send(Err(TransitionError::Store(error()))))
             }
             Self::ExpireDue { reply, .. } => drop(reply.send(Err(error()))),
+            Self::PruneEvents { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -156,6 +173,31 @@ impl CommandQueue {
         let sale = Box::new(sale.clone());
         Box::pin(async move {
             self.call(|reply| Command::CreateSale { sale, reply })
+                .await?
+        })
+    }
+
+    pub fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sale = Box::new(sale.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::UpdateSale {
+                sale,
+                event,
+                at,
+                reply,
+            })
+            .await?
+        })
+    }
+
+    pub fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.call(|reply| Command::PruneEvents { before, reply })
                 .await?
         })
     }

@@ -14,7 +14,9 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 use jiff::Timestamp;
 
-use crate::domain::{Action, Actor, Order, OrderId, Refusal, Sale, SaleId, UserId, WaitingRoom};
+use crate::domain::{
+    Action, Actor, EventKind, Order, OrderId, Refusal, Sale, SaleEvent, SaleId, UserId, WaitingRoom,
+};
 use crate::BoxFuture;
 
 /// Quantities summed over a sale's orders in each status, and the store's own count of what is
@@ -51,6 +53,28 @@ pub struct Transition {
     pub released: bool,
     /// Set when the change was refused (possibly after recording an overdue order as expired).
     pub refusal: Option<Refusal>,
+}
+
+/// An event as a store gives it back: its facts, and its data (the Order or the Sale right after
+/// the change) as the JSON the API writes for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub sale_id: SaleId,
+    /// Per sale: 1, 2, 3 … with no gap.
+    pub sequence: u64,
+    pub kind: EventKind,
+    /// The order or sale id the event is about.
+    pub subject: String,
+    /// When the change took effect.
+    pub at: Timestamp,
+    pub data: String,
+}
+
+/// A sale's last event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventHead {
+    pub sale_id: SaleId,
+    pub sequence: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +168,33 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Records that the gate has these orders' stock back.
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // --- the outbox: every change above records its events in the same commit ---------------
+
+    /// Replaces a sale's definition and records its event (`updated`, `paused`, …) in the same
+    /// commit: the live controls' one way to change a sale. A new `stock` moves `remaining` by
+    /// the difference; a stock below what orders hold is refused.
+    fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Up to `limit` retained events of a sale with sequences after `after`, in order.
+    fn events(
+        &self,
+        sale_id: &SaleId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// Every sale's last event sequence (sales without events are left out).
+    fn event_heads(&self) -> BoxFuture<'_, Result<Vec<EventHead>, StoreError>>;
+
+    /// Drops the events that took effect before `before` (the retention); returns how many.
+    /// Sequences are never reused.
+    fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// A waiting room as both stores keep it, in one text column: `admit_per_sec/pass_ttl_secs/

@@ -130,6 +130,28 @@ async function refreshTable() {
   return true;
 }
 
+// ---- event sinks: delivery state, lag, dead letters ----
+const sinksTable = document.getElementById('sinks');
+
+async function refreshSinks() {
+  const token = adminToken();
+  if (!token) return true;
+  const reply = await api('/api/v1/events/sinks', { token });
+  if (!reply.ok) return reply.retryAfter || false;
+  if (reply.body.sinks.length === 0) {
+    sinksTable.replaceChildren(row(['No event sinks configured (the pull feed is GET /api/v1/events).'], 9));
+    return true;
+  }
+  sinksTable.replaceChildren(...reply.body.sinks.map((sink) => row([
+    sink.name, sink.kind, sink.held_here ? 'yes' : 'no (another node)', String(sink.delivered),
+    String(sink.lag_events), sink.lag_seconds.toFixed(1), String(sink.retries),
+    String(sink.dead_letters) + (sink.recent_dead_letters.length
+      ? ' (latest: ' + sink.recent_dead_letters[0].sale_id + ' #' + sink.recent_dead_letters[0].sequence + ')' : ''),
+    sink.last_error || '—',
+  ])));
+  return true;
+}
+
 // ---- purchases per second, from the server's counters ----
 const OUTCOMES = ['created', 'sold_out', 'already_purchased', 'rate_limited', 'overloaded', 'other'];
 const COLORS = { created: '#146c2e', sold_out: '#b3261e', already_purchased: '#7b1fa2', rate_limited: '#ef6c00', overloaded: '#455a64', other: '#9e9e9e' };
@@ -195,4 +217,5 @@ function draw() {
 
 showSignedIn();
 poll(refreshTable, 1500, 10000);
+poll(refreshSinks, 2000, 10000);
 poll(sampleRates, 1000, 10000);

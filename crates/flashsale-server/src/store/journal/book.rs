@@ -4,11 +4,15 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::codec::EventFacts;
+use super::events::{About, EventIndex, Kept};
 use crate::domain::{
-    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId, Verdict,
+    decide, order_as_of, order_event, stock_event, Action, Actor, Event, EventKind, EventSubject,
+    Order, OrderId, OrderStatus, Sale, SaleEvent, SaleId, UserId, Verdict,
 };
 use crate::hashing::{entries_for_stock, FastMap};
 use crate::store::{InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError};
@@ -23,7 +27,8 @@ pub struct Stored {
 }
 
 struct SaleEntry {
-    sale: Sale,
+    /// Shared with the sale's events that tell it as it was.
+    sale: Arc<Sale>,
     tally: SaleTally,
 }
 
@@ -41,6 +46,8 @@ pub struct Book {
     /// Pending orders by the end of their payment window.
     due: BTreeSet<(Timestamp, OrderId)>,
     unreturned: BTreeSet<OrderId>,
+    /// The outbox: every sale's events.
+    events: EventIndex,
 }
 
 fn no_sale(sale_id: &SaleId) -> StoreError {
@@ -54,7 +61,7 @@ impl Book {
         let mut sales: Vec<Sale> = self
             .sales
             .values()
-            .map(|entry| entry.sale.clone())
+            .map(|entry| Sale::clone(&entry.sale))
             .collect();
         sales.sort_by(|a, b| b.id.cmp(&a.id));
         sales
@@ -175,15 +182,89 @@ impl Book {
 
     // --- changes: each checks first and changes nothing when it refuses --------------------
 
-    pub fn create_sale(&mut self, sale: &Sale) -> Result<(), StoreError> {
+    pub fn create_sale(&mut self, sale: &Sale) -> Result<EventFacts, StoreError> {
         if self.sales.contains_key(&sale.id) {
             return Err(StoreError::Failed(format!("sale {} exists", sale.id)));
         }
         self.put_sale(sale.clone());
-        Ok(())
+        self.record_sale_event(&sale.id, SaleEvent::Created, sale.created_at)
+            .ok_or_else(|| no_sale(&sale.id))
     }
 
-    pub fn insert_order(&mut self, order: &Order) -> Result<(), InsertError> {
+    /// Replaces a sale's definition (the live controls) and records its event. A new stock
+    /// moves `remaining` by the difference; below what orders hold is refused.
+    pub fn update_sale(
+        &mut self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> Result<EventFacts, StoreError> {
+        let entry = self
+            .sales
+            .get_mut(&sale.id)
+            .ok_or_else(|| no_sale(&sale.id))?;
+        let held = entry.tally.pending.saturating_add(entry.tally.paid);
+        if sale.stock < held {
+            return Err(StoreError::Failed(format!(
+                "sale {}: stock {} is below the {held} units orders hold",
+                sale.id, sale.stock
+            )));
+        }
+        entry.tally.remaining = sale.stock - held;
+        entry.sale = Arc::new(sale.clone());
+        self.record_sale_event(&sale.id, event, at)
+            .ok_or_else(|| no_sale(&sale.id))
+    }
+
+    /// Records a sale event telling the sale as it is now (none for a sale the book lacks).
+    fn record_sale_event(
+        &mut self,
+        sale_id: &SaleId,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> Option<EventFacts> {
+        let entry = self.sales.get(sale_id)?;
+        let kept = Kept {
+            kind: EventKind::Sale(event),
+            at,
+            remaining: entry.tally.remaining,
+            about: About::Sale(Arc::clone(&entry.sale)),
+        };
+        Some(self.events.record(sale_id, kept))
+    }
+
+    fn remaining(&self, sale_id: &SaleId) -> u64 {
+        self.sales
+            .get(sale_id)
+            .map_or(0, |entry| entry.tally.remaining)
+    }
+
+    /// Records an order's event for its new status, then the sale's if its stock ran out or
+    /// came back (`remaining_before` is the sale's stock before the change).
+    fn record_order_events(
+        &mut self,
+        order: &Order,
+        at: Timestamp,
+        remaining_before: u64,
+    ) -> Vec<EventFacts> {
+        let mut facts = Vec::with_capacity(1);
+        facts.push(self.events.record(
+            &order.sale_id,
+            Kept {
+                kind: EventKind::Order(order_event(order.status)),
+                at,
+                remaining: 0,
+                about: About::Order(order.id.clone()),
+            },
+        ));
+        let remaining_after = self.remaining(&order.sale_id);
+        if let Some(event) = stock_event(remaining_before, remaining_after) {
+            facts.extend(self.record_sale_event(&order.sale_id, event, at));
+        }
+        facts
+    }
+
+    pub fn insert_order(&mut self, order: &Order) -> Result<Vec<EventFacts>, InsertError> {
         let entry = self
             .sales
             .get(&order.sale_id)
@@ -213,11 +294,12 @@ impl Book {
                 return Err(InsertError::SoldOut);
             }
         }
+        let remaining_before = entry.tally.remaining;
         self.put_order(Stored {
             order: order.clone(),
             stock_returned: true,
         });
-        Ok(())
+        Ok(self.record_order_events(order, order.created_at, remaining_before))
     }
 
     /// Applies `domain::decide`; a change that takes the order out of an active status owes the
@@ -229,7 +311,7 @@ impl Book {
         action: Action,
         actor: &Actor,
         now: Timestamp,
-    ) -> Result<(Transition, bool), TransitionError> {
+    ) -> Result<(Transition, Vec<EventFacts>), TransitionError> {
         let Some(stored) = self.orders.get(order_id) else {
             return Err(TransitionError::NotFound);
         };
@@ -241,19 +323,23 @@ impl Book {
             Verdict::ExpireThenRefuse(refusal) => (Some(OrderStatus::Expired), Some(refusal)),
             Verdict::Refuse(refusal) => (None, Some(refusal)),
         };
+        let mut facts = Vec::new();
         if let Some(status) = status {
+            let remaining_before = self.remaining(&order.sale_id);
             self.set_status(&mut order, status, now);
+            facts = self.record_order_events(&order, now, remaining_before);
         }
         let transition = Transition {
             released: was_active && !order.status.is_active(),
             order,
             refusal,
         };
-        Ok((transition, status.is_some()))
+        Ok((transition, facts))
     }
 
-    /// Expires up to `max` pending orders whose payment window closed by `now`.
-    pub fn expire_due(&mut self, now: Timestamp, max: usize) -> Vec<Order> {
+    /// Expires up to `max` pending orders whose payment window closed by `now`, each with the
+    /// events its expiry made.
+    pub fn expire_due(&mut self, now: Timestamp, max: usize) -> Vec<(Order, Vec<EventFacts>)> {
         let due: Vec<OrderId> = self
             .due
             .iter()
@@ -270,8 +356,10 @@ impl Book {
             if decide(&order, Action::Expire, &Actor::Admin, now)
                 == Verdict::Apply(OrderStatus::Expired)
             {
+                let remaining_before = self.remaining(&order.sale_id);
                 self.set_status(&mut order, OrderStatus::Expired, now);
-                expired.push(order);
+                let facts = self.record_order_events(&order, now, remaining_before);
+                expired.push((order, facts));
             }
         }
         expired
@@ -322,8 +410,107 @@ impl Book {
         };
         if let Entry::Vacant(vacant) = self.sales.entry(sale.id.clone()) {
             self.by_buyer.reserve(entries_for_stock(sale.stock));
-            vacant.insert(SaleEntry { sale, tally });
+            vacant.insert(SaleEntry {
+                sale: Arc::new(sale),
+                tally,
+            });
         }
+    }
+
+    // --- the outbox ------------------------------------------------------------------------
+
+    /// Replays a sale record that carries its event: a new sale, or a new definition of one.
+    pub fn restore_sale_change(&mut self, sale: Sale, facts: &EventFacts) {
+        let sale_id = sale.id.clone();
+        if let Some(entry) = self.sales.get_mut(&sale_id) {
+            let held = entry.tally.pending.saturating_add(entry.tally.paid);
+            entry.tally.remaining = sale.stock.saturating_sub(held);
+            entry.sale = Arc::new(sale);
+        } else {
+            self.put_sale(sale);
+        }
+        self.restore_sale_event(&sale_id, facts, None);
+    }
+
+    /// Replays a sale event; `as_it_was` is its sale when the record carries one, else the
+    /// sale as the book has it at this point of the replay.
+    pub fn restore_sale_event(
+        &mut self,
+        sale_id: &SaleId,
+        facts: &EventFacts,
+        as_it_was: Option<Sale>,
+    ) {
+        let sale = match as_it_was {
+            Some(sale) => Arc::new(sale),
+            None => match self.sales.get(sale_id) {
+                Some(entry) => Arc::clone(&entry.sale),
+                None => return,
+            },
+        };
+        self.events.restore(sale_id, facts, About::Sale(sale));
+    }
+
+    pub fn restore_order_event(
+        &mut self,
+        sale_id: &SaleId,
+        order_id: &OrderId,
+        facts: &EventFacts,
+    ) {
+        self.events
+            .restore(sale_id, facts, About::Order(order_id.clone()));
+    }
+
+    pub fn restore_event_counter(&mut self, sale_id: &SaleId, last: u64) {
+        self.events.restore_counter(sale_id, last);
+    }
+
+    /// Up to `limit` retained events of a sale after sequence `after`, told whole.
+    pub fn events(&self, sale_id: &SaleId, after: u64, limit: usize) -> Vec<Event> {
+        self.events
+            .after(sale_id, after, limit)
+            .into_iter()
+            .filter_map(|(sequence, kept)| {
+                let subject = match kept.about {
+                    About::Order(order_id) => {
+                        let EventKind::Order(event) = kept.kind else {
+                            return None;
+                        };
+                        EventSubject::Order(order_as_of(&self.orders.get(&order_id)?.order, event))
+                    }
+                    About::Sale(sale) => EventSubject::Sale {
+                        sale: Sale::clone(&sale),
+                        remaining: kept.remaining,
+                    },
+                };
+                Some(Event {
+                    sale_id: sale_id.clone(),
+                    sequence,
+                    kind: kept.kind,
+                    at: kept.at,
+                    subject,
+                })
+            })
+            .collect()
+    }
+
+    pub fn event_heads(&self) -> Vec<(SaleId, u64)> {
+        self.events.heads()
+    }
+
+    pub fn prune_events(&mut self, before: Timestamp) -> u64 {
+        self.events.prune(before)
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Every sale's event counter and retained events as compaction writes them.
+    pub fn each_event(
+        &self,
+        visit: impl FnMut(&SaleId, u64, &mut dyn Iterator<Item = (u64, &Kept)>),
+    ) {
+        self.events.each(visit)
     }
 
     /// Records an order's state, new or replacing the one kept, and keeps every index and the
@@ -336,6 +523,7 @@ impl Book {
             by_buyer,
             due,
             unreturned,
+            events: _,
         } = self;
         let mut counts = Counts {
             sales,

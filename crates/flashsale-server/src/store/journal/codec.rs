@@ -1,16 +1,40 @@
-//! The journal's two records, a sale and an order's whole state (the last record of an order is
-//! its state), in a compact binary form: numbers little-endian, times as nanoseconds, text with
-//! a u16 length.
+//! The journal's records: a sale, an order's whole state (the last record of an order is its
+//! state), and the same two carrying the events the change made (so a change and its events are
+//! one checksummed record: a torn tail can cut both, never one without the other), plus, written
+//! only by compaction, past events and each sale's event counter. A compact binary form: numbers
+//! little-endian, times as nanoseconds, text with a u16 length.
 
 use jiff::Timestamp;
 
 use super::book::Stored;
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{EventKind, Order, OrderId, OrderStatus, Sale, SaleId, UserId};
 use crate::record_file;
 use crate::store::{waiting_room_from_text, waiting_room_text};
 
 pub const SALE: u8 = 1;
 pub const ORDER: u8 = 2;
+/// An order's state and the events its change made.
+pub const ORDER_CHANGE: u8 = 3;
+/// A sale (new or changed) and its event.
+pub const SALE_CHANGE: u8 = 4;
+/// Compaction's copy of a past order event (its data is the order's, as of the event).
+pub const PAST_ORDER_EVENT: u8 = 5;
+/// Compaction's copy of a past sale event, with the sale as it was.
+pub const PAST_SALE_EVENT: u8 = 6;
+/// Compaction's record of a sale's last event sequence (its events may all be pruned).
+pub const EVENT_COUNTER: u8 = 7;
+/// The events that took effect before a time were pruned (the retention).
+pub const EVENTS_PRUNED: u8 = 8;
+
+/// An event as a record carries it: enough, with the record's order or sale, to tell it whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFacts {
+    pub sequence: u64,
+    pub kind: EventKind,
+    pub at: Timestamp,
+    /// The sale's remaining stock after the change (told by sale events only).
+    pub remaining: u64,
+}
 
 /// A record that passed its checksum but does not read as a sale or an order: written by
 /// another version, or a bug. The store refuses to start rather than guess.
@@ -57,6 +81,17 @@ impl Writer<'_> {
         self.flag(at.is_some());
         if let Some(at) = at {
             self.time(at);
+        }
+    }
+}
+
+impl Writer<'_> {
+    fn facts(&mut self, facts: &EventFacts) {
+        self.u64(facts.sequence);
+        self.0.push(facts.kind.code());
+        self.time(facts.at);
+        if matches!(facts.kind, EventKind::Sale(_)) {
+            self.u64(facts.remaining);
         }
     }
 }
@@ -109,6 +144,21 @@ impl Reader<'_> {
     fn done(&self) -> Option<()> {
         self.0.is_empty().then_some(())
     }
+    fn facts(&mut self) -> Option<EventFacts> {
+        let sequence = self.u64()?;
+        let kind = EventKind::from_code(self.bytes(1)?[0])?;
+        let at = self.time()?;
+        let remaining = match kind {
+            EventKind::Sale(_) => self.u64()?,
+            EventKind::Order(_) => 0,
+        };
+        Some(EventFacts {
+            sequence,
+            kind,
+            at,
+            remaining,
+        })
+    }
 }
 
 fn status_code(status: OrderStatus) -> u8 {
@@ -123,7 +173,77 @@ fn status_code(status: OrderStatus) -> u8 {
 /// Appends a framed sale record to `out`; `scratch` is reused for the payload.
 pub fn put_sale(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale: &Sale) {
     scratch.clear();
+    write_sale(&mut Writer(scratch), sale);
+    record_file::encode_into(out, SALE, scratch);
+}
+
+/// Appends a sale with the event its change made (`SALE_CHANGE`), or a past sale event
+/// (`PAST_SALE_EVENT`).
+pub fn put_sale_event(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    kind: u8,
+    sale: &Sale,
+    facts: &EventFacts,
+) {
+    assert!(kind == SALE_CHANGE || kind == PAST_SALE_EVENT);
+    scratch.clear();
     let mut writer = Writer(scratch);
+    write_sale(&mut writer, sale);
+    writer.facts(facts);
+    record_file::encode_into(out, kind, scratch);
+}
+
+/// Appends an order's state with the events its change made.
+pub fn put_order_change(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    stored: &Stored,
+    facts: &[EventFacts],
+) {
+    scratch.clear();
+    let mut writer = Writer(scratch);
+    write_order(&mut writer, stored);
+    writer.0.push(u8::try_from(facts.len()).unwrap_or(u8::MAX));
+    for facts in facts.iter().take(usize::from(u8::MAX)) {
+        writer.facts(facts);
+    }
+    record_file::encode_into(out, ORDER_CHANGE, scratch);
+}
+
+/// Appends compaction's copy of a past order event.
+pub fn put_past_order_event(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    sale_id: &SaleId,
+    order_id: &OrderId,
+    facts: &EventFacts,
+) {
+    scratch.clear();
+    let mut writer = Writer(scratch);
+    writer.text(sale_id.as_str());
+    writer.text(order_id.as_str());
+    writer.facts(facts);
+    record_file::encode_into(out, PAST_ORDER_EVENT, scratch);
+}
+
+/// Appends compaction's record of a sale's last event sequence.
+pub fn put_event_counter(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale_id: &SaleId, last: u64) {
+    scratch.clear();
+    let mut writer = Writer(scratch);
+    writer.text(sale_id.as_str());
+    writer.u64(last);
+    record_file::encode_into(out, EVENT_COUNTER, scratch);
+}
+
+/// Appends the record that events before `before` were pruned.
+pub fn put_events_pruned(out: &mut Vec<u8>, scratch: &mut Vec<u8>, before: Timestamp) {
+    scratch.clear();
+    Writer(scratch).time(before);
+    record_file::encode_into(out, EVENTS_PRUNED, scratch);
+}
+
+fn write_sale(writer: &mut Writer<'_>, sale: &Sale) {
     writer.text(sale.id.as_str());
     writer.text(&sale.name);
     writer.text(&sale.description);
@@ -135,14 +255,17 @@ pub fn put_sale(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale: &Sale) {
     writer.u32(sale.payment_window_secs);
     writer.time(sale.created_at);
     writer.optional_text(waiting_room_text(sale.waiting_room.as_ref()).as_deref());
-    record_file::encode_into(out, SALE, scratch);
 }
 
 /// Appends a framed record of an order's state to `out`; `scratch` is reused for the payload.
 pub fn put_order(out: &mut Vec<u8>, scratch: &mut Vec<u8>, stored: &Stored) {
     scratch.clear();
+    write_order(&mut Writer(scratch), stored);
+    record_file::encode_into(out, ORDER, scratch);
+}
+
+fn write_order(writer: &mut Writer<'_>, stored: &Stored) {
     let order = &stored.order;
-    let mut writer = Writer(scratch);
     writer.text(order.id.as_str());
     writer.text(order.sale_id.as_str());
     writer.text(order.user_id.as_str());
@@ -153,11 +276,9 @@ pub fn put_order(out: &mut Vec<u8>, scratch: &mut Vec<u8>, stored: &Stored) {
     writer.optional_time(order.paid_at);
     writer.optional_text(order.idempotency_key.as_deref());
     writer.flag(stored.stock_returned);
-    record_file::encode_into(out, ORDER, scratch);
 }
 
-fn read_sale(payload: &[u8]) -> Option<Sale> {
-    let mut reader = Reader(payload);
+fn read_sale(reader: &mut Reader<'_>) -> Option<Sale> {
     let sale = Sale {
         id: SaleId::parse(&reader.text()?)?,
         name: reader.text()?,
@@ -174,12 +295,10 @@ fn read_sale(payload: &[u8]) -> Option<Sale> {
             None => None,
         },
     };
-    reader.done()?;
     Some(sale)
 }
 
-fn read_order(payload: &[u8]) -> Option<Stored> {
-    let mut reader = Reader(payload);
+fn read_order(reader: &mut Reader<'_>) -> Option<Stored> {
     let order = Order {
         id: OrderId::parse(&reader.text()?)?,
         sale_id: SaleId::parse(&reader.text()?)?,
@@ -192,7 +311,6 @@ fn read_order(payload: &[u8]) -> Option<Stored> {
         idempotency_key: reader.optional_text()?,
     };
     let stock_returned = reader.flag()?;
-    reader.done()?;
     Some(Stored {
         order,
         stock_returned,
@@ -203,16 +321,63 @@ fn read_order(payload: &[u8]) -> Option<Stored> {
 pub enum Record {
     Sale(Box<Sale>),
     Order(Box<Stored>),
+    OrderChange(Box<Stored>, Vec<EventFacts>),
+    SaleChange(Box<Sale>, EventFacts),
+    PastOrderEvent(SaleId, OrderId, EventFacts),
+    PastSaleEvent(Box<Sale>, EventFacts),
+    EventCounter(SaleId, u64),
+    EventsPruned(Timestamp),
+}
+
+/// Reads a whole payload with `read`: every byte must belong to the record.
+fn whole<T>(payload: &[u8], read: impl FnOnce(&mut Reader<'_>) -> Option<T>) -> Option<T> {
+    let mut reader = Reader(payload);
+    let value = read(&mut reader)?;
+    reader.done()?;
+    Some(value)
 }
 
 pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
+    let unreadable = |what| move || Unreadable { what };
     match kind {
-        SALE => read_sale(payload)
+        SALE => whole(payload, read_sale)
             .map(|sale| Record::Sale(Box::new(sale)))
-            .ok_or(Unreadable { what: "sale" }),
-        ORDER => read_order(payload)
+            .ok_or_else(unreadable("sale")),
+        ORDER => whole(payload, read_order)
             .map(|stored| Record::Order(Box::new(stored)))
-            .ok_or(Unreadable { what: "order" }),
+            .ok_or_else(unreadable("order")),
+        ORDER_CHANGE => whole(payload, |reader| {
+            let stored = read_order(reader)?;
+            let count = reader.bytes(1)?[0];
+            let facts = (0..count)
+                .map(|_| reader.facts())
+                .collect::<Option<Vec<_>>>()?;
+            Some(Record::OrderChange(Box::new(stored), facts))
+        })
+        .ok_or_else(unreadable("order change")),
+        SALE_CHANGE | PAST_SALE_EVENT => whole(payload, |reader| {
+            let sale = Box::new(read_sale(reader)?);
+            let facts = reader.facts()?;
+            Some(if kind == SALE_CHANGE {
+                Record::SaleChange(sale, facts)
+            } else {
+                Record::PastSaleEvent(sale, facts)
+            })
+        })
+        .ok_or_else(unreadable("sale event")),
+        PAST_ORDER_EVENT => whole(payload, |reader| {
+            let sale_id = SaleId::parse(&reader.text()?)?;
+            let order_id = OrderId::parse(&reader.text()?)?;
+            Some(Record::PastOrderEvent(sale_id, order_id, reader.facts()?))
+        })
+        .ok_or_else(unreadable("past order event")),
+        EVENT_COUNTER => whole(payload, |reader| {
+            let sale_id = SaleId::parse(&reader.text()?)?;
+            Some(Record::EventCounter(sale_id, reader.u64()?))
+        })
+        .ok_or_else(unreadable("event counter")),
+        EVENTS_PRUNED => whole(payload, |reader| Some(Record::EventsPruned(reader.time()?)))
+            .ok_or_else(unreadable("events pruned")),
         _ => Err(Unreadable { what: "unknown" }),
     }
 }

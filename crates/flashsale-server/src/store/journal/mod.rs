@@ -12,6 +12,7 @@
 
 mod book;
 mod codec;
+mod events;
 mod space;
 mod writer;
 
@@ -28,9 +29,10 @@ use self::space::{DirectoryLock, Journal};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
-    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
+    Transition, TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
 use crate::metrics::Metrics;
 use crate::record_file;
 use crate::BoxFuture;
@@ -47,6 +49,8 @@ pub struct JournalStoreOptions {
     pub write_queue_max: usize,
     /// How the writer gathers a batch.
     pub batching: WriterBatching,
+    /// How long events are kept: compaction at start leaves older ones out.
+    pub events_retention: std::time::Duration,
 }
 
 impl Default for JournalStoreOptions {
@@ -55,6 +59,7 @@ impl Default for JournalStoreOptions {
             commit_batch_max: 1024,
             write_queue_max: 65_536,
             batching: WriterBatching::ByScheduler,
+            events_retention: std::time::Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -143,18 +148,67 @@ fn replay(path: &Path) -> Result<(Book, std::fs::File, u64, usize), OpenError> {
         match codec::read(kind, payload)? {
             Record::Sale(sale) => book.put_sale(*sale),
             Record::Order(stored) => book.put_order(*stored),
+            Record::OrderChange(stored, facts) => {
+                let (sale_id, order_id) = (stored.order.sale_id.clone(), stored.order.id.clone());
+                book.put_order(*stored);
+                for facts in &facts {
+                    match facts.kind {
+                        crate::domain::EventKind::Order(_) => {
+                            book.restore_order_event(&sale_id, &order_id, facts)
+                        }
+                        crate::domain::EventKind::Sale(_) => {
+                            book.restore_sale_event(&sale_id, facts, None)
+                        }
+                    }
+                }
+            }
+            Record::SaleChange(sale, facts) => book.restore_sale_change(*sale, &facts),
+            Record::PastOrderEvent(sale_id, order_id, facts) => {
+                book.restore_order_event(&sale_id, &order_id, &facts)
+            }
+            Record::PastSaleEvent(sale, facts) => {
+                let sale_id = sale.id.clone();
+                book.restore_sale_event(&sale_id, &facts, Some(*sale));
+            }
+            Record::EventCounter(sale_id, last) => book.restore_event_counter(&sale_id, last),
+            Record::EventsPruned(before) => {
+                book.prune_events(before);
+            }
         }
         Ok(())
     })?;
     Ok((book, file, end, records))
 }
 
-/// Every sale and order of `book` as journal records.
+/// Every sale, event and order of `book` as journal records: each sale's event counter first,
+/// then its retained events in order (past events, not applied again), then the orders' states.
 fn snapshot(book: &Book) -> Vec<u8> {
     let (mut records, mut scratch) = (Vec::new(), Vec::new());
     for sale in book.sales().iter().rev() {
         codec::put_sale(&mut records, &mut scratch, sale);
     }
+    book.each_event(|sale_id, last, kept| {
+        codec::put_event_counter(&mut records, &mut scratch, sale_id, last);
+        for (sequence, kept) in kept {
+            let facts = kept.facts(sequence);
+            match &kept.about {
+                events::About::Order(order_id) => codec::put_past_order_event(
+                    &mut records,
+                    &mut scratch,
+                    sale_id,
+                    order_id,
+                    &facts,
+                ),
+                events::About::Sale(sale) => codec::put_sale_event(
+                    &mut records,
+                    &mut scratch,
+                    codec::PAST_SALE_EVENT,
+                    sale,
+                    &facts,
+                ),
+            }
+        }
+    });
     book.each_order(|stored| codec::put_order(&mut records, &mut scratch, stored));
     records
 }
@@ -199,12 +253,22 @@ fn import_sqlite(data_dir: &Path, path: &Path) -> Result<bool, OpenError> {
     Ok(true)
 }
 
-fn open_book(data_dir: &Path, path: &Path) -> Result<(Book, Journal), OpenError> {
+fn open_book(
+    data_dir: &Path,
+    path: &Path,
+    events_retention: std::time::Duration,
+) -> Result<(Book, Journal), OpenError> {
     let lock = DirectoryLock::take(&data_dir.join(LOCK_FILE))?;
     import_sqlite(data_dir, path)?;
     let (mut book, mut file, mut end, records) = replay(path)?;
-    let live = book.sale_count() + book.order_count();
-    if records > 2 * live + 256 {
+    // Compaction leaves out the events past their retention (by this machine's clock: the
+    // store's own housekeeping, not a sale's rule).
+    let cutoff = jiff::SignedDuration::try_from(events_retention)
+        .ok()
+        .and_then(|retention| Timestamp::now().checked_sub(retention).ok());
+    let expired_events = cutoff.map_or(0, |cutoff| book.prune_events(cutoff));
+    let live = book.sale_count() + book.order_count() + book.event_count();
+    if records > 2 * live + 256 || (expired_events > 0 && records > live + 256) {
         rewrite(path, &snapshot(&book))?;
         (book, file, end, _) = replay(path)?;
     }
@@ -219,7 +283,7 @@ impl JournalStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let path: PathBuf = data_dir.join(JOURNAL_FILE);
-        let (book, journal) = open_book(data_dir, &path)
+        let (book, journal) = open_book(data_dir, &path, options.events_retention)
             .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
         let shared = Arc::new(Shared {
             book: RwLock::new(book),
@@ -349,5 +413,44 @@ impl OrderStore for JournalStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.commands.stock_returned(order_ids)
+    }
+
+    fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.commands.update_sale(sale, event, at)
+    }
+
+    fn events(
+        &self,
+        sale_id: &SaleId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            // Copied under the lock, rendered outside it: the writer waits for no JSON.
+            let events = self
+                .shared
+                .read(move |book| book.events(&sale_id, after, limit))
+                .await?;
+            Ok(events.iter().map(crate::events::recorded).collect())
+        })
+    }
+
+    fn event_heads(&self) -> BoxFuture<'_, Result<Vec<EventHead>, StoreError>> {
+        Box::pin(self.shared.read(|book| {
+            book.event_heads()
+                .into_iter()
+                .map(|(sale_id, sequence)| EventHead { sale_id, sequence })
+                .collect()
+        }))
+    }
+
+    fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.commands.prune_events(before)
     }
 }

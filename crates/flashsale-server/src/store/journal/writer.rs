@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::book::Book;
-use super::codec;
+use super::codec::{self, EventFacts};
 use super::space::Journal;
 use super::{Shared, WriterBatching};
 use crate::domain::OrderId;
@@ -187,21 +187,58 @@ fn record_order(book: &Book, batch: &mut Batch, order_id: &OrderId) {
     }
 }
 
+/// An order's new state with the events its change made, as one record.
+fn record_order_change(book: &Book, batch: &mut Batch, order_id: &OrderId, facts: &[EventFacts]) {
+    if let Some(stored) = book.order(order_id) {
+        codec::put_order_change(&mut batch.records, &mut batch.scratch, stored, facts);
+    }
+}
+
 /// Applies one command to the book and records what changed.
 fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
     let pending = match command {
         Command::CreateSale { sale, reply } => {
-            let result = book.create_sale(&sale);
-            if result.is_ok() {
-                codec::put_sale(&mut batch.records, &mut batch.scratch, &sale);
-            }
+            let result = book.create_sale(&sale).map(|facts| {
+                codec::put_sale_event(
+                    &mut batch.records,
+                    &mut batch.scratch,
+                    codec::SALE_CHANGE,
+                    &sale,
+                    &facts,
+                );
+            });
             Pending::Unit(reply, result)
         }
-        Command::InsertOrder { order, reply } => {
-            let result = book.insert_order(&order);
-            if result.is_ok() {
-                record_order(book, batch, &order.id);
+        Command::UpdateSale {
+            sale,
+            event,
+            at,
+            reply,
+        } => {
+            let result = book.update_sale(&sale, event, at).map(|facts| {
+                codec::put_sale_event(
+                    &mut batch.records,
+                    &mut batch.scratch,
+                    codec::SALE_CHANGE,
+                    &sale,
+                    &facts,
+                );
+            });
+            Pending::Unit(reply, result)
+        }
+        Command::PruneEvents { before, reply } => {
+            // Recorded, so a replay prunes at the same point; the bytes go at the next
+            // compaction.
+            let pruned = book.prune_events(before);
+            if pruned > 0 {
+                codec::put_events_pruned(&mut batch.records, &mut batch.scratch, before);
             }
+            Pending::Count(reply, Ok(pruned))
+        }
+        Command::InsertOrder { order, reply } => {
+            let result = book
+                .insert_order(&order)
+                .map(|facts| record_order_change(book, batch, &order.id, &facts));
             Pending::Insert(reply, result)
         }
         Command::Transition {
@@ -212,16 +249,19 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             reply,
         } => {
             let result = book.transition(&order_id, action, &actor, now);
-            if matches!(result, Ok((_, true))) {
-                record_order(book, batch, &order_id);
+            if let Ok((_, facts)) = &result {
+                if !facts.is_empty() {
+                    record_order_change(book, batch, &order_id, facts);
+                }
             }
             Pending::Transition(reply, result.map(|(transition, _)| transition))
         }
         Command::ExpireDue { now, max, reply } => {
             let expired = book.expire_due(now, max);
-            for order in &expired {
-                record_order(book, batch, &order.id);
+            for (order, facts) in &expired {
+                record_order_change(book, batch, &order.id, facts);
             }
+            let expired = expired.into_iter().map(|(order, _)| order).collect();
             Pending::Expired(reply, Ok(expired))
         }
         Command::StockReturned { order_ids, reply } => {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 
+use super::outbox;
 use super::rows::{order_from_row, ORDER_COLUMNS};
 use super::transitions::{lock_sales, Attempt, ATTEMPTS};
 use super::{db_failed, failed, PostgresStore};
@@ -67,15 +68,38 @@ impl PostgresStore {
             .collect::<Result<_, _>>()
             .map_err(Attempt::Failed)?;
         let expired_ids: Vec<&str> = expired.iter().map(|order| order.id.as_str()).collect();
-        transaction
-            .execute(
+        let stock = transaction
+            .query(
                 "UPDATE sales s SET remaining = s.remaining + t.back \
                  FROM (SELECT sale_id, sum(quantity)::bigint AS back FROM orders \
                        WHERE id = ANY($1) GROUP BY sale_id) t \
-                 WHERE s.id = t.sale_id",
+                 WHERE s.id = t.sale_id RETURNING s.id, s.remaining, t.back",
                 &[&expired_ids],
             )
             .await?;
+        // Each order's `expired`, then a sale's `updated` when the batch brought its stock back
+        // from nothing.
+        let mut events: Vec<outbox::Pending> = expired
+            .iter()
+            .map(|order| outbox::Pending::of_order(order, now))
+            .collect();
+        for row in &stock {
+            let sale_id: &str = row.get(0);
+            let after = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            let back = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+            if let Some(order) = expired
+                .iter()
+                .find(|order| order.sale_id.as_str() == sale_id)
+            {
+                events.extend(outbox::Pending::of_stock(
+                    &order.sale_id,
+                    after.saturating_sub(back),
+                    after,
+                    now,
+                ));
+            }
+        }
+        outbox::record(&transaction, events).await?;
         transaction.commit().await?;
         Ok(expired)
     }

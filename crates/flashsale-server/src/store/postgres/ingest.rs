@@ -7,6 +7,7 @@ use deadpool_postgres::{GenericClient, Object};
 use jiff::Timestamp;
 use tokio_postgres::error::SqlState;
 
+use super::outbox::{self, OutboxError};
 use super::rows::{order_from_row, ORDER_COLUMNS};
 use super::transitions::lock_sales;
 use super::{db_failed, PostgresStore, ACTIVE};
@@ -33,6 +34,15 @@ impl From<tokio_postgres::Error> for BatchFailure {
                 Self::Refused(db_failed(error).to_string())
             }
             _ => Self::Db(error),
+        }
+    }
+}
+
+impl From<OutboxError> for BatchFailure {
+    fn from(error: OutboxError) -> Self {
+        match error {
+            OutboxError::Db(error) => error.into(),
+            OutboxError::Corrupt(error) => Self::Refused(error.to_string()),
         }
     }
 }
@@ -131,6 +141,41 @@ pub(super) async fn stored_among(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The events of a batch: each new order's `created`, in the batch's order, then a sale's
+/// `sold_out` when the batch took its last unit (at the time of the sale's last order in it).
+fn creation_events(
+    orders: &[Order],
+    inserted: &HashSet<String>,
+    stock: &[(String, i64, i64)],
+) -> Vec<outbox::Pending> {
+    let new: Vec<&Order> = orders
+        .iter()
+        .filter(|order| inserted.contains(order.id.as_str()))
+        .collect();
+    let mut events: Vec<outbox::Pending> = new
+        .iter()
+        .map(|order| outbox::Pending::of_order(order, order.created_at))
+        .collect();
+    for (sale_id, remaining, taken) in stock {
+        let Some(last) = new
+            .iter()
+            .rev()
+            .find(|order| order.sale_id.as_str() == sale_id)
+        else {
+            continue;
+        };
+        let after = u64::try_from(*remaining).unwrap_or(0);
+        let before = after.saturating_add(u64::try_from(*taken).unwrap_or(0));
+        events.extend(outbox::Pending::of_stock(
+            &last.sale_id,
+            before,
+            after,
+            last.created_at,
+        ));
+    }
+    events
+}
+
 pub(super) fn quantity(quantity: u32) -> i32 {
     i32::try_from(quantity).unwrap_or(i32::MAX)
 }
@@ -189,19 +234,22 @@ async fn insert_batch(
         .map(|row| row.get(0))
         .collect();
     if !inserted.is_empty() {
-        let inserted: Vec<&str> = inserted.iter().map(String::as_str).collect();
+        let inserted_ids: Vec<&str> = inserted.iter().map(String::as_str).collect();
         // The CHECK (remaining >= 0) refuses an oversell here.
-        transaction
-            .execute(
+        let stock: Vec<(String, i64, i64)> = transaction
+            .query(
                 &format!(
                     "UPDATE sales s SET remaining = s.remaining - t.taken \
                      FROM (SELECT sale_id, sum(quantity)::bigint AS taken FROM orders \
                            WHERE id = ANY($1) AND status IN {ACTIVE} GROUP BY sale_id) t \
-                     WHERE s.id = t.sale_id"
+                     WHERE s.id = t.sale_id RETURNING s.id, s.remaining, t.taken"
                 ),
-                &[&inserted],
+                &[&inserted_ids],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
         // One index probe per buyer of the batch (orders_by_buyer), whatever the table's size.
         let over_limit = transaction
             .query_opt(
@@ -220,6 +268,7 @@ async fn insert_batch(
         if over_limit.is_some() {
             return Err(BatchFailure::LimitExceeded);
         }
+        outbox::record(&transaction, creation_events(orders, &inserted, &stock)).await?;
     }
     let mut outcomes = Vec::with_capacity(orders.len());
     let skipped: Vec<&str> = ids

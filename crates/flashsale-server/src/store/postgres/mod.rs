@@ -7,7 +7,9 @@
 //! One file per job: `connection.rs` (pool, schema), `catalog.rs` (sales), `ingest.rs` (the
 //! persister's batches, refused orders), `transitions.rs` (pay, cancel, expire one order),
 //! `expiry.rs` (the sweep's batches, the stock-return record), `reads.rs` (orders, tallies),
-//! `archive.rs` (settled sales), `rows.rs` (rows to domain values); this file maps the
+//! `archive.rs` (settled sales), `outbox.rs` (each change's events, numbered under the sale's
+//! lock), `ledger.rs` (the sinks' leases, cursors and dead letters), `rows.rs` (rows to domain
+//! values); this file maps the
 //! `OrderStore` trait onto them.
 
 mod archive;
@@ -15,6 +17,8 @@ mod catalog;
 mod connection;
 mod expiry;
 mod ingest;
+mod ledger;
+mod outbox;
 mod reads;
 mod rows;
 mod transitions;
@@ -27,9 +31,10 @@ use deadpool_postgres::Pool;
 use jiff::Timestamp;
 
 use super::{
-    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
+    Transition, TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
 use crate::error_chain::describe;
 use crate::BoxFuture;
 
@@ -181,6 +186,43 @@ impl OrderStore for PostgresStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.stock_returned(order_ids))
+    }
+
+    fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sale = sale.clone();
+        Box::pin(async move { self.update_sale(&sale, event, at).await })
+    }
+
+    fn events(
+        &self,
+        sale_id: &SaleId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            outbox::events(&client, &sale_id, after, limit).await
+        })
+    }
+
+    fn event_heads(&self) -> BoxFuture<'_, Result<Vec<EventHead>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            outbox::heads(&client).await
+        })
+    }
+
+    fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            outbox::prune(&client, before).await
+        })
     }
 }
 

@@ -72,3 +72,49 @@ CREATE TRIGGER orders_final_statuses BEFORE UPDATE OF status ON orders
 
 -- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
 ALTER TABLE sales ADD COLUMN IF NOT EXISTS waiting_room text;
+
+-- The outbox: every change's events, written in the change's own transaction; their sequence is
+-- taken from the sale's counter under the sale's row lock. `data` is the API's JSON of the order
+-- or sale right after the change.
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS last_event_sequence bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS events (
+    sale_id  text NOT NULL,
+    sequence bigint NOT NULL,
+    type     text NOT NULL,
+    subject  text NOT NULL,
+    time     timestamptz NOT NULL,
+    data     text NOT NULL,
+    PRIMARY KEY (sale_id, sequence)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (time);
+
+-- The installation's id, the `source` of its events: made once, the same for every node.
+CREATE TABLE IF NOT EXISTS installation (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    id        text NOT NULL
+);
+INSERT INTO installation (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16))
+    ON CONFLICT DO NOTHING;
+
+-- Delivery: one node at a time delivers a sink (its lease), a cursor per sink and sale, and the
+-- events set aside after their retries ran out.
+CREATE TABLE IF NOT EXISTS event_sink_leases (
+    sink       text PRIMARY KEY,
+    holder     text NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_cursors (
+    sink      text NOT NULL,
+    sale_id   text NOT NULL,
+    delivered bigint NOT NULL,
+    PRIMARY KEY (sink, sale_id)
+);
+CREATE TABLE IF NOT EXISTS event_dead_letters (
+    sink        text NOT NULL,
+    sale_id     text NOT NULL,
+    sequence    bigint NOT NULL,
+    event       text NOT NULL,
+    reason      text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, sale_id, sequence)
+);

@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use tokio_postgres::error::SqlState;
 
+use super::outbox::{self, OutboxError};
 use super::rows::{order_from_row, ORDER_COLUMNS};
 use super::{db_failed, failed, PostgresStore};
 use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Verdict};
@@ -31,15 +32,25 @@ impl<E: From<StoreError>> From<tokio_postgres::Error> for Attempt<E> {
     }
 }
 
+impl<E: From<StoreError>> From<OutboxError> for Attempt<E> {
+    fn from(error: OutboxError) -> Self {
+        match error {
+            OutboxError::Db(error) => error.into(),
+            OutboxError::Corrupt(error) => Self::Failed(error.into()),
+        }
+    }
+}
+
 /// How often a transaction PostgreSQL aborted as a deadlock victim is tried again.
 pub(super) const ATTEMPTS: usize = 5;
 
+/// Sets an order's status and records the change's events (the caller holds the sale's lock).
 async fn set_status(
     client: &impl GenericClient,
     order: &mut Order,
     status: OrderStatus,
     now: Timestamp,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), OutboxError> {
     let was_active = order.status.is_active();
     if status == OrderStatus::Paid {
         order.paid_at = Some(now);
@@ -59,15 +70,25 @@ async fn set_status(
             ],
         )
         .await?;
+    let mut events = vec![outbox::Pending::of_order(order, now)];
     if leaves_active {
-        client
-            .execute(
-                "UPDATE sales SET remaining = remaining + $2 WHERE id = $1",
+        let remaining: i64 = client
+            .query_one(
+                "UPDATE sales SET remaining = remaining + $2 WHERE id = $1 RETURNING remaining",
                 &[&order.sale_id.as_str(), &i64::from(order.quantity)],
             )
-            .await?;
+            .await?
+            .get(0);
+        let after = u64::try_from(remaining).unwrap_or(0);
+        let before = after.saturating_sub(u64::from(order.quantity));
+        events.extend(outbox::Pending::of_stock(
+            &order.sale_id,
+            before,
+            after,
+            now,
+        ));
     }
-    Ok(())
+    outbox::record(client, events).await
 }
 
 /// Every transaction that changes stock locks its sales' rows first (in id order), then orders:

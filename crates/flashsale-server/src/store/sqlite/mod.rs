@@ -2,6 +2,7 @@
 //! on disk when it returns and survives `kill -9` and power loss. `sqlite3 DATA_DIR/flashsale.db`
 //! inspects it.
 
+mod outbox;
 mod readers;
 mod rows;
 mod writer;
@@ -17,9 +18,12 @@ use self::rows::{ORDER_COLUMNS, SALE_COLUMNS};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
-    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
+    Transition, TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{
+    Action, Actor, EventKind, Order, OrderId, OrderStatus, Sale, SaleEvent, SaleId, UserId,
+};
 use crate::metrics::Metrics;
 use crate::BoxFuture;
 
@@ -72,7 +76,21 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
     add_waiting_room(&connection)?;
+    add_event_sequence(&connection)?;
     Ok(connection)
+}
+
+/// Stores made before events lack the sales' counter: their sales have no event yet.
+fn add_event_sequence(connection: &Connection) -> rusqlite::Result<()> {
+    let has_column = connection
+        .prepare("SELECT 1 FROM pragma_table_info('sales') WHERE name = 'last_event_sequence'")?
+        .exists([])?;
+    if !has_column {
+        connection.execute_batch(
+            "ALTER TABLE sales ADD COLUMN last_event_sequence INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
 }
 
 /// Stores made before stock returns were recorded lack the column: add it (every order of
@@ -350,5 +368,85 @@ impl OrderStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.writer_thread.close(&self.commands))
+    }
+
+    fn update_sale(
+        &self,
+        sale: &Sale,
+        event: SaleEvent,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.commands.update_sale(sale, event, at)
+    }
+
+    fn events(
+        &self,
+        sale_id: &SaleId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT sequence, type, subject, at_ms, data FROM events                      WHERE sale_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+                )?
+                .query_map(
+                    params![
+                        sale_id.as_str(),
+                        i64::try_from(after).unwrap_or(i64::MAX),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| {
+                        let type_name: String = row.get(1)?;
+                        let at_ms: i64 = row.get(3)?;
+                        let corrupt = |column, what: &str| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                column,
+                                rusqlite::types::Type::Text,
+                                format!("stored event {what} is not valid").into(),
+                            )
+                        };
+                        Ok(RecordedEvent {
+                            sale_id: sale_id.clone(),
+                            sequence: u64::try_from(row.get::<_, i64>(0)?)
+                                .map_err(|_| corrupt(0, "sequence"))?,
+                            kind: EventKind::parse(&type_name).ok_or_else(|| corrupt(1, "type"))?,
+                            subject: row.get(2)?,
+                            at: Timestamp::from_millisecond(at_ms)
+                                .map_err(|_| corrupt(3, "time"))?,
+                            data: row.get(4)?,
+                        })
+                    },
+                )?
+                .collect()
+        }))
+    }
+
+    fn event_heads(&self) -> BoxFuture<'_, Result<Vec<EventHead>, StoreError>> {
+        Box::pin(self.readers.read(|connection| {
+            connection
+                .prepare_cached(
+                    "SELECT id, last_event_sequence FROM sales WHERE last_event_sequence > 0",
+                )?
+                .query_map([], |row| {
+                    let id: String = row.get(0)?;
+                    Ok((id, row.get::<_, i64>(1)?))
+                })?
+                .map(|row| {
+                    row.map(|(id, sequence)| {
+                        SaleId::parse(&id).map(|sale_id| EventHead {
+                            sale_id,
+                            sequence: u64::try_from(sequence).unwrap_or(0),
+                        })
+                    })
+                })
+                .filter_map(|row| row.transpose())
+                .collect()
+        }))
+    }
+
+    fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.commands.prune_events(before)
     }
 }

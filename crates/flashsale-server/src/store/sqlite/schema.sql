@@ -81,3 +81,17 @@ WHEN OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status
 BEGIN
     SELECT RAISE(ABORT, 'order_final');
 END;
+
+-- The outbox: every change's events, written in the change's own transaction, numbered per sale
+-- from `sales.last_event_sequence` (added to older stores by `open_writer`). `data` is the API's
+-- JSON of the order or sale right after the change.
+CREATE TABLE IF NOT EXISTS events (
+    sale_id  TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    type     TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    data     TEXT NOT NULL,
+    PRIMARY KEY (sale_id, sequence)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_time ON events (at_ms);

@@ -6,8 +6,9 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::mpsc;
 
+use super::outbox;
 use super::rows::{self, millis, ORDER_COLUMNS};
-use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Sale, Verdict};
+use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleEvent, Verdict};
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
 use crate::store::{InsertError, StoreError, Transition, TransitionError};
@@ -123,6 +124,26 @@ fn apply(connection: &Connection, command: Command) -> (Pending, bool) {
             let applied = result.is_ok();
             (Pending::Unit(reply, result), applied)
         }
+        Command::UpdateSale {
+            sale,
+            event,
+            at,
+            reply,
+        } => {
+            let result =
+                update_sale(connection, &sale, event, at).map_err(|e| statement_failed(&e));
+            let applied = result.is_ok();
+            (Pending::Unit(reply, result), applied)
+        }
+        Command::PruneEvents { before, reply } => {
+            let result = connection
+                .prepare_cached("DELETE FROM events WHERE at_ms < ?1")
+                .and_then(|mut statement| statement.execute([millis(before)]))
+                .map(|deleted| deleted as u64)
+                .map_err(|e| statement_failed(&e));
+            let applied = result.is_ok();
+            (Pending::Count(reply, result), applied)
+        }
         Command::InsertOrder { order, reply } => match insert_order(connection, &order) {
             Ok(result) => (Pending::Insert(reply, result), true),
             Err(error) => (
@@ -180,7 +201,38 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
             millis(sale.created_at),
             crate::store::waiting_room_text(sale.waiting_room.as_ref()),
         ])?;
-    Ok(())
+    outbox::record_sale_event(connection, &sale.id, SaleEvent::Created, sale.created_at)
+}
+
+/// A sale's new definition and its event; a new stock moves `remaining` by the difference (the
+/// `stock_left` check refuses a stock below what orders hold).
+fn update_sale(
+    connection: &Connection,
+    sale: &Sale,
+    event: SaleEvent,
+    at: Timestamp,
+) -> rusqlite::Result<()> {
+    let stock = i64::try_from(sale.stock).unwrap_or(i64::MAX);
+    let changed = connection
+        .prepare_cached(
+            "UPDATE sales SET name = ?2, description = ?3, remaining = remaining + ?4 - stock,              stock = ?4, per_user_limit = ?5, price_cents = ?6, starts_at_ms = ?7,              ends_at_ms = ?8, payment_window_secs = ?9, waiting_room = ?10 WHERE id = ?1",
+        )?
+        .execute(params![
+            sale.id.as_str(),
+            sale.name,
+            sale.description,
+            stock,
+            sale.per_user_limit,
+            i64::try_from(sale.price_cents).unwrap_or(i64::MAX),
+            millis(sale.starts_at),
+            sale.ends_at.map(millis),
+            sale.payment_window_secs,
+            crate::store::waiting_room_text(sale.waiting_room.as_ref()),
+        ])?;
+    if changed == 0 {
+        return Err(rusqlite::Error::QueryReturnedNoRows);
+    }
+    outbox::record_sale_event(connection, &sale.id, event, at)
 }
 
 fn constraint_message(error: &rusqlite::Error) -> Option<&str> {
@@ -216,7 +268,16 @@ fn insert_order(
             order.idempotency_key,
         ]);
     let error = match inserted {
-        Ok(_) => return Ok(Ok(())),
+        Ok(_) => {
+            let remaining_before = outbox::remaining(connection, &order.sale_id)?
+                + if order.status.is_active() {
+                    u64::from(order.quantity)
+                } else {
+                    0
+                };
+            outbox::record_order_change(connection, order, order.created_at, remaining_before)?;
+            return Ok(Ok(()));
+        }
         Err(error) => error,
     };
     // A failed statement is undone by SQLite on its own; the batch's transaction goes on.
@@ -263,12 +324,14 @@ fn load_order(connection: &Connection, order_id: &OrderId) -> rusqlite::Result<O
         .optional()
 }
 
+/// Sets an order's status and records the change's events.
 fn set_status(
     connection: &Connection,
     order: &mut Order,
     status: OrderStatus,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
+    let remaining_before = outbox::remaining(connection, &order.sale_id)?;
     let leaves_active = order.status.is_active() && !status.is_active();
     if status == OrderStatus::Paid {
         order.paid_at = Some(now);
@@ -286,7 +349,7 @@ fn set_status(
             order.paid_at.map(millis),
             leaves_active,
         ])?;
-    Ok(())
+    outbox::record_order_change(connection, order, now, remaining_before)
 }
 
 fn stock_returned(connection: &Connection, order_ids: &[OrderId]) -> rusqlite::Result<()> {

@@ -2,7 +2,9 @@
 //! the same cases with `gate_suite!` / `store_suite!`; a backend is conformant when all pass.
 
 pub mod gate;
+pub mod ledger;
 pub mod line;
+pub mod outbox;
 pub mod store;
 
 use flashsale_server::domain::{Order, OrderId, OrderStatus, Sale, SaleDraft, SaleId, UserId};
@@ -124,6 +126,29 @@ mod embedded {
     );
     crate::store_suite!(sqlite_store, Some(super::Sqlite::new()));
     crate::line_suite!(memory_line, Some(super::MemoryLineDir::new()));
+    crate::ledger_suite!(file_ledger, Some(super::LedgerDir::new()));
+
+    /// The embedded delivery ledger in a data directory of its own.
+    pub struct LedgerDir(tempfile::TempDir);
+
+    impl LedgerDir {
+        pub fn new() -> Self {
+            Self(tempfile::tempdir().expect("temp dir"))
+        }
+    }
+
+    impl super::ledger::LedgerBackend for LedgerDir {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn flashsale_server::events::DeliveryLedger>> {
+            Box::pin(async move {
+                let ledger = flashsale_server::events::FileLedger::open(self.0.path())
+                    .expect("ledger opens");
+                Arc::new(ledger) as Arc<dyn flashsale_server::events::DeliveryLedger>
+            })
+        }
+        fn shared(&self) -> bool {
+            false
+        }
+    }
 
     /// The embedded line in a data directory of its own, reopened from its journal.
     pub struct MemoryLineDir(tempfile::TempDir);
@@ -261,6 +286,20 @@ mod cluster {
             Box::pin(async move { Arc::new(open_postgres(&self.0).await) as Arc<dyn OrderStore> })
         }
     }
+
+    impl super::ledger::LedgerBackend for Postgres {
+        fn open(&self) -> BoxFuture<'_, Arc<dyn flashsale_server::events::DeliveryLedger>> {
+            Box::pin(async move {
+                Arc::new(open_postgres(&self.0).await)
+                    as Arc<dyn flashsale_server::events::DeliveryLedger>
+            })
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    crate::ledger_suite!(postgres_ledger, super::Postgres::new());
 
     /// PostgreSQL seen through the cluster's store, which also reads the Redis queue.
     pub struct Cluster(Schema, KeyPrefix);

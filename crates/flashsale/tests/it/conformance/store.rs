@@ -7,6 +7,10 @@ use flashsale_server::store::{InsertError, OrderQuery, OrderStore, SaleTally, St
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
 
+pub use super::outbox::{
+    prunes_by_age_without_reusing_a_sequence, records_a_sale_change_with_its_event,
+    records_each_change_as_its_events_in_order,
+};
 use super::{at, order, sale, user, T0};
 
 /// A place a store's data lives; `open` may be called again to reopen the same data.
@@ -26,7 +30,8 @@ macro_rules! store_suite {
                 pays_once_and_refuses_overdue, cancels_and_releases_once, expires_only_what_is_due,
                 lists_newest_first_with_filters, finds_orders_by_key_and_active_ones,
                 survives_close_and_reopen, keeps_changes_and_unconfirmed_returns_across_reopen,
-                refuses_writes_after_close);
+                refuses_writes_after_close, records_each_change_as_its_events_in_order,
+                records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
