@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::tcp::{AMQPUriTcpExt, OwnedTLSConfig};
+use lapin::tcp::{AsyncTcpStream, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -117,6 +117,55 @@ struct Session {
     // Kept for its lifetime: dropping the last handle closes the connection.
     _connection: Connection,
     channel: Channel,
+    socket: SocketCutter,
+}
+
+/// A second handle on a connection's socket, to cut it. lapin's IO thread lets go of a
+/// connection only when its socket closes, and a broker that stopped answering never closes it:
+/// without this, every attempt on a hung broker would leave a thread behind.
+#[derive(Clone, Default)]
+struct SocketCutter(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl SocketCutter {
+    fn hold(&self, socket: &tokio::net::TcpStream) {
+        use std::os::fd::AsFd;
+        if let Ok(duplicate) = socket.as_fd().try_clone_to_owned() {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::net::TcpStream::from(duplicate));
+        }
+    }
+
+    /// Shuts the socket down for every handle on it; the IO thread sees it closed and ends.
+    fn cut(&self) {
+        let held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(socket) = held {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Cuts the socket when dropped, unless disarmed.
+struct CutOnDrop(Option<SocketCutter>);
+
+impl CutOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOnDrop {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.take() {
+            socket.cut();
+        }
+    }
 }
 
 impl AmqpSink {
@@ -171,8 +220,10 @@ impl AmqpSink {
     }
 
     /// Forgets `failed` (if it is still the current session), so that the next delivery
-    /// connects anew; the connection closes once the deliveries still holding it let go.
+    /// connects anew, and cuts its socket: a broker that failed once is not waited for again
+    /// (deliveries still in flight on it end as `Retry`).
     fn discard(&self, failed: &Arc<Session>) {
+        failed.socket.cut();
         let mut session = self
             .session
             .lock()
@@ -197,19 +248,36 @@ impl AmqpSink {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("flashsale sink {}", self.name).into());
         let connect_timeout = self.timeout;
-        // lapin's own connect has no timeout: a broker that drops SYNs would hold its IO thread
-        // for minutes. This one gives up with the delivery.
+        let socket = SocketCutter::default();
+        // Until the session is made, any way out of here (an error, or the delivery's timeout
+        // dropping this future) cuts the socket, so that lapin's IO thread ends with it.
+        let unfinished = CutOnDrop(Some(socket.clone()));
+        let connecting_socket = socket.clone();
+        // lapin's own connect has no timeout (a broker that drops SYNs would hold its IO thread
+        // for minutes) and keeps no handle on the socket; this one has both.
         let connection = Connection::connector(
             uri,
             runtime,
             async move |uri: AMQPUri, runtime| {
-                let tls = OwnedTLSConfig::default();
-                match tokio::time::timeout(
-                    connect_timeout,
-                    uri.connect_with_config_async(tls.as_ref(), &runtime),
-                )
-                .await
-                {
+                let connecting = async {
+                    let host = uri.authority.host.clone();
+                    let addresses: Vec<std::net::SocketAddr> =
+                        tokio::net::lookup_host((host.as_str(), uri.authority.port))
+                            .await?
+                            .collect();
+                    let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
+                    if let AsyncTcpStream::Plain(plain) = &stream {
+                        connecting_socket.hold(plain.get_ref());
+                    }
+                    if uri.scheme == AMQPScheme::AMQPS {
+                        stream
+                            .into_tls(&host, OwnedTLSConfig::default().as_ref())
+                            .await
+                    } else {
+                        Ok(stream)
+                    }
+                };
+                match tokio::time::timeout(connect_timeout, connecting).await {
                     Ok(Ok(stream)) => Ok(stream),
                     Ok(Err(error)) => Err(error.into()),
                     Err(_) => Err(std::io::Error::new(
@@ -245,9 +313,11 @@ impl AmqpSink {
             .map_err(failed(
                 "cannot declare the exchange (does it exist with another type or durability?)",
             ))?;
+        unfinished.disarm();
         Ok(Session {
             _connection: connection,
             channel,
+            socket,
         })
     }
 

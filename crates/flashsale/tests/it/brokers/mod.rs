@@ -159,3 +159,58 @@ async fn the_nats_sink_publishes_to_a_stream_the_operator_made() {
         "no second stream over the same subjects"
     );
 }
+
+/// lapin runs each connection on a thread of its own that ends only when the socket closes; a
+/// hung broker never closes it. Attempts on a hung broker must not pile those threads up (the
+/// sink cuts the socket of an attempt that ran out of time). The threads are counted in this
+/// process, which is the test's own under nextest (elsewhere other tests' would be counted too,
+/// so only the Retry is checked there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_on_a_hung_broker_leave_no_thread_behind() {
+    use crate::conformance::sink::SinkBackend;
+    let Some(backend) = amqp::SharedAmqp::new().await else {
+        return;
+    };
+    let connection_threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|task| {
+                        std::fs::read_to_string(task.path().join("comm"))
+                            .is_ok_and(|name| name.starts_with("lapin-io-loop"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let own_process = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
+    backend
+        .sink()
+        .deliver(&event("sale-hung", 1, "flashsale.sale.created"))
+        .await
+        .expect("delivered");
+    let connected = connection_threads();
+    backend.hang();
+    for _ in 0..5 {
+        let outcome = backend
+            .sink()
+            .deliver(&event("sale-hung", 2, "flashsale.order.created"))
+            .await;
+        assert!(
+            matches!(outcome, Err(DeliveryError::Retry(_))),
+            "{outcome:?}"
+        );
+    }
+    let settled = crate::harness::eventually_holds(Duration::from_secs(10), || {
+        connection_threads() <= connected
+    })
+    .await;
+    if own_process {
+        assert!(
+            settled,
+            "{} connection threads after five hung attempts, {connected} before",
+            connection_threads()
+        );
+    }
+}
