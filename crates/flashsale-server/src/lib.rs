@@ -11,7 +11,8 @@
 //! - `cluster`: a cluster node's Redis gate, PostgreSQL store, order persister, clock, reconcile.
 //! - `service`: the use cases; with its intake (the one place embedded and cluster differ), the
 //!   only code that touches both gate and store.
-//! - `events`: order and sale events going out (the sink seam).
+//! - `events`: order and sale events going out: the sink seam, and the RabbitMQ and NATS
+//!   JetStream sinks.
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
 //! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.

@@ -21,6 +21,8 @@ use crate::BoxFuture;
 /// How long the stream this sink creates remembers message ids: a redelivery within it is
 /// dropped by JetStream (consumers still dedupe by the event id past it).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How often the client pings the server (a silent connection is dropped after two misses).
+const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// A `Content-Type` header, as the CloudEvents NATS binding (structured mode) has it.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
@@ -168,9 +170,25 @@ impl NatsSink {
                 }
                 // Returns at once and connects in the background, retrying for ever: a server
                 // that is down at start-up is a sink that waits, not an error.
+                let sink = self.name.clone();
                 let client = ConnectOptions::new()
                     .name(format!("flashsale sink {}", self.name))
                     .retry_on_initial_connect()
+                    // A connection that went silent without closing is found within two pings.
+                    .ping_interval(PING_INTERVAL)
+                    // Why deliveries wait (a refused password, a server gone) is told here: a
+                    // delivery only sees its acknowledgement not coming.
+                    .event_callback(move |event| {
+                        let sink = sink.clone();
+                        async move {
+                            match event {
+                                async_nats::Event::Connected => {
+                                    tracing::info!(%sink, "NATS sink connected");
+                                }
+                                other => tracing::warn!(%sink, event = %other, "NATS sink"),
+                            }
+                        }
+                    })
                     .connection_timeout(self.timeout)
                     .request_timeout(Some(self.timeout))
                     .connect(servers)
