@@ -11,8 +11,9 @@
 //! - `cluster`: a cluster node's Redis gate, PostgreSQL store, order persister, clock, reconcile.
 //! - `service`: the use cases; with its intake (the one place embedded and cluster differ), the
 //!   only code that touches both gate and store.
-//! - `events`: order and sale events going out: CloudEvents, sink settings, the webhook sink,
-//!   the delivery loop and its ledger, retention (the outbox itself is in each store).
+//! - `events`: order and sale events going out: CloudEvents, sink settings, the sinks (webhook,
+//!   RabbitMQ, NATS JetStream), the delivery loop and its ledger, retention (the outbox itself
+//!   is in each store).
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
 //! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.

@@ -1,13 +1,17 @@
 //! Order and sale events going out. The stores record each change's events with the change
 //! (the outbox, `store`); this module renders them as CloudEvents (`cloudevent.rs`), reads the
 //! sinks' settings (`settings.rs`), builds the sinks (`sinks_from_settings`: the webhook sink,
-//! `webhook.rs`; RabbitMQ and NATS join here), delivers each sink's events in per-sale order in
+//! `webhook.rs`; RabbitMQ, `amqp.rs`; NATS JetStream, `nats.rs`; what the two brokers share,
+//! `broker.rs`), delivers each sink's events in per-sale order in
 //! tasks of its own (`delivery.rs`, keeping its place in a `ledger`), reports what the sinks do
 //! (`status.rs`) and bounds the outbox by age (`retention.rs`).
 
+pub mod amqp;
+pub mod broker;
 pub mod cloudevent;
 pub mod delivery;
 pub mod ledger;
+pub mod nats;
 pub mod retention;
 pub mod settings;
 pub mod sink;
@@ -16,8 +20,11 @@ pub mod webhook;
 
 use std::sync::Arc;
 
+pub use self::amqp::{AmqpSink, AmqpSinkSettings};
+pub use self::broker::InvalidSinkSetting;
 pub use self::cloudevent::{data_json, envelope_json, event_id, outbound, recorded, source};
 pub use self::ledger::{DeadLetter, DeliveryLedger, FileLedger, LedgerError};
+pub use self::nats::{NatsSink, NatsSinkSettings};
 pub use self::settings::{SinkConfig, SinkKind};
 pub use self::sink::{DeliveryError, EventSink, OutboundEvent};
 pub use self::status::SinkStatus;
@@ -27,12 +34,16 @@ pub use self::status::SinkStatus;
 pub enum SinkBuildError {
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
-    #[error("events sink {name:?}: kind {kind:?} is not built into this server yet")]
-    NotBuilt { name: String, kind: &'static str },
+    #[error("events sink {name:?}: {source}")]
+    Broker {
+        name: String,
+        source: InvalidSinkSetting,
+    },
 }
 
-/// Builds every configured sink (settings already checked). A kind whose sink this build lacks
-/// stops the server at start: a sink that silently dropped its events would be worse.
+/// Builds every configured sink (settings already checked; a broker sink checks its own URL and
+/// names here, so a bad one stops the server at start). Nothing connects yet: a broker that is
+/// down is a sink that waits.
 pub fn sinks_from_settings(
     configs: &[SinkConfig],
 ) -> Result<Vec<Arc<dyn EventSink>>, SinkBuildError> {
@@ -42,9 +53,32 @@ pub fn sinks_from_settings(
             SinkKind::Webhook { .. } => {
                 Ok(Arc::new(webhook::WebhookSink::new(config)?) as Arc<dyn EventSink>)
             }
-            SinkKind::Amqp { .. } | SinkKind::Nats { .. } => Err(SinkBuildError::NotBuilt {
+            SinkKind::Amqp { url, exchange } => AmqpSink::new(
+                config.name.clone(),
+                AmqpSinkSettings {
+                    url: url.clone(),
+                    exchange: exchange.clone(),
+                },
+            )
+            .map(|sink| Arc::new(sink) as Arc<dyn EventSink>)
+            .map_err(|source| SinkBuildError::Broker {
                 name: config.name.clone(),
-                kind: config.kind.name(),
+                source,
+            }),
+            SinkKind::Nats {
+                url,
+                subject_prefix,
+            } => NatsSink::new(
+                config.name.clone(),
+                NatsSinkSettings {
+                    url: url.clone(),
+                    subject_prefix: subject_prefix.clone(),
+                },
+            )
+            .map(|sink| Arc::new(sink) as Arc<dyn EventSink>)
+            .map_err(|source| SinkBuildError::Broker {
+                name: config.name.clone(),
+                source,
             }),
         })
         .collect()

@@ -491,8 +491,12 @@ fn bad_sink_settings_stop_the_server_and_an_unreachable_url_does_not() {
             "retry_hours",
         ),
         (
-            sink("kind = \"amqp\"\nurl = \"amqp://127.0.0.1:5672\"\nexchange = \"flashsale\""),
-            "not built into this server yet",
+            sink("kind = \"amqp\"\nurl = \"http://127.0.0.1:5672\"\nexchange = \"flashsale\""),
+            "url",
+        ),
+        (
+            sink("kind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"a b\""),
+            "subject_prefix",
         ),
     ];
     for (config, reason) in cases {
@@ -500,12 +504,16 @@ fn bad_sink_settings_stop_the_server_and_an_unreachable_url_does_not() {
         assert!(!running, "started with {config}");
         assert!(stderr.contains(reason), "{reason:?} not in {stderr}");
     }
-    // Port 9 (discard) has no listener here: the sink waits, the server serves.
-    let (running, stderr) = serve_with_config(&sink(&format!(
-        "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\""
-    )));
-    assert!(
-        running,
-        "an unreachable receiver stopped the server: {stderr}"
-    );
+    // Port 9 (discard) has no listener here: each sink waits, the server serves.
+    for unreachable in [
+        format!("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"{SECRET}\""),
+        "kind = \"amqp\"\nurl = \"amqp://127.0.0.1:9/%2f\"\nexchange = \"flashsale\"".to_owned(),
+        "kind = \"nats\"\nurl = \"nats://127.0.0.1:9\"\nsubject_prefix = \"shop\"".to_owned(),
+    ] {
+        let (running, stderr) = serve_with_config(&sink(&unreachable));
+        assert!(
+            running,
+            "an unreachable receiver stopped the server ({unreachable}): {stderr}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod bench;
+mod brokers;
 mod chaos;
 mod cluster;
 mod conformance;

@@ -1,5 +1,6 @@
-//! The external services cluster tests need, read from the environment:
-//! `FLASHSALE_TEST_REDIS_URL` and `FLASHSALE_TEST_DATABASE_URL` (`.ci/run` sets both). Without
+//! The external services cluster and event-sink tests need, read from the environment:
+//! `FLASHSALE_TEST_REDIS_URL`, `FLASHSALE_TEST_DATABASE_URL`, `FLASHSALE_TEST_AMQP_URL` (RabbitMQ)
+//! and `FLASHSALE_TEST_NATS_URL` (NATS with JetStream); `.ci/run` sets them all. Without
 //! them such a test says it is skipped and does nothing, except under CI (`CI` set), where a
 //! missing service is a failure. Each use gets its own Redis key prefix and PostgreSQL schema,
 //! removed afterwards, so runs never collide and nothing another run owns is touched.
@@ -10,6 +11,8 @@ use flashsale_server::config::Settings;
 
 pub const REDIS_VARIABLE: &str = "FLASHSALE_TEST_REDIS_URL";
 pub const DATABASE_VARIABLE: &str = "FLASHSALE_TEST_DATABASE_URL";
+pub const AMQP_VARIABLE: &str = "FLASHSALE_TEST_AMQP_URL";
+pub const NATS_VARIABLE: &str = "FLASHSALE_TEST_NATS_URL";
 
 fn variable(name: &str) -> Option<String> {
     match std::env::var(name) {
@@ -51,6 +54,16 @@ pub fn database_url() -> Option<String> {
     variable(DATABASE_VARIABLE)
 }
 
+/// The machine's RabbitMQ (its presence also means `rabbitmq-server` is installed).
+pub fn amqp_url() -> Option<String> {
+    variable(AMQP_VARIABLE)
+}
+
+/// The machine's NATS server with JetStream (its presence also means `nats-server` is installed).
+pub fn nats_url() -> Option<String> {
+    variable(NATS_VARIABLE)
+}
+
 /// A name no other test or run uses: process id, a counter, and the time.
 pub fn unique_name(kind: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -66,7 +79,7 @@ pub fn unique_name(kind: &str) -> String {
 }
 
 /// Runs `work` on a thread of its own with its own runtime: usable from `Drop` inside tests.
-fn blocking_cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
+pub fn blocking_cleanup(work: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
         if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,10 +1,12 @@
-//! One conformance suite for every stock gate and every order store. Each backend instantiates
-//! the same cases with `gate_suite!` / `store_suite!`; a backend is conformant when all pass.
+//! One conformance suite for every stock gate, order store, waiting line and event sink. Each
+//! backend instantiates the same cases with `gate_suite!` / `store_suite!` / `line_suite!` /
+//! `sink_suite!`; a backend is conformant when all pass.
 
 pub mod gate;
 pub mod ledger;
 pub mod line;
 pub mod outbox;
+pub mod sink;
 pub mod store;
 
 use flashsale_server::domain::{Order, OrderId, OrderStatus, Sale, SaleDraft, SaleId, UserId};
@@ -346,4 +348,11 @@ mod cluster {
     }
     crate::store_suite!(postgres_store, super::Postgres::new());
     crate::store_suite!(cluster_store, super::Cluster::new());
+}
+
+/// The event sinks on message brokers, against the RabbitMQ and NATS named by the environment
+/// (each through a proxy the case can cut; see `brokers/`). The webhook sink adds its line here.
+mod sinks {
+    crate::sink_suite!(amqp_sink, crate::brokers::amqp::SharedAmqp::new());
+    crate::sink_suite!(nats_sink, crate::brokers::nats::SharedNats::new());
 }
