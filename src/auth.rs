@@ -27,8 +27,23 @@ pub enum Principal {
 pub enum AuthError {
     #[error("missing Authorization: Bearer credentials")]
     Missing,
+    #[error("invalid credentials: expected a Bearer token")]
+    NotBearer,
+    /// A bearer that is neither the admin token nor a token signed with the JWT secret.
     #[error("invalid credentials: {0}")]
     Invalid(&'static str),
+    /// A token signed with the JWT secret, refused for its claims (expired, not valid yet, no
+    /// usable `sub`): a buyer's stale token, not a guess.
+    #[error("invalid credentials: {0}")]
+    Refused(&'static str),
+}
+
+impl AuthError {
+    /// Whether the bearer could have been a guess of the admin token (it was compared with it
+    /// and matched nothing we signed).
+    pub fn may_guess_the_admin_token(&self) -> bool {
+        matches!(self, AuthError::Invalid(_))
+    }
 }
 
 pub struct Authenticator {
@@ -79,9 +94,7 @@ impl Authenticator {
         now_secs: i64,
     ) -> Result<Principal, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .ok_or(AuthError::Invalid("expected a Bearer token"))?;
+        let token = value.strip_prefix(b"Bearer ").ok_or(AuthError::NotBearer)?;
         if !self.admin_token.is_empty() && bool::from(token.ct_eq(&self.admin_token)) {
             return Ok(Principal::Admin);
         }
@@ -110,18 +123,19 @@ impl Authenticator {
         mac.update(&token.as_bytes()[..header_part.len() + 1 + claims_part.len()]);
         mac.verify_slice(&signature)
             .map_err(|_| AuthError::Invalid("bad signature"))?;
-        let claims: Claims = decode_json(claims_part)?;
+        let claims: Claims =
+            decode_json(claims_part).map_err(|_| AuthError::Refused("malformed claims"))?;
         let now = now_secs as f64;
-        let exp = seconds(&claims.exp).ok_or(AuthError::Invalid("exp is not a time"))?;
+        let exp = seconds(&claims.exp).ok_or(AuthError::Refused("exp is not a time"))?;
         if exp <= now {
-            return Err(AuthError::Invalid("token expired"));
+            return Err(AuthError::Refused("token expired"));
         }
         if let Some(nbf) = &claims.nbf {
             if seconds(nbf).is_none_or(|nbf| nbf > now) {
-                return Err(AuthError::Invalid("token not valid yet"));
+                return Err(AuthError::Refused("token not valid yet"));
             }
         }
-        UserId::parse(&claims.sub).ok_or(AuthError::Invalid("sub must be 1 to 64 characters"))
+        UserId::parse(&claims.sub).ok_or(AuthError::Refused("sub must be 1 to 64 characters"))
     }
 }
 
@@ -291,5 +305,26 @@ mod tests {
             authenticator().verify(&tampered, NOW),
             Err(AuthError::Invalid("bad signature"))
         );
+    }
+
+    /// Only a bearer that matched neither the admin token nor our signature may be a guess of
+    /// the admin token; a buyer's expired token (our signature) and a missing or non-bearer
+    /// header are not.
+    #[test]
+    fn only_unsigned_bearers_may_be_admin_token_guesses() {
+        let auth = authenticator();
+        let verdict = |header: Option<&str>| {
+            auth.authenticate(header.map(str::as_bytes), NOW)
+                .map(|_| ())
+                .unwrap_err()
+                .may_guess_the_admin_token()
+        };
+        let expired = format!("Bearer {}", mint_token("jwt-secret", "alice", NOW - 1));
+        let forged = format!("Bearer {}", mint_token("other-secret", "alice", NOW + 60));
+        assert!(verdict(Some("Bearer admin-secreT")));
+        assert!(verdict(Some(&forged)));
+        assert!(!verdict(Some(&expired)));
+        assert!(!verdict(Some("Basic YWRtaW46")));
+        assert!(!verdict(None));
     }
 }

@@ -16,6 +16,7 @@
 //! - `auth`: admin token and HS256 buyer tokens.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
+//! - `descriptors`: the open-file limit (raised at start) and the connection cap it allows.
 //! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `bench`: the load generator (`flashsale bench`): scenarios, HDR latency, verification.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod descriptors;
 pub mod domain;
 pub mod error_chain;
 pub mod expiry;

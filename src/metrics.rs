@@ -2,9 +2,13 @@
 //! format. Recording is a couple of relaxed atomic adds with no lookup and no lock, because it
 //! sits on every request of the hot path.
 
+mod connections;
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+pub use self::connections::{ClosedBy, ConnectionCounters};
 
 /// The routes, by their templates; anything else is counted as `other`.
 pub const ROUTES: [&str; 19] = [
@@ -118,6 +122,8 @@ pub struct Metrics {
     in_flight: AtomicU64,
     cluster: ClusterCounters,
     line: LineCounters,
+    /// Open connections, the cap, timeouts and evictions, braked admin guesses.
+    pub connections: ConnectionCounters,
 }
 
 /// The waiting rooms, as this node saw them.
@@ -163,6 +169,7 @@ impl Default for Metrics {
             in_flight: AtomicU64::new(0),
             line: LineCounters::default(),
             cluster: ClusterCounters::default(),
+            connections: ConnectionCounters::default(),
         }
     }
 }
@@ -404,6 +411,7 @@ impl Metrics {
         ];
         render_singles(&mut out, singles);
         self.render_line(&mut out);
+        self.connections.render(&mut out);
         self.render_cluster(&mut out);
         out
     }

@@ -57,6 +57,8 @@ pub struct ApiError {
     /// Boxed: the detail is several words wide, and the box keeps `Result<_, ApiError>` small
     /// on every handler's happy path.
     pub detail: Box<ErrorDetail>,
+    /// `Retry-After` of a `429` or `503`, when it is not the usual second.
+    retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +84,7 @@ impl ApiError {
                 per_user_limit: None,
                 opens_at: None,
             }),
+            retry_after_secs: None,
         }
     }
 
@@ -115,6 +118,18 @@ impl ApiError {
         )
     }
 
+    /// An admin authentication from an address that failed too often this minute.
+    pub fn admin_auth_braked(retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed admin authentications from this address; retry after the time in \
+             Retry-After",
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -123,10 +138,16 @@ impl ApiError {
         )
     }
 
-    /// A body axum could not read: too large, or not readable.
+    /// A body axum could not read: too large, too slow, or not readable.
     pub fn unreadable_body(rejection: &axum::extract::rejection::BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::payload_too_large()
+        } else if super::connection::is_body_timeout(rejection) {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
         } else {
             Self::invalid("body", rejection.body_text())
         }
@@ -153,12 +174,24 @@ impl IntoResponse for ApiError {
         let mut response = JsonReply(self.status, envelope).into_response();
         if matches!(
             self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // The body (or the rest of it) is not read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(
+            self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            let retry_after = match self.retry_after_secs {
+                Some(secs) => HeaderValue::from(secs),
+                None => HeaderValue::from_static(RETRY_AFTER_SECS),
+            };
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
         }
         response
     }

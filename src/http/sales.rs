@@ -10,7 +10,7 @@ use axum::Json;
 
 use super::cache::public_json;
 use super::error::{created, purchased, ApiError, JsonReply};
-use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
+use super::extract::{page_limit, Admin, IdempotencyKey, JsonBody, PathId, QueuePass, UnreadBody};
 use super::wire::{
     order_json, whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest,
     SaleBody, SaleList, SalesQuery,
@@ -30,10 +30,9 @@ use crate::auth::Principal;
     ))]
 pub async fn create_sale(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    _admin: Admin,
     JsonBody(request): JsonBody<CreateSaleRequest>,
 ) -> Result<JsonReply<SaleBody>, ApiError> {
-    principal.admin()?;
     let view = state.service.create_sale(request.into_draft()?).await?;
     Ok(created(SaleBody::from(&view)))
 }
@@ -110,13 +109,13 @@ pub async fn purchase(
     PathId(sale_id): PathId,
     idempotency_key: Result<IdempotencyKey, ApiError>,
     QueuePass(queue_pass): QueuePass,
-    body: Result<OptionalJsonBody<PurchaseRequest>, ApiError>,
+    body: UnreadBody,
 ) -> Response {
     let outcome = async {
         let principal = principal?;
         let user_id = principal.buyer()?.clone();
         let IdempotencyKey(key) = idempotency_key?;
-        let OptionalJsonBody(request) = body?;
+        let request = body.optional_json::<PurchaseRequest>(&state).await?;
         let quantity = match request.and_then(|request| request.quantity) {
             None => 1,
             Some(number) => whole_number(&number).ok_or_else(ApiError::invalid_quantity)?,

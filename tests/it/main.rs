@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod conformance;
+mod edge;
 mod harness;
 mod journal_store;
 mod ops;
