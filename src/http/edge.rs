@@ -1,4 +1,4 @@
-//! The one layer around every route: count and time the response, refuse from the headers what
+//! The one layer around every route: count and time the response (marking it `nosniff`), refuse from the headers what
 //! can be refused before anything is read (a declared body over the limit: `413`; an unknown
 //! route needs no permit), check the credentials, take an in-flight permit or shed at once
 //! (`503 overloaded`, rather than queueing), and bound the request's time. Requests with valid
@@ -129,6 +129,12 @@ where
                 }
             };
             drop(counted);
+            let mut response = response;
+            // No response is to be read as anything but its declared type.
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            );
             state.metrics.record_response(
                 route.as_ref().map_or("other", MatchedPath::as_str),
                 response.status().as_u16(),
