@@ -3,12 +3,14 @@
 //! sits on every request of the hot path.
 
 mod connections;
+mod storage;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub use self::connections::{ClosedBy, ConnectionCounters};
+pub use self::storage::StorageGauges;
 
 /// The routes, by their templates; anything else is counted as `other`.
 pub const ROUTES: [&str; 19] = [
@@ -124,6 +126,8 @@ pub struct Metrics {
     line: LineCounters,
     /// Open connections, the cap, timeouts and evictions, braked admin guesses.
     pub connections: ConnectionCounters,
+    /// The order journal's disk: free space, the reserve ahead, out of space.
+    pub storage: StorageGauges,
 }
 
 /// The waiting rooms, as this node saw them.
@@ -170,6 +174,7 @@ impl Default for Metrics {
             line: LineCounters::default(),
             cluster: ClusterCounters::default(),
             connections: ConnectionCounters::default(),
+            storage: StorageGauges::default(),
         }
     }
 }
@@ -412,6 +417,7 @@ impl Metrics {
         render_singles(&mut out, singles);
         self.render_line(&mut out);
         self.connections.render(&mut out);
+        self.storage.render(&mut out);
         self.render_cluster(&mut out);
         out
     }

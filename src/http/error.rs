@@ -15,6 +15,8 @@ use crate::service::ServiceError;
 
 /// Seconds a shed client is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
+/// A full disk is freed by a person, not in a second.
+const NO_SPACE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error as the contract writes it inside its envelope, in one flat struct: the code, the
 /// message, and the fields it carries besides them, typed rather than a JSON map (the sold-out
@@ -49,6 +51,9 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub opens_at: Option<String>,
+    /// With /readyz's unavailable: why the node is not ready (which backend, what it says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +88,7 @@ impl ApiError {
                 starts_at: None,
                 per_user_limit: None,
                 opens_at: None,
+                reason: None,
             }),
             retry_after_secs: None,
         }
@@ -127,6 +133,17 @@ impl ApiError {
              Retry-After",
         );
         error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// `/readyz` when a backend does not answer, or the store refuses writes: why.
+    pub fn not_ready(reason: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not ready: see reason",
+        );
+        error.detail.reason = Some(reason);
         error
     }
 
@@ -300,6 +317,16 @@ impl From<ServiceError> for ApiError {
                     "a backend is unavailable; retry later",
                 )
             }
+            ServiceError::NoSpace(_) => {
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "orders cannot be recorded right now: the server's disk is full; what was \
+                     bought is kept and readable; retry later",
+                );
+                error.retry_after_secs = Some(NO_SPACE_RETRY_AFTER_SECS);
+                error
+            }
             ServiceError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 Self::new(
@@ -461,6 +488,7 @@ mod tests {
         error.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
         error.detail.per_user_limit = Some(2);
         error.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        error.detail.reason = Some("the disk is full".into());
         error
     }
 
@@ -494,7 +522,7 @@ mod tests {
             concat!(
                 r#"{"error":{"code":"invalid_request","message":"a \"bad\" one","field":"quantity","#,
                 r#""order_id":"o-1","remaining":7,"starts_at":"2026-12-01T12:00:00Z","#,
-                r#""per_user_limit":2,"opens_at":"2026-12-01T11:50:00Z"}}"#
+                r#""per_user_limit":2,"opens_at":"2026-12-01T11:50:00Z","reason":"the disk is full"}}"#
             )
         );
     }

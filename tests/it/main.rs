@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod conformance;
+mod disk_full;
 mod edge;
 mod harness;
 mod journal_store;

@@ -252,6 +252,15 @@ impl Book {
         Ok((transition, status.is_some()))
     }
 
+    /// How many of `expire_due(now, max)`'s orders are due (it expires at most these).
+    pub fn due_count(&self, now: Timestamp, max: usize) -> usize {
+        self.due
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(max)
+            .count()
+    }
+
     /// Expires up to `max` pending orders whose payment window closed by `now`.
     pub fn expire_due(&mut self, now: Timestamp, max: usize) -> Vec<Order> {
         let due: Vec<OrderId> = self
