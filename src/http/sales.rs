@@ -26,7 +26,9 @@ use crate::auth::Principal;
         (status = 400, description = "invalid_request, naming the field", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "forbidden: not the admin", body = ErrorBody),
-        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 413, description = "payload_too_large (a Content-Length over 64 KiB is refused before the body is read)", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive within body_read_timeout_ms of the headers (the connection is closed)", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn create_sale(
     State(state): State<Arc<AppState>>,
@@ -100,8 +102,10 @@ pub async fn show_sale(
         (status = 403, description = "forbidden: not a buyer token; queue_pass_required: a sale with a waiting room and no valid pass", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
         (status = 409, description = "sold_out, already_purchased, not_started or sale_ended", body = ErrorBody),
-        (status = 429, description = "rate_limited, with Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded, with Retry-After", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive within body_read_timeout_ms of the headers (the connection is closed)", body = ErrorBody),
+        (status = 413, description = "payload_too_large (a Content-Length over 64 KiB is refused before the body is read)", body = ErrorBody),
+        (status = 429, description = "rate_limited (this buyer's rate, or failed admin authentications from this address), with Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded, or unavailable (a backend, or a full disk: Retry-After 5), with Retry-After", body = ErrorBody),
     ))]
 pub async fn purchase(
     State(state): State<Arc<AppState>>,
@@ -156,6 +160,7 @@ pub async fn purchase(
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
