@@ -12,7 +12,8 @@
 //!
 //! The phase lives in one atomic per connection, written by the connection's own task (reads,
 //! requests, finished responses) and read by the cap's eviction (`serve.rs`); the deadline is one
-//! timer per connection, re-armed only when the deadline moves earlier or when it fires.
+//! timer per connection, re-armed when it fires (at most once per header timeout while requests
+//! flow), not per request. The connection's task also holds its caller slot (`caller.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,7 +37,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use super::caller::Caller;
+use super::caller;
 
 /// How long each phase of a connection may last.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +102,12 @@ impl Tracked {
     }
 
     fn enter(&self, phase: Phase) {
+        if phase == Phase::Busy {
+            // No deadline and never evicted: when it began does not matter (no clock read).
+            self.state
+                .store((Phase::Busy as u64) << PHASE_SHIFT, Relaxed);
+            return;
+        }
         let since = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(SINCE_MASK);
         self.state.store(
             ((phase as u64) << PHASE_SHIFT) | (since & SINCE_MASK),
@@ -182,11 +189,14 @@ pub async fn run(
     tracked: Arc<Tracked>,
     config: Arc<ConnectionConfig>,
 ) -> Ended {
+    caller::serve_for(client.ip(), serve(stream, tracked, config)).await
+}
+
+async fn serve(stream: TcpStream, tracked: Arc<Tracked>, config: Arc<ConnectionConfig>) -> Ended {
     let service = ConnectionService {
         router: config.router.clone(),
         tracked: Arc::clone(&tracked),
         body_read: config.timeouts.body_read,
-        client,
     };
     let io = TokioIo::new(Watched {
         stream,
@@ -256,18 +266,24 @@ where
                 return Poll::Pending;
             };
             if deadline < *this.armed {
+                // Not reached in practice (see below); kept so no deadline is ever missed.
                 this.sleep.as_mut().reset(deadline);
                 *this.armed = deadline;
             }
             if this.sleep.as_mut().poll(context).is_pending() {
                 return Poll::Pending;
             }
-            if deadline <= Instant::now() {
+            let now = Instant::now();
+            if deadline <= now {
                 return Poll::Ready(Ended::TimedOut(this.tracked.phase().0));
             }
-            // Fired for an earlier phase: the deadline moved on since.
-            this.sleep.as_mut().reset(deadline);
-            *this.armed = deadline;
+            // Fired early (for an earlier phase, or as the alarm below): arm again, never later
+            // than a head starting now could end. A request's head then never needs the timer
+            // moved earlier, so requests on a busy connection do not touch the timer at all: it
+            // is re-armed once per header timeout at most.
+            let alarm = deadline.min(now + this.timeouts.header_read);
+            this.sleep.as_mut().reset(alarm);
+            *this.armed = alarm;
         }
     }
 }
@@ -330,7 +346,6 @@ struct ConnectionService {
     router: Router,
     tracked: Arc<Tracked>,
     body_read: Duration,
-    client: SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
@@ -340,16 +355,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
 
     fn call(&self, request: hyper::Request<Incoming>) -> Answering {
         self.tracked.enter(Phase::Busy);
-        let (mut parts, body) = request.into_parts();
-        if parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-        {
-            parts
-                .extensions
-                .insert(Caller::from_client(self.client.ip()));
-        }
-        let request = Request::from_parts(parts, Body::new(TimedBody::new(body, self.body_read)));
+        let request: Request = request.map(|body| Body::new(TimedBody::new(body, self.body_read)));
         // `Router` is always ready (its `poll_ready` returns `Ready` at once).
         let routed = self.router.clone().call(request);
         Answering {

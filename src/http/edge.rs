@@ -88,16 +88,16 @@ where
         // The service polled ready takes this request; a clone takes its place for the next.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
-        let (mut parts, body) = request.into_parts();
-        let admission = if declares_body_over_limit(&parts.headers) {
+        let admission = if declares_body_over_limit(request.headers()) {
+            caller::forget();
             Admission::Refused(ApiError::payload_too_large())
         } else if route.is_none() {
             // The fallback answers an unknown route from its path alone.
+            caller::forget();
             Admission::Unrouted
         } else {
             let now_secs = state.service.now().as_second();
-            let valid =
-                caller::authenticate(&state.auth, &parts.headers, &mut parts.extensions, now_secs);
+            let valid = caller::authenticate(&state.auth, request.headers(), now_secs);
             let budget = if valid {
                 &state.in_flight
             } else {
@@ -110,7 +110,6 @@ where
                 )),
             }
         };
-        let request = Request::from_parts(parts, body);
         Box::pin(async move {
             let counted = Counted::start(&state.metrics);
             let response = match admission {

@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::caller::Caller;
+use super::caller;
 use super::error::{forbidden, ApiError};
 use super::AppState;
 use crate::auth::Principal;
@@ -48,28 +48,22 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
     /// Takes the edge's verdict on the credentials (checking them here only if the edge did
-    /// not); the verdict is taken, so a handler has one `Principal`.
+    /// not); the verdict is taken, so a handler has one `Principal` (`Admin` is one too).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let now_secs = state.service.now().as_second();
-        let (client, verdict) = match parts.extensions.remove::<Caller>() {
-            Some(Caller {
-                client,
-                verdict: Some(verdict),
-            }) => (client, verdict),
-            caller => (
-                caller.and_then(|caller| caller.client),
-                state.auth.authenticate(
-                    parts
-                        .headers
-                        .get(header::AUTHORIZATION)
-                        .map(|value| value.as_bytes()),
-                    now_secs,
-                ),
-            ),
-        };
+        let (client, verdict) = caller::take();
+        let verdict = verdict.unwrap_or_else(|| {
+            state.auth.authenticate(
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|value| value.as_bytes()),
+                now_secs,
+            )
+        });
         let principal = brake_admin_guesses(state, client, verdict, now_secs)?;
         if let Principal::Buyer(user_id) = &principal {
             if !state.buyer_limiter.allow(user_id.as_str(), now_secs) {

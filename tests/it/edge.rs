@@ -595,3 +595,42 @@ async fn failed_admin_authentications_are_braked_per_address() {
     );
     server.assert_consistent(&sale_id).await;
 }
+
+/// The edge's verdict on a request's credentials is that request's alone: on one kept-alive
+/// connection, a request without credentials after an admin's (answered, refused from its
+/// headers, or on a route that ignores credentials) is never taken for the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verdict_never_passes_to_the_next_request_on_a_connection() {
+    let server = TestServer::start().await;
+    let sale_id = server.create_sale(json!({ "stock": 5 })).await;
+    let audit = format!("/api/v1/sales/{sale_id}/audit");
+    let admin = [format!("Authorization: Bearer {}", server.admin_token)];
+    let huge = [admin[0].clone(), "Content-Length: 70000".to_owned()];
+    let mut stream = connect(server.addrs[0]).await;
+    let before: [(&str, &str, &[String]); 4] = [
+        ("GET", audit.as_str(), &admin),
+        ("GET", "/api/v1/sales", &admin),
+        ("GET", "/no/such/route", &admin),
+        ("POST", "/api/v1/sales", &huge),
+    ];
+    for (method, path, headers) in before {
+        write_request(&mut stream, method, path, headers, "").await;
+        let first = read_reply(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        if first.status == 413 {
+            // That connection is closed: the next request goes on a new one.
+            stream = connect(server.addrs[0]).await;
+        }
+        write_request(&mut stream, "GET", &audit, &[], "").await;
+        let second = read_reply(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        assert_eq!(
+            (second.status, second.code().as_str()),
+            (401, "unauthenticated"),
+            "after {method} {path} ({})",
+            first.status
+        );
+    }
+}
