@@ -115,13 +115,16 @@ impl Authenticator {
                 return Err(AuthError::Invalid("only HS256 tokens are accepted"));
             }
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
+        // An HS256 signature is 32 bytes: anything longer cannot verify. Decoded on the stack
+        // (as are the claims): the purchase path allocates nothing for a token.
+        let mut signature_bytes = [0u8; 32];
+        let signature_length = URL_SAFE_NO_PAD
+            .decode_slice(signature, &mut signature_bytes)
             .map_err(|_| AuthError::Invalid("malformed signature"))?;
         let mut mac = self.jwt_key.clone();
         // The signed input is the header and the claims as sent, with the dot between them.
         mac.update(&token.as_bytes()[..header_part.len() + 1 + claims_part.len()]);
-        mac.verify_slice(&signature)
+        mac.verify_slice(&signature_bytes[..signature_length])
             .map_err(|_| AuthError::Invalid("bad signature"))?;
         let claims: Claims =
             decode_json(claims_part).map_err(|_| AuthError::Refused("malformed claims"))?;
@@ -139,11 +142,20 @@ impl Authenticator {
     }
 }
 
+/// Claims of the size buyers' tokens have fit here; larger ones are decoded on the heap.
+const DECODED_ON_STACK: usize = 512;
+
 fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| AuthError::Invalid("malformed token"))?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::Invalid("malformed token"))
+    let malformed = |_| AuthError::Invalid("malformed token");
+    let mut stack = [0u8; DECODED_ON_STACK];
+    match URL_SAFE_NO_PAD.decode_slice(part, &mut stack) {
+        Ok(length) => serde_json::from_slice(&stack[..length]).map_err(|_| malformed(())),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(()))?;
+            serde_json::from_slice(&bytes).map_err(|_| malformed(()))
+        }
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(malformed(())),
+    }
 }
 
 /// Signs buyer tokens with one secret. Keyed once, so minting many (the bench mints one per
@@ -326,5 +338,20 @@ mod tests {
         assert!(!verdict(Some(&expired)));
         assert!(!verdict(Some("Basic YWRtaW46")));
         assert!(!verdict(None));
+    }
+
+    /// Claims are decoded on the stack up to 512 bytes: larger ones still verify, and a
+    /// signature longer than HS256's 32 bytes is refused.
+    #[test]
+    fn large_claims_verify_and_long_signatures_do_not() {
+        let padding = "x".repeat(900);
+        let claims = format!(r#"{{"sub":"alice","exp":{},"note":"{padding}"}}"#, NOW + 60);
+        let token = forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, "jwt-secret");
+        assert_eq!(
+            authenticator().verify(&token, NOW).unwrap(),
+            UserId::parse("alice").unwrap()
+        );
+        let long = format!("{token}{}", URL_SAFE_NO_PAD.encode([7u8; 8]));
+        assert!(authenticator().verify(&long, NOW).is_err());
     }
 }

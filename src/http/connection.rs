@@ -355,7 +355,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
 
     fn call(&self, request: hyper::Request<Incoming>) -> Answering {
         self.tracked.enter(Phase::Busy);
-        let request: Request = request.map(|body| Body::new(TimedBody::new(body, self.body_read)));
+        // A request without a body (most purchases) has nothing to time: its body stays as
+        // hyper made it, as boxed as it would be anyway.
+        let request: Request = request.map(|body| {
+            if body.is_end_stream() {
+                Body::new(body)
+            } else {
+                Body::new(TimedBody::new(body, self.body_read))
+            }
+        });
         // `Router` is always ready (its `poll_ready` returns `Ready` at once).
         let routed = self.router.clone().call(request);
         Answering {
@@ -424,7 +432,7 @@ impl HttpBody for Sending {
 
 /// A request body that must arrive within its deadline (set when the head was in). Its timer
 /// is made only if the body is not there when first asked for: most bodies come with their
-/// head, and most purchases have none.
+/// head.
 pub struct TimedBody {
     body: Incoming,
     deadline: Option<Instant>,
@@ -433,10 +441,9 @@ pub struct TimedBody {
 
 impl TimedBody {
     fn new(body: Incoming, limit: Duration) -> Self {
-        let deadline = (!body.is_end_stream()).then(|| Instant::now() + limit);
         Self {
             body,
-            deadline,
+            deadline: Some(Instant::now() + limit),
             timer: None,
         }
     }
