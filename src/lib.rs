@@ -12,7 +12,8 @@
 //! - `service`: the use cases; with its intake (the one place embedded and cluster differ), the
 //!   only code that touches both gate and store.
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
-//! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
+//! - `http`: the accept loop and connection deadlines, router, extractors, handlers, limits, and
+//!   the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
