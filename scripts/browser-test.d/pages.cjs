@@ -51,7 +51,9 @@ async function localInputTime(page, seconds) {
 }
 
 const tests = [];
-function test(name, body) { tests.push({ name, body }); }
+// A test runs with the pages' content security policy watched: any violation it reports fails
+// the test (a feature the policy breaks), unless the test expects violations (`cspExpected`).
+function test(name, body, { cspExpected = false } = {}) { tests.push({ name, body, cspExpected }); }
 
 const saleName = 'Browser concert ' + Date.now();
 
@@ -125,6 +127,8 @@ test('the admin table shows the sales as they sell', async ({ page }) => {
   const cells = await row.getByRole('cell').allInnerTexts();
   // Sale, state, stock, sold, remaining, pending, paid, audit.
   assert.deepEqual(cells.slice(2), ['2', '2', '0', '1', '1', 'consistent']);
+  // The chart's legend, coloured by the style sheet (the policy allows no inline style).
+  await page.locator('#legend').getByText(/created: \d+\/s/).waitFor();
 });
 
 test('a buyer joins the waiting room, waits for the turn and buys with the pass', async ({ page }) => {
@@ -143,6 +147,28 @@ test('a buyer joins the waiting room, waits for the turn and buys with the pass'
   const orders = await api('/api/v1/orders', { token: await demoToken('gus') });
   assert.equal(orders.body.orders.filter((o) => o.sale_id === created.body.id).length, 1);
 });
+
+// A page of another origin (the same host, another port) that tries to frame the console, as a
+// clickjacking page would: the console must not load inside it.
+test('a foreign page cannot frame the admin console', async ({ page }) => {
+  const http = require('node:http');
+  const foreign = http.createServer((request, response) => {
+    response.writeHead(200, { 'Content-Type': 'text/html' });
+    response.end('<!doctype html><title>foreign</title><iframe title="framed" src="' + base + '/admin" width="800" height="600"></iframe>');
+  });
+  await new Promise((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+  try {
+    await page.goto('http://127.0.0.1:' + foreign.address().port + '/');
+    const framed = page.frames().find((frame) => frame !== page.mainFrame());
+    assert.ok(framed, 'the foreign page has its frame');
+    // Give the frame time to load (or to be refused), then look inside it.
+    await page.waitForTimeout(1500);
+    const labels = await framed.getByLabel('Admin token').count().catch(() => 0);
+    assert.equal(labels, 0, 'the admin console loaded inside a foreign page (' + framed.url() + ')');
+  } finally {
+    foreign.close();
+  }
+}, { cspExpected: true });
 
 // What a careful reviewer checks by hand: text contrast (WCAG AA: 4.5:1, 3:1 for large text),
 // a label on every field, a name on every button, and no sideways scrolling.
@@ -241,12 +267,24 @@ test('a buyer signs in, buys and pays with the keyboard alone', async ({ page })
   });
   if (screenshots) fs.mkdirSync(screenshots, { recursive: true });
   let failed = 0;
-  for (const { name, body } of tests) {
+  for (const { name, body, cspExpected } of tests) {
     const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
+    // Every document reports its policy's violations on the console, which outlives navigations.
+    await context.addInitScript(() => {
+      document.addEventListener('securitypolicyviolation', (event) => {
+        console.error('CSP violation: ' + event.violatedDirective + ' blocked ' + event.blockedURI);
+      });
+    });
     const page = await context.newPage();
+    const violations = [];
+    page.on('console', (message) => {
+      const text = message.text();
+      if (/CSP violation|Content Security Policy/.test(text)) violations.push(text);
+    });
     page.setDefaultTimeout(10000);
     try {
       await body({ page });
+      if (!cspExpected) assert.deepEqual(violations, [], 'the content security policy held');
       console.log('PASS ' + name);
     } catch (error) {
       failed += 1;

@@ -18,7 +18,7 @@ use crate::domain::{OrderId, SaleDraft};
 use crate::events::delivery::Delivery;
 use crate::events::{DeliveryLedger, FileLedger, SinkStatus};
 use crate::gate::{MemoryGate, StockGate};
-use crate::http::{self, AppState, Limits};
+use crate::http::{self, AppState, Limits, ServeOptions, Timeouts};
 use crate::line::{LineError, MemoryLine, PassSigner, WaitingLine};
 use crate::metrics::Metrics;
 use crate::redis::RedisLine;
@@ -58,10 +58,14 @@ pub enum StartError {
         address: String,
         source: std::io::Error,
     },
-    #[error("serving: {0}")]
-    Serve(std::io::Error),
     #[error("{0}")]
     Sinks(String),
+    #[error("connections_max is {configured}, but the open-file limit ({open_files}) leaves room for {room} connections: raise the limit (`ulimit -n`, LimitNOFILE=) or lower connections_max (0 sizes it from the limit)")]
+    ConnectionsMax {
+        configured: usize,
+        open_files: u64,
+        room: usize,
+    },
 }
 
 /// The secrets a server uses, and which of them it generated on this start.
@@ -136,8 +140,28 @@ fn listen(address: &str) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The connection cap: `connections_max`, or what the open-file limit (raised to its hard
+/// limit first) leaves room for.
+fn connection_cap(settings: &Settings) -> Result<usize, StartError> {
+    let open_files = crate::descriptors::raise_open_file_limit().unwrap_or_else(|error| {
+        tracing::warn!(%error, "reading the open-file limit");
+        1024
+    });
+    let room = crate::descriptors::connections_for(open_files);
+    match settings.connections_max {
+        0 => Ok(room),
+        configured if configured <= room => Ok(configured),
+        configured => Err(StartError::ConnectionsMax {
+            configured,
+            open_files,
+            room,
+        }),
+    }
+}
+
 pub struct App {
     listener: TcpListener,
+    serve_options: ServeOptions,
     state: Arc<AppState>,
     expiry_interval: Duration,
     /// A cluster node's queue persister and archiver, started with the server.
@@ -196,6 +220,14 @@ impl App {
         {
             return Err(StartError::ClusterSecrets);
         }
+        let serve_options = ServeOptions {
+            timeouts: Timeouts {
+                header_read: Duration::from_millis(settings.header_read_timeout_ms),
+                body_read: Duration::from_millis(settings.body_read_timeout_ms),
+                idle: Duration::from_millis(settings.idle_timeout_ms),
+            },
+            connections_max: connection_cap(settings)?,
+        };
         secrets::ensure_data_dir(&settings.data_dir).map_err(|source| StartError::DataDir {
             path: settings.data_dir.display().to_string(),
             source,
@@ -337,6 +369,7 @@ impl App {
                 max_in_flight: settings.max_in_flight,
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
                 buyer_requests_per_sec: settings.buyer_requests_per_sec,
+                admin_auth_failures_per_min: settings.admin_auth_failures_per_min,
             },
             settings
                 .demo
@@ -348,6 +381,7 @@ impl App {
         })?;
         Ok(Self {
             listener,
+            serve_options,
             state,
             expiry_interval: Duration::from_millis(settings.expiry_sweep_interval_ms),
             persister,
@@ -384,11 +418,9 @@ impl App {
         let persister = self
             .persister
             .map(|persister| tokio::spawn(persister.run(stop)));
+        let metrics = Arc::clone(&self.state.metrics);
         let router = http::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartError::Serve);
+        http::serve(self.listener, router, self.serve_options, metrics, shutdown).await;
         let _ = stop_expiry.send(true);
         let _ = expiry.await;
         if let Some(persister) = persister {
@@ -396,7 +428,7 @@ impl App {
         }
         let _ = events.await;
         service.close().await?;
-        served
+        Ok(())
     }
 }
 

@@ -27,8 +27,23 @@ pub enum Principal {
 pub enum AuthError {
     #[error("missing Authorization: Bearer credentials")]
     Missing,
+    #[error("invalid credentials: expected a Bearer token")]
+    NotBearer,
+    /// A bearer that is neither the admin token nor a token signed with the JWT secret.
     #[error("invalid credentials: {0}")]
     Invalid(&'static str),
+    /// A token signed with the JWT secret, refused for its claims (expired, not valid yet, no
+    /// usable `sub`): a buyer's stale token, not a guess.
+    #[error("invalid credentials: {0}")]
+    Refused(&'static str),
+}
+
+impl AuthError {
+    /// Whether the bearer could have been a guess of the admin token (it was compared with it
+    /// and matched nothing we signed).
+    pub fn may_guess_the_admin_token(&self) -> bool {
+        matches!(self, AuthError::Invalid(_))
+    }
 }
 
 pub struct Authenticator {
@@ -79,9 +94,7 @@ impl Authenticator {
         now_secs: i64,
     ) -> Result<Principal, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
-        let token = value
-            .strip_prefix(b"Bearer ")
-            .ok_or(AuthError::Invalid("expected a Bearer token"))?;
+        let token = value.strip_prefix(b"Bearer ").ok_or(AuthError::NotBearer)?;
         if !self.admin_token.is_empty() && bool::from(token.ct_eq(&self.admin_token)) {
             return Ok(Principal::Admin);
         }
@@ -102,34 +115,47 @@ impl Authenticator {
                 return Err(AuthError::Invalid("only HS256 tokens are accepted"));
             }
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
+        // An HS256 signature is 32 bytes: anything longer cannot verify. Decoded on the stack
+        // (as are the claims): the purchase path allocates nothing for a token.
+        let mut signature_bytes = [0u8; 32];
+        let signature_length = URL_SAFE_NO_PAD
+            .decode_slice(signature, &mut signature_bytes)
             .map_err(|_| AuthError::Invalid("malformed signature"))?;
         let mut mac = self.jwt_key.clone();
         // The signed input is the header and the claims as sent, with the dot between them.
         mac.update(&token.as_bytes()[..header_part.len() + 1 + claims_part.len()]);
-        mac.verify_slice(&signature)
+        mac.verify_slice(&signature_bytes[..signature_length])
             .map_err(|_| AuthError::Invalid("bad signature"))?;
-        let claims: Claims = decode_json(claims_part)?;
+        let claims: Claims =
+            decode_json(claims_part).map_err(|_| AuthError::Refused("malformed claims"))?;
         let now = now_secs as f64;
-        let exp = seconds(&claims.exp).ok_or(AuthError::Invalid("exp is not a time"))?;
+        let exp = seconds(&claims.exp).ok_or(AuthError::Refused("exp is not a time"))?;
         if exp <= now {
-            return Err(AuthError::Invalid("token expired"));
+            return Err(AuthError::Refused("token expired"));
         }
         if let Some(nbf) = &claims.nbf {
             if seconds(nbf).is_none_or(|nbf| nbf > now) {
-                return Err(AuthError::Invalid("token not valid yet"));
+                return Err(AuthError::Refused("token not valid yet"));
             }
         }
-        UserId::parse(&claims.sub).ok_or(AuthError::Invalid("sub must be 1 to 64 characters"))
+        UserId::parse(&claims.sub).ok_or(AuthError::Refused("sub must be 1 to 64 characters"))
     }
 }
 
+/// Claims of the size buyers' tokens have fit here; larger ones are decoded on the heap.
+const DECODED_ON_STACK: usize = 512;
+
 fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| AuthError::Invalid("malformed token"))?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::Invalid("malformed token"))
+    let malformed = |_| AuthError::Invalid("malformed token");
+    let mut stack = [0u8; DECODED_ON_STACK];
+    match URL_SAFE_NO_PAD.decode_slice(part, &mut stack) {
+        Ok(length) => serde_json::from_slice(&stack[..length]).map_err(|_| malformed(())),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+            let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(()))?;
+            serde_json::from_slice(&bytes).map_err(|_| malformed(()))
+        }
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(malformed(())),
+    }
 }
 
 /// Signs buyer tokens with one secret. Keyed once, so minting many (the bench mints one per
@@ -291,5 +317,41 @@ mod tests {
             authenticator().verify(&tampered, NOW),
             Err(AuthError::Invalid("bad signature"))
         );
+    }
+
+    /// Only a bearer that matched neither the admin token nor our signature may be a guess of
+    /// the admin token; a buyer's expired token (our signature) and a missing or non-bearer
+    /// header are not.
+    #[test]
+    fn only_unsigned_bearers_may_be_admin_token_guesses() {
+        let auth = authenticator();
+        let verdict = |header: Option<&str>| {
+            auth.authenticate(header.map(str::as_bytes), NOW)
+                .map(|_| ())
+                .unwrap_err()
+                .may_guess_the_admin_token()
+        };
+        let expired = format!("Bearer {}", mint_token("jwt-secret", "alice", NOW - 1));
+        let forged = format!("Bearer {}", mint_token("other-secret", "alice", NOW + 60));
+        assert!(verdict(Some("Bearer admin-secreT")));
+        assert!(verdict(Some(&forged)));
+        assert!(!verdict(Some(&expired)));
+        assert!(!verdict(Some("Basic YWRtaW46")));
+        assert!(!verdict(None));
+    }
+
+    /// Claims are decoded on the stack up to 512 bytes: larger ones still verify, and a
+    /// signature longer than HS256's 32 bytes is refused.
+    #[test]
+    fn large_claims_verify_and_long_signatures_do_not() {
+        let padding = "x".repeat(900);
+        let claims = format!(r#"{{"sub":"alice","exp":{},"note":"{padding}"}}"#, NOW + 60);
+        let token = forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, "jwt-secret");
+        assert_eq!(
+            authenticator().verify(&token, NOW).unwrap(),
+            UserId::parse("alice").unwrap()
+        );
+        let long = format!("{token}{}", URL_SAFE_NO_PAD.encode([7u8; 8]));
+        assert!(authenticator().verify(&long, NOW).is_err());
     }
 }

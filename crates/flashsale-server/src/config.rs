@@ -10,6 +10,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_FILE: &str = "flashsale.toml";
+/// Longest connection timeout accepted: a connection held longer than an hour by a silent client
+/// is a leak, not a setting.
+pub const CONNECTION_TIMEOUT_MS_MAX: u64 = 3_600_000;
 pub const ENV_PREFIX: &str = "FLASHSALE_";
 
 /// Every setting. The doc of each field is the one place its meaning and default are written;
@@ -60,8 +63,24 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Longest time a request may take before `503 overloaded`.
     pub request_timeout_ms: u64,
+    /// Longest time a request's head may take to arrive, from its first byte (a new
+    /// connection's first request: from the connect); then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Longest time a request's body may take to arrive, from when its head was in; then
+    /// `408 request_timeout` and the connection is closed.
+    pub body_read_timeout_ms: u64,
+    /// Longest time a kept-alive connection may wait for its next request; then it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most client connections open at once (0: the open-file limit less 256). At the cap the
+    /// connections idle the longest are closed to make room; with none idle, a new connection
+    /// is closed at once.
+    pub connections_max: usize,
     /// Requests per second one buyer may make (0: no limit); beyond it `429 rate_limited`.
     pub buyer_requests_per_sec: u32,
+    /// Failed admin authentications one client address may make per minute (0: no limit);
+    /// beyond it every admin authentication from that address gets `429 rate_limited` until the
+    /// minute ends. Buyers' tokens are never counted.
+    pub admin_auth_failures_per_min: u32,
     /// The embedded order store: `journal` (orders in memory, an append-only journal on disk)
     /// or `sqlite` (one SQLite file, `sqlite3` can read it; several times slower per order).
     pub embedded_store: EmbeddedStore,
@@ -115,7 +134,12 @@ impl Default for Settings {
             redis_tls_ca_file: None,
             max_in_flight: 8192,
             request_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            connections_max: 0,
             buyer_requests_per_sec: 50,
+            admin_auth_failures_per_min: 10,
             embedded_store: EmbeddedStore::Journal,
             commit_batch_max: 1024,
             write_queue_max: 65_536,
@@ -158,7 +182,15 @@ impl fmt::Debug for Settings {
             .field("redis_tls_ca_file", &self.redis_tls_ca_file)
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("body_read_timeout_ms", &self.body_read_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("connections_max", &self.connections_max)
             .field("buyer_requests_per_sec", &self.buyer_requests_per_sec)
+            .field(
+                "admin_auth_failures_per_min",
+                &self.admin_auth_failures_per_min,
+            )
             .field("embedded_store", &self.embedded_store)
             .field("commit_batch_max", &self.commit_batch_max)
             .field("write_queue_max", &self.write_queue_max)
@@ -177,7 +209,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 31] = [
+const KEYS: [&str; 36] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -196,7 +228,12 @@ const KEYS: [&str; 31] = [
     "redis_tls_ca_file",
     "max_in_flight",
     "request_timeout_ms",
+    "header_read_timeout_ms",
+    "body_read_timeout_ms",
+    "idle_timeout_ms",
+    "connections_max",
     "buyer_requests_per_sec",
+    "admin_auth_failures_per_min",
     "embedded_store",
     "commit_batch_max",
     "write_queue_max",
@@ -262,6 +299,17 @@ impl Settings {
         }
         if self.request_timeout_ms == 0 || self.expiry_sweep_interval_ms == 0 {
             return rule("request_timeout_ms and expiry_sweep_interval_ms must be at least 1");
+        }
+        for (name, value) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=CONNECTION_TIMEOUT_MS_MAX).contains(&value) {
+                return Err(ConfigError::Rule(format!(
+                    "{name} must be from 1 to {CONNECTION_TIMEOUT_MS_MAX} (an hour), not {value}"
+                )));
+            }
         }
         if self.queue_batch_max == 0 || self.database_connections_max == 0 {
             return rule("queue_batch_max and database_connections_max must be at least 1");

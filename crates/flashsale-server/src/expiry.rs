@@ -23,6 +23,11 @@ pub async fn sweep(service: &Service, metrics: &Metrics) -> usize {
                     return total;
                 }
             }
+            // A full disk was said once, by the store; the sweep resumes with the writing.
+            Err(error @ crate::service::ServiceError::NoSpace(_)) => {
+                tracing::debug!(%error, "payment-expiry sweep waits for disk space");
+                return total;
+            }
             Err(error) => {
                 tracing::warn!(%error, "payment-expiry sweep failed; retrying next round");
                 return total;
@@ -41,8 +46,11 @@ pub async fn run(
     let mut ticker = StoppableTicker::new(interval, stop);
     while ticker.tick().await {
         sweep(&service, &metrics).await;
-        if let Err(error) = service.return_unreturned().await {
-            tracing::warn!(%error, "returning unfinished releases failed; retrying next round");
+        match service.return_unreturned().await {
+            Ok(_) | Err(crate::service::ServiceError::NoSpace(_)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "returning unfinished releases failed; retrying next round");
+            }
         }
         metrics.record_sweep_round();
     }

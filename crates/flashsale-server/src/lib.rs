@@ -15,10 +15,12 @@
 //!   RabbitMQ, NATS JetStream), the delivery loop and its ledger, retention (the outbox itself
 //!   is in each store).
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
-//! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
+//! - `http`: the accept loop and connection deadlines, router, extractors, handlers, limits, and
+//!   the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
+//! - `descriptors`: the open-file limit (raised at start) and the connection cap it allows.
 //! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
@@ -28,6 +30,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod descriptors;
 pub mod domain;
 pub mod error_chain;
 pub mod events;

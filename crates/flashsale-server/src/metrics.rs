@@ -2,9 +2,15 @@
 //! format. Recording is a couple of relaxed atomic adds with no lookup and no lock, because it
 //! sits on every request of the hot path.
 
+mod connections;
+mod storage;
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+pub use self::connections::{ClosedBy, ConnectionCounters};
+pub use self::storage::StorageGauges;
 
 /// The routes, by their templates; anything else is counted as `other`.
 pub const ROUTES: [&str; 21] = [
@@ -122,6 +128,10 @@ pub struct Metrics {
     line: LineCounters,
     /// The event sinks' delivery, set once at start (`events::status`).
     event_sinks: std::sync::OnceLock<Vec<std::sync::Arc<crate::events::SinkStatus>>>,
+    /// Open connections, the cap, timeouts and evictions, braked admin guesses.
+    pub connections: ConnectionCounters,
+    /// The order journal's disk: free space, the reserve ahead, out of space.
+    pub storage: StorageGauges,
 }
 
 /// The waiting rooms, as this node saw them.
@@ -168,6 +178,8 @@ impl Default for Metrics {
             line: LineCounters::default(),
             cluster: ClusterCounters::default(),
             event_sinks: std::sync::OnceLock::new(),
+            connections: ConnectionCounters::default(),
+            storage: StorageGauges::default(),
         }
     }
 }
@@ -414,6 +426,8 @@ impl Metrics {
         ];
         render_singles(&mut out, singles);
         self.render_line(&mut out);
+        self.connections.render(&mut out);
+        self.storage.render(&mut out);
         self.render_cluster(&mut out);
         if let Some(sinks) = self.event_sinks.get() {
             crate::events::status::render(&mut out, sinks);

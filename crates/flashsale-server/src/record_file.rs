@@ -105,6 +105,30 @@ pub fn reserve(file: &File, length: u64) -> std::io::Result<()> {
     }
 }
 
+/// Free space the journals' reserves ahead never take: whatever a nearly full disk has left
+/// stays for the operator, the logs and the orders themselves (only records written for a
+/// client use it).
+pub const SPACE_FLOOR_BYTES: u64 = 4 << 20;
+
+/// Bytes free for this process on the volume holding `file`.
+pub fn free_bytes(file: &File) -> std::io::Result<u64> {
+    // SAFETY: an all-zero statvfs is a valid value of the plain C struct fstatvfs fills.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatvfs reads the descriptor, which `file` keeps open, and writes `stats`.
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// Whether `error` says the volume (or the user's quota) is full.
+pub fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

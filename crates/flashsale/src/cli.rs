@@ -140,10 +140,30 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    /// Longest time a request's head may take, from its first byte (a new connection: from the connect), in ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Longest time a request's body may take, from when its head was in, in ms; then 408.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Longest time a kept-alive connection may wait for its next request, in ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most client connections open at once (0: the open-file limit less 256); at the cap the longest-idle ones are closed.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections_max: Option<usize>,
     /// Requests per second one buyer may make (0: no limit); beyond it 429 rate_limited.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buyer_requests_per_sec: Option<u32>,
+    /// Failed admin authentications per client address and minute (0: no limit); beyond it 429 for every admin authentication from it.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_auth_failures_per_min: Option<u32>,
     /// Most writes committed in one transaction (group commit).
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,8 @@ pub struct DemoToken {
     responses(
         (status = 200, description = "A buyer token for the user (demo mode only; 404 otherwise)", body = DemoToken),
         (status = 400, description = "invalid_request: user", body = super::wire::ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive in time", body = super::wire::ErrorBody),
+        (status = 413, description = "payload_too_large", body = super::wire::ErrorBody),
     ))]
 pub async fn demo_token(
     State(state): State<Arc<AppState>>,

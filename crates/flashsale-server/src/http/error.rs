@@ -15,6 +15,8 @@ use crate::service::ServiceError;
 
 /// Seconds a shed client is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
+/// A full disk is freed by a person, not in a second.
+const NO_SPACE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error as the contract writes it inside its envelope, in one flat struct: the code, the
 /// message, and the fields it carries besides them, typed rather than a JSON map (the sold-out
@@ -49,6 +51,9 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = DateTime)]
     pub opens_at: Option<String>,
+    /// With /readyz's unavailable: why the node is not ready (which backend, what it says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -57,6 +62,8 @@ pub struct ApiError {
     /// Boxed: the detail is several words wide, and the box keeps `Result<_, ApiError>` small
     /// on every handler's happy path.
     pub detail: Box<ErrorDetail>,
+    /// `Retry-After` of a `429` or `503`, when it is not the usual second.
+    retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -81,7 +88,9 @@ impl ApiError {
                 starts_at: None,
                 per_user_limit: None,
                 opens_at: None,
+                reason: None,
             }),
+            retry_after_secs: None,
         }
     }
 
@@ -115,6 +124,29 @@ impl ApiError {
         )
     }
 
+    /// An admin authentication from an address that failed too often this minute.
+    pub fn admin_auth_braked(retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed admin authentications from this address; retry after the time in \
+             Retry-After",
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// `/readyz` when a backend does not answer, or the store refuses writes: why.
+    pub fn not_ready(reason: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "not ready: see reason",
+        );
+        error.detail.reason = Some(reason);
+        error
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -123,10 +155,16 @@ impl ApiError {
         )
     }
 
-    /// A body axum could not read: too large, or not readable.
+    /// A body axum could not read: too large, too slow, or not readable.
     pub fn unreadable_body(rejection: &axum::extract::rejection::BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::payload_too_large()
+        } else if super::connection::is_body_timeout(rejection) {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
         } else {
             Self::invalid("body", rejection.body_text())
         }
@@ -153,12 +191,24 @@ impl IntoResponse for ApiError {
         let mut response = JsonReply(self.status, envelope).into_response();
         if matches!(
             self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            // The body (or the rest of it) is not read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(
+            self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            let retry_after = match self.retry_after_secs {
+                Some(secs) => HeaderValue::from(secs),
+                None => HeaderValue::from_static(RETRY_AFTER_SECS),
+            };
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after);
         }
         response
     }
@@ -266,6 +316,16 @@ impl From<ServiceError> for ApiError {
                     "unavailable",
                     "a backend is unavailable; retry later",
                 )
+            }
+            ServiceError::NoSpace(_) => {
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "orders cannot be recorded right now: the server's disk is full; what was \
+                     bought is kept and readable; retry later",
+                );
+                error.retry_after_secs = Some(NO_SPACE_RETRY_AFTER_SECS);
+                error
             }
             ServiceError::Internal(message) => {
                 tracing::error!(%message, "internal error");
@@ -433,6 +493,7 @@ mod tests {
         error.detail.starts_at = Some("2026-12-01T12:00:00Z".into());
         error.detail.per_user_limit = Some(2);
         error.detail.opens_at = Some("2026-12-01T11:50:00Z".into());
+        error.detail.reason = Some("the disk is full".into());
         error
     }
 
@@ -466,7 +527,7 @@ mod tests {
             concat!(
                 r#"{"error":{"code":"invalid_request","message":"a \"bad\" one","field":"quantity","#,
                 r#""order_id":"o-1","remaining":7,"starts_at":"2026-12-01T12:00:00Z","#,
-                r#""per_user_limit":2,"opens_at":"2026-12-01T11:50:00Z"}}"#
+                r#""per_user_limit":2,"opens_at":"2026-12-01T11:50:00Z","reason":"the disk is full"}}"#
             )
         );
     }

@@ -1,5 +1,8 @@
 //! Extractors that turn a request into checked values or a contract error: who is asking, the
-//! JSON body, path ids and the idempotency key. Nothing here panics on any input.
+//! JSON body, path ids and the idempotency key. Nothing here panics on any input. Who is asking
+//! is known from the headers, so a handler that reads a body takes `Principal` (or `Admin`)
+//! first, or reads its `UnreadBody` only after checking: a refused request never waits for its
+//! body.
 
 use std::sync::Arc;
 
@@ -9,6 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::caller;
 use super::error::{forbidden, ApiError};
 use super::AppState;
 use crate::auth::Principal;
@@ -43,24 +47,90 @@ impl Principal {
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
+    /// Takes the edge's verdict on the credentials (checking them here only if the edge did
+    /// not); the verdict is taken, so a handler has one `Principal` (`Admin` is one too).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let now_secs = state.service.now().as_second();
-        let principal = state.auth.authenticate(
-            parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(|value| value.as_bytes()),
-            now_secs,
-        )?;
+        let (client, verdict) = caller::take();
+        let verdict = verdict.unwrap_or_else(|| {
+            state.auth.authenticate(
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|value| value.as_bytes()),
+                now_secs,
+            )
+        });
+        let principal = brake_admin_guesses(state, client, verdict, now_secs)?;
         if let Principal::Buyer(user_id) = &principal {
             if !state.buyer_limiter.allow(user_id.as_str(), now_secs) {
                 return Err(ApiError::rate_limited());
             }
         }
         Ok(principal)
+    }
+}
+
+/// Applies the brake on admin token guesses (`admin_failures.rs`) to a verdict: a failure that
+/// could be a guess is counted, and an address past the limit gets `429` for any admin
+/// authentication, right or wrong.
+fn brake_admin_guesses(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    verdict: Result<Principal, crate::auth::AuthError>,
+    now_secs: i64,
+) -> Result<Principal, ApiError> {
+    let braked = match &verdict {
+        Ok(Principal::Admin) => state.admin_failures.braked(client, now_secs),
+        Err(error) if error.may_guess_the_admin_token() => {
+            state.admin_failures.record_failure(client, now_secs)
+        }
+        Ok(Principal::Buyer(_)) | Err(_) => None,
+    };
+    if let Some(retry_after_secs) = braked {
+        state.metrics.connections.record_admin_auth_limited();
+        return Err(ApiError::admin_auth_braked(retry_after_secs));
+    }
+    Ok(verdict?)
+}
+
+/// The admin, or the refusal (`401`, `403`) from the headers alone.
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Principal::from_request_parts(parts, state).await?.admin()?;
+        Ok(Admin)
+    }
+}
+
+/// A request's body, not read yet: the handler reads it once the headers passed its checks.
+pub struct UnreadBody(Request);
+
+impl<S: Send + Sync> FromRequest<S> for UnreadBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(UnreadBody(request))
+    }
+}
+
+impl UnreadBody {
+    /// Reads it as an optional JSON body (see `OptionalJsonBody`).
+    pub async fn optional_json<T: DeserializeOwned>(
+        self,
+        state: &Arc<AppState>,
+    ) -> Result<Option<T>, ApiError> {
+        let OptionalJsonBody(body) = OptionalJsonBody::from_request(self.0, state).await?;
+        Ok(body)
     }
 }
 

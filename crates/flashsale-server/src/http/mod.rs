@@ -1,7 +1,10 @@
 //! The HTTP edge: the router, the state handlers share, and the layers around them. Only this
 //! module knows status codes (all of them in `error.rs`).
 
+mod admin_failures;
 mod cache;
+mod caller;
+mod connection;
 mod demo;
 mod edge;
 mod error;
@@ -15,6 +18,7 @@ mod pages;
 mod queue;
 pub(crate) mod rfc3339;
 mod sales;
+mod serve;
 pub(crate) mod wire;
 
 use std::sync::Arc;
@@ -26,7 +30,9 @@ use axum::Router;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
+pub use self::connection::Timeouts;
 pub use self::limits::BuyerLimiter;
+pub use self::serve::{serve, ServeOptions};
 use crate::auth::{Authenticator, TokenMinter};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -39,7 +45,13 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub buyer_limiter: BuyerLimiter,
+    /// Failed admin authentications per client address.
+    pub admin_failures: admin_failures::AdminFailures,
+    /// Permits of requests with valid credentials.
     pub in_flight: Arc<Semaphore>,
+    /// Permits of the rest (public routes, missing or invalid credentials): a budget of the
+    /// same size, so that they never take one a signed-in buyer needs.
+    pub anonymous_in_flight: Arc<Semaphore>,
     pub request_timeout: Duration,
     pub openapi_json: String,
     pub readiness: ops::Readiness,
@@ -51,6 +63,7 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub request_timeout: Duration,
     pub buyer_requests_per_sec: u32,
+    pub admin_auth_failures_per_min: u32,
 }
 
 impl AppState {
@@ -66,7 +79,9 @@ impl AppState {
             auth,
             metrics,
             buyer_limiter: BuyerLimiter::new(limits.buyer_requests_per_sec),
+            admin_failures: admin_failures::AdminFailures::new(limits.admin_auth_failures_per_min),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            anonymous_in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             request_timeout: limits.request_timeout,
             openapi_json: openapi::document_json(demo.is_some()),
             readiness: ops::Readiness::default(),

@@ -8,7 +8,13 @@ use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "flashsale", description = "Flash-sale API (contract v1)"),
+    info(title = "flashsale", description = "Flash-sale API (contract v1). Request bodies are \
+        limited to 64 KiB: a Content-Length over it is refused (413) before the body is read. A \
+        request's head must arrive within header_read_timeout_ms of its first byte (10 s by \
+        default; else the connection is closed), its body within body_read_timeout_ms of the \
+        head (5 s; else 408 request_timeout), and a kept-alive connection is closed after \
+        idle_timeout_ms (60 s) without a request. Failed admin authentications are limited per \
+        client address (429 with Retry-After)."),
     paths(
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
         queue::join, queue::status,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::error::ApiError;
 use super::wire::{ServerTime, Status};
 use super::AppState;
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process runs", body = Status)))]
@@ -23,12 +23,12 @@ pub async fn healthz() -> Json<Status> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Every backend answers", body = Status),
-        (status = 503, description = "A backend does not answer"),
+        (status = 503, description = "unavailable: a backend does not answer, or the disk is full; error.reason says which and why", body = super::wire::ErrorBody),
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Status>, ApiError> {
     match state.readiness.check(&state.service).await {
         Ok(()) => Ok(Json(Status { status: "ready" })),
-        Err(message) => Err(ServiceError::Unavailable(message).into()),
+        Err(reason) => Err(ApiError::not_ready(reason)),
     }
 }
 

@@ -20,6 +20,7 @@ const PAGE_LIMIT_DEFAULT: usize = 50;
         (status = 200, description = "The order", body = OrderBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 404, description = "order_not_found (also for another buyer's order)", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn show_order(
     State(state): State<Arc<AppState>>,
@@ -42,6 +43,7 @@ pub async fn show_order(
         (status = 200, description = "Newest first: a buyer's own orders, or all for the admin", body = OrderPageBody),
         (status = 400, description = "invalid_request (limit or cursor)", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn list_orders(
     State(state): State<Arc<AppState>>,
@@ -78,6 +80,7 @@ pub async fn list_orders(
         (status = 403, description = "forbidden: only its buyer pays", body = ErrorBody),
         (status = 404, description = "order_not_found", body = ErrorBody),
         (status = 409, description = "order_not_payable: expired, cancelled or past expires_at", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn pay(
     State(state): State<Arc<AppState>>,
@@ -96,6 +99,7 @@ pub async fn pay(
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 404, description = "order_not_found", body = ErrorBody),
         (status = 409, description = "order_not_cancellable: paid or expired", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,

@@ -10,7 +10,7 @@ use axum::Json;
 
 use super::cache::public_json;
 use super::error::{created, purchased, ApiError, JsonReply};
-use super::extract::{page_limit, IdempotencyKey, JsonBody, OptionalJsonBody, PathId, QueuePass};
+use super::extract::{page_limit, Admin, IdempotencyKey, JsonBody, PathId, QueuePass, UnreadBody};
 use super::wire::{
     order_json, whole_number, AuditBody, CreateSaleRequest, ErrorBody, OrderBody, PurchaseRequest,
     SaleBody, SaleList, SalesQuery,
@@ -26,14 +26,15 @@ use crate::auth::Principal;
         (status = 400, description = "invalid_request, naming the field", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "forbidden: not the admin", body = ErrorBody),
-        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 413, description = "payload_too_large (a Content-Length over 64 KiB is refused before the body is read)", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive within body_read_timeout_ms of the headers (the connection is closed)", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn create_sale(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    _admin: Admin,
     JsonBody(request): JsonBody<CreateSaleRequest>,
 ) -> Result<JsonReply<SaleBody>, ApiError> {
-    principal.admin()?;
     let view = state.service.create_sale(request.into_draft()?).await?;
     Ok(created(SaleBody::from(&view)))
 }
@@ -101,8 +102,10 @@ pub async fn show_sale(
         (status = 403, description = "forbidden: not a buyer token; queue_pass_required: a sale with a waiting room and no valid pass", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
         (status = 409, description = "sold_out, already_purchased, not_started or sale_ended", body = ErrorBody),
-        (status = 429, description = "rate_limited, with Retry-After", body = ErrorBody),
-        (status = 503, description = "overloaded, with Retry-After", body = ErrorBody),
+        (status = 408, description = "request_timeout: the body did not arrive within body_read_timeout_ms of the headers (the connection is closed)", body = ErrorBody),
+        (status = 413, description = "payload_too_large (a Content-Length over 64 KiB is refused before the body is read)", body = ErrorBody),
+        (status = 429, description = "rate_limited (this buyer's rate, or failed admin authentications from this address), with Retry-After", body = ErrorBody),
+        (status = 503, description = "overloaded, or unavailable (a backend, or a full disk: Retry-After 5), with Retry-After", body = ErrorBody),
     ))]
 pub async fn purchase(
     State(state): State<Arc<AppState>>,
@@ -110,13 +113,13 @@ pub async fn purchase(
     PathId(sale_id): PathId,
     idempotency_key: Result<IdempotencyKey, ApiError>,
     QueuePass(queue_pass): QueuePass,
-    body: Result<OptionalJsonBody<PurchaseRequest>, ApiError>,
+    body: UnreadBody,
 ) -> Response {
     let outcome = async {
         let principal = principal?;
         let user_id = principal.buyer()?.clone();
         let IdempotencyKey(key) = idempotency_key?;
-        let OptionalJsonBody(request) = body?;
+        let request = body.optional_json::<PurchaseRequest>(&state).await?;
         let quantity = match request.and_then(|request| request.quantity) {
             None => 1,
             Some(number) => whole_number(&number).ok_or_else(ApiError::invalid_quantity)?,
@@ -157,6 +160,7 @@ pub async fn purchase(
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "sale_not_found", body = ErrorBody),
+        (status = 429, description = "rate_limited: too many failed admin authentications from this address (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,

@@ -29,15 +29,18 @@ pub struct Journal {
 /// so a killed process loses nothing written), up to `end`; the rest is reserved, zero space.
 struct Mapped {
     file: File,
-    map: MmapMut,
+    /// `None` until the file has room for a first record.
+    map: Option<MmapMut>,
     end: usize,
 }
 
 /// How often the syncer flushes what was written to the disk.
 const SYNC_EVERY: Duration = Duration::from_millis(5);
 /// The file grows by at least this much at a time (reserved on disk, so a full disk is an error
-/// when growing, not a fault when writing).
+/// when growing, not a fault when writing) ...
 const GROW_BYTES: u64 = 16 << 20;
+/// ... or, on a nearly full disk, by what it needs in steps of this.
+const GROW_MIN: u64 = 64 << 10;
 
 fn failed(error: impl std::fmt::Display) -> LineError {
     LineError::Unavailable(error.to_string())
@@ -53,22 +56,43 @@ pub fn replay(path: &Path, mut apply: impl FnMut(u8, &[u8])) -> Result<(File, u6
     .map_err(failed)
 }
 
-/// Maps `file` with room for at least `wanted` bytes, reserving the blocks on disk first.
+/// Reserves room in `file` for at least `wanted` bytes and maps it. The file grows by doubling
+/// (at least `GROW_BYTES`), but never into the last `SPACE_FLOOR_BYTES` of free space unless
+/// `wanted` itself needs them: on a nearly full disk it grows by what it needs, in `GROW_MIN`
+/// steps, and on a full one it fails (a join is refused; nothing written is touched).
 fn map(file: &File, wanted: u64) -> Result<MmapMut, LineError> {
     let length = file.metadata().map_err(failed)?.len();
     if length < wanted {
-        let grown = wanted.max(length.saturating_mul(2)).max(GROW_BYTES);
+        let needed = wanted.div_ceil(GROW_MIN) * GROW_MIN;
+        let spare = record_file::free_bytes(file)
+            .unwrap_or(0)
+            .saturating_sub(record_file::SPACE_FLOOR_BYTES);
+        let hoped = wanted.max(length.saturating_mul(2)).max(GROW_BYTES);
+        let affordable = (length + spare) / GROW_MIN * GROW_MIN;
+        let grown = hoped.min(affordable).max(needed);
         record_file::reserve(file, grown).map_err(failed)?;
     }
     // SAFETY: the journal is this process's own file in its data directory, opened once; nothing
-    // else truncates it while it is mapped (growing maps it again first).
+    // else truncates it while it is mapped (growing maps it again first; closing unmaps first).
     unsafe { MmapMut::map_mut(file) }.map_err(failed)
 }
 
 impl Journal {
     /// Takes `file`, whose records end at `end`, and starts the thread that syncs it.
     pub fn start(file: File, end: u64) -> Result<Self, LineError> {
-        let map = map(&file, end + 1)?;
+        // A full disk does not stop the start: the line maps what it has and grows on the
+        // first join that needs room (refused until the disk has some).
+        let map = match map(&file, end + 1) {
+            Ok(map) => Some(map),
+            Err(error) if end == 0 => {
+                tracing::warn!(%error, "the waiting line's journal has no room yet");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the waiting line's journal has no room ahead yet");
+                Some(map(&file, end)?)
+            }
+        };
         let syncing = file.try_clone().map_err(failed)?;
         let (dirty, stop) = (
             Arc::new(AtomicBool::new(false)),
@@ -108,12 +132,16 @@ impl Journal {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let end = mapped.end + bytes.len();
-        if end >= mapped.map.len() {
+        let mapped_length = mapped.map.as_ref().map_or(0, |map| map.len());
+        if end >= mapped_length {
             let wanted = u64::try_from(end + 1).map_err(failed)?;
-            mapped.map = map(&mapped.file, wanted)?;
+            mapped.map = Some(map(&mapped.file, wanted)?);
         }
         let start = mapped.end;
-        mapped.map[start..end].copy_from_slice(bytes);
+        let Some(map) = mapped.map.as_mut() else {
+            return Err(failed("the waiting line's journal is not mapped"));
+        };
+        map[start..end].copy_from_slice(bytes);
         mapped.end = end;
         self.dirty.store(true, Ordering::Release);
         Ok(())
@@ -124,7 +152,16 @@ impl Drop for Journal {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Ok(mapped) = self.mapped.get_mut() {
-            let _ = mapped.map.flush();
+            if let Some(map) = mapped.map.take() {
+                let _ = map.flush();
+            }
+            // The room reserved ahead goes back to the volume (a failed start leaves nothing
+            // behind); the next start replays up to `end` and reserves afresh.
+            if let Ok(end) = u64::try_from(mapped.end) {
+                if let Err(error) = mapped.file.set_len(end) {
+                    tracing::warn!(%error, "cutting the waiting line's journal at its last record");
+                }
+            }
         }
     }
 }

@@ -51,6 +51,9 @@ pub enum ServiceError {
     Overloaded,
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
+    /// The store refuses writes until disk space is freed (it logged why, once).
+    #[error("out of disk space: {0}")]
+    NoSpace(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the sale has no waiting room")]
@@ -68,6 +71,7 @@ impl From<StoreError> for ServiceError {
         match error {
             StoreError::Overloaded => Self::Overloaded,
             StoreError::Closed | StoreError::Failed(_) => Self::Unavailable(error.to_string()),
+            StoreError::NoSpace(reason) => Self::NoSpace(reason),
         }
     }
 }

@@ -100,7 +100,11 @@ impl Pending {
 impl Command {
     /// Answers a command that never reached a transaction.
     pub fn fail(self, message: &str) {
-        let error = || StoreError::Failed(message.to_owned());
+        self.refuse(|| StoreError::Failed(message.to_owned()));
+    }
+
+    /// Answers a command that never reached a transaction with the error `error` makes.
+    pub fn refuse(self, error: impl Fn() -> StoreError) {
         match self {
             Self::CreateSale { reply, .. }
             | Self::UpdateSale { reply, .. }
@@ -248,8 +252,19 @@ impl CommandQueue {
     }
 }
 
-/// The writer's thread, joined when the store closes.
+/// The writer's thread, joined when the store closes, or when it is dropped without closing
+/// (its queue, dropped first, ends it): what the writer does as it stops (give back reserved
+/// space) is then done before the process goes on, a failed start included.
 pub struct WriterThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let thread = self.0.get_mut().ok().and_then(|thread| thread.take());
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
 
 impl WriterThread {
     pub fn new(thread: std::thread::JoinHandle<()>) -> Self {

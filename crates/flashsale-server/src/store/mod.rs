@@ -85,6 +85,9 @@ pub enum StoreError {
     Closed,
     #[error("the order store failed: {0}")]
     Failed(String),
+    /// Writes are refused for lack of disk space; reads go on, and writing resumes by itself.
+    #[error("the order store is out of space: {0}")]
+    NoSpace(String),
 }
 
 /// Why a store refused an order the gate had accepted.

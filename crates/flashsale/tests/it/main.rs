@@ -7,6 +7,8 @@ mod brokers;
 mod chaos;
 mod cluster;
 mod conformance;
+mod disk_full;
+mod edge;
 mod events;
 mod harness;
 mod journal_store;

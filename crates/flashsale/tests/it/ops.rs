@@ -66,7 +66,7 @@ async fn the_openapi_document_covers_every_route_of_the_contract() {
     );
     let purchase = &document["paths"]["/api/v1/sales/{sale_id}/purchase"]["post"]["responses"];
     for status in [
-        "200", "201", "400", "401", "403", "404", "409", "429", "503",
+        "200", "201", "400", "401", "403", "404", "408", "409", "413", "429", "503",
     ] {
         assert!(
             purchase.get(status).is_some(),
@@ -74,6 +74,15 @@ async fn the_openapi_document_covers_every_route_of_the_contract() {
         );
     }
     assert!(document["components"]["securitySchemes"]["buyer"].is_object());
+    let admin_only = &document["paths"]["/api/v1/sales/{sale_id}/audit"]["get"]["responses"];
+    assert!(admin_only.get("429").is_some(), "a braked admin guess");
+    let readyz = &document["paths"]["/readyz"]["get"]["responses"]["503"];
+    assert!(
+        readyz["content"].is_object(),
+        "/readyz's 503 has the error body with its reason"
+    );
+    let detail = &document["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(detail["reason"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,32 @@ impl Server {
 
     /// Starts the binary with these environment variables on top of the test defaults.
     pub async fn start_with_env(data_dir: &Path, variables: &[(String, String)]) -> Self {
+        Self::start_with_open_files(data_dir, variables, None).await
+    }
+
+    /// Starts the binary, its open-file limit (soft and hard) set to `open_files` if given.
+    pub async fn start_with_open_files(
+        data_dir: &Path,
+        variables: &[(String, String)],
+        open_files: Option<u64>,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+        if let Some(open_files) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and only reads the struct on the stack.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: open_files,
+                        rlim_max: open_files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

@@ -46,6 +46,24 @@ fn record_skip(test: &str, variable: &str) {
     }
 }
 
+/// Whether this process runs as root (tests that mount a small tmpfs need it). Otherwise the
+/// test says it is skipped, as a test without its service does; under CI it fails instead (CI
+/// runs as root).
+pub fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root: the disk-full tests must run"
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("SKIPPED: not root, so {test} cannot mount a tmpfs and does not run");
+    record_skip(&test, "root (to mount a tmpfs)");
+    false
+}
+
 pub fn redis_url() -> Option<String> {
     variable(REDIS_VARIABLE)
 }

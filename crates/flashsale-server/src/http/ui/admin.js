@@ -154,6 +154,8 @@ async function refreshSinks() {
 
 // ---- purchases per second, from the server's counters ----
 const OUTCOMES = ['created', 'sold_out', 'already_purchased', 'rate_limited', 'overloaded', 'other'];
+// The chart's colours; the legend's are the same, in style.css (the page's policy allows no
+// inline style).
 const COLORS = { created: '#146c2e', sold_out: '#b3261e', already_purchased: '#7b1fa2', rate_limited: '#ef6c00', overloaded: '#455a64', other: '#9e9e9e' };
 const history = [];
 let last = null;
@@ -212,7 +214,7 @@ function draw() {
   }
   const latest = history[history.length - 1] || {};
   document.getElementById('legend').replaceChildren(...OUTCOMES.map((outcome) =>
-    element('span', { style: 'color:' + COLORS[outcome] + ';margin-right:1rem' }, outcome.replace('_', ' ') + ': ' + Math.round(latest[outcome] || 0) + '/s')));
+    element('span', { class: 'legend legend-' + outcome }, outcome.replace('_', ' ') + ': ' + Math.round(latest[outcome] || 0) + '/s')));
 }
 
 showSignedIn();

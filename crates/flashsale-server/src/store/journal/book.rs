@@ -337,6 +337,15 @@ impl Book {
         Ok((transition, facts))
     }
 
+    /// How many of `expire_due(now, max)`'s orders are due (it expires at most these).
+    pub fn due_count(&self, now: Timestamp, max: usize) -> usize {
+        self.due
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .take(max)
+            .count()
+    }
+
     /// Expires up to `max` pending orders whose payment window closed by `now`, each with the
     /// events its expiry made.
     pub fn expire_due(&mut self, now: Timestamp, max: usize) -> Vec<(Order, Vec<EventFacts>)> {

@@ -36,6 +36,15 @@ pub struct EventFacts {
     pub remaining: u64,
 }
 
+/// The most bytes one order's record takes, framing included (ids of 64 characters, a buyer id
+/// of 64 four-byte characters, a 128-byte key: under 700; a test holds the bound). The writer
+/// makes room for its worst case before it changes anything.
+pub const ORDER_RECORD_MAX: u64 = 1024;
+/// The same for a sale (a name of 200 and a description of 2,000 four-byte characters).
+pub const SALE_RECORD_MAX: u64 = 16 << 10;
+/// The same for the record of a pruning (a time).
+pub const PRUNE_RECORD_MAX: u64 = 64;
+
 /// A record that passed its checksum but does not read as a sale or an order: written by
 /// another version, or a bug. The store refuses to start rather than guess.
 #[derive(Debug, thiserror::Error)]
@@ -436,5 +445,82 @@ mod tests {
         };
         assert_eq!(**read_sale, sale);
         assert_eq!(**read_order, stored);
+    }
+
+    #[test]
+    fn the_largest_sale_and_order_fit_their_bounds() {
+        let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let wide = |count: usize| "𝄞".repeat(count);
+        let mut sale = SaleDraft {
+            name: wide(200),
+            description: Some(wide(2000)),
+            stock: 100,
+            starts_at: at,
+            ends_at: Some(at + jiff::SignedDuration::from_hours(1)),
+            ..SaleDraft::default()
+        }
+        .validate(SaleId::parse(&"s".repeat(64)).unwrap(), at)
+        .unwrap();
+        sale.waiting_room = Some(WaitingRoom {
+            admit_per_sec: 1_000_000,
+            pass_ttl_secs: 3600,
+            opens_before_secs: 86_400,
+        });
+        let stored = Stored {
+            order: Order {
+                id: OrderId::parse(&"o".repeat(64)).unwrap(),
+                sale_id: sale.id.clone(),
+                user_id: UserId::parse(&wide(64)).unwrap(),
+                quantity: u32::MAX,
+                status: OrderStatus::Paid,
+                created_at: at,
+                expires_at: at,
+                paid_at: Some(at),
+                idempotency_key: Some("k".repeat(128)),
+            },
+            stock_returned: false,
+        };
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        put_sale(&mut out, &mut scratch, &sale);
+        assert!(
+            out.len() as u64 <= SALE_RECORD_MAX,
+            "a sale of {} bytes",
+            out.len()
+        );
+        out.clear();
+        put_order(&mut out, &mut scratch, &stored);
+        assert!(
+            out.len() as u64 <= ORDER_RECORD_MAX,
+            "an order of {} bytes",
+            out.len()
+        );
+        // A change records at most an order event and a sale event with it.
+        let facts = |kind| EventFacts {
+            sequence: u64::MAX,
+            kind,
+            at,
+            remaining: u64::MAX,
+        };
+        let change = [
+            facts(EventKind::ALL[1]),
+            facts(EventKind::ALL[EventKind::ALL.len() - 1]),
+        ];
+        out.clear();
+        put_order_change(&mut out, &mut scratch, &stored, &change);
+        assert!(
+            out.len() as u64 <= ORDER_RECORD_MAX,
+            "an order's change of {} bytes",
+            out.len()
+        );
+        out.clear();
+        put_sale_event(&mut out, &mut scratch, SALE_CHANGE, &sale, &change[1]);
+        assert!(
+            out.len() as u64 <= SALE_RECORD_MAX,
+            "a sale's change of {} bytes",
+            out.len()
+        );
+        out.clear();
+        put_events_pruned(&mut out, &mut scratch, at);
+        assert!(out.len() as u64 <= PRUNE_RECORD_MAX);
     }
 }

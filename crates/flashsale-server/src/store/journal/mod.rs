@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use self::book::{Book, Stored};
 use self::codec::Record;
-use self::space::{DirectoryLock, Journal};
+use self::space::{DirectoryLock, Journal, SpaceStatus};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
@@ -125,6 +125,10 @@ impl Shared {
 pub struct JournalStore {
     commands: CommandQueue,
     shared: Arc<Shared>,
+    /// Whether writes are refused for lack of disk space (readiness says so, and why).
+    space: SpaceStatus,
+    /// Last: dropping the store drops `commands` first, so the writer ends, and then waits for
+    /// it (it gives back the journal's reserve as it goes).
     writer_thread: WriterThread,
 }
 
@@ -257,6 +261,7 @@ fn open_book(
     data_dir: &Path,
     path: &Path,
     events_retention: std::time::Duration,
+    metrics: Arc<Metrics>,
 ) -> Result<(Book, Journal), OpenError> {
     let lock = DirectoryLock::take(&data_dir.join(LOCK_FILE))?;
     import_sqlite(data_dir, path)?;
@@ -272,7 +277,7 @@ fn open_book(
         rewrite(path, &snapshot(&book))?;
         (book, file, end, _) = replay(path)?;
     }
-    Ok((book, Journal::open(file, end, lock)?))
+    Ok((book, Journal::open(file, end, lock, metrics)?))
 }
 
 impl JournalStore {
@@ -283,8 +288,14 @@ impl JournalStore {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let path: PathBuf = data_dir.join(JOURNAL_FILE);
-        let (book, journal) = open_book(data_dir, &path, options.events_retention)
-            .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
+        let (book, journal) = open_book(
+            data_dir,
+            &path,
+            options.events_retention,
+            Arc::clone(&metrics),
+        )
+        .map_err(|error| StoreError::Failed(format!("opening {}: {error}", path.display())))?;
+        let space = journal.status();
         let shared = Arc::new(Shared {
             book: RwLock::new(book),
             applied: AtomicU64::new(0),
@@ -306,6 +317,7 @@ impl JournalStore {
         Ok(Self {
             commands,
             shared,
+            space,
             writer_thread: WriterThread::new(writer_thread),
         })
     }
@@ -398,6 +410,9 @@ impl OrderStore for JournalStore {
         Box::pin(async move {
             if self.commands.is_closed() {
                 return Err(StoreError::Closed);
+            }
+            if let Some(reason) = self.space.starved() {
+                return Err(StoreError::NoSpace(reason));
             }
             self.shared.read(|_| ()).await
         })

@@ -70,6 +70,48 @@ impl Writer {
         }
     }
 
+    /// Makes room in the journal for the worst case of what the commands write, before any of
+    /// them changes memory: returns how many of them fit (an expiry sweep is cut down to what
+    /// fits) and the room left after them. On a full disk the rest are refused unapplied.
+    fn make_room(&mut self, commands: &mut [Command]) -> (usize, u64) {
+        // An expiry sweep asks for up to `max` orders, most rounds for none: it is cut to the
+        // orders due, so its rounds do not grow the file for nothing.
+        if commands
+            .iter()
+            .any(|command| matches!(command, Command::ExpireDue { .. }))
+        {
+            let book = self.shared.book.read().unwrap_or_else(|p| p.into_inner());
+            for command in commands.iter_mut() {
+                if let Command::ExpireDue { now, max, .. } = command {
+                    *max = book.due_count(*now, *max);
+                }
+            }
+        }
+        let total = commands
+            .iter()
+            .map(record_bound)
+            .fold(0, u64::saturating_add);
+        let room = self.journal.room_for(total);
+        let mut needed = 0;
+        for (index, command) in commands.iter_mut().enumerate() {
+            let bound = record_bound(command);
+            if needed + bound <= room {
+                needed += bound;
+                continue;
+            }
+            if let Command::ExpireDue { max, .. } = command {
+                let fits = (room - needed) / codec::ORDER_RECORD_MAX;
+                if fits > 0 {
+                    *max = (*max).min(usize::try_from(fits).unwrap_or(usize::MAX));
+                    needed += fits * codec::ORDER_RECORD_MAX;
+                    continue;
+                }
+            }
+            return (index, room - needed);
+        }
+        (commands.len(), room - needed)
+    }
+
     /// Runs until a `Close` command is handled or every sender is gone.
     ///
     /// A `SCHED_BATCH` writer takes what is queued when it gets the core and does not sleep for
@@ -111,12 +153,29 @@ impl Writer {
                         command => command.fail(message),
                     }
                 }
+            } else if let Some(reason) = self.journal.starved() {
+                // Nothing is applied, so memory stays what the disk holds; reads go on.
+                for command in commands.drain(..) {
+                    match command {
+                        Command::Close { reply } => close = Some(reply),
+                        Command::Barrier { reply } => drop(reply.send(Ok(()))),
+                        command => command.refuse(|| StoreError::NoSpace(reason.clone())),
+                    }
+                }
             } else {
+                let (fitting, room_left) = self.make_room(&mut commands);
+                let refused = fitting < commands.len();
                 let sequence = {
                     let mut book = self.shared.book.write().unwrap_or_else(|p| p.into_inner());
-                    for command in commands.drain(..) {
+                    for (index, command) in commands.drain(..).enumerate() {
                         match command {
                             Command::Close { reply } => close = Some(reply),
+                            command @ Command::Barrier { .. } => {
+                                apply(&mut book, command, &mut batch);
+                            }
+                            command if index >= fitting => command.refuse(|| {
+                                StoreError::NoSpace("the data directory's disk is full".into())
+                            }),
                             command => apply(&mut book, command, &mut batch),
                         }
                     }
@@ -132,6 +191,9 @@ impl Writer {
                     Ok(()) => {
                         self.shared.durable_through(sequence);
                         batch.pending.drain(..).for_each(Pending::send_committed);
+                        if refused && room_left < codec::ORDER_RECORD_MAX {
+                            self.journal.starve();
+                        }
                     }
                     Err(error) => {
                         let message = format!("writing the order journal: {error}");
@@ -179,6 +241,21 @@ fn defer_to_the_runtime() -> bool {
         );
     }
     false
+}
+
+/// The most bytes of records a command can write.
+fn record_bound(command: &Command) -> u64 {
+    let orders = |count: usize| u64::try_from(count).unwrap_or(u64::MAX);
+    match command {
+        Command::CreateSale { .. } | Command::UpdateSale { .. } => codec::SALE_RECORD_MAX,
+        Command::PruneEvents { .. } => codec::PRUNE_RECORD_MAX,
+        Command::InsertOrder { .. } | Command::Transition { .. } => codec::ORDER_RECORD_MAX,
+        Command::ExpireDue { max, .. } => orders(*max).saturating_mul(codec::ORDER_RECORD_MAX),
+        Command::StockReturned { order_ids, .. } => {
+            orders(order_ids.len()).saturating_mul(codec::ORDER_RECORD_MAX)
+        }
+        Command::Barrier { .. } | Command::Close { .. } => 0,
+    }
 }
 
 fn record_order(book: &Book, batch: &mut Batch, order_id: &OrderId) {
