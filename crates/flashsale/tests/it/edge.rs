@@ -574,8 +574,11 @@ async fn failed_admin_authentications_are_braked_per_address() {
     let buyer = server.token("buyer-behind-the-same-nat");
     let (status, _, _) = get_as(guesser, addr, "/api/v1/orders", &buyer).await;
     assert_eq!(status, 200, "a buyer from the braked address");
-    let expired =
-        flashsale_server::auth::mint_token(&server.jwt_secret, "late", server.now().as_second() - 10);
+    let expired = flashsale_server::auth::mint_token(
+        &server.jwt_secret,
+        "late",
+        server.now().as_second() - 10,
+    );
     let (status, _, code) = get_as(guesser, addr, "/api/v1/orders", &expired).await;
     assert_eq!(
         (status, code.as_str()),

@@ -506,6 +506,11 @@ impl Book {
         self.events.heads()
     }
 
+    /// Whether `prune_events(before)` would drop any event.
+    pub fn has_events_before(&self, before: Timestamp) -> bool {
+        self.events.has_before(before)
+    }
+
     pub fn prune_events(&mut self, before: Timestamp) -> u64 {
         self.events.prune(before)
     }

@@ -118,6 +118,12 @@ impl EventIndex {
     }
 
     /// Drops the events that took effect before `before`; returns how many.
+    pub fn has_before(&self, before: Timestamp) -> bool {
+        self.sales
+            .values()
+            .any(|events| events.kept.front().is_some_and(|kept| kept.at < before))
+    }
+
     pub fn prune(&mut self, before: Timestamp) -> u64 {
         let mut pruned = 0;
         for events in self.sales.values_mut() {

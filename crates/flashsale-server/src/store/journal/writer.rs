@@ -75,18 +75,30 @@ impl Writer {
     /// fits) and the room left after them. On a full disk the rest are refused unapplied.
     fn make_room(&mut self, commands: &mut [Command]) -> (usize, u64) {
         // An expiry sweep asks for up to `max` orders, most rounds for none: it is cut to the
-        // orders due, so its rounds do not grow the file for nothing.
-        if commands
-            .iter()
-            .any(|command| matches!(command, Command::ExpireDue { .. }))
-        {
+        // orders due, so its rounds do not grow the file for nothing; a pruning of the outbox
+        // that finds nothing to prune writes nothing either.
+        let mut prunes = false;
+        if commands.iter().any(|command| {
+            matches!(
+                command,
+                Command::ExpireDue { .. } | Command::PruneEvents { .. }
+            )
+        }) {
             let book = self.shared.book.read().unwrap_or_else(|p| p.into_inner());
             for command in commands.iter_mut() {
-                if let Command::ExpireDue { now, max, .. } = command {
-                    *max = book.due_count(*now, *max);
+                match command {
+                    Command::ExpireDue { now, max, .. } => *max = book.due_count(*now, *max),
+                    Command::PruneEvents { before, .. } => {
+                        prunes |= book.has_events_before(*before);
+                    }
+                    _ => {}
                 }
             }
         }
+        let record_bound = |command: &Command| match command {
+            Command::PruneEvents { .. } if !prunes => 0,
+            command => record_bound(command),
+        };
         let total = commands
             .iter()
             .map(record_bound)
