@@ -15,12 +15,14 @@
 //! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
 //! - `http`: router, extractors, handlers, limits, and the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
+//! - `access_codes`: presale codes, made and checked with one HMAC and no IO.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
 //! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
+pub mod access_codes;
 pub mod app;
 pub mod auth;
 pub mod clock;

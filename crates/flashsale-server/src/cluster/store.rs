@@ -6,10 +6,12 @@
 use jiff::Timestamp;
 
 use super::queue::Queue;
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{
+    Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, SaleRevision, UserId,
+};
 use crate::store::{
-    InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError, Transition,
-    TransitionError,
+    ChangeError, InsertError, OrderQuery, OrderStore, PostgresStore, SaleTally, StoreError,
+    Transition, TransitionError,
 };
 use crate::BoxFuture;
 
@@ -58,6 +60,17 @@ impl OrderStore for ClusterStore {
         self.postgres.sales()
     }
 
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        OrderStore::sale(&self.postgres, sale_id)
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        OrderStore::change_sale(&self.postgres, revision)
+    }
+
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
         self.postgres.insert_order(order)
     }
@@ -88,9 +101,11 @@ impl OrderStore for ClusterStore {
         // A buyer sees an order in their listing as soon as it is acknowledged: the queued
         // orders are read first and merged, PostgreSQL's version winning (it may be paid).
         Box::pin(async move {
-            let sale_ids = match &query.sale_id {
-                Some(sale_id) => vec![sale_id.clone()],
-                None => self.queue.queued_sale_ids().await?,
+            // A queued order is pending: a listing of other statuses has none of them.
+            let sale_ids = match (&query.sale_id, query.status) {
+                (_, Some(status)) if status != OrderStatus::PendingPayment => Vec::new(),
+                (Some(sale_id), _) => vec![sale_id.clone()],
+                (None, _) => self.queue.queued_sale_ids().await?,
             };
             let mut queued = Vec::new();
             for sale_id in &sale_ids {

@@ -1,6 +1,8 @@
-//! The sales a node knows. Sales never change once created, so every purchase reads them from
-//! here, not from a store. A private node made every sale itself; a node of a cluster also
-//! learns the sales other nodes made, from the store.
+//! The sales a node knows, each at the newest version it has seen: every purchase reads them from
+//! here, not from a store. A private node made and changed every sale itself; a node of a cluster
+//! also learns the sales other nodes made or changed, from the store (it reloads when the gate's
+//! revision of the sales moves: `Service::follow_sales`). What must hold the instant a change is
+//! answered (a pause, an end, the stock) the gate decides, whatever a node's copy says.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -41,13 +43,24 @@ impl Catalog {
         }
     }
 
+    /// Keeps `sale` unless a newer version of it is known; returns the version kept.
     pub fn remember(&self, sale: Sale) -> Arc<Sale> {
-        let sale = Arc::new(sale);
-        self.sales
+        let mut sales = self
+            .sales
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(sale.id.clone(), Arc::clone(&sale));
-        sale
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sales.get(&sale.id) {
+            Some(known) if known.version >= sale.version => Arc::clone(known),
+            _ => {
+                let sale = Arc::new(sale);
+                sales.insert(sale.id.clone(), Arc::clone(&sale));
+                sale
+            }
+        }
+    }
+
+    pub fn policy(&self) -> CatalogPolicy {
+        self.policy
     }
 
     fn cached(&self, sale_id: &str) -> Option<Arc<Sale>> {
@@ -68,7 +81,7 @@ impl Catalog {
     /// Reloads every sale from the store. Reloads never overlap, and callers that arrive while
     /// one runs share the next: a crowd asking for a sale this node does not know (or for
     /// made-up ids) costs the store one query at a time.
-    async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+    pub async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
         let asked_at = Instant::now();
         let _one_at_a_time = self.reload.lock().await;
         if self.loaded_at().is_some_and(|started| started >= asked_at) {
@@ -76,9 +89,7 @@ impl Catalog {
         }
         let started = Instant::now();
         for sale in store.sales().await? {
-            if self.cached(sale.id.as_str()).is_none() {
-                self.remember(sale);
-            }
+            self.remember(sale);
         }
         *self
             .loaded

@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Action, Actor, Order, OrderId, Sale};
-use crate::store::{InsertError, StoreError, Transition, TransitionError};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleRevision};
+use crate::store::{ChangeError, InsertError, StoreError, Transition, TransitionError};
 use crate::BoxFuture;
 
 type Reply<T> = oneshot::Sender<T>;
@@ -18,6 +18,10 @@ pub enum Command {
     InsertOrder {
         order: Box<Order>,
         reply: Reply<Result<(), InsertError>>,
+    },
+    ChangeSale {
+        revision: Box<SaleRevision>,
+        reply: Reply<Result<(), ChangeError>>,
     },
     Transition {
         order_id: OrderId,
@@ -49,6 +53,7 @@ pub enum Command {
 pub enum Pending {
     Unit(Reply<Result<(), StoreError>>, Result<(), StoreError>),
     Insert(Reply<Result<(), InsertError>>, Result<(), InsertError>),
+    Change(Reply<Result<(), ChangeError>>, Result<(), ChangeError>),
     Transition(
         Reply<Result<Transition, TransitionError>>,
         Result<Transition, TransitionError>,
@@ -66,6 +71,7 @@ impl Pending {
         match self {
             Self::Unit(reply, result) => drop(reply.send(result)),
             Self::Insert(reply, result) => drop(reply.send(result)),
+            Self::Change(reply, result) => drop(reply.send(result)),
             Self::Transition(reply, result) => drop(reply.send(result)),
             Self::Expired(reply, result) => drop(reply.send(result)),
         }
@@ -76,6 +82,7 @@ impl Pending {
         match self {
             Self::Unit(reply, _) => drop(reply.send(Err(error()))),
             Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::Change(reply, _) => drop(reply.send(Err(ChangeError::Store(error())))),
             Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
             Self::Expired(reply, _) => drop(reply.send(Err(error()))),
         }
@@ -92,6 +99,7 @@ impl Command {
             | Self::Barrier { reply }
             | Self::Close { reply } => drop(reply.send(Err(error()))),
             Self::InsertOrder { reply, .. } => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::ChangeSale { reply, .. } => drop(reply.send(Err(ChangeError::Store(error())))),
             Self::Transition { reply, .. } => {
                 drop(reply.send(Err(TransitionError::Store(error()))))
             }
@@ -156,6 +164,14 @@ impl CommandQueue {
         let sale = Box::new(sale.clone());
         Box::pin(async move {
             self.call(|reply| Command::CreateSale { sale, reply })
+                .await?
+        })
+    }
+
+    pub fn change_sale(&self, revision: &SaleRevision) -> BoxFuture<'_, Result<(), ChangeError>> {
+        let revision = Box::new(revision.clone());
+        Box::pin(async move {
+            self.call(|reply| Command::ChangeSale { revision, reply })
                 .await?
         })
     }

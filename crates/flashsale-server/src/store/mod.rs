@@ -14,7 +14,10 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 use jiff::Timestamp;
 
-use crate::domain::{Action, Actor, Order, OrderId, Refusal, Sale, SaleId, UserId, WaitingRoom};
+use crate::domain::{
+    Action, Actor, Order, OrderId, OrderStatus, Refusal, Sale, SaleId, SaleRevision, UserId,
+    WaitingRoom,
+};
 use crate::BoxFuture;
 
 /// Quantities summed over a sale's orders in each status, and the store's own count of what is
@@ -38,6 +41,7 @@ pub struct OrderQuery {
     pub sale_id: Option<SaleId>,
     /// Only orders older than this one (the previous page's last order).
     pub before: Option<OrderId>,
+    pub status: Option<OrderStatus>,
     pub limit: usize,
 }
 
@@ -76,6 +80,19 @@ pub enum InsertError {
     Store(#[from] StoreError),
 }
 
+/// Why a store did not record a sale's new version.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The store holds another version than the one the change was made from (it is not the
+    /// target's: a repeated change of the same version is recorded once and answers `Ok`).
+    #[error("the store holds version {stored} of the sale, not the one the change was made from")]
+    Conflict { stored: u64 },
+    #[error("no such sale")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
     #[error("no such order")]
@@ -88,6 +105,17 @@ pub trait OrderStore: Send + Sync + 'static {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>>;
+
+    /// One sale as recorded now (not a cached copy).
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>>;
+
+    /// Records a sale's next version, in one write (a journal record, a transaction), if the
+    /// store holds the version before it; `Ok` also when it holds this version already. Every
+    /// change of a sale goes through here (the place its event is recorded with it).
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>>;
 
     /// Records a new order. The order is queued before this returns (so dropping the future
     /// does not lose it); the future resolves once it is committed or refused.
@@ -123,8 +151,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Every pending or paid order: what the gate must hold after a restart.
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
-    /// What a gate must know of a sale when it is rebuilt: every active order (its holding) and
-    /// every order made with an idempotency key (the key names it for good).
+    /// What a gate must know of a sale when it is rebuilt: every active order (its holding),
+    /// every order made with an idempotency key (the key names it for good) and every order made
+    /// with an access code (the code stays its buyer's).
     fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>>;

@@ -44,6 +44,7 @@ async fn sale_orders(
             user_id: None,
             sale_id: Some(sale_id.clone()),
             before: None,
+            status: None,
             limit: 5000,
         })
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flashsale_server::clock::{Clock, ManualClock};
 use flashsale_server::domain::{Actor, Order, OrderId, OrderStatus, SaleDraft, SaleId, UserId};
 use flashsale_server::gate::{
-    GateDecision, MemoryGate, RedisGate, RedisGateOptions, Reservation, StockGate,
+    GateDecision, GateRecords, MemoryGate, RedisGate, RedisGateOptions, Reservation, StockGate,
 };
 use flashsale_server::metrics::Metrics;
 use flashsale_server::service::{PrivateIntake, Service};
@@ -76,7 +76,7 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
     for buyer in users("hang-up", 50) {
         let buyer = UserId::parse(&buyer).unwrap();
         let order = service
-            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .purchase(buyer.clone(), &sale_id, 1, None, None, None)
             .await;
         orders.push((buyer, order.unwrap().order.id));
     }
@@ -94,7 +94,7 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
     );
     for (buyer, _) in &orders {
         let again = service
-            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .purchase(buyer.clone(), &sale_id, 1, None, None, None)
             .await;
         assert!(again.is_ok(), "the buyer's limit is free again: {again:?}");
     }
@@ -340,6 +340,7 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
             expires_at: node_now + SignedDuration::from_secs(900),
             paid_at: None,
             idempotency_key: None,
+            access_code: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,
@@ -519,6 +520,7 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         expires_at: now + SignedDuration::from_secs(900),
         paid_at: None,
         idempotency_key: None,
+        access_code: None,
     };
     let reservation = Reservation {
         order: order.clone(),
@@ -544,11 +546,13 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         .xdel(gate.keys().queue(&sale.id), &entry_ids)
         .await
         .unwrap();
-    gate.repair_sale(&sale, &[], &[], &[]).await.unwrap();
+    gate.repair_sale(&sale, &GateRecords::default(), &[])
+        .await
+        .unwrap();
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(8));
     assert_eq!(gate.held(&sale.id).await.unwrap(), Some(2));
     // A verified orphan does come back.
-    gate.repair_sale(&sale, &[], &[], &[order.id.to_string()])
+    gate.repair_sale(&sale, &GateRecords::default(), &[order.id.to_string()])
         .await
         .unwrap();
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(10));
@@ -591,6 +595,7 @@ async fn one_failing_command_does_not_fail_its_batch() {
                     expires_at: now + SignedDuration::from_secs(60),
                     paid_at: None,
                     idempotency_key: None,
+                    access_code: None,
                 })
             })
             .collect();
@@ -627,7 +632,7 @@ async fn an_unconfirmed_return_is_settled_by_the_sweep() {
     let sale_id = sale.sale.id.to_string();
     let buyer = UserId::parse("b").unwrap();
     let order = service
-        .purchase(buyer.clone(), &sale_id, 1, None, None)
+        .purchase(buyer.clone(), &sale_id, 1, None, None, None)
         .await
         .unwrap()
         .order;
@@ -681,7 +686,14 @@ async fn a_sale_whose_creator_hangs_up_is_still_on_sale() {
     let page = service.sales(None, None).await.unwrap();
     let sale_id = page.sales[0].sale.id.to_string();
     let bought = service
-        .purchase(UserId::parse("first").unwrap(), &sale_id, 1, None, None)
+        .purchase(
+            UserId::parse("first").unwrap(),
+            &sale_id,
+            1,
+            None,
+            None,
+            None,
+        )
         .await;
     assert!(bought.is_ok(), "{bought:?}");
 }

@@ -7,11 +7,14 @@ use std::collections::{btree_map, BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 
+use crate::domain::SaleRevision;
 use crate::domain::{
     decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, UserId, Verdict,
 };
 use crate::hashing::{entries_for_stock, FastMap};
-use crate::store::{InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError};
+use crate::store::{
+    ChangeError, InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError,
+};
 
 /// An order as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +63,10 @@ impl Book {
         sales
     }
 
+    pub fn sale(&self, sale_id: &SaleId) -> Option<Sale> {
+        self.sales.get(sale_id).map(|entry| entry.sale.clone())
+    }
+
     pub fn order(&self, order_id: &OrderId) -> Option<&Stored> {
         self.orders.get(order_id).map(Box::as_ref)
     }
@@ -99,6 +106,7 @@ impl Book {
                     .before
                     .as_ref()
                     .is_none_or(|before| &order.id < before)
+                && query.status.is_none_or(|status| order.status == status)
         };
         match &query.user_id {
             Some(user_id) => self
@@ -181,6 +189,21 @@ impl Book {
         }
         self.put_sale(sale.clone());
         Ok(())
+    }
+
+    /// Records a sale's next version; says whether it changed the book (a repeat does not).
+    pub fn change_sale(&mut self, revision: &SaleRevision) -> Result<bool, ChangeError> {
+        let sale = &revision.sale;
+        let entry = self.sales.get(&sale.id).ok_or(ChangeError::NotFound)?;
+        let stored = entry.sale.version;
+        if stored >= sale.version {
+            return Ok(false);
+        }
+        if stored + 1 != sale.version {
+            return Err(ChangeError::Conflict { stored });
+        }
+        self.put_sale(sale.clone());
+        Ok(true)
     }
 
     pub fn insert_order(&mut self, order: &Order) -> Result<(), InsertError> {
@@ -314,15 +337,25 @@ impl Book {
 
     // --- the two primitives every change and the replay go through -------------------------
 
-    /// Records a sale (the journal's replay, or a checked creation).
+    /// Records a sale (the journal's replay, or a checked creation or change): a new sale, or a
+    /// later version of one, whose stock the tally's `remaining` follows.
     pub fn put_sale(&mut self, sale: Sale) {
-        let tally = SaleTally {
-            remaining: sale.stock,
-            ..SaleTally::default()
-        };
-        if let Entry::Vacant(vacant) = self.sales.entry(sale.id.clone()) {
-            self.by_buyer.reserve(entries_for_stock(sale.stock));
-            vacant.insert(SaleEntry { sale, tally });
+        match self.sales.entry(sale.id.clone()) {
+            Entry::Vacant(vacant) => {
+                let tally = SaleTally {
+                    remaining: sale.stock,
+                    ..SaleTally::default()
+                };
+                self.by_buyer.reserve(entries_for_stock(sale.stock));
+                vacant.insert(SaleEntry { sale, tally });
+            }
+            Entry::Occupied(mut kept) if kept.get().sale.version < sale.version => {
+                let entry = kept.get_mut();
+                let held = entry.tally.pending.saturating_add(entry.tally.paid);
+                entry.tally.remaining = sale.stock.saturating_sub(held);
+                entry.sale = sale;
+            }
+            Entry::Occupied(_) => {}
         }
     }
 

@@ -1,11 +1,12 @@
-//! The journal's two records, a sale and an order's whole state (the last record of an order is
-//! its state), in a compact binary form: numbers little-endian, times as nanoseconds, text with
-//! a u16 length.
+//! The journal's two records, a sale's version and an order's whole state (the last record of a
+//! sale or an order is its state), in a compact binary form: numbers little-endian, times as
+//! nanoseconds, text with a u16 length. Fields added later come last, so a record written
+//! before them still reads (with their defaults: version 1, not paused, public, no code).
 
 use jiff::Timestamp;
 
 use super::book::Stored;
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
 use crate::record_file;
 use crate::store::{waiting_room_from_text, waiting_room_text};
 
@@ -103,6 +104,9 @@ impl Reader<'_> {
     fn done(&self) -> Option<()> {
         self.0.is_empty().then_some(())
     }
+    fn is_done(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn status_code(status: OrderStatus) -> u8 {
@@ -129,6 +133,9 @@ pub fn put_sale(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale: &Sale) {
     writer.u32(sale.payment_window_secs);
     writer.time(sale.created_at);
     writer.optional_text(waiting_room_text(sale.waiting_room.as_ref()).as_deref());
+    writer.u64(sale.version);
+    writer.flag(sale.paused);
+    writer.text(sale.access.as_str());
     record_file::encode_into(out, SALE, scratch);
 }
 
@@ -147,12 +154,13 @@ pub fn put_order(out: &mut Vec<u8>, scratch: &mut Vec<u8>, stored: &Stored) {
     writer.optional_time(order.paid_at);
     writer.optional_text(order.idempotency_key.as_deref());
     writer.flag(stored.stock_returned);
+    writer.optional_text(order.access_code.as_deref());
     record_file::encode_into(out, ORDER, scratch);
 }
 
 fn read_sale(payload: &[u8]) -> Option<Sale> {
     let mut reader = Reader(payload);
-    let sale = Sale {
+    let mut sale = Sale {
         id: SaleId::parse(&reader.text()?)?,
         name: reader.text()?,
         description: reader.text()?,
@@ -167,14 +175,22 @@ fn read_sale(payload: &[u8]) -> Option<Sale> {
             Some(text) => Some(waiting_room_from_text(&text)?),
             None => None,
         },
+        version: 1,
+        paused: false,
+        access: SaleAccess::Public,
     };
+    if !reader.is_done() {
+        sale.version = reader.u64()?;
+        sale.paused = reader.flag()?;
+        sale.access = SaleAccess::parse(&reader.text()?)?;
+    }
     reader.done()?;
     Some(sale)
 }
 
 fn read_order(payload: &[u8]) -> Option<Stored> {
     let mut reader = Reader(payload);
-    let order = Order {
+    let mut order = Order {
         id: OrderId::parse(&reader.text()?)?,
         sale_id: SaleId::parse(&reader.text()?)?,
         user_id: UserId::parse(&reader.text()?)?,
@@ -184,8 +200,12 @@ fn read_order(payload: &[u8]) -> Option<Stored> {
         expires_at: reader.time()?,
         paid_at: reader.optional_time()?,
         idempotency_key: reader.optional_text()?,
+        access_code: None,
     };
     let stock_returned = reader.flag()?;
+    if !reader.is_done() {
+        order.access_code = reader.optional_text()?;
+    }
     reader.done()?;
     Some(Stored {
         order,
@@ -234,6 +254,9 @@ mod tests {
             pass_ttl_secs: 60,
             opens_before_secs: 300,
         });
+        sale.version = 4;
+        sale.paused = true;
+        sale.access = SaleAccess::Codes;
         let stored = Stored {
             order: Order {
                 id: OrderId::generate(),
@@ -245,6 +268,7 @@ mod tests {
                 expires_at: at,
                 paid_at: Some(at),
                 idempotency_key: Some("key-1".into()),
+                access_code: Some("code-1".into()),
             },
             stock_returned: false,
         };
@@ -265,5 +289,44 @@ mod tests {
         };
         assert_eq!(**read_sale, sale);
         assert_eq!(**read_order, stored);
+    }
+
+    #[test]
+    fn records_written_before_versions_and_codes_still_read() {
+        // A sale and an order as the version before sale changes wrote them (bytes frozen here).
+        let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let mut old_sale = Vec::new();
+        let mut writer = Writer(&mut old_sale);
+        writer.text("s-1");
+        writer.text("Old");
+        writer.text("");
+        writer.u64(10);
+        writer.u32(1);
+        writer.u64(0);
+        writer.time(at);
+        writer.optional_time(None);
+        writer.u32(900);
+        writer.time(at);
+        writer.optional_text(None);
+        let sale = read_sale(&old_sale).expect("an old sale reads");
+        assert_eq!(
+            (sale.version, sale.paused, sale.access),
+            (1, false, SaleAccess::Public)
+        );
+        let mut old_order = Vec::new();
+        let mut writer = Writer(&mut old_order);
+        writer.text("o-1");
+        writer.text("s-1");
+        writer.text("ann");
+        writer.u32(1);
+        writer.0.push(0);
+        writer.time(at);
+        writer.time(at);
+        writer.optional_time(None);
+        writer.optional_text(None);
+        writer.flag(true);
+        let stored = read_order(&old_order).expect("an old order reads");
+        assert_eq!(stored.order.access_code, None);
+        assert!(stored.stock_returned);
     }
 }

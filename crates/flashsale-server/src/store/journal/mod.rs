@@ -28,9 +28,10 @@ use self::space::{DirectoryLock, Journal};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
-    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+    ChangeError, InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition,
+    TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::metrics::Metrics;
 use crate::record_file;
 use crate::BoxFuture;
@@ -256,6 +257,18 @@ impl OrderStore for JournalStore {
         Box::pin(self.shared.read(Book::sales))
     }
 
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.shared.read(move |book| book.sale(&sale_id)))
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        self.commands.change_sale(revision)
+    }
+
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
         self.commands.insert_order(order)
     }
@@ -316,7 +329,9 @@ impl OrderStore for JournalStore {
         let sale_id = sale_id.clone();
         Box::pin(self.shared.read(move |book| {
             book.orders_of_sale(&sale_id, |order| {
-                order.status.is_active() || order.idempotency_key.is_some()
+                order.status.is_active()
+                    || order.idempotency_key.is_some()
+                    || order.access_code.is_some()
             })
         }))
     }

@@ -197,6 +197,13 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             }
             Pending::Unit(reply, result)
         }
+        Command::ChangeSale { revision, reply } => {
+            let result = book.change_sale(&revision);
+            if matches!(result, Ok(true)) {
+                codec::put_sale(&mut batch.records, &mut batch.scratch, &revision.sale);
+            }
+            Pending::Change(reply, result.map(|_| ()))
+        }
         Command::InsertOrder { order, reply } => {
             let result = book.insert_order(&order);
             if result.is_ok() {

@@ -27,9 +27,10 @@ use deadpool_postgres::Pool;
 use jiff::Timestamp;
 
 use super::{
-    InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition, TransitionError,
+    ChangeError, InsertError, OrderQuery, OrderStore, SaleTally, StoreError, Transition,
+    TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::error_chain::describe;
 use crate::BoxFuture;
 
@@ -73,6 +74,18 @@ impl OrderStore for PostgresStore {
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
         Box::pin(self.sales())
+    }
+
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move { self.sale(&sale_id).await })
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        Box::pin(self.change_sale(revision))
     }
 
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {

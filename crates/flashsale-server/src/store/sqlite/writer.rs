@@ -7,10 +7,12 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::rows::{self, millis, ORDER_COLUMNS};
-use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Sale, Verdict};
+use crate::domain::{
+    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleRevision, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
-use crate::store::{InsertError, StoreError, Transition, TransitionError};
+use crate::store::{ChangeError, InsertError, StoreError, Transition, TransitionError};
 
 fn statement_failed(error: &rusqlite::Error) -> StoreError {
     StoreError::Failed(error.to_string())
@@ -123,6 +125,13 @@ fn apply(connection: &Connection, command: Command) -> (Pending, bool) {
             let applied = result.is_ok();
             (Pending::Unit(reply, result), applied)
         }
+        Command::ChangeSale { revision, reply } => match change_sale(connection, &revision) {
+            Ok(result) => (Pending::Change(reply, result), true),
+            Err(error) => (
+                Pending::Change(reply, Err(ChangeError::Store(statement_failed(&error)))),
+                false,
+            ),
+        },
         Command::InsertOrder { order, reply } => match insert_order(connection, &order) {
             Ok(result) => (Pending::Insert(reply, result), true),
             Err(error) => (
@@ -165,7 +174,8 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
         .prepare_cached(
             "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
              price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, \
-             waiting_room) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             waiting_room, version, paused, access) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             sale.id.as_str(),
@@ -179,8 +189,53 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
             sale.payment_window_secs,
             millis(sale.created_at),
             crate::store::waiting_room_text(sale.waiting_room.as_ref()),
+            i64::try_from(sale.version).unwrap_or(i64::MAX),
+            sale.paused,
+            sale.access.as_str(),
         ])?;
     Ok(())
+}
+
+/// Writes the sale's next version if the row holds the one before; `remaining` moves with the
+/// stock (the gate took units off sale before, or adds them after: never fewer here than there).
+fn change_sale(
+    connection: &Connection,
+    revision: &SaleRevision,
+) -> rusqlite::Result<Result<(), ChangeError>> {
+    let sale = &revision.sale;
+    let version = i64::try_from(sale.version).unwrap_or(i64::MAX);
+    let changed = connection
+        .prepare_cached(
+            "UPDATE sales SET name = ?2, description = ?3, \
+                 remaining = remaining + (?4 - stock), stock = ?4, per_user_limit = ?5, \
+                 ends_at_ms = ?6, waiting_room = ?7, version = ?8, paused = ?9 \
+             WHERE id = ?1 AND version = ?8 - 1",
+        )?
+        .execute(params![
+            sale.id.as_str(),
+            sale.name,
+            sale.description,
+            i64::try_from(sale.stock).unwrap_or(i64::MAX),
+            sale.per_user_limit,
+            sale.ends_at.map(millis),
+            crate::store::waiting_room_text(sale.waiting_room.as_ref()),
+            version,
+            sale.paused,
+        ])?;
+    if changed == 1 {
+        return Ok(Ok(()));
+    }
+    let stored: Option<i64> = connection
+        .prepare_cached("SELECT version FROM sales WHERE id = ?1")?
+        .query_row([sale.id.as_str()], |row| row.get(0))
+        .optional()?;
+    Ok(match stored {
+        None => Err(ChangeError::NotFound),
+        Some(stored) if stored >= version => Ok(()),
+        Some(stored) => Err(ChangeError::Conflict {
+            stored: u64::try_from(stored).unwrap_or(0),
+        }),
+    })
 }
 
 fn constraint_message(error: &rusqlite::Error) -> Option<&str> {
@@ -201,8 +256,8 @@ fn insert_order(
     let inserted = connection
         .prepare_cached(
             "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at_ms, \
-             expires_at_ms, paid_at_ms, idempotency_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             expires_at_ms, paid_at_ms, idempotency_key, access_code) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             order.id.as_str(),
@@ -214,6 +269,7 @@ fn insert_order(
             millis(order.expires_at),
             order.paid_at.map(millis),
             order.idempotency_key,
+            order.access_code,
         ]);
     let error = match inserted {
         Ok(_) => return Ok(Ok(())),

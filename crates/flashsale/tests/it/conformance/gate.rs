@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use flashsale_server::domain::{Order, Sale};
-use flashsale_server::gate::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
+use flashsale_server::gate::{
+    GateDecision, GateError, GateRecords, Holding, OrderKey, Reservation, StockGate,
+};
 
 use super::{at, order, sale, user, T0};
 
@@ -144,16 +146,16 @@ pub async fn releases_each_order_once(gate: Arc<dyn StockGate>) {
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(2));
     assert_eq!(gate.held(&sale.id).await.unwrap(), Some(2));
     let holding = Holding::from(&held);
-    assert!(gate.release(&holding).await.unwrap());
+    assert!(gate.release(&holding, at(T0)).await.unwrap());
     assert_eq!(gate.held(&sale.id).await.unwrap(), Some(0));
     assert!(
-        !gate.release(&holding).await.unwrap(),
+        !gate.release(&holding, at(T0)).await.unwrap(),
         "a second release is a no-op"
     );
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
     let stranger = Holding::from(&order(&sale, "z", 1, None));
     assert!(
-        !gate.release(&stranger).await.unwrap(),
+        !gate.release(&stranger, at(T0)).await.unwrap(),
         "an unknown order releases nothing"
     );
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(4));
@@ -164,7 +166,7 @@ pub async fn a_release_lets_the_buyer_buy_again(gate: Arc<dyn StockGate>) {
     gate.open_sale(&sale).await.unwrap();
     let first = order(&sale, "a", 1, None);
     gate.reserve(&reservation(&first, 1)).await.unwrap();
-    assert!(gate.release(&Holding::from(&first)).await.unwrap());
+    assert!(gate.release(&Holding::from(&first), at(T0)).await.unwrap());
     let again = order(&sale, "a", 1, None);
     assert!(is_reserved(
         &gate.reserve(&reservation(&again, 1)).await.unwrap()
@@ -181,8 +183,11 @@ pub async fn restores_from_holdings(gate: Arc<dyn StockGate>) {
     let cancelled = order(&sale, "c", 1, Some("kc"));
     gate.restore_sale(
         &sale,
-        vec![Holding::from(&kept), Holding::from(&other)],
-        vec![OrderKey::of(&cancelled).unwrap()],
+        GateRecords {
+            holdings: vec![Holding::from(&kept), Holding::from(&other)],
+            keys: vec![OrderKey::of(&cancelled).unwrap()],
+            codes: Vec::new(),
+        },
     )
     .await
     .unwrap();
@@ -330,7 +335,7 @@ pub async fn a_key_names_its_order_for_good(gate: Arc<dyn StockGate>) {
     assert!(is_reserved(
         &gate.reserve(&reservation(&first, 1)).await.unwrap()
     ));
-    assert!(gate.release(&Holding::from(&first)).await.unwrap());
+    assert!(gate.release(&Holding::from(&first), at(T0)).await.unwrap());
     let retry = order(&sale, "a", 1, Some("k"));
     assert_eq!(
         gate.reserve(&reservation(&retry, 1)).await.unwrap(),
@@ -359,7 +364,7 @@ pub async fn an_abandoned_order_forgets_its_key(gate: Arc<dyn StockGate>) {
     assert!(is_reserved(
         &gate.reserve(&reservation(&first, 1)).await.unwrap()
     ));
-    assert!(gate.abandon(&Holding::from(&first)).await.unwrap());
+    assert!(gate.abandon(&Holding::from(&first), at(T0)).await.unwrap());
     assert_eq!(
         gate.key_owner(&sale.id, &user("a"), "k").await.unwrap(),
         None

@@ -251,6 +251,7 @@ pub async fn lists_newest_first_with_filters(backend: &dyn StoreBackend) {
         user_id,
         sale_id,
         before,
+        status: None,
         limit,
     };
     let all = store.orders(query(None, None, None, 100)).await.unwrap();
