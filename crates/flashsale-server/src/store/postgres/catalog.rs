@@ -89,9 +89,10 @@ impl PostgresStore {
         let changed = transaction
             .execute(
                 "UPDATE sales SET name = $2, description = $3, \
-                     remaining = remaining + ($4 - stock), stock = $4, per_user_limit = $5, \
-                     ends_at = $6, waiting_room = $7, version = $8, paused = $9 \
-                 WHERE id = $1 AND version = $8 - 1",
+                     remaining = remaining + ($4::bigint - stock), stock = $4::bigint, \
+                     per_user_limit = $5, \
+                     ends_at = $6, waiting_room = $7, version = $8::bigint, paused = $9 \
+                 WHERE id = $1 AND version = $8::bigint - 1",
                 &[
                     &sale.id.as_str(),
                     &sale.name,
