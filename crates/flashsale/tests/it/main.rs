@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod harness;
 mod journal_store;
+mod live_sale;
 mod ops;
 mod pages;
 mod process;
