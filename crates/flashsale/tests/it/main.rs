@@ -9,6 +9,7 @@ mod conformance;
 mod harness;
 mod journal_store;
 mod live_sale;
+mod openapi_statuses;
 mod ops;
 mod pages;
 mod process;
