@@ -354,9 +354,9 @@ pub fn created<T>(body: T) -> JsonReply<T> {
     JsonReply(StatusCode::CREATED, body)
 }
 
-/// `201` with a body of another type than JSON (the codes as CSV).
-pub fn created_as(content_type: &'static str, bytes: Vec<u8>) -> Response {
-    let mut response = Response::new(ResponseBody::from(bytes));
+/// `201` with a body written as it goes (the codes, as JSON or CSV).
+pub fn created_as(content_type: &'static str, body: ResponseBody) -> Response {
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::CREATED;
     response
         .headers_mut()

@@ -279,16 +279,61 @@ pub async fn make_codes(
     principal.admin()?;
     let Query(query) =
         query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
-    let codes = state.service.make_codes(&sale_id, request.count).await?;
-    if query.format.as_deref() == Some("csv") {
-        let mut bytes = Vec::with_capacity(6 + codes.len() * 24);
-        csv::row(&mut bytes, &["code"]);
-        for code in &codes {
-            csv::row(&mut bytes, &[code.as_str()]);
-        }
-        return Ok(created_as("text/csv; charset=utf-8; header=present", bytes));
-    }
-    Ok(created(CodesBody { codes }).into_response())
+    let batches = state.service.make_codes(&sale_id, request.count).await?;
+    let csv = query.format.as_deref() == Some("csv");
+    let stream = futures_util::stream::unfold(
+        (batches, true, false),
+        move |(mut batches, first, done)| async move {
+            if done {
+                return None;
+            }
+            let mut chunk = Vec::new();
+            if first {
+                if csv {
+                    csv::row(&mut chunk, &["code"]);
+                } else {
+                    chunk.extend_from_slice(br#"{"codes":["#);
+                }
+            }
+            match batches.next_batch().await {
+                Some(Ok(codes)) => {
+                    for (index, code) in codes.iter().enumerate() {
+                        if csv {
+                            csv::row(&mut chunk, &[code.as_str()]);
+                        } else {
+                            if !(first && index == 0) {
+                                chunk.push(b',');
+                            }
+                            // Codes are base64url: nothing to escape.
+                            chunk.push(b'"');
+                            chunk.extend_from_slice(code.as_bytes());
+                            chunk.push(b'"');
+                        }
+                    }
+                    Some((Ok::<_, std::io::Error>(chunk), (batches, false, false)))
+                }
+                Some(Err(error)) => Some((
+                    Err(std::io::Error::other(error.to_string())),
+                    (batches, false, true),
+                )),
+                None => {
+                    if !csv {
+                        chunk.extend_from_slice(b"]}");
+                    }
+                    Some((Ok(chunk), (batches, false, true)))
+                }
+            }
+        },
+    );
+    let content_type = if csv {
+        "text/csv; charset=utf-8; header=present"
+    } else {
+        "application/json"
+    };
+    Ok(created_as(
+        content_type,
+        axum::body::Body::from_stream(stream),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/sales/{sale_id}/audit", tag = "sales",

@@ -3,12 +3,40 @@
 //! takes stock with one by the gate itself.
 
 use super::{Service, ServiceError};
-use crate::access_codes::CODES_PER_REQUEST_MAX;
-use crate::domain::{InvalidField, Sale, SaleAccess, UserId};
+use crate::access_codes::{AccessCodes, CODES_PER_REQUEST_MAX};
+use crate::domain::{InvalidField, Sale, SaleAccess, SaleId, UserId};
+
+/// Codes made per batch: a few milliseconds of HMACs.
+const CODES_PER_BATCH: usize = 10_000;
+
+/// New codes of one sale still to be made.
+pub struct CodeBatches {
+    codes: AccessCodes,
+    sale_id: SaleId,
+    left: usize,
+}
+
+impl CodeBatches {
+    /// The next batch, `None` once every code was made (off the runtime's threads: HMACs).
+    pub async fn next_batch(&mut self) -> Option<Result<Vec<String>, ServiceError>> {
+        if self.left == 0 {
+            return None;
+        }
+        let count = self.left.min(CODES_PER_BATCH);
+        self.left -= count;
+        let (codes, sale_id) = (self.codes.clone(), self.sale_id.clone());
+        let made = tokio::task::spawn_blocking(move || codes.make(&sale_id, count))
+            .await
+            .map_err(|error| ServiceError::Internal(error.to_string()))
+            .and_then(|made| made.map_err(|error| ServiceError::Internal(error.to_string())));
+        Some(made)
+    }
+}
 
 impl Service {
-    /// `count` new codes for the sale (1 to 1,000,000).
-    pub async fn make_codes(&self, sale_id: &str, count: i64) -> Result<Vec<String>, ServiceError> {
+    /// `count` new codes for the sale (1 to 1,000,000), made batch by batch as the caller takes
+    /// them (a reply can stream a million codes without holding them, or waiting for all).
+    pub async fn make_codes(&self, sale_id: &str, count: i64) -> Result<CodeBatches, ServiceError> {
         if !(1..=CODES_PER_REQUEST_MAX).contains(&count) {
             return Err(InvalidField::new(
                 "count",
@@ -20,12 +48,11 @@ impl Service {
         let codes = self.codes.clone().ok_or_else(|| {
             ServiceError::Unavailable("this server has no access codes configured".into())
         })?;
-        let count = usize::try_from(count).unwrap_or(0);
-        // A million HMACs take a moment: off the runtime's threads.
-        tokio::task::spawn_blocking(move || codes.make(&sale.id, count))
-            .await
-            .map_err(|error| ServiceError::Internal(error.to_string()))?
-            .map_err(|error| ServiceError::Internal(error.to_string()))
+        Ok(CodeBatches {
+            codes,
+            sale_id: sale.id.clone(),
+            left: usize::try_from(count).unwrap_or(0),
+        })
     }
 
     /// The buyer's code if it is one of the sale's (only a code sale reads it).

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
+pub use self::codes::CodeBatches;
 pub use self::export::{ExportFilter, ExportRow, EXPORT_PAGE_ORDERS};
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
 pub use self::queue::{QueueView, WaitingRoomParts};
