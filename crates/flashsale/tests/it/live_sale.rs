@@ -659,3 +659,127 @@ crate::server_suite!(two_nodes, TestServer::start_cluster(2);
     a_change_makes_a_version_every_node_and_every_cached_read_follows,
     a_presale_sells_only_to_buyers_with_their_codes,
     the_csv_export_says_what_the_json_listing_says);
+
+/// Every change survives a restart of the embedded server: the journal's versions of the sale,
+/// the gate rebuilt from them (the pause, the stock), the codes bound by orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_every_change_of_a_sale() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let settings = crate::harness::test_settings(data_dir.path());
+    let server = TestServer::start_on(settings.clone(), None).await;
+    let sale_id = server
+        .create_sale(json!({ "stock": 4, "access": "codes" }))
+        .await;
+    let codes = make_codes(&server, &sale_id, 2, "").await.body["codes"].clone();
+    let code = codes[0].as_str().unwrap().to_owned();
+    let bought = buy_with_code(&server, &sale_id, "ann", Some(&code)).await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    assert_eq!(
+        ok(&patch(&server, &sale_id, json!({ "add_stock": 6 })).await)["stock"],
+        json!(10)
+    );
+    assert_eq!(
+        ok(&control(&server, &sale_id, "pause").await)["version"],
+        json!(3)
+    );
+    server.stop().await;
+
+    let server = TestServer::start_on(settings, None).await;
+    let sale = server.get(&format!("/api/v1/sales/{sale_id}"), None).await;
+    assert_eq!(
+        (
+            sale.body["state"].clone(),
+            sale.body["stock"].clone(),
+            sale.body["remaining"].clone()
+        ),
+        (json!("paused"), json!(10), json!(9))
+    );
+    assert_eq!(sale.body["version"], json!(3));
+    let second = codes[1].as_str().unwrap();
+    assert_eq!(
+        buy_with_code(&server, &sale_id, "bob", Some(second))
+            .await
+            .code(),
+        "sale_paused"
+    );
+    ok(&control(&server, &sale_id, "resume").await);
+    assert_eq!(
+        buy_with_code(&server, &sale_id, "bob", Some(&code))
+            .await
+            .code(),
+        "access_code_required",
+        "ann's code is still hers"
+    );
+    let bob = buy_with_code(&server, &sale_id, "bob", Some(second)).await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.body);
+    let audit = server.assert_consistent(&sale_id).await;
+    assert_eq!(
+        (audit["stock"].clone(), audit["pending"].clone()),
+        (json!(10), json!(2))
+    );
+    server.stop().await;
+}
+
+/// A node that dies between a change's steps leaves it begun in the gate (which refuses what it
+/// forbids at once) and not in the store: the other nodes' followers finish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_a_node_began_and_did_not_finish_is_finished_by_the_others() {
+    use flashsale_server::domain::SaleChange;
+    use flashsale_server::gate::{ChangeStep, RedisGate, RedisGateOptions, StockGate};
+    use flashsale_server::store::{OrderStore, PostgresOptions, PostgresStore};
+
+    let Some(server) = TestServer::start_cluster(2).await else {
+        return;
+    };
+    let sale_id = server.create_sale(json!({ "stock": 5 })).await;
+    let backends = server.backends().expect("cluster backends");
+    let store = PostgresStore::open(PostgresOptions {
+        url: backends.postgres.url.clone(),
+        schema: backends.postgres.name.clone(),
+        connections_max: 2,
+        connect_timeout: Duration::from_secs(3),
+    })
+    .await
+    .expect("PostgreSQL");
+    let gate = RedisGate::connect(
+        RedisGateOptions {
+            url: backends.redis.url.clone(),
+            key_prefix: backends.redis.prefix.clone(),
+            sold_out_recheck: Duration::from_millis(1000),
+            response_timeout: Duration::from_secs(5),
+            replicas_ack: 0,
+            replicas_ack_timeout: Duration::from_secs(1),
+            time_from_caller: true,
+            tls_ca_file: None,
+        },
+        Arc::new(flashsale_server::metrics::Metrics::default()),
+    )
+    .await
+    .expect("Redis");
+    let sale_id_typed = flashsale_server::domain::SaleId::parse(&sale_id).unwrap();
+    let base = store.sale(&sale_id_typed).await.unwrap().expect("the sale");
+    let paused = SaleChange::Pause
+        .apply(&base, server.now())
+        .unwrap()
+        .unwrap();
+    // The first step only, as a node that died right after it.
+    assert_eq!(
+        gate.begin_change(base.version, &paused, server.now())
+            .await
+            .unwrap(),
+        ChangeStep::Applied
+    );
+    for buyer in 0..2 {
+        let refused = server.purchase(&sale_id, &format!("b{buyer}"), None).await;
+        assert_eq!(refused.code(), "sale_paused", "the gate refuses at once");
+    }
+    every_node_shows(&server, &sale_id, 2).await;
+    let recorded = store.sale(&sale_id_typed).await.unwrap().unwrap();
+    assert_eq!((recorded.version, recorded.paused), (2, true));
+    assert!(gate.pending_changes().await.unwrap().is_empty());
+    let resumed = control(&server, &sale_id, "resume").await;
+    assert_eq!(ok(&resumed)["version"], json!(3));
+    let bought = server.purchase(&sale_id, "after", None).await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    server.assert_consistent(&sale_id).await;
+}

@@ -122,10 +122,15 @@ fn add_sale_changes(connection: &Connection) -> rusqlite::Result<()> {
             "CREATE TABLE sales_rebuilt",
             1,
         );
+        // The orders' triggers name `sales`: the legacy rename leaves them as they are, to find
+        // the rebuilt table by that name (the new rename would check them against a table
+        // dropped a moment before, and refuse).
         connection.execute_batch(&format!(
-            "BEGIN; {create} INSERT INTO sales_rebuilt ({SALE_COLUMNS}, remaining) \
+            "PRAGMA legacy_alter_table = ON; BEGIN; {create} \
+             INSERT INTO sales_rebuilt ({SALE_COLUMNS}, remaining) \
              SELECT {SALE_COLUMNS}, remaining FROM sales; DROP TABLE sales; \
-             ALTER TABLE sales_rebuilt RENAME TO sales; COMMIT;"
+             ALTER TABLE sales_rebuilt RENAME TO sales; COMMIT; \
+             PRAGMA legacy_alter_table = OFF;"
         ))?;
     }
     Ok(())
