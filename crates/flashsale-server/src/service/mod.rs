@@ -193,14 +193,22 @@ impl Service {
         })
     }
 
-    /// Lets sales have a waiting room, kept in `parts.line`; brings each line's admission in
-    /// line with its sale (a restart after a crash between the two records).
+    /// Lets sales have a waiting room, kept in `parts.line`. A private gate was just rebuilt
+    /// from the store: each line's admission is brought in line with it (a crash can come
+    /// between an order's record and the line's, or a change's). A shared gate changes its lines
+    /// in the same script as itself, and may hold a change the store has yet to record: nothing
+    /// to bring in line, and the store's word would be the older one.
     pub async fn with_waiting_room(
         mut self,
         parts: WaitingRoomParts,
     ) -> Result<Self, ServiceError> {
         let now_ms = self.clock.now().as_millisecond();
-        for sale in self.catalog.all(self.store.as_ref()).await? {
+        let sales = if self.catalog.policy() == CatalogPolicy::Complete {
+            self.catalog.all(self.store.as_ref()).await?
+        } else {
+            Vec::new()
+        };
+        for sale in sales {
             let Some(room) = sale.waiting_room else {
                 continue;
             };
