@@ -25,8 +25,11 @@ impl ClusterStore {
         Self { postgres, queue }
     }
 
-    /// The queued orders PostgreSQL does not hold yet (read after the queue: an order leaves
-    /// the queue only after its commit, so none is missed).
+    /// The queued orders PostgreSQL does not hold yet. Call it after reading the queue and
+    /// before reading PostgreSQL's own rows, and merge with `merged`: an order leaves the queue
+    /// only after its commit, so one committed before this call is in the rows read after it,
+    /// and one committed later is kept from the queue (and, found twice, kept once). Asked after
+    /// the rows instead, an order committed between the two was in neither.
     async fn not_stored(&self, queued: Vec<Order>) -> Result<Vec<Order>, StoreError> {
         if queued.is_empty() {
             return Ok(queued);
@@ -49,6 +52,19 @@ impl ClusterStore {
         // Persisted between the two reads: the queue forgets an order only after its commit.
         self.postgres.order(order_id).await
     }
+}
+
+/// PostgreSQL's rows and the queued orders it did not hold a moment before, each order once
+/// (PostgreSQL's version of an order found in both: it may have been paid since).
+fn merged(mut stored: Vec<Order>, queued: Vec<Order>) -> Vec<Order> {
+    let known: std::collections::HashSet<OrderId> =
+        stored.iter().map(|order| order.id.clone()).collect();
+    stored.extend(
+        queued
+            .into_iter()
+            .filter(|order| !known.contains(&order.id)),
+    );
+    stored
 }
 
 impl OrderStore for ClusterStore {
@@ -127,11 +143,12 @@ impl OrderStore for ClusterStore {
                 );
             }
             let limit = query.limit;
-            let mut orders = self.postgres.orders(query).await?;
+            let queued = self.not_stored(queued).await?;
+            let orders = self.postgres.orders(query).await?;
             if queued.is_empty() {
                 return Ok(orders);
             }
-            orders.extend(self.not_stored(queued).await?);
+            let mut orders = merged(orders, queued);
             orders.sort_by(|a, b| b.id.cmp(&a.id));
             orders.truncate(limit);
             Ok(orders)
@@ -190,9 +207,9 @@ impl OrderStore for ClusterStore {
         let sale_id = sale_id.clone();
         Box::pin(async move {
             let queued = self.queue.unpersisted(&sale_id).await?;
-            let mut active = self.postgres.active_orders(&sale_id).await?;
-            active.extend(self.not_stored(queued).await?);
-            Ok(active)
+            let queued = self.not_stored(queued).await?;
+            let active = self.postgres.active_orders(&sale_id).await?;
+            Ok(merged(active, queued))
         })
     }
 
@@ -200,9 +217,9 @@ impl OrderStore for ClusterStore {
         let sale_id = sale_id.clone();
         Box::pin(async move {
             let queued = self.queue.unpersisted(&sale_id).await?;
-            let mut orders = self.postgres.orders_for_gate(&sale_id).await?;
-            orders.extend(self.not_stored(queued).await?);
-            Ok(orders)
+            let queued = self.not_stored(queued).await?;
+            let orders = self.postgres.orders_for_gate(&sale_id).await?;
+            Ok(merged(orders, queued))
         })
     }
 
