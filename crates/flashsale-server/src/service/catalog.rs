@@ -81,7 +81,7 @@ impl Catalog {
     /// Reloads every sale from the store. Reloads never overlap, and callers that arrive while
     /// one runs share the next: a crowd asking for a sale this node does not know (or for
     /// made-up ids) costs the store one query at a time.
-    pub async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+    async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
         let asked_at = Instant::now();
         let _one_at_a_time = self.reload.lock().await;
         if self.loaded_at().is_some_and(|started| started >= asked_at) {
@@ -95,6 +95,17 @@ impl Catalog {
             .loaded
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(started);
+        Ok(())
+    }
+
+    /// Reloads every sale because one changed (the follower's reload): it does not count as the
+    /// listing's, which keeps its own freshness (`LISTING_FRESHNESS`) as it had before nodes
+    /// followed changes.
+    pub async fn refresh(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+        let _one_at_a_time = self.reload.lock().await;
+        for sale in store.sales().await? {
+            self.remember(sale);
+        }
         Ok(())
     }
 

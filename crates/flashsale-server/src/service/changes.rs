@@ -144,7 +144,7 @@ impl Service {
         }
         let revision = self.gate.sales_revision().await?;
         if seen != Some(revision) {
-            self.catalog.reload(self.store.as_ref()).await?;
+            self.catalog.refresh(self.store.as_ref()).await?;
         }
         Ok(Some(revision))
     }
