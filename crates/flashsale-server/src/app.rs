@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_codes::AccessCodes;
 use crate::auth::{Authenticator, TokenMinter};
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterError, NodeWork};
@@ -305,10 +306,14 @@ impl App {
                         Arc::clone(&metrics),
                     )?),
                 };
-                let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::new());
+                let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);
+                // The gate records each line's stops and restarts in the line's journal as they
+                // happen (the last unit taken, stock back, a pause, a new rate).
+                let gate: Arc<dyn StockGate> = Arc::new(MemoryGate::with_admission_log(
+                    Arc::clone(&line) as Arc<dyn crate::line::AdmissionLog>,
+                ));
                 let intake = Arc::new(PrivateIntake::new(Arc::clone(&gate), Arc::clone(&store)));
                 let clock = clock.unwrap_or_else(|| Arc::new(SystemClock));
-                let line = Arc::new(MemoryLine::open(&settings.data_dir, passes.draw_key())?);
                 let installation = secrets::resolve(
                     settings.installation_id.as_deref(),
                     &settings.data_dir,
@@ -352,12 +357,14 @@ impl App {
         };
         let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max)
             .await?
-            .with_waiting_room(WaitingRoomParts { line, passes })
+            .with_access_codes(AccessCodes::from_secret(credentials.jwt_secret.as_bytes()))
             .with_events(EventsParts {
                 source,
                 sinks: statuses,
                 ledger,
-            });
+            })
+            .with_waiting_room(WaitingRoomParts { line, passes })
+            .await?;
         if settings.demo {
             add_example_sale(&service).await?;
         }
@@ -415,6 +422,7 @@ impl App {
             stop.clone(),
         ));
         let events = tokio::spawn(self.events.run(stop.clone()));
+        let follower = tokio::spawn(follow_sales(Arc::clone(&service), stop.clone()));
         let persister = self
             .persister
             .map(|persister| tokio::spawn(persister.run(stop)));
@@ -423,12 +431,29 @@ impl App {
         http::serve(self.listener, router, self.serve_options, metrics, shutdown).await;
         let _ = stop_expiry.send(true);
         let _ = expiry.await;
+        let _ = follower.await;
         if let Some(persister) = persister {
             let _ = persister.await;
         }
         let _ = events.await;
         service.close().await?;
         Ok(())
+    }
+}
+
+/// How often a cluster node looks whether another node created or changed a sale: well within
+/// the second in which every node must follow a change (a look is one Redis `GET`).
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// Follows the other nodes' sales until `stop` (nothing to follow on an embedded server).
+async fn follow_sales(service: Arc<Service>, stop: watch::Receiver<bool>) {
+    let mut ticker = crate::clock::StoppableTicker::new(FOLLOW_EVERY, stop);
+    let mut seen = None;
+    while ticker.tick().await {
+        match service.follow_sales(seen).await {
+            Ok(now_seen) => seen = now_seen,
+            Err(error) => tracing::warn!(%error, "following the sales failed; retrying"),
+        }
     }
 }
 
@@ -453,6 +478,7 @@ async fn add_example_sale(service: &Service) -> Result<(), StartError> {
             ends_at: None,
             payment_window_secs: None,
             waiting_room: None,
+            access: crate::domain::SaleAccess::Public,
         })
         .await?;
     Ok(())

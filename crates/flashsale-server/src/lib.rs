@@ -18,6 +18,7 @@
 //! - `http`: the accept loop and connection deadlines, router, extractors, handlers, limits, and
 //!   the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
+//! - `access_codes`: presale codes, made and checked with one HMAC and no IO.
 //! - `metrics`: lock-free counters rendered for Prometheus.
 //! - `config`, `cli`, `secrets`: settings from defaults, file, environment and flags.
 //! - `descriptors`: the open-file limit (raised at start) and the connection cap it allows.
@@ -25,6 +26,7 @@
 //! - `clock`: where "now" comes from (the system's, Redis's in a cluster, a manual one in tests).
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
+pub mod access_codes;
 pub mod app;
 pub mod auth;
 pub mod clock;

@@ -13,7 +13,7 @@ pub use self::connections::{ClosedBy, ConnectionCounters};
 pub use self::storage::StorageGauges;
 
 /// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 21] = [
+pub const ROUTES: [&str; 26] = [
     "/",
     "/admin",
     "/assets/{file}",
@@ -26,7 +26,12 @@ pub const ROUTES: [&str; 21] = [
     "/api/v1/sales/{sale_id}/purchase",
     "/api/v1/sales/{sale_id}/queue",
     "/api/v1/sales/{sale_id}/audit",
+    "/api/v1/sales/{sale_id}/pause",
+    "/api/v1/sales/{sale_id}/resume",
+    "/api/v1/sales/{sale_id}/end",
+    "/api/v1/sales/{sale_id}/codes",
     "/api/v1/orders",
+    "/api/v1/orders.csv",
     "/api/v1/orders/{order_id}",
     "/api/v1/orders/{order_id}/pay",
     "/api/v1/orders/{order_id}/cancel",
@@ -38,7 +43,7 @@ pub const ROUTES: [&str; 21] = [
 ];
 
 /// Purchase outcomes, by the code the client sees (`created` and `repeated` for successes).
-pub const PURCHASE_OUTCOMES: [&str; 14] = [
+pub const PURCHASE_OUTCOMES: [&str; 16] = [
     "created",
     "repeated",
     "sold_out",
@@ -47,6 +52,8 @@ pub const PURCHASE_OUTCOMES: [&str; 14] = [
     "sale_ended",
     "invalid_quantity",
     "queue_pass_required",
+    "sale_paused",
+    "access_code_required",
     "sale_not_found",
     "rate_limited",
     "overloaded",

@@ -4,11 +4,14 @@
 //! restart of the embedded server; of a cluster node; of Redis, back from its AOF; a stall of
 //! PostgreSQL). It records
 //! every operation and what came back, then checks the contract's promises from that history
-//! and the server's own records. A seed replays the same client schedule and fault times.
+//! and the server's own records. Meanwhile an operator pauses and resumes sales and tops their
+//! stock up (`operator.rs`). A seed replays the same client schedule, operator's changes and
+//! fault times.
 
 mod checker;
 mod crowd;
 mod history;
+mod operator;
 mod processes;
 mod wire;
 
@@ -22,6 +25,7 @@ use serde_json::json;
 use self::checker::{AuditSeen, Listed, Records};
 use self::crowd::{Crowd, SaleSpec};
 use self::history::History;
+use self::operator::{Operated, Operator};
 use self::processes::{through_proxy, Node, PausableProxy, PrivateRedis};
 use self::wire::{exchange, Answer, HangUp, Request};
 use crate::SplitMix64;
@@ -536,7 +540,20 @@ async fn run_on(
     let buyers: Vec<_> = (0..options.buyers)
         .map(|index| tokio::spawn(Arc::clone(&crowd).buyer(index, options.seed)))
         .collect();
-    let events = hurt(deployment, faults, started).await;
+    let operator = Operator {
+        nodes: deployment.addresses.clone(),
+        admin_token: deployment.admin_token.clone(),
+        sales: sales
+            .iter()
+            .filter(|sale| sale.ends_at.is_none())
+            .cloned()
+            .collect(),
+        deadline: started + options.duration,
+    };
+    let ((operated, left_paused), events) = tokio::join!(
+        operator.run(options.seed),
+        hurt(deployment, faults, started)
+    );
     for buyer in buyers {
         let _ = buyer.await;
     }
@@ -547,7 +564,10 @@ async fn run_on(
         orders: Vec::new(),
         bought_back: BTreeMap::new(),
     };
-    let mut violations = Vec::new();
+    let mut violations: Vec<String> = left_paused
+        .iter()
+        .map(|sale| format!("sale {sale}: no node would resume it at the end"))
+        .collect();
     if !settled {
         violations.push(
             "the deployment did not settle (audits consistent, nothing pending) within 30 s"
@@ -566,6 +586,29 @@ async fn run_on(
             .orders
             .extend(list_orders(deployment, &sale.id).await?);
     }
+    // The stock the checks hold the records to: what the sale has now, which must be its first
+    // stock plus every acknowledged top-up, and at most every top-up sent.
+    let mut sales = sales;
+    for sale in &mut sales {
+        let done = operated.get(&sale.id).cloned().unwrap_or_default();
+        let (least, most) = (
+            sale.stock + done.added_acknowledged,
+            sale.stock + done.added_sent,
+        );
+        let now = records
+            .audits
+            .get(&sale.id)
+            .and_then(|audits| audits.first())
+            .map_or(sale.stock, |audit| audit.stock);
+        if !(least..=most).contains(&now) {
+            violations.push(format!(
+                "sale {}: its stock is {now}, not between {least} (every acknowledged top-up) \
+                 and {most} (every one sent)",
+                sale.id
+            ));
+        }
+        sale.stock = now;
+    }
     let minter = TokenMinter::new(&deployment.jwt_secret);
     for sale in &sales {
         let remaining = records
@@ -577,7 +620,7 @@ async fn run_on(
         records.bought_back.insert(sale.id.clone(), bought);
     }
     violations.extend(checker::check(&sales, &history, &records));
-    report(options, &history, &events, &records, &violations);
+    report(options, &history, &events, &operated, &records, &violations);
     Ok(violations.is_empty())
 }
 
@@ -585,6 +628,7 @@ fn report(
     options: &ChaosOptions,
     history: &[history::Operation],
     events: &[String],
+    operated: &BTreeMap<String, Operated>,
     records: &Records,
     violations: &[String],
 ) {
@@ -623,6 +667,13 @@ fn report(
     println!("faults:");
     for event in events {
         println!("  {event}");
+    }
+    println!("operator:");
+    for (sale, done) in operated {
+        println!(
+            "  sale {sale}: paused {} times, topped up {} times (+{} units acknowledged of {} sent)",
+            done.pauses, done.top_ups, done.added_acknowledged, done.added_sent
+        );
     }
     let by_status: BTreeMap<&str, usize> =
         records

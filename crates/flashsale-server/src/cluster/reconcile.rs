@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::Cluster;
 use crate::domain::{Order, Sale};
-use crate::gate::{Holding, OrderKey, StockGate};
+use crate::gate::{GateRecords, StockGate};
 use crate::store::{OrderStore, StoreError};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -187,19 +187,10 @@ async fn check(cluster: &Cluster, sale: &Sale) -> Result<SaleReconciliation, Rec
 /// kept (an order persisted while this ran), except the `orphans` the check found: holdings
 /// whose order is active nowhere, whose stock comes back.
 async fn rebuild(cluster: &Cluster, sale: &Sale, orphans: &[String]) -> Result<(), ReconcileError> {
-    let mut holdings = Vec::new();
-    let mut keys = Vec::new();
-    for order in cluster.store.orders_for_gate(&sale.id).await? {
-        if order.status.is_active() {
-            holdings.push(Holding::from(&order));
-        }
-        keys.extend(OrderKey::of(&order));
-    }
-    tracing::warn!(sale_id = %sale.id, holdings = holdings.len(), orphans = orphans.len(),
+    let orders = cluster.store.orders_for_gate(&sale.id).await?;
+    let records = GateRecords::of_orders(&orders);
+    tracing::warn!(sale_id = %sale.id, holdings = records.holdings.len(), orphans = orphans.len(),
         "rebuilding the sale's gate in Redis from PostgreSQL and the queue");
-    cluster
-        .gate
-        .repair_sale(sale, &holdings, &keys, orphans)
-        .await?;
+    cluster.gate.repair_sale(sale, &records, orphans).await?;
     Ok(())
 }

@@ -5,11 +5,13 @@
 
 use jiff::Timestamp;
 
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
+use crate::domain::{
+    Action, Actor, Order, OrderId, OrderStatus, Sale, SaleId, SaleRevision, UserId,
+};
 use crate::redis::{OrderQueue, QueueError};
 use crate::store::{
-    EventHead, InsertError, OrderQuery, OrderStore, PostgresStore, RecordedEvent, SaleTally,
-    StoreError, Transition, TransitionError,
+    ChangeError, EventHead, InsertError, OrderQuery, OrderStore, PostgresStore, RecordedEvent,
+    SaleTally, StoreError, Transition, TransitionError,
 };
 use crate::BoxFuture;
 
@@ -29,8 +31,11 @@ impl ClusterStore {
         Self { postgres, queue }
     }
 
-    /// The queued orders PostgreSQL does not hold yet (read after the queue: an order leaves
-    /// the queue only after its commit, so none is missed).
+    /// The queued orders PostgreSQL does not hold yet. Call it after reading the queue and
+    /// before reading PostgreSQL's own rows, and merge with `merged`: an order leaves the queue
+    /// only after its commit, so one committed before this call is in the rows read after it,
+    /// and one committed later is kept from the queue (and, found twice, kept once). Asked after
+    /// the rows instead, an order committed between the two was in neither.
     async fn not_stored(&self, queued: Vec<Order>) -> Result<Vec<Order>, StoreError> {
         if queued.is_empty() {
             return Ok(queued);
@@ -55,6 +60,19 @@ impl ClusterStore {
     }
 }
 
+/// PostgreSQL's rows and the queued orders it did not hold a moment before, each order once
+/// (PostgreSQL's version of an order found in both: it may have been paid since).
+fn merged(mut stored: Vec<Order>, queued: Vec<Order>) -> Vec<Order> {
+    let known: std::collections::HashSet<OrderId> =
+        stored.iter().map(|order| order.id.clone()).collect();
+    stored.extend(
+        queued
+            .into_iter()
+            .filter(|order| !known.contains(&order.id)),
+    );
+    stored
+}
+
 impl OrderStore for ClusterStore {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>> {
         self.postgres.create_sale(sale)
@@ -62,6 +80,17 @@ impl OrderStore for ClusterStore {
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
         self.postgres.sales()
+    }
+
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        OrderStore::sale(&self.postgres, sale_id)
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        OrderStore::change_sale(&self.postgres, revision)
     }
 
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
@@ -94,9 +123,11 @@ impl OrderStore for ClusterStore {
         // A buyer sees an order in their listing as soon as it is acknowledged: the queued
         // orders are read first and merged, PostgreSQL's version winning (it may be paid).
         Box::pin(async move {
-            let sale_ids = match &query.sale_id {
-                Some(sale_id) => vec![sale_id.clone()],
-                None => self.queue.queued_sale_ids().await?,
+            // A queued order is pending: a listing of other statuses has none of them.
+            let sale_ids = match (&query.sale_id, query.status) {
+                (_, Some(status)) if status != OrderStatus::PendingPayment => Vec::new(),
+                (Some(sale_id), _) => vec![sale_id.clone()],
+                (None, _) => self.queue.queued_sale_ids().await?,
             };
             let mut queued = Vec::new();
             for sale_id in &sale_ids {
@@ -118,11 +149,12 @@ impl OrderStore for ClusterStore {
                 );
             }
             let limit = query.limit;
-            let mut orders = self.postgres.orders(query).await?;
+            let queued = self.not_stored(queued).await?;
+            let orders = self.postgres.orders(query).await?;
             if queued.is_empty() {
                 return Ok(orders);
             }
-            orders.extend(self.not_stored(queued).await?);
+            let mut orders = merged(orders, queued);
             orders.sort_by(|a, b| b.id.cmp(&a.id));
             orders.truncate(limit);
             Ok(orders)
@@ -181,9 +213,9 @@ impl OrderStore for ClusterStore {
         let sale_id = sale_id.clone();
         Box::pin(async move {
             let queued = self.queue.unpersisted(&sale_id).await?;
-            let mut active = self.postgres.active_orders(&sale_id).await?;
-            active.extend(self.not_stored(queued).await?);
-            Ok(active)
+            let queued = self.not_stored(queued).await?;
+            let active = self.postgres.active_orders(&sale_id).await?;
+            Ok(merged(active, queued))
         })
     }
 
@@ -191,9 +223,9 @@ impl OrderStore for ClusterStore {
         let sale_id = sale_id.clone();
         Box::pin(async move {
             let queued = self.queue.unpersisted(&sale_id).await?;
-            let mut orders = self.postgres.orders_for_gate(&sale_id).await?;
-            orders.extend(self.not_stored(queued).await?);
-            Ok(orders)
+            let queued = self.not_stored(queued).await?;
+            let orders = self.postgres.orders_for_gate(&sale_id).await?;
+            Ok(merged(orders, queued))
         })
     }
 
@@ -229,15 +261,6 @@ impl OrderStore for ClusterStore {
 
     // Events exist only for what PostgreSQL committed: an order still queued has none yet (its
     // `created` is written by the transaction that persists it).
-
-    fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.postgres.update_sale(sale, event, at)
-    }
 
     fn events(
         &self,

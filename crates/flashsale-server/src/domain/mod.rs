@@ -1,6 +1,7 @@
 //! The sale rules. This module knows nothing of HTTP, SQL, Redis or the clock: every function that
 //! depends on time takes `now` as an argument, and nothing here does IO or awaits.
 
+mod change;
 mod event;
 mod ids;
 mod order;
@@ -8,11 +9,14 @@ mod purchase;
 mod sale;
 mod waiting_room;
 
+pub use change::{SaleChange, SaleChangeKind, SaleRevision, SaleUpdate, STOCK_TOTAL_MAX};
 pub use event::{
     order_as_of, order_event, stock_event, Event, EventKind, EventSubject, OrderEvent, SaleEvent,
 };
 pub use ids::{generated_id_text, OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
 pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
 pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};
-pub use sale::{InvalidField, Sale, SaleDraft, SaleState};
-pub use waiting_room::{standing, Admission, LineFacts, Standing, WaitingRoom, WaitingRoomDraft};
+pub use sale::{InvalidField, Sale, SaleAccess, SaleDraft, SaleState};
+pub use waiting_room::{
+    standing, Admission, AdmissionChange, LineFacts, Standing, WaitingRoom, WaitingRoomDraft,
+};

@@ -53,6 +53,8 @@ pub struct Order {
     pub paid_at: Option<Timestamp>,
     /// The buyer's `Idempotency-Key` for the purchase that made this order, if any.
     pub idempotency_key: Option<String>,
+    /// The presale code the purchase was made with (the code stays bound to this buyer).
+    pub access_code: Option<String>,
 }
 
 impl Order {
@@ -76,6 +78,7 @@ impl Order {
             expires_at: at,
             paid_at: None,
             idempotency_key: None,
+            access_code: None,
         }
     }
 }
@@ -176,6 +179,7 @@ mod tests {
             expires_at: "2026-12-01T12:15:00Z".parse().unwrap(),
             paid_at: None,
             idempotency_key: None,
+            access_code: None,
         }
     }
 

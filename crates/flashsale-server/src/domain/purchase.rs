@@ -8,11 +8,21 @@ use super::{Order, OrderId, OrderStatus, Sale, UserId};
 /// Why a purchase is refused. Each is an ordinary outcome of a sale, not a failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    SoldOut { remaining: u64 },
-    AlreadyPurchased { order_id: OrderId },
-    NotStarted { starts_at: Timestamp },
+    SoldOut {
+        remaining: u64,
+    },
+    AlreadyPurchased {
+        order_id: OrderId,
+    },
+    NotStarted {
+        starts_at: Timestamp,
+    },
     SaleEnded,
-    InvalidQuantity { per_user_limit: u32 },
+    /// The operator paused the sale.
+    SalePaused,
+    InvalidQuantity {
+        per_user_limit: u32,
+    },
 }
 
 /// The message for an invalid quantity, shared with the HTTP layer's parser.
@@ -57,6 +67,7 @@ pub fn new_order(
     user_id: UserId,
     quantity: u32,
     idempotency_key: Option<String>,
+    access_code: Option<String>,
     now: Timestamp,
 ) -> Order {
     Order {
@@ -69,6 +80,7 @@ pub fn new_order(
         expires_at: sale.payment_deadline(now),
         paid_at: None,
         idempotency_key,
+        access_code,
     }
 }
 
@@ -144,6 +156,7 @@ mod tests {
             &sale(),
             UserId::parse("u").unwrap(),
             2,
+            None,
             None,
             now,
         );

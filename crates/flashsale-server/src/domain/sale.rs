@@ -1,5 +1,6 @@
-//! A sale: a fixed stock offered from `starts_at` until `ends_at`, with a per-buyer limit and a
-//! payment window for the orders it creates.
+//! A sale: a stock offered from `starts_at` until `ends_at`, with a per-buyer limit and a
+//! payment window for the orders it creates. An operator may change it while it runs (see
+//! `change.rs`): each change makes a new version.
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -13,7 +14,31 @@ pub const PER_USER_LIMIT_MAX: i64 = 100;
 pub const PAYMENT_WINDOW_SECS_MAX: i64 = 86_400;
 pub const PAYMENT_WINDOW_SECS_DEFAULT: i64 = 900;
 
-/// A sale as stored. Immutable once created: only the stock gate's count changes.
+/// Who may buy: anyone, or only a buyer holding one of the sale's access codes (a presale).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaleAccess {
+    #[default]
+    Public,
+    Codes,
+}
+
+impl SaleAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Codes => "codes",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Public, Self::Codes]
+            .into_iter()
+            .find(|access| access.as_str() == text)
+    }
+}
+
+/// A sale as stored: one version of it. A change (`SaleChange`) makes the next version; only
+/// the stock gate's count changes between versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sale {
     pub id: SaleId,
@@ -28,6 +53,11 @@ pub struct Sale {
     pub created_at: Timestamp,
     /// The line in front of the sale, if it has one.
     pub waiting_room: Option<WaitingRoom>,
+    /// 1 when created, one more with each change.
+    pub version: u64,
+    /// Paused by the operator: nothing sells and the line admits nobody until resumed.
+    pub paused: bool,
+    pub access: SaleAccess,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +65,7 @@ pub enum SaleState {
     Scheduled,
     Live,
     SoldOut,
+    Paused,
     Ended,
 }
 
@@ -44,6 +75,7 @@ impl SaleState {
             Self::Scheduled => "scheduled",
             Self::Live => "live",
             Self::SoldOut => "sold_out",
+            Self::Paused => "paused",
             Self::Ended => "ended",
         }
     }
@@ -53,6 +85,8 @@ impl Sale {
     pub fn state(&self, now: Timestamp, remaining: u64) -> SaleState {
         if self.has_ended(now) {
             SaleState::Ended
+        } else if self.paused {
+            SaleState::Paused
         } else if now < self.starts_at {
             SaleState::Scheduled
         } else if remaining == 0 {
@@ -105,9 +139,36 @@ pub struct SaleDraft {
     pub ends_at: Option<Timestamp>,
     pub payment_window_secs: Option<i64>,
     pub waiting_room: Option<WaitingRoomDraft>,
+    pub access: SaleAccess,
 }
 
-fn in_range(field: &'static str, value: i64, low: i64, high: i64) -> Result<i64, InvalidField> {
+pub(super) fn check_name(name: &str) -> Result<(), InvalidField> {
+    let name_length = name.chars().count();
+    if name_length == 0 || name_length > NAME_LENGTH_MAX || name.trim().is_empty() {
+        return Err(InvalidField::new(
+            "name",
+            format!("must be 1 to {NAME_LENGTH_MAX} characters and not blank"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_description(description: &str) -> Result<(), InvalidField> {
+    if description.chars().count() > DESCRIPTION_LENGTH_MAX {
+        return Err(InvalidField::new(
+            "description",
+            format!("must be at most {DESCRIPTION_LENGTH_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn in_range(
+    field: &'static str,
+    value: i64,
+    low: i64,
+    high: i64,
+) -> Result<i64, InvalidField> {
     if (low..=high).contains(&value) {
         Ok(value)
     } else {
@@ -121,20 +182,9 @@ fn in_range(field: &'static str, value: i64, low: i64, high: i64) -> Result<i64,
 impl SaleDraft {
     /// Checks every rule of the contract and gives the sale to store.
     pub fn validate(self, id: SaleId, now: Timestamp) -> Result<Sale, InvalidField> {
-        let name_length = self.name.chars().count();
-        if name_length == 0 || name_length > NAME_LENGTH_MAX || self.name.trim().is_empty() {
-            return Err(InvalidField::new(
-                "name",
-                format!("must be 1 to {NAME_LENGTH_MAX} characters and not blank"),
-            ));
-        }
+        check_name(&self.name)?;
         let description = self.description.unwrap_or_default();
-        if description.chars().count() > DESCRIPTION_LENGTH_MAX {
-            return Err(InvalidField::new(
-                "description",
-                format!("must be at most {DESCRIPTION_LENGTH_MAX} characters"),
-            ));
-        }
+        check_description(&description)?;
         let stock = in_range("stock", self.stock, 1, STOCK_MAX)?;
         let per_user_limit = in_range(
             "per_user_limit",
@@ -176,6 +226,9 @@ impl SaleDraft {
             payment_window_secs: u32::try_from(payment_window_secs).unwrap_or(1),
             created_at: now,
             waiting_room,
+            version: 1,
+            paused: false,
+            access: self.access,
         })
     }
 }
@@ -332,5 +385,21 @@ mod tests {
             SaleState::SoldOut
         );
         assert_eq!(sale.state(at("2026-12-01T13:00:00Z"), 5), SaleState::Ended);
+        let paused = Sale {
+            paused: true,
+            ..sale
+        };
+        assert_eq!(
+            paused.state(at("2026-12-01T11:00:00Z"), 5),
+            SaleState::Paused
+        );
+        assert_eq!(
+            paused.state(at("2026-12-01T12:30:00Z"), 0),
+            SaleState::Paused
+        );
+        assert_eq!(
+            paused.state(at("2026-12-01T13:00:00Z"), 5),
+            SaleState::Ended
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The waiting room's rules: a line in front of a sale. Buyers who join before `starts_at` are
 //! ordered by a draw (a number unrelated to when they came) at `starts_at`; later joiners queue
 //! behind them in arrival order. Admission is computed from time, `floor(admit_per_sec × active
-//! seconds)` buyers of the line, where the seconds while the sale is sold out do not count; an
+//! seconds)` buyers of the line, where the seconds while the sale is sold out or paused do not
+//! count and a new rate counts from the moment it was set; an
 //! admitted buyer holds a pass until `pass_expires_at`, and whoever lets it run out is at the end
 //! of the line again when joining anew.
 //!
@@ -91,48 +92,73 @@ impl WaitingRoom {
     }
 }
 
-/// How far admission has gone: `base` buyers before `since_ms`, then `admit_per_sec` more per
-/// second unless `paused` (the sale is sold out). Changing it is the only write admission needs,
-/// and only when the sale runs out of stock or gets some back.
+/// How far admission has gone: `base` buyers by `since_ms`, then `admit_per_sec` more per
+/// second while the line runs. It stops while the sale is sold out (`sold_out`) or paused by the
+/// operator (`paused`); the change that stops or restarts it, or changes the rate, is recorded at
+/// the moment it happens (by the stock gate, which sees the last unit go and stock come back), so
+/// seconds while the line stood still never count, however rarely buyers look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
     pub base: u64,
     pub since_ms: i64,
+    pub admit_per_sec: u32,
     pub paused: bool,
+    pub sold_out: bool,
+}
+
+/// What changed for a line's admission at one moment; `None`: as it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionChange {
+    pub paused: Option<bool>,
+    pub sold_out: Option<bool>,
+    pub admit_per_sec: Option<u32>,
 }
 
 impl Admission {
-    /// Before anything happened: admission starts at `starts_at`.
-    pub fn initial(sale: &Sale) -> Self {
+    /// Before anything happened: admission starts at `starts_at`, at the room's rate.
+    pub fn initial(sale: &Sale, room: &WaitingRoom) -> Self {
         Self {
             base: 0,
             since_ms: sale.starts_at.as_millisecond(),
+            admit_per_sec: room.admit_per_sec,
             paused: false,
+            sold_out: false,
         }
     }
 
-    /// How many buyers of the line are admitted at `now_ms`.
-    pub fn admitted(&self, admit_per_sec: u32, now_ms: i64) -> u64 {
-        if self.paused || now_ms <= self.since_ms {
+    pub fn is_stopped(&self) -> bool {
+        self.paused || self.sold_out
+    }
+
+    /// How many buyers of the line are admitted at `now_ms`: `floor(rate × ms / 1000)` more
+    /// than `base`, computed in whole seconds and the rest so that a Lua script (doubles) gets
+    /// the same number.
+    pub fn admitted(&self, now_ms: i64) -> u64 {
+        if self.is_stopped() || now_ms <= self.since_ms {
             return self.base;
         }
         let elapsed_ms = u64::try_from(now_ms - self.since_ms).unwrap_or(0);
-        let more = u128::from(elapsed_ms) * u128::from(admit_per_sec) / 1000;
-        self.base
-            .saturating_add(u64::try_from(more).unwrap_or(u64::MAX))
+        let rate = u64::from(self.admit_per_sec);
+        let more = rate
+            .saturating_mul(elapsed_ms / 1000)
+            .saturating_add(rate * (elapsed_ms % 1000) / 1000);
+        self.base.saturating_add(more)
     }
 
-    /// The admission after seeing at `now_ms` whether the sale is sold out, if that changes it:
-    /// a sold-out sale freezes the count, stock coming back restarts the count from there.
-    pub fn observe(&self, admit_per_sec: u32, now_ms: i64, sold_out: bool) -> Option<Self> {
-        if sold_out == self.paused || now_ms < self.since_ms {
-            return None;
-        }
-        Some(Self {
-            base: self.admitted(admit_per_sec, now_ms),
-            since_ms: now_ms,
-            paused: sold_out,
-        })
+    /// The admission after `change` at `at_ms`, or `None` when it changes nothing: whoever was
+    /// admitted by then stays admitted, and the count goes on from there by the new state.
+    pub fn changed(&self, at_ms: i64, change: AdmissionChange) -> Option<Self> {
+        let next = Self {
+            base: self.admitted(at_ms),
+            since_ms: self.since_ms.max(at_ms),
+            admit_per_sec: change.admit_per_sec.unwrap_or(self.admit_per_sec),
+            paused: change.paused.unwrap_or(self.paused),
+            sold_out: change.sold_out.unwrap_or(self.sold_out),
+        };
+        let same = next.admit_per_sec == self.admit_per_sec
+            && next.paused == self.paused
+            && next.sold_out == self.sold_out;
+        (!same).then_some(next)
     }
 }
 
@@ -147,6 +173,8 @@ pub enum Standing {
     },
     /// The sale is sold out while this buyer waits; admission goes on if stock comes back.
     SoldOut { position: u64 },
+    /// The operator paused the sale; admission goes on when it is resumed.
+    Paused { position: u64 },
     /// Admitted: may buy with a pass until `pass_expires_ms` (`None`: not handed out yet).
     Admitted { pass_expires_ms: Option<i64> },
     /// The pass ran out: the buyer is out of the line and must join again (at its end).
@@ -165,7 +193,7 @@ pub struct LineFacts {
     pub pass_expires_ms: Option<i64>,
 }
 
-pub fn standing(sale: &Sale, room: &WaitingRoom, facts: &LineFacts) -> Standing {
+pub fn standing(sale: &Sale, facts: &LineFacts) -> Standing {
     let now = Timestamp::from_millisecond(facts.now_ms).unwrap_or(Timestamp::MAX);
     if sale.has_ended(now) {
         return Standing::Ended;
@@ -185,7 +213,7 @@ pub fn standing(sale: &Sale, room: &WaitingRoom, facts: &LineFacts) -> Standing 
             eta_secs: None,
         };
     };
-    let admitted = facts.admission.admitted(room.admit_per_sec, facts.now_ms);
+    let admitted = facts.admission.admitted(facts.now_ms);
     if place <= admitted {
         return Standing::Admitted {
             pass_expires_ms: None,
@@ -193,11 +221,14 @@ pub fn standing(sale: &Sale, room: &WaitingRoom, facts: &LineFacts) -> Standing 
     }
     let position = place - admitted;
     if facts.admission.paused {
+        return Standing::Paused { position };
+    }
+    if facts.admission.sold_out {
         return Standing::SoldOut { position };
     }
     // The buyer is admitted once `position` more are: the time to the next whole admission,
     // rounded up to a second.
-    let rate = u64::from(room.admit_per_sec.max(1));
+    let rate = u64::from(facts.admission.admit_per_sec.max(1));
     let eta_secs = position.div_ceil(rate);
     Standing::Waiting {
         position: Some(position),
@@ -223,6 +254,9 @@ mod tests {
             payment_window_secs: 900,
             created_at: Timestamp::from_second(0).unwrap(),
             waiting_room: Some(room()),
+            version: 1,
+            paused: false,
+            access: crate::domain::SaleAccess::Public,
         }
     }
 
@@ -235,18 +269,58 @@ mod tests {
     }
 
     #[test]
-    fn admission_follows_the_rate_and_pauses_while_sold_out() {
-        let start = Admission::initial(&sale());
-        assert_eq!(start.admitted(10, 999_000), 0);
-        assert_eq!(start.admitted(10, 1_000_000), 0);
-        assert_eq!(start.admitted(10, 1_000_099), 0);
-        assert_eq!(start.admitted(10, 1_000_100), 1);
-        assert_eq!(start.admitted(10, 1_002_500), 25);
-        let paused = start.observe(10, 1_003_000, true).unwrap();
-        assert_eq!(paused.admitted(10, 1_050_000), 30);
-        assert_eq!(paused.observe(10, 1_060_000, true), None);
-        let resumed = paused.observe(10, 1_060_000, false).unwrap();
-        assert_eq!(resumed.admitted(10, 1_061_000), 40);
+    fn admission_follows_the_rate_and_stops_while_sold_out_or_paused() {
+        let start = Admission::initial(&sale(), &room());
+        assert_eq!(start.admitted(999_000), 0);
+        assert_eq!(start.admitted(1_000_000), 0);
+        assert_eq!(start.admitted(1_000_099), 0);
+        assert_eq!(start.admitted(1_000_100), 1);
+        assert_eq!(start.admitted(1_002_500), 25);
+        let sold_out = |value| AdmissionChange {
+            sold_out: Some(value),
+            ..AdmissionChange::default()
+        };
+        let paused = |value| AdmissionChange {
+            paused: Some(value),
+            ..AdmissionChange::default()
+        };
+        let stopped = start.changed(1_003_000, sold_out(true)).unwrap();
+        assert_eq!(stopped.admitted(1_050_000), 30);
+        assert_eq!(stopped.changed(1_060_000, sold_out(true)), None);
+        // Paused while sold out: stock coming back does not restart it; resuming does.
+        let held = stopped.changed(1_055_000, paused(true)).unwrap();
+        let back = held.changed(1_058_000, sold_out(false)).unwrap();
+        assert_eq!(back.admitted(1_070_000), 30);
+        let resumed = back.changed(1_060_000, paused(false)).unwrap();
+        assert_eq!(resumed.admitted(1_061_000), 40);
+        // A new rate from its moment on; who was admitted stays admitted.
+        let faster = resumed
+            .changed(
+                1_061_000,
+                AdmissionChange {
+                    admit_per_sec: Some(100),
+                    ..AdmissionChange::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(faster.admitted(1_061_000), 40);
+        assert_eq!(faster.admitted(1_062_500), 190);
+        // Before the start, a change moves nothing: admission still starts at `starts_at`.
+        let early = start.changed(900_000, paused(true)).unwrap();
+        assert_eq!((early.base, early.since_ms), (0, 1_000_000));
+    }
+
+    #[test]
+    fn the_count_in_seconds_and_rest_is_exact_for_long_lines() {
+        let start = Admission {
+            admit_per_sec: ADMIT_PER_SEC_MAX as u32,
+            ..Admission::initial(&sale(), &room())
+        };
+        let year_ms = 365 * 86_400_000_i64;
+        assert_eq!(
+            start.admitted(1_000_000 + year_ms + 999),
+            1_000_000 * 365 * 86_400 + 999_000
+        );
     }
 
     #[test]
@@ -255,37 +329,37 @@ mod tests {
         let facts = |now_ms, place, pass| LineFacts {
             now_ms,
             place,
-            admission: Admission::initial(&sale),
+            admission: Admission::initial(&sale, &room),
             pass_expires_ms: pass,
         };
         assert_eq!(
-            standing(&sale, &room, &facts(990_000, None, None)),
+            standing(&sale, &facts(990_000, None, None)),
             Standing::Waiting {
                 position: None,
                 eta_secs: None
             }
         );
         assert_eq!(
-            standing(&sale, &room, &facts(1_001_000, Some(35), None)),
+            standing(&sale, &facts(1_001_000, Some(35), None)),
             Standing::Waiting {
                 position: Some(25),
                 eta_secs: Some(3)
             }
         );
         assert_eq!(
-            standing(&sale, &room, &facts(1_003_500, Some(35), None)),
+            standing(&sale, &facts(1_003_500, Some(35), None)),
             Standing::Admitted {
                 pass_expires_ms: None
             }
         );
         assert_eq!(
-            standing(&sale, &room, &facts(1_010_000, Some(35), Some(1_070_000))),
+            standing(&sale, &facts(1_010_000, Some(35), Some(1_070_000))),
             Standing::Admitted {
                 pass_expires_ms: Some(1_070_000)
             }
         );
         assert_eq!(
-            standing(&sale, &room, &facts(1_070_000, Some(35), Some(1_070_000))),
+            standing(&sale, &facts(1_070_000, Some(35), Some(1_070_000))),
             Standing::PassExpired
         );
     }

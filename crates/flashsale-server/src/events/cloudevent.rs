@@ -116,6 +116,7 @@ mod tests {
             expires_at: at,
             paid_at: Some(at),
             idempotency_key: None,
+            access_code: None,
         };
         let event = Event {
             sale_id: sale.id.clone(),

@@ -9,33 +9,82 @@
 
 use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use jiff::Timestamp;
 
-use super::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
-use crate::domain::{OrderId, Sale, SaleId, UserId};
+use super::{
+    ChangeStep, CodeBinding, GateDecision, GateError, GateRecords, Holding, OrderKey, Reservation,
+    StockGate,
+};
+use crate::domain::{Admission, AdmissionChange, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::hashing::{entries_for_stock, FastMap, RandomState};
+use crate::line::AdmissionLog;
 use crate::BoxFuture;
 
 /// Enough shards that two cores rarely meet on one; each empty shard costs a few dozen bytes.
 const SHARDS_PER_SALE: usize = 64;
+/// Access codes are fewer than buyers and bound once each.
+const CODE_SHARDS_PER_SALE: usize = 16;
+/// Set in a sale's `remaining` word while the operator pauses it.
+const PAUSED: u64 = 1 << 63;
+/// `ends_at_ms` of a sale without an end.
+const NO_END: i64 = i64::MAX;
 
 #[derive(Default)]
 pub struct MemoryGate {
     // A std RwLock: sales are added rarely and the lock is never held across an await.
     sales: RwLock<FastMap<SaleId, Arc<SaleGate>>>,
+    /// Where the waiting lines' admission changes go (the embedded line's journal), if any.
+    admission_log: Option<Arc<dyn AdmissionLog>>,
+    revision: AtomicU64,
 }
 
 struct SaleGate {
+    sale_id: SaleId,
+    /// Units on sale, with `PAUSED` set while the operator pauses the sale: one word, so that a
+    /// purchase takes its units and sees a pause in one compare-and-swap (a pause answered is
+    /// a pause every later purchase meets).
     remaining: AtomicU64,
     starts_at: Timestamp,
-    ends_at: Option<Timestamp>,
+    /// Milliseconds; `NO_END` for none. Changed by an operator's change, read by every purchase.
+    ends_at_ms: AtomicI64,
     /// Picks a buyer's shard; a seed of its own, apart from the shards' maps (the same hash
     /// picking the shard and the bucket would crowd each shard's buckets).
     shard_seed: RandomState,
     shards: Box<[Mutex<FastMap<UserId, Holder>>]>,
+    /// Access code → the buyer it is bound to and the order that bound it.
+    codes: Box<[Mutex<CodeShard>]>,
+    /// The operator's changes, one at a time; also held while the line is told that the sale
+    /// ran out or has stock again, so the line hears every change in the order it happened.
+    change: Mutex<ChangeState>,
+    /// The sale's waiting line, for a sale with one (and a gate given a log).
+    line: Option<LineHook>,
+}
+
+/// Access code → the buyer it is bound to and the order that bound it.
+type CodeShard = FastMap<String, (UserId, OrderId)>;
+
+struct ChangeState {
+    version: u64,
+    stock: u64,
+    /// The line's rate as the gate last told it.
+    admit_per_sec: u32,
+    /// A change begun and not finished (`begin_change`).
+    pending: Option<SaleRevision>,
+}
+
+struct LineHook {
+    log: Arc<dyn AdmissionLog>,
+    /// The admission before any change was recorded.
+    initial: Admission,
+}
+
+/// Why units could not be taken.
+enum Untaken {
+    Paused,
+    SoldOut(u64),
 }
 
 /// What the gate knows of one buyer of a sale: the orders holding stock, and the keys of every
@@ -84,14 +133,30 @@ fn holders_per_shard(units: u64) -> usize {
     share + share / 8
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic while holding it; every mutation under these locks is a
+    // single insert, remove or assignment, so the data is whole: keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl SaleGate {
-    fn new(sale: &Sale, remaining: u64) -> Self {
+    fn new(sale: &Sale, remaining: u64, log: Option<&Arc<dyn AdmissionLog>>) -> Self {
         // Sized for what is left to sell: a sale restored sold out sets nothing aside.
         let holders = holders_per_shard(remaining);
+        let line = match (log, &sale.waiting_room) {
+            (Some(log), Some(room)) => Some(LineHook {
+                log: Arc::clone(log),
+                initial: Admission::initial(sale, room),
+            }),
+            _ => None,
+        };
         Self {
-            remaining: AtomicU64::new(remaining),
+            sale_id: sale.id.clone(),
+            remaining: AtomicU64::new(remaining | if sale.paused { PAUSED } else { 0 }),
             starts_at: sale.starts_at,
-            ends_at: sale.ends_at,
+            ends_at_ms: AtomicI64::new(end_ms(sale)),
             shard_seed: RandomState::default(),
             shards: (0..SHARDS_PER_SALE)
                 .map(|_| {
@@ -101,25 +166,97 @@ impl SaleGate {
                     ))
                 })
                 .collect(),
+            codes: (0..CODE_SHARDS_PER_SALE)
+                .map(|_| Mutex::new(FastMap::default()))
+                .collect(),
+            change: Mutex::new(ChangeState {
+                version: sale.version,
+                stock: sale.stock,
+                admit_per_sec: sale.waiting_room.map_or(0, |room| room.admit_per_sec),
+                pending: None,
+            }),
+            line,
         }
     }
 
     fn shard(&self, user_id: &UserId) -> MutexGuard<'_, FastMap<UserId, Holder>> {
         let index = (self.shard_seed.hash_one(user_id) % SHARDS_PER_SALE as u64) as usize;
-        // A poisoned shard means a panic while holding it; the map itself is still whole
-        // (every mutation below is a single insert or remove), so keep serving.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 
-    /// Takes `quantity` units if that many remain; otherwise says how many do.
-    fn take(&self, quantity: u64) -> Result<(), u64> {
-        self.remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |remaining| {
-                remaining.checked_sub(quantity)
-            })
-            .map(|_| ())
+    fn code_shard(&self, code: &str) -> MutexGuard<'_, CodeShard> {
+        let index = (self.shard_seed.hash_one(code) % CODE_SHARDS_PER_SALE as u64) as usize;
+        lock(&self.codes[index])
+    }
+
+    /// Tells the line what changed at `at_ms`; call with `change` held.
+    fn tell_line(&self, at_ms: i64, change: AdmissionChange) {
+        if let Some(line) = &self.line {
+            line.log.record(&self.sale_id, line.initial, at_ms, change);
+        }
+    }
+
+    /// Takes `quantity` units if the sale is not paused and that many remain. The one purchase
+    /// that takes the last unit does so holding `change` and tells the line at once, at its own
+    /// time: a sold-out sale's line stops at the moment the last unit goes.
+    fn take(&self, quantity: u64, at_ms: i64) -> Result<(), Untaken> {
+        loop {
+            let current = self.remaining.load(Ordering::Acquire);
+            if current & PAUSED != 0 {
+                return Err(Untaken::Paused);
+            }
+            let Some(next) = current.checked_sub(quantity) else {
+                return Err(Untaken::SoldOut(current));
+            };
+            if next == 0 && self.line.is_some() {
+                let _changes = lock(&self.change);
+                if self
+                    .remaining
+                    .compare_exchange(current, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.tell_line(at_ms, sold_out(true));
+                    return Ok(());
+                }
+                continue;
+            }
+            if self
+                .remaining
+                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Puts `quantity` units back on sale; the return that ends a sell-out tells the line (under
+    /// `change`, so it cannot overtake the sell-out it ends); `change_held` when the caller holds
+    /// it already.
+    fn give_back(&self, quantity: u64, at_ms: i64, change_held: bool) {
+        loop {
+            let current = self.remaining.load(Ordering::Acquire);
+            if current & !PAUSED == 0 && self.line.is_some() {
+                let _changes = (!change_held).then(|| lock(&self.change));
+                let before = self.remaining.fetch_add(quantity, Ordering::AcqRel);
+                if before & !PAUSED == 0 {
+                    self.tell_line(at_ms, sold_out(false));
+                }
+                return;
+            }
+            if self
+                .remaining
+                .compare_exchange_weak(
+                    current,
+                    current + quantity,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
     fn reserve(&self, reservation: &Reservation) -> GateDecision {
@@ -137,8 +274,11 @@ impl SaleGate {
         if now < self.starts_at {
             return GateDecision::NotStarted;
         }
-        if self.ends_at.is_some_and(|ends_at| now >= ends_at) {
+        if now.as_millisecond() >= self.ends_at_ms.load(Ordering::Acquire) {
             return GateDecision::Ended;
+        }
+        if self.remaining.load(Ordering::Acquire) & PAUSED != 0 {
+            return GateDecision::Paused;
         }
         if let Some(holder) = holder {
             if holder.quantity + order.quantity > reservation.per_user_limit {
@@ -149,9 +289,31 @@ impl SaleGate {
                 }
             }
         }
-        if let Err(remaining) = self.take(u64::from(order.quantity)) {
-            return GateDecision::SoldOut { remaining };
+        // The code's shard stays locked from the check to the binding: of two buyers racing
+        // with one code, exactly one takes stock with it.
+        let mut code_guard = order.access_code.as_deref().map(|code| {
+            let shard = self.code_shard(code);
+            (code, shard)
+        });
+        if let Some((code, shard)) = &code_guard {
+            if shard
+                .get(*code)
+                .is_some_and(|(owner, _)| *owner != order.user_id)
+            {
+                return GateDecision::CodeTaken;
+            }
         }
+        match self.take(u64::from(order.quantity), now.as_millisecond()) {
+            Ok(()) => {}
+            Err(Untaken::Paused) => return GateDecision::Paused,
+            Err(Untaken::SoldOut(remaining)) => return GateDecision::SoldOut { remaining },
+        }
+        if let Some((code, shard)) = code_guard.as_mut() {
+            shard
+                .entry((*code).to_owned())
+                .or_insert_with(|| (order.user_id.clone(), order.id.clone()));
+        }
+        drop(code_guard);
         holders.entry(order.user_id.clone()).or_default().hold(
             order.id.clone(),
             order.quantity,
@@ -160,18 +322,27 @@ impl SaleGate {
         GateDecision::Reserved { created_at: now }
     }
 
-    /// Gives back an order's stock; `forget_key` also drops the key it was made with (the
-    /// order was never recorded).
-    fn release(&self, holding: &Holding, forget_key: bool) -> bool {
+    /// Gives back an order's stock; `forget` also drops the key and the code it was made with
+    /// (the order was never recorded).
+    fn release(&self, holding: &Holding, forget: bool, at_ms: i64) -> bool {
         let mut holders = self.shard(&holding.user_id);
         let Entry::Occupied(mut entry) = holders.entry(holding.user_id.clone()) else {
             return false;
         };
         let holder = entry.get_mut();
-        if forget_key {
+        if forget {
             holder
                 .keys
                 .retain(|(_, order_id)| *order_id != holding.order_id);
+            if let Some(code) = &holding.access_code {
+                let mut shard = self.code_shard(code);
+                if shard
+                    .get(code)
+                    .is_some_and(|(_, order_id)| *order_id == holding.order_id)
+                {
+                    shard.remove(code);
+                }
+            }
         }
         let released = match holder
             .orders
@@ -181,8 +352,7 @@ impl SaleGate {
             Some(position) => {
                 let held = holder.orders.swap_remove(position);
                 holder.quantity -= held.quantity;
-                self.remaining
-                    .fetch_add(u64::from(held.quantity), Ordering::AcqRel);
+                self.give_back(u64::from(held.quantity), at_ms, false);
                 true
             }
             None => false,
@@ -210,16 +380,127 @@ impl SaleGate {
         }
     }
 
+    fn add_code(&self, binding: CodeBinding) {
+        self.code_shard(&binding.code)
+            .entry(binding.code)
+            .or_insert((binding.user_id, binding.order_id));
+    }
+
     fn key_owner(&self, user_id: &UserId, key: &str) -> Option<OrderId> {
         self.shard(user_id)
             .get(user_id)
             .and_then(|holder| holder.key_owner(key).cloned())
     }
+
+    fn units(&self) -> u64 {
+        self.remaining.load(Ordering::Acquire) & !PAUSED
+    }
+
+    fn begin_change(
+        &self,
+        base_version: u64,
+        revision: &SaleRevision,
+        at: Timestamp,
+    ) -> ChangeStep {
+        let target = &revision.sale;
+        let mut state = lock(&self.change);
+        if state.version == target.version && state.pending.as_ref() == Some(revision) {
+            return ChangeStep::Applied;
+        }
+        if state.version != base_version {
+            return ChangeStep::Conflict {
+                pending: state.pending.clone().map(Box::new),
+            };
+        }
+        let at_ms = at.as_millisecond();
+        let mut line_change = AdmissionChange::default();
+        let removed = state.stock.saturating_sub(target.stock);
+        if removed > 0 {
+            loop {
+                let current = self.remaining.load(Ordering::Acquire);
+                let units = current & !PAUSED;
+                if units < removed {
+                    return ChangeStep::InsufficientStock { remaining: units };
+                }
+                if self
+                    .remaining
+                    .compare_exchange_weak(
+                        current,
+                        current - removed,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    if units == removed {
+                        line_change.sold_out = Some(true);
+                    }
+                    break;
+                }
+            }
+            state.stock -= removed;
+        }
+        self.ends_at_ms.store(end_ms(target), Ordering::Release);
+        let was_paused = self.remaining.load(Ordering::Acquire) & PAUSED != 0;
+        if target.paused != was_paused {
+            if target.paused {
+                self.remaining.fetch_or(PAUSED, Ordering::AcqRel);
+            } else {
+                self.remaining.fetch_and(!PAUSED, Ordering::AcqRel);
+            }
+            line_change.paused = Some(target.paused);
+        }
+        let rate = target.waiting_room.map_or(0, |room| room.admit_per_sec);
+        if rate != state.admit_per_sec {
+            state.admit_per_sec = rate;
+            line_change.admit_per_sec = Some(rate);
+        }
+        if line_change != AdmissionChange::default() {
+            self.tell_line(at_ms, line_change);
+        }
+        state.version = target.version;
+        state.pending = Some(revision.clone());
+        ChangeStep::Applied
+    }
+
+    fn finish_change(&self, target: &Sale, at: Timestamp) {
+        let mut state = lock(&self.change);
+        if state.version != target.version {
+            return;
+        }
+        if target.stock > state.stock {
+            let added = target.stock - state.stock;
+            state.stock = target.stock;
+            self.give_back(added, at.as_millisecond(), true);
+        }
+        state.pending = None;
+    }
+}
+
+fn sold_out(value: bool) -> AdmissionChange {
+    AdmissionChange {
+        sold_out: Some(value),
+        ..AdmissionChange::default()
+    }
+}
+
+fn end_ms(sale: &Sale) -> i64 {
+    sale.ends_at
+        .map_or(NO_END, |ends_at| ends_at.as_millisecond())
 }
 
 impl MemoryGate {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A gate that tells `log` of every change of a waiting line's admission the moment it
+    /// happens (the last unit taken, stock back, a pause, a new rate).
+    pub fn with_admission_log(log: Arc<dyn AdmissionLog>) -> Self {
+        Self {
+            admission_log: Some(log),
+            ..Self::default()
+        }
     }
 
     fn sale(&self, sale_id: &SaleId) -> Result<Arc<SaleGate>, GateError> {
@@ -237,61 +518,71 @@ impl MemoryGate {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(sale_id.clone(), Arc::new(gate));
     }
+
+    fn sale_gate(&self, sale: &Sale, remaining: u64) -> SaleGate {
+        SaleGate::new(sale, remaining, self.admission_log.as_ref())
+    }
+}
+
+fn ready<T: Send + 'static>(value: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(value))
 }
 
 impl StockGate for MemoryGate {
     fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
         if self.sale(&sale.id).is_err() {
-            self.put_sale(&sale.id, SaleGate::new(sale, sale.stock));
+            self.put_sale(&sale.id, self.sale_gate(sale, sale.stock));
         }
-        Box::pin(std::future::ready(Ok(())))
+        ready(Ok(()))
     }
 
     fn restore_sale(
         &self,
         sale: &Sale,
-        holdings: Vec<Holding>,
-        keys: Vec<OrderKey>,
+        records: GateRecords,
     ) -> BoxFuture<'_, Result<(), GateError>> {
-        let held: u64 = holdings.iter().map(|h| u64::from(h.quantity)).sum();
+        let held: u64 = records.holdings.iter().map(|h| u64::from(h.quantity)).sum();
         // The store's constraints keep its active orders within the stock; more held than the
         // stock means the store itself is corrupt, and serving would oversell.
         let Some(remaining) = sale.stock.checked_sub(held) else {
-            return Box::pin(std::future::ready(Err(GateError::Corrupt(format!(
+            return ready(Err(GateError::Corrupt(format!(
                 "sale {}: the store's active orders hold {held} units of a stock of {}",
                 sale.id, sale.stock
-            )))));
+            ))));
         };
-        let gate = SaleGate::new(sale, remaining);
-        for holding in holdings {
+        let gate = self.sale_gate(sale, remaining);
+        for holding in records.holdings {
             gate.add_holding(holding);
         }
-        for key in keys {
+        for key in records.keys {
             gate.add_key(key);
         }
+        for binding in records.codes {
+            gate.add_code(binding);
+        }
         self.put_sale(&sale.id, gate);
-        Box::pin(std::future::ready(Ok(())))
+        ready(Ok(()))
     }
 
     fn reserve(&self, reservation: &Reservation) -> BoxFuture<'_, Result<GateDecision, GateError>> {
-        let decision = self
-            .sale(&reservation.order.sale_id)
-            .map(|sale| sale.reserve(reservation));
-        Box::pin(std::future::ready(decision))
+        ready(
+            self.sale(&reservation.order.sale_id)
+                .map(|sale| sale.reserve(reservation)),
+        )
     }
 
-    fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
-        let released = self
-            .sale(&holding.sale_id)
-            .map(|sale| sale.release(holding, false));
-        Box::pin(std::future::ready(released))
+    fn release(&self, holding: &Holding, now: Timestamp) -> BoxFuture<'_, Result<bool, GateError>> {
+        ready(
+            self.sale(&holding.sale_id)
+                .map(|sale| sale.release(holding, false, now.as_millisecond())),
+        )
     }
 
-    fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
-        let released = self
-            .sale(&holding.sale_id)
-            .map(|sale| sale.release(holding, true));
-        Box::pin(std::future::ready(released))
+    fn abandon(&self, holding: &Holding, now: Timestamp) -> BoxFuture<'_, Result<bool, GateError>> {
+        ready(
+            self.sale(&holding.sale_id)
+                .map(|sale| sale.release(holding, true, now.as_millisecond())),
+        )
     }
 
     fn key_owner(
@@ -304,15 +595,24 @@ impl StockGate for MemoryGate {
             .sale(sale_id)
             .ok()
             .and_then(|sale| sale.key_owner(user_id, key));
-        Box::pin(std::future::ready(Ok(owner)))
+        ready(Ok(owner))
+    }
+
+    fn code_owner(
+        &self,
+        sale_id: &SaleId,
+        code: &str,
+    ) -> BoxFuture<'_, Result<Option<UserId>, GateError>> {
+        let owner = self.sale(sale_id).ok().and_then(|sale| {
+            sale.code_shard(code)
+                .get(code)
+                .map(|(user_id, _)| user_id.clone())
+        });
+        ready(Ok(owner))
     }
 
     fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
-        let remaining = self
-            .sale(sale_id)
-            .ok()
-            .map(|sale| sale.remaining.load(Ordering::Acquire));
-        Box::pin(std::future::ready(Ok(remaining)))
+        ready(Ok(self.sale(sale_id).ok().map(|sale| sale.units())))
     }
 
     fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
@@ -320,20 +620,65 @@ impl StockGate for MemoryGate {
             sale.shards
                 .iter()
                 .map(|shard| {
-                    shard
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    lock(shard)
                         .values()
                         .map(|holder| u64::from(holder.quantity))
                         .sum::<u64>()
                 })
                 .sum()
         });
-        Box::pin(std::future::ready(Ok(held)))
+        ready(Ok(held))
+    }
+
+    fn begin_change<'a>(
+        &'a self,
+        base_version: u64,
+        target: &'a SaleRevision,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<ChangeStep, GateError>> {
+        ready(
+            self.sale(&target.sale.id)
+                .map(|sale| sale.begin_change(base_version, target, at)),
+        )
+    }
+
+    fn finish_change<'a>(
+        &'a self,
+        target: &'a Sale,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), GateError>> {
+        ready(
+            self.sale(&target.id)
+                .map(|sale| sale.finish_change(target, at)),
+        )
+    }
+
+    fn pending_changes(&self) -> BoxFuture<'_, Result<Vec<SaleRevision>, GateError>> {
+        let sales: Vec<Arc<SaleGate>> = self
+            .sales
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let pending = sales
+            .iter()
+            .filter_map(|sale| lock(&sale.change).pending.clone())
+            .collect();
+        ready(Ok(pending))
+    }
+
+    fn sales_revision(&self) -> BoxFuture<'_, Result<u64, GateError>> {
+        ready(Ok(self.revision.load(Ordering::Acquire)))
+    }
+
+    fn announce_sales_change(&self) -> BoxFuture<'_, Result<(), GateError>> {
+        self.revision.fetch_add(1, Ordering::AcqRel);
+        ready(Ok(()))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
-        Box::pin(std::future::ready(Ok(())))
+        ready(Ok(()))
     }
 }
 
@@ -352,7 +697,7 @@ mod tests {
     #[test]
     fn a_sale_sold_to_one_buyer_per_unit_never_grows_its_maps() {
         let sale = Sale::of_stock_for_test(64_000);
-        let gate = SaleGate::new(&sale, sale.stock);
+        let gate = SaleGate::new(&sale, sale.stock, None);
         let before = capacities(&gate);
         let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
         for buyer in 0..sale.stock {

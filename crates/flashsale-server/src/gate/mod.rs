@@ -10,7 +10,7 @@ pub use memory::MemoryGate;
 
 use jiff::Timestamp;
 
-use crate::domain::{Order, OrderId, Sale, SaleId, UserId};
+use crate::domain::{Order, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::BoxFuture;
 
 /// A purchase that passed the rules and asks for stock. It carries the whole order so that a
@@ -46,6 +46,23 @@ pub enum GateDecision {
     NotStarted,
     /// After the sale's end, by the gate's clock.
     Ended,
+    /// The operator paused the sale (the gate keeps the pause, so a node whose copy of the sale
+    /// is older cannot sell).
+    Paused,
+    /// The purchase's access code is bound to another buyer.
+    CodeTaken,
+}
+
+/// What the gate did with the first step of a sale's change (`begin_change`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeStep {
+    /// The gate is at the new version (also when it already was: a repeated step).
+    Applied,
+    /// The gate's version is not the one the change was made from: another change came first.
+    /// `pending` is the gate's own change still to be recorded by the store, if any.
+    Conflict { pending: Option<Box<SaleRevision>> },
+    /// Fewer units remain than the change takes off sale: nothing changed.
+    InsufficientStock { remaining: u64 },
 }
 
 /// One active order's claim on a sale's stock, as a store reports it when the gate is rebuilt.
@@ -56,6 +73,7 @@ pub struct Holding {
     pub order_id: OrderId,
     pub quantity: u32,
     pub idempotency_key: Option<String>,
+    pub access_code: Option<String>,
 }
 
 impl From<&Order> for Holding {
@@ -66,6 +84,7 @@ impl From<&Order> for Holding {
             order_id: order.id.clone(),
             quantity: order.quantity,
             idempotency_key: order.idempotency_key.clone(),
+            access_code: order.access_code.clone(),
         }
     }
 }
@@ -89,6 +108,51 @@ impl OrderKey {
     }
 }
 
+/// An access code and the buyer it is bound to (by the order that first used it): bound for
+/// good, like a key to its order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeBinding {
+    pub code: String,
+    pub user_id: UserId,
+    pub order_id: OrderId,
+}
+
+impl CodeBinding {
+    pub fn of(order: &Order) -> Option<Self> {
+        order.access_code.as_ref().map(|code| Self {
+            code: code.clone(),
+            user_id: order.user_id.clone(),
+            order_id: order.id.clone(),
+        })
+    }
+}
+
+/// What the system of record says a gate must hold for a sale (see `restore_sale`).
+#[derive(Clone, Debug, Default)]
+pub struct GateRecords {
+    /// Every active order.
+    pub holdings: Vec<Holding>,
+    /// Every idempotency key, of active orders and others.
+    pub keys: Vec<OrderKey>,
+    /// Every access code bound to a buyer.
+    pub codes: Vec<CodeBinding>,
+}
+
+impl GateRecords {
+    /// The records of a sale's orders as `OrderStore::orders_for_gate` gives them.
+    pub fn of_orders(orders: &[Order]) -> Self {
+        let mut records = Self::default();
+        for order in orders {
+            if order.status.is_active() {
+                records.holdings.push(Holding::from(order));
+            }
+            records.keys.extend(OrderKey::of(order));
+            records.codes.extend(CodeBinding::of(order));
+        }
+        records
+    }
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum GateError {
     #[error("the stock gate does not know sale {0}")]
@@ -104,27 +168,68 @@ pub trait StockGate: Send + Sync + 'static {
     /// changes nothing.
     fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>>;
 
-    /// Replaces a sale's state with what the system of record says: its stock minus the active
-    /// holdings, and every idempotency key its orders were made with. Used at start-up
-    /// (embedded); a shared gate is repaired by `flashsale reconcile --repair` instead.
+    /// Replaces a sale's state with what the system of record says: its version, its stock
+    /// minus the active holdings, every idempotency key its orders were made with and every
+    /// access code they bound. Used at start-up (embedded); a shared gate is repaired by
+    /// `flashsale reconcile --repair` instead.
     fn restore_sale(
         &self,
         sale: &Sale,
-        holdings: Vec<Holding>,
-        keys: Vec<OrderKey>,
+        records: GateRecords,
     ) -> BoxFuture<'_, Result<(), GateError>>;
 
     /// Decides a purchase: a known idempotency key first (its order, whatever else changed since),
-    /// then the sale's window, the buyer's limit and the stock.
+    /// then the sale's window, its pause, the buyer's limit, the access code and the stock. An
+    /// access code is bound to the buyer by the purchase that takes stock with it.
     fn reserve(&self, reservation: &Reservation) -> BoxFuture<'_, Result<GateDecision, GateError>>;
 
-    /// Gives back the stock an order holds. Returns whether it did: a second release of the same
-    /// order is a no-op, so stock comes back once per order. The order's idempotency key stays.
-    fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>>;
+    /// Gives back the stock an order holds, at `now` (when a sold-out sale's line goes on).
+    /// Returns whether it did: a second release of the same order is a no-op, so stock comes
+    /// back once per order. The order's idempotency key and access code stay.
+    fn release(&self, holding: &Holding, now: Timestamp) -> BoxFuture<'_, Result<bool, GateError>>;
 
     /// Undoes a reservation whose order was never recorded (the store refused or failed it):
-    /// the stock comes back and the key is forgotten, so a retry is decided afresh.
-    fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>>;
+    /// the stock comes back and the key and the code are forgotten, so a retry is decided afresh.
+    fn abandon(&self, holding: &Holding, now: Timestamp) -> BoxFuture<'_, Result<bool, GateError>>;
+
+    /// The buyer an access code of the sale is bound to, if any.
+    fn code_owner(
+        &self,
+        sale_id: &SaleId,
+        code: &str,
+    ) -> BoxFuture<'_, Result<Option<UserId>, GateError>>;
+
+    /// The first step of a change from version `base_version` to `target` (the revision's sale),
+    /// at `at`: atomically,
+    /// only if the gate is at `base_version`, everything the target says (its window, its
+    /// pause, its line's rate) except added stock, which waits for `finish_change` (the store
+    /// records it first: it may never count fewer units than the gate sells). Units taken off
+    /// sale come off `remaining` here, or nothing changes when fewer remain. The revision is kept
+    /// as the gate's pending change until `finish_change`.
+    fn begin_change<'a>(
+        &'a self,
+        base_version: u64,
+        target: &'a SaleRevision,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<ChangeStep, GateError>>;
+
+    /// The last step, once the store has recorded `target`: added stock goes on sale, and the
+    /// pending change is done. Repeating it changes nothing; a gate already past `target` ignores it.
+    fn finish_change<'a>(
+        &'a self,
+        target: &'a Sale,
+        at: Timestamp,
+    ) -> BoxFuture<'a, Result<(), GateError>>;
+
+    /// Changes the gate began and did not finish (a node died between the steps): any node
+    /// finishes them.
+    fn pending_changes(&self) -> BoxFuture<'_, Result<Vec<SaleRevision>, GateError>>;
+
+    /// A number that moves whenever a sale is created or changed (`announce_sales_change`), so
+    /// that nodes know when to reload their catalog.
+    fn sales_revision(&self) -> BoxFuture<'_, Result<u64, GateError>>;
+
+    fn announce_sales_change(&self) -> BoxFuture<'_, Result<(), GateError>>;
 
     /// The order an idempotency key made, if the gate remembers one.
     fn key_owner(

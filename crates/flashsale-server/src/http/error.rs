@@ -37,7 +37,7 @@ pub struct ErrorDetail {
     /// With already_purchased: an active order of the buyer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
-    /// With sold_out.
+    /// With sold_out and insufficient_stock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u64>,
     /// With not_started.
@@ -253,6 +253,10 @@ impl From<Rejection> for ApiError {
                 error
             }
             Rejection::SaleEnded => conflict("sale_ended", "the sale has ended"),
+            Rejection::SalePaused => conflict(
+                "sale_paused",
+                "the sale is paused; it may be resumed, try again later",
+            ),
             Rejection::InvalidQuantity { per_user_limit } => {
                 let mut error = Self::invalid_quantity();
                 error.detail.per_user_limit = Some(per_user_limit);
@@ -308,6 +312,21 @@ impl From<ServiceError> for ApiError {
                 "queue_pass_required",
                 "this sale has a waiting room: purchase with the Queue-Pass its line gave you",
             ),
+            ServiceError::AccessCodeRequired => Self::new(
+                StatusCode::FORBIDDEN,
+                "access_code_required",
+                "this sale sells by access code: send your code as Access-Code (a code is bound \
+                 to the first buyer who buys with it)",
+            ),
+            ServiceError::InsufficientStock { remaining } => {
+                let mut error = Self::new(
+                    StatusCode::CONFLICT,
+                    "insufficient_stock",
+                    "fewer units remain than the change takes off sale",
+                );
+                error.detail.remaining = Some(remaining);
+                error
+            }
             ServiceError::Overloaded => Self::overloaded("the server is over capacity"),
             ServiceError::Unavailable(message) => {
                 tracing::warn!(%message, "backend unavailable");
@@ -398,6 +417,31 @@ pub fn created<T>(body: T) -> JsonReply<T> {
 /// `200` with JSON already written (the event feed's page).
 pub fn ok_json(bytes: Vec<u8>) -> Response {
     with_json_type(StatusCode::OK, bytes)
+}
+
+/// `201` with a body written as it goes (the codes, as JSON or CSV).
+pub fn created_as(content_type: &'static str, body: ResponseBody) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::CREATED;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `200` with a CSV body streamed as it is read (the orders export), offered as a download.
+pub fn csv_download(body: ResponseBody, filename: &'static str) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+    );
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    response
 }
 
 /// `304`: the cached copy the request named is current.

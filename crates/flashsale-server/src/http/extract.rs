@@ -16,7 +16,7 @@ use super::caller;
 use super::error::{forbidden, ApiError};
 use super::AppState;
 use crate::auth::Principal;
-use crate::domain::{Actor, UserId};
+use crate::domain::{Actor, SaleId, UserId, ID_LENGTH_MAX};
 
 /// The longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
@@ -206,7 +206,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for OptionalJsonBody<T> {
     }
 }
 
-/// The one id in a route's path, as sent (the service decides whether it exists).
+/// The one id in a route's path (`sale_id`, `order_id`), held to the limits the document states
+/// (1 to 64 of `A-Z a-z 0-9 _ -`: anything else is `400` naming the parameter); the service
+/// decides whether it exists.
 pub struct PathId(pub String);
 
 impl FromRequestParts<Arc<AppState>> for PathId {
@@ -216,10 +218,43 @@ impl FromRequestParts<Arc<AppState>> for PathId {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        Path::<String>::from_request_parts(parts, state)
+        let Path(mut parameters) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map(|Path(id)| PathId(id))
-            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))?;
+        let Some((name, id)) = parameters.pop() else {
+            return Err(ApiError::invalid("path", "the route names no id"));
+        };
+        if SaleId::parse(&id).is_none() {
+            return Err(ApiError::invalid(
+                &name,
+                format!("{name} must be 1 to {ID_LENGTH_MAX} characters of A-Z, a-z, 0-9, _ and -"),
+            ));
+        }
+        Ok(PathId(id))
+    }
+}
+
+/// An id given in a query (`?sale_id=`), held to the same limits as a path's.
+pub fn query_id(field: &str, id: Option<&str>) -> Result<(), ApiError> {
+    match id {
+        Some(id) if SaleId::parse(id).is_none() => Err(ApiError::invalid(
+            field,
+            format!("{field} must be 1 to {ID_LENGTH_MAX} characters of A-Z, a-z, 0-9, _ and -"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The optional `Access-Code` header of a purchase or a join (checked by the service).
+pub struct AccessCode(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccessCode {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(AccessCode(parts.headers.get("access-code").map(|value| {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        })))
     }
 }
 

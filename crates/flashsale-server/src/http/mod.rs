@@ -5,6 +5,7 @@ mod admin_failures;
 mod cache;
 mod caller;
 mod connection;
+mod csv;
 mod demo;
 mod edge;
 mod error;
@@ -98,7 +99,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/sales",
             post(sales::create_sale).get(sales::list_sales),
         )
-        .route("/api/v1/sales/{sale_id}", get(sales::show_sale))
+        .route(
+            "/api/v1/sales/{sale_id}",
+            get(sales::show_sale).patch(sales::update_sale),
+        )
+        .route("/api/v1/sales/{sale_id}/pause", post(sales::pause))
+        .route("/api/v1/sales/{sale_id}/resume", post(sales::resume))
+        .route("/api/v1/sales/{sale_id}/end", post(sales::end))
+        .route("/api/v1/sales/{sale_id}/codes", post(sales::make_codes))
         .route("/api/v1/sales/{sale_id}/purchase", post(sales::purchase))
         .route(
             "/api/v1/sales/{sale_id}/queue",
@@ -106,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/sales/{sale_id}/audit", get(sales::audit))
         .route("/api/v1/orders", get(orders::list_orders))
+        .route("/api/v1/orders.csv", get(orders::export_orders))
         .route("/api/v1/orders/{order_id}", get(orders::show_order))
         .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))

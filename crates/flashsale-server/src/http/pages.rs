@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use axum::extract::Path;
+
 use super::error::ApiError;
-use super::extract::PathId;
 use super::AppState;
 
 /// Pages and assets change only with the binary; `no-cache` makes browsers revalidate, so a new
@@ -71,7 +72,12 @@ fn page(html: impl Into<String>) -> Response {
         (status = 200, description = "The pages' scripts and style"),
         (status = 404, description = "not_found", body = super::wire::ErrorBody),
     ))]
-pub async fn asset(PathId(file): PathId) -> Result<Response, ApiError> {
+pub async fn asset(
+    file: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Path(file)) = file else {
+        return Err(ApiError::not_found());
+    };
     let (body, content_type) = match file.as_str() {
         "common.js" => (
             include_str!("ui/common.js"),

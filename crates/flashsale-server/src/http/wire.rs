@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
 use crate::domain::{Order, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
+use crate::domain::{SaleAccess, SaleUpdate};
 use crate::service::{Audit, QueueView, SaleView};
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
@@ -70,6 +71,129 @@ pub struct CreateSaleRequest {
     /// A line in front of the sale; null or absent: none.
     #[serde(default)]
     pub waiting_room: Option<WaitingRoomRequest>,
+    /// `public` (the default): anyone may buy; `codes`: only a buyer sending a valid
+    /// `Access-Code` (a presale; make codes with `POST /api/v1/sales/{sale_id}/codes`).
+    #[serde(default)]
+    pub access: Option<AccessBody>,
+}
+
+/// Who may buy a sale.
+#[derive(Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessBody {
+    Public,
+    Codes,
+}
+
+impl From<AccessBody> for SaleAccess {
+    fn from(access: AccessBody) -> Self {
+        match access {
+            AccessBody::Public => Self::Public,
+            AccessBody::Codes => Self::Codes,
+        }
+    }
+}
+
+impl From<SaleAccess> for AccessBody {
+    fn from(access: SaleAccess) -> Self {
+        match access {
+            SaleAccess::Public => Self::Public,
+            SaleAccess::Codes => Self::Codes,
+        }
+    }
+}
+
+/// A change of a running sale: any of these (absent: unchanged).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSaleRequest {
+    /// 1 to 200 characters, not all blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub name: Option<String>,
+    /// At most 2000 characters.
+    #[schema(max_length = 2000)]
+    pub description: Option<String>,
+    /// RFC 3339, not before now and after `starts_at` (later or earlier than before); null: no
+    /// end.
+    #[schema(format = DateTime, value_type = Option<String>)]
+    #[serde(default, deserialize_with = "present")]
+    pub ends_at: Option<Option<String>>,
+    /// Units added to `stock` and `remaining` at once: 1 to 1,000,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub add_stock: Option<i64>,
+    /// Units taken off sale: 1 to what remains (more: 409 insufficient_stock); not with
+    /// `add_stock`.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub remove_stock: Option<i64>,
+    /// Raised only (buyers may hold up to the current one): up to 100.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "optional_whole")]
+    pub per_user_limit: Option<i64>,
+    /// The waiting room's new rate, from the reply on (a sale with a waiting room only).
+    #[serde(default)]
+    pub waiting_room: Option<WaitingRoomUpdate>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomUpdate {
+    /// 1 to 1,000,000; admitted so far stay admitted.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "whole")]
+    pub admit_per_sec: i64,
+}
+
+/// A field that may be null, told apart from an absent one (`Some(None)`: null).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+impl UpdateSaleRequest {
+    pub fn into_update(self) -> Result<SaleUpdate, ApiError> {
+        Ok(SaleUpdate {
+            ends_at: self
+                .ends_at
+                .map(|ends_at| {
+                    ends_at
+                        .as_deref()
+                        .map(|text| parse_time("ends_at", text))
+                        .transpose()
+                })
+                .transpose()?,
+            name: self.name,
+            description: self.description,
+            add_stock: self.add_stock,
+            remove_stock: self.remove_stock,
+            per_user_limit: self.per_user_limit,
+            admit_per_sec: self.waiting_room.map(|room| room.admit_per_sec),
+        })
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodesRequest {
+    /// How many codes to make: 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "whole")]
+    pub count: i64,
+}
+
+/// New access codes of a sale, each good for one buyer (the first who buys with it).
+#[derive(Serialize, ToSchema)]
+pub struct CodesBody {
+    #[schema(min_length = 22, max_length = 22)]
+    pub codes: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CodesQuery {
+    /// `csv`: the codes as `text/csv`, one per line under a `code` header; else JSON.
+    pub format: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -110,7 +234,7 @@ impl From<&WaitingRoom> for WaitingRoomBody {
 #[derive(Serialize, ToSchema)]
 pub struct QueueStatusBody {
     pub sale_id: String,
-    /// waiting, admitted, sold_out or ended.
+    /// waiting, admitted, sold_out, paused or ended.
     pub state: &'static str,
     /// Buyers ahead of this one plus one; null until the draw at `starts_at`; 0 once admitted.
     pub position: Option<u64>,
@@ -160,6 +284,7 @@ impl CreateSaleRequest {
                 pass_ttl_secs: room.pass_ttl_secs,
                 opens_before_secs: room.opens_before_secs,
             }),
+            access: self.access.map_or(SaleAccess::Public, SaleAccess::from),
         })
     }
 }
@@ -187,12 +312,16 @@ pub struct SaleBody {
     #[schema(format = DateTime)]
     pub ends_at: Option<String>,
     pub payment_window_secs: u32,
-    /// scheduled, live, sold_out or ended.
+    /// scheduled, live, sold_out, paused or ended.
     pub state: &'static str,
     #[schema(format = DateTime)]
     pub created_at: String,
     /// The line in front of the sale; null: none.
     pub waiting_room: Option<WaitingRoomBody>,
+    /// 1 when created, one more with each change (the `ETag` of the sale's reads follows it).
+    pub version: u64,
+    /// Who may buy: public, or codes (a buyer with a valid `Access-Code`).
+    pub access: AccessBody,
 }
 
 impl From<&SaleView> for SaleBody {
@@ -218,6 +347,8 @@ impl SaleBody {
             state: state.as_str(),
             created_at: sale.created_at.to_string(),
             waiting_room: sale.waiting_room.as_ref().map(WaitingRoomBody::from),
+            version: sale.version,
+            access: sale.access.into(),
         }
     }
 }
@@ -315,9 +446,17 @@ pub struct OrderPageBody {
 #[derive(Deserialize, ToSchema)]
 pub struct OrdersQuery {
     pub sale_id: Option<String>,
+    /// The admin only: this buyer's orders.
+    pub user_id: Option<String>,
     /// 1 to 500; default 50.
     pub limit: Option<String>,
     pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ExportQuery {
+    pub sale_id: Option<String>,
+    pub status: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -522,6 +661,7 @@ mod tests {
                 expires_at: created_at,
                 paid_at,
                 idempotency_key: Some("key-1".into()),
+                access_code: None,
             };
             assert_eq!(
                 String::from_utf8(order_json(&order).unwrap()).unwrap(),

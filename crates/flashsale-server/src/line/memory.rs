@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 
 use super::journal::{self, Journal};
-use super::{Drawer, Joined, LineError, WaitingLine};
-use crate::domain::{Admission, LineFacts, Sale, SaleId, UserId};
+use super::{initial_admission, AdmissionLog, Drawer, Joined, LineError, WaitingLine};
+use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
 const JOURNAL_FILE: &str = "waiting-line.journal";
@@ -76,9 +76,22 @@ impl SaleLine {
         Some(LineFacts {
             now_ms,
             place: self.place(ticket, now_ms, sale.starts_at.as_millisecond()),
-            admission: self.admission.unwrap_or_else(|| Admission::initial(sale)),
+            admission: self.admission_or(initial_admission(sale)),
             pass_expires_ms: self.passes.get(&buyer).copied(),
         })
+    }
+
+    /// The recorded admission, or `initial` when none was; a record of an earlier version has
+    /// no rate (0) and runs at the room's.
+    fn admission_or(&self, initial: Admission) -> Admission {
+        match self.admission {
+            Some(admission) if admission.admit_per_sec == 0 => Admission {
+                admit_per_sec: initial.admit_per_sec,
+                ..admission
+            },
+            Some(admission) => admission,
+            None => initial,
+        }
     }
 
     fn apply_ticket(&mut self, buyer: u64, ticket: u64) {
@@ -111,6 +124,36 @@ fn payload(sale: &SaleId, number: u64, user: Option<&UserId>, extra: &[u8]) -> V
         bytes.extend_from_slice(user.as_str().as_bytes());
     }
     bytes
+}
+
+/// An admission record's rest: `since (8), sold out (1)` as earlier versions wrote it (their
+/// only stop was a sell-out, and the rate was the room's), then `paused (1), rate (4)`.
+fn parse_admission(base: u64, rest: &[u8]) -> Option<Admission> {
+    let since_ms = i64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let sold_out = *rest.get(8)? != 0;
+    let (paused, admit_per_sec) = match rest.len() {
+        9 => (false, 0),
+        14 => (
+            rest[9] != 0,
+            u32::from_le_bytes(rest.get(10..14)?.try_into().ok()?),
+        ),
+        _ => return None,
+    };
+    Some(Admission {
+        base,
+        since_ms,
+        admit_per_sec,
+        paused,
+        sold_out,
+    })
+}
+
+fn admission_bytes(sale: &SaleId, admission: &Admission) -> Vec<u8> {
+    let mut extra = admission.since_ms.to_le_bytes().to_vec();
+    extra.push(u8::from(admission.sold_out));
+    extra.push(u8::from(admission.paused));
+    extra.extend_from_slice(&admission.admit_per_sec.to_le_bytes());
+    payload(sale, admission.base, None, &extra)
 }
 
 /// Splits a payload into (sale id, number, rest).
@@ -147,17 +190,10 @@ impl MemoryLine {
                     let user = String::from_utf8_lossy(user);
                     line.passes.insert(hasher.hash_one(user.as_ref()), expires);
                 }
-                ADMISSION => {
-                    let (Some(since), Some(paused)) = (rest.get(..8), rest.get(8)) else {
-                        damaged = Some(kind);
-                        return;
-                    };
-                    line.admission = Some(Admission {
-                        base: number,
-                        since_ms: i64::from_le_bytes(since.try_into().unwrap_or([0; 8])),
-                        paused: *paused != 0,
-                    });
-                }
+                ADMISSION => match parse_admission(number, rest) {
+                    Some(admission) => line.admission = Some(admission),
+                    None => damaged = Some(kind),
+                },
                 _ => damaged = Some(kind),
             }
         })?;
@@ -199,7 +235,12 @@ fn sale_line<'a>(
 }
 
 impl MemoryLine {
-    fn join_now(&self, sale: &Sale, user: &UserId, now: Timestamp) -> Result<Joined, LineError> {
+    fn join_now(
+        &self,
+        sale: &Sale,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<Joined>, LineError> {
         let now_ms = now.as_millisecond();
         let buyer = self.buyer(user);
         // Drawn outside the lock (a repeated join before the start draws for nothing).
@@ -207,6 +248,9 @@ impl MemoryLine {
         let drawn = early.then(|| self.drawer.draw(sale, user));
         let mut lines = self.lines();
         let line = sale_line(&mut lines, &sale.id)?;
+        if line.admission_or(initial_admission(sale)).paused {
+            return Ok(None);
+        }
         let known = line.tickets.contains_key(&buyer);
         let expired = known
             && line
@@ -228,11 +272,11 @@ impl MemoryLine {
         let facts = line
             .facts(sale, buyer, now_ms)
             .ok_or_else(|| LineError::Corrupt("a joined buyer has no ticket".into()))?;
-        Ok(Joined {
+        Ok(Some(Joined {
             facts,
             placed: expired || !known,
             pass_expired: expired,
-        })
+        }))
     }
 
     fn record_pass_now(
@@ -253,24 +297,34 @@ impl MemoryLine {
         Ok(expires_ms)
     }
 
-    fn advance_admission_now(
+    fn change_admission_now(
         &self,
-        sale: &Sale,
-        from: Admission,
-        to: Admission,
+        sale_id: &SaleId,
+        initial: Admission,
+        at_ms: i64,
+        change: AdmissionChange,
     ) -> Result<Admission, LineError> {
         let mut lines = self.lines();
-        let line = sale_line(&mut lines, &sale.id)?;
-        let current = line.admission.unwrap_or_else(|| Admission::initial(sale));
-        if current != from {
+        let line = sale_line(&mut lines, sale_id)?;
+        let current = line.admission_or(initial);
+        let Some(next) = current.changed(at_ms, change) else {
             return Ok(current);
+        };
+        // Written before the change is made: a failed write changes nothing.
+        self.journal.append(&journal::encode(
+            ADMISSION,
+            &admission_bytes(sale_id, &next),
+        ))?;
+        line.admission = Some(next);
+        Ok(next)
+    }
+}
+
+impl AdmissionLog for MemoryLine {
+    fn record(&self, sale_id: &SaleId, initial: Admission, at_ms: i64, change: AdmissionChange) {
+        if let Err(error) = self.change_admission_now(sale_id, initial, at_ms, change) {
+            tracing::error!(%error, %sale_id, "could not record a change of the line's admission");
         }
-        let mut extra = to.since_ms.to_le_bytes().to_vec();
-        extra.push(u8::from(to.paused));
-        let bytes = payload(&sale.id, to.base, None, &extra);
-        self.journal.append(&journal::encode(ADMISSION, &bytes))?;
-        line.admission = Some(to);
-        Ok(to)
     }
 }
 
@@ -280,7 +334,7 @@ impl WaitingLine for MemoryLine {
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Joined, LineError>> {
+    ) -> BoxFuture<'a, Result<Option<Joined>, LineError>> {
         let joined = self.join_now(sale, user, now);
         Box::pin(async move { joined })
     }
@@ -309,13 +363,22 @@ impl WaitingLine for MemoryLine {
         Box::pin(async move { recorded })
     }
 
-    fn advance_admission<'a>(
+    fn admission<'a>(&'a self, sale: &'a Sale) -> BoxFuture<'a, Result<Admission, LineError>> {
+        let initial = initial_admission(sale);
+        let admission = self
+            .lines()
+            .get(&sale.id)
+            .map_or(initial, |line| line.admission_or(initial));
+        Box::pin(async move { Ok(admission) })
+    }
+
+    fn change_admission<'a>(
         &'a self,
         sale: &'a Sale,
-        from: Admission,
-        to: Admission,
+        at_ms: i64,
+        change: AdmissionChange,
     ) -> BoxFuture<'a, Result<Admission, LineError>> {
-        let current = self.advance_admission_now(sale, from, to);
+        let current = self.change_admission_now(&sale.id, initial_admission(sale), at_ms, change);
         Box::pin(async move { current })
     }
 }

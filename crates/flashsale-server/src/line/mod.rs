@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-use crate::domain::{Admission, LineFacts, Sale, UserId};
+use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +39,14 @@ pub struct Joined {
 pub trait WaitingLine: Send + Sync + 'static {
     /// Puts the buyer in the sale's line, or finds their place. Before `starts_at` (by the
     /// line's time) the place is drawn; later it is the next at the end; a buyer whose pass ran
-    /// out goes to the end. A new place is durable when this returns.
+    /// out goes to the end. A new place is durable when this returns. `None`: the operator has
+    /// paused the sale, and nobody joins (atomically with the pause: the line's own record).
     fn join<'a>(
         &'a self,
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Joined, LineError>>;
+    ) -> BoxFuture<'a, Result<Option<Joined>, LineError>>;
 
     /// The buyer's facts, or `None` for a buyer not in the line.
     fn look<'a>(
@@ -64,14 +65,40 @@ pub trait WaitingLine: Send + Sync + 'static {
         expires_ms: i64,
     ) -> BoxFuture<'a, Result<i64, LineError>>;
 
-    /// Replaces admission `from` with `to`, unless another caller changed it first; returns
-    /// the admission in force afterwards.
-    fn advance_admission<'a>(
+    /// The sale's admission as recorded.
+    fn admission<'a>(&'a self, sale: &'a Sale) -> BoxFuture<'a, Result<Admission, LineError>>;
+
+    /// Records `change` at `at_ms` (normally the stock gate does, in the step that makes the
+    /// change: see `AdmissionLog`); returns the admission in force afterwards.
+    fn change_admission<'a>(
         &'a self,
         sale: &'a Sale,
-        from: Admission,
-        to: Admission,
+        at_ms: i64,
+        change: AdmissionChange,
     ) -> BoxFuture<'a, Result<Admission, LineError>>;
+}
+
+/// Where a stock gate in this process records a waiting line's admission changes at the moment
+/// they happen, in the order they happen (the last unit taken, stock back, a pause, a new rate).
+/// The embedded line is one; a shared gate (Redis) changes its line in the same script instead.
+pub trait AdmissionLog: Send + Sync + 'static {
+    /// `initial` is the admission to change when none was recorded yet. A failure to record is
+    /// the log's to report: the gate's decision stands.
+    fn record(&self, sale_id: &SaleId, initial: Admission, at_ms: i64, change: AdmissionChange);
+}
+
+/// A sale's admission before anything was recorded (a sale without a room admits nobody).
+pub fn initial_admission(sale: &Sale) -> Admission {
+    match &sale.waiting_room {
+        Some(room) => Admission::initial(sale, room),
+        None => Admission {
+            base: 0,
+            since_ms: sale.starts_at.as_millisecond(),
+            admit_per_sec: 0,
+            paused: false,
+            sold_out: false,
+        },
+    }
 }
 
 /// Bits of a draw: it must fit a double exactly (Redis sorted-set scores).

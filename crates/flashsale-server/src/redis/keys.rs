@@ -26,7 +26,8 @@ impl RedisKeys {
         format!("{}:{{{sale_id}}}:{what}", self.prefix)
     }
 
-    /// Hash: stock, remaining, starts_ms, ends_ms.
+    /// Hash: stock, remaining, starts_ms, ends_ms, version, paused, room_rate (the waiting line's
+    /// rate, 0 without one), pending (a change begun and not finished, as `record::encode_sale`).
     pub fn sale(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "sale")
     }
@@ -44,6 +45,11 @@ impl RedisKeys {
     /// Hash: buyer and idempotency key → order id. Kept for good: a key names one order.
     pub fn idempotency(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "keys")
+    }
+
+    /// Hash: access code → `order_id buyer`, the order that bound the code to its buyer.
+    pub fn codes(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "codes")
     }
 
     /// Stream of new orders for the persisters.
@@ -84,6 +90,17 @@ impl RedisKeys {
     /// it), so its size follows the sales being bought, not every sale ever made.
     pub fn queued_sales(&self) -> String {
         format!("{}:queued-sales", self.prefix)
+    }
+
+    /// Set of the sales whose change the gate began and the store may not have recorded yet.
+    pub fn sale_changes(&self) -> String {
+        format!("{}:sale-changes", self.prefix)
+    }
+
+    /// Counter moved by every creation and change of a sale: nodes reload their catalog when it
+    /// moves.
+    pub fn sales_revision(&self) -> String {
+        format!("{}:sales-revision", self.prefix)
     }
 
     /// Pub/sub channel announcing that a sold-out sale has stock again.

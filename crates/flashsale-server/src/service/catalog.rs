@@ -1,6 +1,8 @@
-//! The sales a node knows. Sales never change once created, so every purchase reads them from
-//! here, not from a store. A private node made every sale itself; a node of a cluster also
-//! learns the sales other nodes made, from the store.
+//! The sales a node knows, each at the newest version it has seen: every purchase reads them from
+//! here, not from a store. A private node made and changed every sale itself; a node of a cluster
+//! also learns the sales other nodes made or changed, from the store (it reloads when the gate's
+//! revision of the sales moves: `Service::follow_sales`). What must hold the instant a change is
+//! answered (a pause, an end, the stock) the gate decides, whatever a node's copy says.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -41,13 +43,24 @@ impl Catalog {
         }
     }
 
+    /// Keeps `sale` unless a newer version of it is known; returns the version kept.
     pub fn remember(&self, sale: Sale) -> Arc<Sale> {
-        let sale = Arc::new(sale);
-        self.sales
+        let mut sales = self
+            .sales
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(sale.id.clone(), Arc::clone(&sale));
-        sale
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sales.get(&sale.id) {
+            Some(known) if known.version >= sale.version => Arc::clone(known),
+            _ => {
+                let sale = Arc::new(sale);
+                sales.insert(sale.id.clone(), Arc::clone(&sale));
+                sale
+            }
+        }
+    }
+
+    pub fn policy(&self) -> CatalogPolicy {
+        self.policy
     }
 
     fn cached(&self, sale_id: &str) -> Option<Arc<Sale>> {
@@ -76,14 +89,23 @@ impl Catalog {
         }
         let started = Instant::now();
         for sale in store.sales().await? {
-            if self.cached(sale.id.as_str()).is_none() {
-                self.remember(sale);
-            }
+            self.remember(sale);
         }
         *self
             .loaded
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(started);
+        Ok(())
+    }
+
+    /// Reloads every sale because one changed (the follower's reload): it does not count as the
+    /// listing's, which keeps its own freshness (`LISTING_FRESHNESS`) as it had before nodes
+    /// followed changes.
+    pub async fn refresh(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+        let _one_at_a_time = self.reload.lock().await;
+        for sale in store.sales().await? {
+            self.remember(sale);
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::{CatalogPolicy, Purchased, ServiceError};
 use crate::domain::{Order, Rejection, Sale};
-use crate::gate::{Holding, OrderKey, StockGate};
+use crate::gate::{GateRecords, Holding, StockGate};
 use crate::store::{InsertError, OrderQuery, OrderStore};
 use crate::BoxFuture;
 
@@ -82,7 +82,8 @@ impl Drop for Placement {
 
 /// Returns the stock of an order the store did not take.
 async fn give_back(gate: Arc<dyn StockGate>, order: Order) {
-    if let Err(error) = gate.abandon(&Holding::from(&order)).await {
+    // The gate's own time of the order: the moment it took the units.
+    if let Err(error) = gate.abandon(&Holding::from(&order), order.created_at).await {
         tracing::error!(%error, order_id = %order.id,
             "could not return the stock of an order that was not committed");
     }
@@ -120,6 +121,7 @@ async fn store_refusal(
                     user_id: Some(order.user_id.clone()),
                     sale_id: Some(order.sale_id.clone()),
                     before: None,
+                    status: None,
                     limit: ORDERS_LOOKED_AT_MAX,
                 })
                 .await?
@@ -166,16 +168,10 @@ impl Intake for PrivateIntake {
     fn recover<'a>(&'a self, sales: &'a [Sale]) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             for sale in sales {
-                let mut holdings = Vec::new();
-                let mut keys = Vec::new();
-                for order in self.store.orders_for_gate(&sale.id).await? {
-                    if order.status.is_active() {
-                        holdings.push(Holding::from(&order));
-                    } else {
-                        keys.extend(OrderKey::of(&order));
-                    }
-                }
-                self.gate.restore_sale(sale, holdings, keys).await?;
+                let orders = self.store.orders_for_gate(&sale.id).await?;
+                self.gate
+                    .restore_sale(sale, GateRecords::of_orders(&orders))
+                    .await?;
             }
             Ok(())
         })

@@ -10,6 +10,9 @@
 //!   order, in a task that does not depend on the caller (`returns.rs`).
 
 mod catalog;
+mod changes;
+mod codes;
+mod export;
 mod feed;
 mod intake;
 mod queue;
@@ -19,14 +22,17 @@ use std::sync::Arc;
 
 use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
+pub use self::codes::CodeBatches;
+pub use self::export::{ExportFilter, ExportRow, EXPORT_PAGE_ORDERS};
 pub use self::feed::{EventPage, EventsParts, SinkView};
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
 pub use self::queue::{QueueView, WaitingRoomParts};
 use self::returns::StockReturns;
+use crate::access_codes::AccessCodes;
 use crate::clock::Clock;
 use crate::domain::{
-    check_quantity, check_window, new_order, Action, Actor, InvalidField, Order, OrderId, Refusal,
-    Rejection, Sale, SaleDraft, SaleId, SaleState, UserId,
+    check_quantity, check_window, new_order, Action, Actor, AdmissionChange, InvalidField, Order,
+    OrderId, Refusal, Rejection, Sale, SaleAccess, SaleDraft, SaleId, SaleState, UserId,
 };
 use crate::gate::{GateDecision, GateError, Reservation, StockGate};
 use crate::store::{OrderQuery, OrderStore, StoreError, TransitionError};
@@ -64,6 +70,10 @@ pub enum ServiceError {
     NotInQueue,
     #[error("a valid queue pass is required")]
     QueuePassRequired,
+    #[error("a valid access code of this buyer is required")]
+    AccessCodeRequired,
+    #[error("only {remaining} units remain")]
+    InsufficientStock { remaining: u64 },
 }
 
 impl From<StoreError> for ServiceError {
@@ -146,6 +156,8 @@ pub struct Service {
     waiting_room: Option<WaitingRoomParts>,
     /// The event feed (`feed.rs`).
     events: Option<EventsParts>,
+    /// Presale codes (made and checked here); without them a code sale sells to nobody.
+    codes: Option<AccessCodes>,
 }
 
 fn refusal_error(refusal: Refusal) -> ServiceError {
@@ -186,12 +198,50 @@ impl Service {
             expiry_batch_max: expiry_batch_max.max(1),
             waiting_room: None,
             events: None,
+            codes: None,
         })
     }
 
-    /// Lets sales have a waiting room, kept in `parts.line`.
-    pub fn with_waiting_room(mut self, parts: WaitingRoomParts) -> Self {
+    /// Lets sales have a waiting room, kept in `parts.line`. A private gate was just rebuilt
+    /// from the store: each line's admission is brought in line with it (a crash can come
+    /// between an order's record and the line's, or a change's). A shared gate changes its lines
+    /// in the same script as itself, and may hold a change the store has yet to record: nothing
+    /// to bring in line, and the store's word would be the older one.
+    pub async fn with_waiting_room(
+        mut self,
+        parts: WaitingRoomParts,
+    ) -> Result<Self, ServiceError> {
+        let now_ms = self.clock.now().as_millisecond();
+        let sales = if self.catalog.policy() == CatalogPolicy::Complete {
+            self.catalog.all(self.store.as_ref()).await?
+        } else {
+            Vec::new()
+        };
+        for sale in sales {
+            let Some(room) = sale.waiting_room else {
+                continue;
+            };
+            let sold_out = self.gate.remaining(&sale.id).await? == Some(0);
+            parts
+                .line
+                .change_admission(
+                    &sale,
+                    now_ms,
+                    AdmissionChange {
+                        paused: Some(sale.paused),
+                        sold_out: Some(sold_out && now_ms >= sale.starts_at.as_millisecond()),
+                        admit_per_sec: Some(room.admit_per_sec),
+                    },
+                )
+                .await?;
+        }
         self.waiting_room = Some(parts);
+        Ok(self)
+    }
+
+    /// Lets sales be sold by presale codes.
+    pub fn with_access_codes(mut self, codes: AccessCodes) -> Self {
+        self.codes = Some(codes);
         self
     }
 
@@ -233,7 +283,12 @@ impl Service {
         let sale = tokio::spawn(async move {
             gate.open_sale(&sale).await?;
             store.create_sale(&sale).await?;
-            Ok::<_, ServiceError>(catalog.remember(sale))
+            let sale = catalog.remember(sale);
+            // Other nodes reload their catalog; the sale is whole already if this fails.
+            if let Err(error) = gate.announce_sales_change().await {
+                tracing::warn!(%error, "could not announce a new sale to the other nodes");
+            }
+            Ok::<_, ServiceError>(sale)
         })
         .await
         .map_err(|error| ServiceError::Internal(error.to_string()))??;
@@ -302,17 +357,26 @@ impl Service {
         quantity: i64,
         idempotency_key: Option<String>,
         queue_pass: Option<&str>,
+        access_code: Option<&str>,
     ) -> Result<Purchased, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let quantity = check_quantity(&sale, quantity).map_err(ServiceError::Rejected)?;
-        if !self.pass_admits(&sale, &user_id, queue_pass) {
-            // A retry of a key that won gets its order, with or without a pass still valid.
+        let access_code = self.verified_code(&sale, access_code);
+        let refused = if !self.pass_admits(&sale, &user_id, queue_pass) {
+            Some(ServiceError::QueuePassRequired)
+        } else if sale.access == SaleAccess::Codes && access_code.is_none() {
+            Some(ServiceError::AccessCodeRequired)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            // A retry of a key that won gets its order, with or without a pass or code.
             if let Some(key) = &idempotency_key {
                 if let Some(found) = self.order_by_key(&sale, &user_id, key).await? {
                     return Ok(found);
                 }
             }
-            return Err(ServiceError::QueuePassRequired);
+            return Err(refused);
         }
         let now = self.clock.now();
         if let Err(rejection) = check_window(&sale, now, self.clock.uncertainty()) {
@@ -331,6 +395,7 @@ impl Service {
                 user_id,
                 quantity,
                 idempotency_key,
+                access_code,
                 now,
             ),
             per_user_limit: sale.per_user_limit,
@@ -350,6 +415,8 @@ impl Service {
                 starts_at: sale.starts_at,
             },
             GateDecision::Ended => Rejection::SaleEnded,
+            GateDecision::Paused => Rejection::SalePaused,
+            GateDecision::CodeTaken => return Err(ServiceError::AccessCodeRequired),
         };
         Err(ServiceError::Rejected(rejection))
     }
@@ -438,6 +505,7 @@ impl Service {
                 user_id,
                 sale_id,
                 before,
+                status: None,
                 limit,
             })
             .await?;
@@ -475,7 +543,9 @@ impl Service {
     /// Finishes stock returns a node did not (it died, or the gate was unreachable); returns
     /// how many orders it settled.
     pub async fn return_unreturned(&self) -> Result<usize, ServiceError> {
-        self.returns.return_unreturned(self.expiry_batch_max).await
+        self.returns
+            .return_unreturned(self.expiry_batch_max, self.clock.now())
+            .await
     }
 
     /// Expires one batch of overdue orders; returns how many.
@@ -490,7 +560,14 @@ impl Service {
     }
 
     pub async fn audit(&self, sale_id: &str) -> Result<Audit, ServiceError> {
-        let sale = self.known_sale(sale_id).await?;
+        let known = self.known_sale(sale_id).await?;
+        // The store's version, not this node's copy: another node may have just changed the stock.
+        let sale = self
+            .store
+            .sale(&known.id)
+            .await?
+            .map(Arc::new)
+            .unwrap_or(known);
         let tally = self.store.tally(&sale.id).await?;
         let gate_remaining = self.gate.remaining(&sale.id).await?;
         let (remaining, consistent) = if tally.archived {

@@ -1,6 +1,7 @@
 //! The waiting room's use cases: join the line, read one's place, and check a purchase's pass.
-//! The line keeps the facts; `domain::standing` says what they mean; this file asks the gate
-//! whether the sale is sold out (admission pauses then) and hands out passes.
+//! The line keeps the facts (its admission changed by the gate at the moment the sale sells out,
+//! gets stock back, is paused or gets a new rate); `domain::standing` says what they mean; this
+//! file hands out passes.
 
 use std::sync::Arc;
 
@@ -53,8 +54,14 @@ impl Service {
         })
     }
 
-    /// Joins the sale's line (again: the same place, or the end after a pass ran out).
-    pub async fn join_line(&self, user: &UserId, sale_id: &str) -> Result<QueueView, ServiceError> {
+    /// Joins the sale's line (again: the same place, or the end after a pass ran out). A code
+    /// sale's line takes only a buyer with a valid code not bound to another buyer.
+    pub async fn join_line(
+        &self,
+        user: &UserId,
+        sale_id: &str,
+        access_code: Option<&str>,
+    ) -> Result<QueueView, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let room = room_of(&sale)?;
         let parts = self.waiting_room_parts()?;
@@ -66,7 +73,12 @@ impl Service {
         if now < opens_at {
             return Err(ServiceError::QueueNotOpen { opens_at });
         }
-        let joined = parts.line.join(&sale, user, now).await?;
+        self.code_admits(&sale, user, access_code).await?;
+        let joined = parts
+            .line
+            .join(&sale, user, now)
+            .await?
+            .ok_or(ServiceError::Rejected(Rejection::SalePaused))?;
         let mut view = self
             .place_of(parts, &sale, &room, user, joined.facts)
             .await?;
@@ -100,19 +112,8 @@ impl Service {
         user: &UserId,
         mut facts: LineFacts,
     ) -> Result<QueueView, ServiceError> {
-        // Admission pauses while the sale is sold out: whoever first sees the change records it.
-        if facts.now_ms >= sale.starts_at.as_millisecond() && facts.pass_expires_ms.is_none() {
-            let sold_out = self.gate.remaining(&sale.id).await? == Some(0);
-            if let Some(next) = facts
-                .admission
-                .observe(room.admit_per_sec, facts.now_ms, sold_out)
-            {
-                facts.admission = parts
-                    .line
-                    .advance_admission(sale, facts.admission, next)
-                    .await?;
-            }
-        }
+        // Admission's stops and restarts were recorded when they happened (by the gate): what
+        // the line says is how far it has gone.
         let mut view = QueueView {
             sale_id: sale.id.clone(),
             state: "waiting",
@@ -124,7 +125,7 @@ impl Service {
             pass_issued: false,
             pass_expired: false,
         };
-        let mut now_standing = standing(sale, room, &facts);
+        let mut now_standing = standing(sale, &facts);
         if now_standing
             == (Standing::Admitted {
                 pass_expires_ms: None,
@@ -134,7 +135,7 @@ impl Service {
             let recorded = parts.line.record_pass(sale, user, wanted).await?;
             view.pass_issued = recorded == wanted;
             facts.pass_expires_ms = Some(recorded);
-            now_standing = standing(sale, room, &facts);
+            now_standing = standing(sale, &facts);
         }
         match now_standing {
             Standing::Waiting { position, eta_secs } => {
@@ -143,6 +144,10 @@ impl Service {
             }
             Standing::SoldOut { position } => {
                 view.state = "sold_out";
+                view.position = Some(position);
+            }
+            Standing::Paused { position } => {
+                view.state = "paused";
                 view.position = Some(position);
             }
             Standing::Admitted { pass_expires_ms } => {

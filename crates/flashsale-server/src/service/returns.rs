@@ -38,7 +38,7 @@ impl StockReturns {
                 .await?;
             if transition.released {
                 returns
-                    .return_stock(std::slice::from_ref(&transition.order))
+                    .return_stock(std::slice::from_ref(&transition.order), now)
                     .await;
             }
             Ok(transition)
@@ -49,10 +49,10 @@ impl StockReturns {
 
     /// Gives orders' stock back to the gate, then records which returns the gate confirmed.
     /// A failure here is finished by the next sweep (`return_unreturned`).
-    pub async fn return_stock(&self, orders: &[Order]) {
+    pub async fn return_stock(&self, orders: &[Order], now: Timestamp) {
         let mut returned = Vec::with_capacity(orders.len());
         for order in orders {
-            match self.gate.release(&Holding::from(order)).await {
+            match self.gate.release(&Holding::from(order), now).await {
                 Ok(_) => returned.push(order.id.clone()),
                 Err(error) => tracing::error!(%error, order_id = %order.id,
                     "could not return stock to the gate; retried by the next sweep"),
@@ -69,12 +69,16 @@ impl StockReturns {
     /// Finishes returns that were recorded as owed but not confirmed (a crash between the
     /// two steps, a gate outage); a release is idempotent, so repeating
     /// one is harmless. Returns how many orders it settled.
-    pub async fn return_unreturned(&self, max: usize) -> Result<usize, ServiceError> {
+    pub async fn return_unreturned(
+        &self,
+        max: usize,
+        now: Timestamp,
+    ) -> Result<usize, ServiceError> {
         let orders = self.store.unreturned(max).await?;
         let mut settled = Vec::with_capacity(orders.len());
         for order in orders {
             // Stops at the first gate error: one warning per sweep while the gate is away.
-            self.gate.release(&Holding::from(&order)).await?;
+            self.gate.release(&Holding::from(&order), now).await?;
             settled.push(order.id);
         }
         let count = settled.len();
@@ -92,7 +96,7 @@ impl StockReturns {
         let returns = Arc::clone(self);
         tokio::spawn(async move {
             let expired = returns.store.expire_due(now, max).await?;
-            returns.return_stock(&expired).await;
+            returns.return_stock(&expired, now).await;
             Ok(expired.len())
         })
         .await

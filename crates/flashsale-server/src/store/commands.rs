@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent};
-use crate::store::{InsertError, StoreError, Transition, TransitionError};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleRevision};
+use crate::store::{ChangeError, InsertError, StoreError, Transition, TransitionError};
 use crate::BoxFuture;
 
 type Reply<T> = oneshot::Sender<T>;
@@ -13,13 +13,6 @@ type Reply<T> = oneshot::Sender<T>;
 pub enum Command {
     CreateSale {
         sale: Box<Sale>,
-        reply: Reply<Result<(), StoreError>>,
-    },
-    /// A sale's new definition, recorded with its event.
-    UpdateSale {
-        sale: Box<Sale>,
-        event: SaleEvent,
-        at: Timestamp,
         reply: Reply<Result<(), StoreError>>,
     },
     /// Drops the events that took effect before `before` (the retention).
@@ -30,6 +23,11 @@ pub enum Command {
     InsertOrder {
         order: Box<Order>,
         reply: Reply<Result<(), InsertError>>,
+    },
+    /// A sale's next version, recorded with its event.
+    ChangeSale {
+        revision: Box<SaleRevision>,
+        reply: Reply<Result<(), ChangeError>>,
     },
     Transition {
         order_id: OrderId,
@@ -61,6 +59,7 @@ pub enum Command {
 pub enum Pending {
     Unit(Reply<Result<(), StoreError>>, Result<(), StoreError>),
     Insert(Reply<Result<(), InsertError>>, Result<(), InsertError>),
+    Change(Reply<Result<(), ChangeError>>, Result<(), ChangeError>),
     Transition(
         Reply<Result<Transition, TransitionError>>,
         Result<Transition, TransitionError>,
@@ -79,6 +78,7 @@ impl Pending {
         match self {
             Self::Unit(reply, result) => drop(reply.send(result)),
             Self::Insert(reply, result) => drop(reply.send(result)),
+            Self::Change(reply, result) => drop(reply.send(result)),
             Self::Transition(reply, result) => drop(reply.send(result)),
             Self::Expired(reply, result) => drop(reply.send(result)),
             Self::Count(reply, result) => drop(reply.send(result)),
@@ -90,6 +90,7 @@ impl Pending {
         match self {
             Self::Unit(reply, _) => drop(reply.send(Err(error()))),
             Self::Insert(reply, _) => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::Change(reply, _) => drop(reply.send(Err(ChangeError::Store(error())))),
             Self::Transition(reply, _) => drop(reply.send(Err(TransitionError::Store(error())))),
             Self::Expired(reply, _) => drop(reply.send(Err(error()))),
             Self::Count(reply, _) => drop(reply.send(Err(error()))),
@@ -107,11 +108,11 @@ impl Command {
     pub fn refuse(self, error: impl Fn() -> StoreError) {
         match self {
             Self::CreateSale { reply, .. }
-            | Self::UpdateSale { reply, .. }
             | Self::StockReturned { reply, .. }
             | Self::Barrier { reply }
             | Self::Close { reply } => drop(reply.send(Err(error()))),
             Self::InsertOrder { reply, .. } => drop(reply.send(Err(InsertError::Store(error())))),
+            Self::ChangeSale { reply, .. } => drop(reply.send(Err(ChangeError::Store(error())))),
             Self::Transition { reply, .. } => {
                 drop(reply.send(Err(TransitionError::Store(error()))))
             }
@@ -181,21 +182,11 @@ impl CommandQueue {
         })
     }
 
-    pub fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let sale = Box::new(sale.clone());
+    pub fn change_sale(&self, revision: &SaleRevision) -> BoxFuture<'_, Result<(), ChangeError>> {
+        let revision = Box::new(revision.clone());
         Box::pin(async move {
-            self.call(|reply| Command::UpdateSale {
-                sale,
-                event,
-                at,
-                reply,
-            })
-            .await?
+            self.call(|reply| Command::ChangeSale { revision, reply })
+                .await?
         })
     }
 

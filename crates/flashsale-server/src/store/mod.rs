@@ -15,7 +15,8 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions};
 use jiff::Timestamp;
 
 use crate::domain::{
-    Action, Actor, EventKind, Order, OrderId, Refusal, Sale, SaleEvent, SaleId, UserId, WaitingRoom,
+    Action, Actor, EventKind, Order, OrderId, OrderStatus, Refusal, Sale, SaleId, SaleRevision,
+    UserId, WaitingRoom,
 };
 use crate::BoxFuture;
 
@@ -40,6 +41,7 @@ pub struct OrderQuery {
     pub sale_id: Option<SaleId>,
     /// Only orders older than this one (the previous page's last order).
     pub before: Option<OrderId>,
+    pub status: Option<OrderStatus>,
     pub limit: usize,
 }
 
@@ -103,6 +105,19 @@ pub enum InsertError {
     Store(#[from] StoreError),
 }
 
+/// Why a store did not record a sale's new version.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The store holds another version than the one the change was made from (it is not the
+    /// target's: a repeated change of the same version is recorded once and answers `Ok`).
+    #[error("the store holds version {stored} of the sale, not the one the change was made from")]
+    Conflict { stored: u64 },
+    #[error("no such sale")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
     #[error("no such order")]
@@ -115,6 +130,17 @@ pub trait OrderStore: Send + Sync + 'static {
     fn create_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>>;
+
+    /// One sale as recorded now (not a cached copy).
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>>;
+
+    /// Records a sale's next version, in one write (a journal record, a transaction), if the
+    /// store holds the version before it; `Ok` also when it holds this version already. Every
+    /// change of a sale goes through here (the place its event is recorded with it).
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>>;
 
     /// Records a new order. The order is queued before this returns (so dropping the future
     /// does not lose it); the future resolves once it is committed or refused.
@@ -150,8 +176,9 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Every pending or paid order: what the gate must hold after a restart.
     fn active_orders(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
-    /// What a gate must know of a sale when it is rebuilt: every active order (its holding) and
-    /// every order made with an idempotency key (the key names it for good).
+    /// What a gate must know of a sale when it is rebuilt: every active order (its holding),
+    /// every order made with an idempotency key (the key names it for good) and every order made
+    /// with an access code (the code stays its buyer's).
     fn orders_for_gate(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>>;
@@ -173,16 +200,6 @@ pub trait OrderStore: Send + Sync + 'static {
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     // --- the outbox: every change above records its events in the same commit ---------------
-
-    /// Replaces a sale's definition and records its event (`updated`, `paused`, …) in the same
-    /// commit: the live controls' one way to change a sale. A new `stock` moves `remaining` by
-    /// the difference; a stock below what orders hold is refused.
-    fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Up to `limit` retained events of a sale with sequences after `after`, in order.
     fn events(

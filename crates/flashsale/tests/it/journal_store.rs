@@ -44,6 +44,7 @@ async fn sale_orders(
             user_id: None,
             sale_id: Some(sale_id.clone()),
             before: None,
+            status: None,
             limit: 5000,
         })
         .await
@@ -204,4 +205,74 @@ async fn a_second_store_on_the_same_directory_is_refused() {
     first.close().await.unwrap();
     drop(first);
     open_journal(dir.path()).close().await.unwrap();
+}
+
+/// A SQLite store made before sales could change (its schema kept in `fixtures/`): opening it
+/// adds the new columns (every sale at version 1, running, public; no order with a code) and
+/// rebuilds its sales table so that every unit can be taken off sale; its rows stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_made_before_sale_changes_opens_and_changes() {
+    use flashsale_server::domain::{SaleChange, SaleUpdate};
+    let dir = tempfile::tempdir().unwrap();
+    let sale = sale(10, 2);
+    {
+        let old = rusqlite::Connection::open(dir.path().join("flashsale.db")).unwrap();
+        old.execute_batch(include_str!(
+            "fixtures/sqlite_schema_before_sale_changes.sql"
+        ))
+        .unwrap();
+        old.execute(
+            "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
+             price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms) \
+             VALUES (?1, ?2, '', 10, 10, 2, 0, ?3, NULL, 60, ?4)",
+            rusqlite::params![
+                sale.id.as_str(),
+                sale.name,
+                sale.starts_at.as_millisecond(),
+                sale.created_at.as_millisecond()
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(
+        dir.path(),
+        SqliteStoreOptions::default(),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    assert_eq!(store.sale(&sale.id).await.unwrap(), Some(sale.clone()));
+    let held = order(&sale, "alice", 2, None);
+    store.insert_order(held.clone()).await.unwrap();
+    let removed = SaleChange::Update(SaleUpdate {
+        remove_stock: Some(8),
+        ..SaleUpdate::default()
+    })
+    .apply(&sale, at(T0))
+    .unwrap()
+    .unwrap();
+    store.change_sale(&removed).await.unwrap();
+    store
+        .transition(&held.id, Action::Cancel, &Actor::Admin, at(T0))
+        .await
+        .unwrap();
+    let emptied = SaleChange::Update(SaleUpdate {
+        remove_stock: Some(2),
+        ..SaleUpdate::default()
+    })
+    .apply(&removed.sale, at(T0))
+    .unwrap()
+    .unwrap();
+    store
+        .change_sale(&emptied)
+        .await
+        .expect("a stock of 0 is allowed after the rebuild");
+    let kept = store.sale(&sale.id).await.unwrap().unwrap();
+    assert_eq!((kept.stock, kept.version), (0, 3));
+    assert_eq!(store.tally(&sale.id).await.unwrap().remaining, 0);
+    assert_eq!(
+        store.order(&held.id).await.unwrap().map(|o| o.status),
+        Some(OrderStatus::Cancelled),
+        "the orders' table and its triggers are untouched"
+    );
+    store.close().await.unwrap();
 }

@@ -12,6 +12,8 @@ mod edge;
 mod events;
 mod harness;
 mod journal_store;
+mod live_sale;
+mod openapi_statuses;
 mod ops;
 mod pages;
 mod process;

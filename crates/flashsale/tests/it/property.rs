@@ -120,7 +120,7 @@ async fn run(ops: Vec<Op>) {
             } => {
                 let key = key.map(|key| format!("key-{key}"));
                 match service
-                    .purchase(buyer(index), &sale_id, i64::from(quantity), key, None)
+                    .purchase(buyer(index), &sale_id, i64::from(quantity), key, None, None)
                     .await
                 {
                     Ok(purchased) => {

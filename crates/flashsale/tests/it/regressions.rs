@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flashsale_server::clock::{Clock, ManualClock};
 use flashsale_server::domain::{Actor, Order, OrderId, OrderStatus, SaleDraft, SaleId, UserId};
-use flashsale_server::gate::{GateDecision, MemoryGate, Reservation, StockGate};
+use flashsale_server::gate::{GateDecision, GateRecords, MemoryGate, Reservation, StockGate};
 use flashsale_server::metrics::Metrics;
 use flashsale_server::redis::{RedisGate, RedisGateOptions};
 use flashsale_server::service::{PrivateIntake, Service};
@@ -75,7 +75,7 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
     for buyer in users("hang-up", 50) {
         let buyer = UserId::parse(&buyer).unwrap();
         let order = service
-            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .purchase(buyer.clone(), &sale_id, 1, None, None, None)
             .await;
         orders.push((buyer, order.unwrap().order.id));
     }
@@ -93,7 +93,7 @@ async fn a_cancel_whose_caller_hangs_up_still_returns_its_stock() {
     );
     for (buyer, _) in &orders {
         let again = service
-            .purchase(buyer.clone(), &sale_id, 1, None, None)
+            .purchase(buyer.clone(), &sale_id, 1, None, None, None)
             .await;
         assert!(again.is_ok(), "the buyer's limit is free again: {again:?}");
     }
@@ -337,6 +337,7 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
             expires_at: node_now + SignedDuration::from_secs(900),
             paid_at: None,
             idempotency_key: None,
+            access_code: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,
@@ -514,6 +515,7 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         expires_at: now + SignedDuration::from_secs(900),
         paid_at: None,
         idempotency_key: None,
+        access_code: None,
     };
     let reservation = Reservation {
         order: order.clone(),
@@ -541,11 +543,13 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         .xdel(gate.redis().keys().queue(&sale.id), &entry_ids)
         .await
         .unwrap();
-    gate.repair_sale(&sale, &[], &[], &[]).await.unwrap();
+    gate.repair_sale(&sale, &GateRecords::default(), &[])
+        .await
+        .unwrap();
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(8));
     assert_eq!(gate.held(&sale.id).await.unwrap(), Some(2));
     // A verified orphan does come back.
-    gate.repair_sale(&sale, &[], &[], &[order.id.to_string()])
+    gate.repair_sale(&sale, &GateRecords::default(), &[order.id.to_string()])
         .await
         .unwrap();
     assert_eq!(gate.remaining(&sale.id).await.unwrap(), Some(10));
@@ -588,6 +592,7 @@ async fn one_failing_command_does_not_fail_its_batch() {
                     expires_at: now + SignedDuration::from_secs(60),
                     paid_at: None,
                     idempotency_key: None,
+                    access_code: None,
                 })
             })
             .collect();
@@ -624,7 +629,7 @@ async fn an_unconfirmed_return_is_settled_by_the_sweep() {
     let sale_id = sale.sale.id.to_string();
     let buyer = UserId::parse("b").unwrap();
     let order = service
-        .purchase(buyer.clone(), &sale_id, 1, None, None)
+        .purchase(buyer.clone(), &sale_id, 1, None, None, None)
         .await
         .unwrap()
         .order;
@@ -678,7 +683,14 @@ async fn a_sale_whose_creator_hangs_up_is_still_on_sale() {
     let page = service.sales(None, None).await.unwrap();
     let sale_id = page.sales[0].sale.id.to_string();
     let bought = service
-        .purchase(UserId::parse("first").unwrap(), &sale_id, 1, None, None)
+        .purchase(
+            UserId::parse("first").unwrap(),
+            &sale_id,
+            1,
+            None,
+            None,
+            None,
+        )
         .await;
     assert!(bought.is_ok(), "{bought:?}");
 }
@@ -806,74 +818,100 @@ async fn cluster_a_settled_sale_leaves_redis_and_postgres_answers_for_it() {
 }
 
 /// A gate that forgets every buyer's limit (a bug the store's backstop must catch): it asks the
-/// memory gate with an unlimited limit.
+/// memory gate with an unlimited limit, and delegates everything else.
 struct LimitlessGate(MemoryGate);
 
-impl StockGate for LimitlessGate {
-    fn open_sale(
-        &self,
-        sale: &flashsale_server::domain::Sale,
-    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
-        self.0.open_sale(sale)
-    }
-    fn restore_sale(
-        &self,
-        sale: &flashsale_server::domain::Sale,
-        holdings: Vec<flashsale_server::gate::Holding>,
-        keys: Vec<flashsale_server::gate::OrderKey>,
-    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
-        self.0.restore_sale(sale, holdings, keys)
-    }
-    fn reserve(
-        &self,
-        reservation: &Reservation,
-    ) -> flashsale_server::BoxFuture<'_, Result<GateDecision, flashsale_server::gate::GateError>>
-    {
-        let forgetful = Reservation {
-            per_user_limit: u32::MAX,
-            ..reservation.clone()
-        };
-        Box::pin(async move { self.0.reserve(&forgetful).await })
-    }
-    fn release(
-        &self,
-        holding: &flashsale_server::gate::Holding,
-    ) -> flashsale_server::BoxFuture<'_, Result<bool, flashsale_server::gate::GateError>> {
-        self.0.release(holding)
-    }
-    fn abandon(
-        &self,
-        holding: &flashsale_server::gate::Holding,
-    ) -> flashsale_server::BoxFuture<'_, Result<bool, flashsale_server::gate::GateError>> {
-        self.0.abandon(holding)
-    }
-    fn key_owner(
-        &self,
-        sale_id: &SaleId,
-        user_id: &UserId,
-        key: &str,
-    ) -> flashsale_server::BoxFuture<'_, Result<Option<OrderId>, flashsale_server::gate::GateError>>
-    {
-        self.0.key_owner(sale_id, user_id, key)
-    }
-    fn remaining(
-        &self,
-        sale_id: &SaleId,
-    ) -> flashsale_server::BoxFuture<'_, Result<Option<u64>, flashsale_server::gate::GateError>>
-    {
-        self.0.remaining(sale_id)
-    }
-    fn held(
-        &self,
-        sale_id: &SaleId,
-    ) -> flashsale_server::BoxFuture<'_, Result<Option<u64>, flashsale_server::gate::GateError>>
-    {
-        self.0.held(sale_id)
-    }
-    fn ping(
-        &self,
-    ) -> flashsale_server::BoxFuture<'_, Result<(), flashsale_server::gate::GateError>> {
-        self.0.ping()
+mod limitless {
+    use flashsale_server::domain::{OrderId, Sale, SaleId, SaleRevision, UserId};
+    use flashsale_server::gate::{
+        ChangeStep, GateDecision, GateError, GateRecords, Holding, Reservation, StockGate,
+    };
+    use flashsale_server::BoxFuture;
+    use jiff::Timestamp;
+
+    impl StockGate for super::LimitlessGate {
+        fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
+            self.0.open_sale(sale)
+        }
+        fn restore_sale(
+            &self,
+            sale: &Sale,
+            records: GateRecords,
+        ) -> BoxFuture<'_, Result<(), GateError>> {
+            self.0.restore_sale(sale, records)
+        }
+        fn reserve(
+            &self,
+            reservation: &Reservation,
+        ) -> BoxFuture<'_, Result<GateDecision, GateError>> {
+            let forgetful = Reservation {
+                per_user_limit: u32::MAX,
+                ..reservation.clone()
+            };
+            Box::pin(async move { self.0.reserve(&forgetful).await })
+        }
+        fn release(
+            &self,
+            holding: &Holding,
+            now: Timestamp,
+        ) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.0.release(holding, now)
+        }
+        fn abandon(
+            &self,
+            holding: &Holding,
+            now: Timestamp,
+        ) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.0.abandon(holding, now)
+        }
+        fn code_owner(
+            &self,
+            sale_id: &SaleId,
+            code: &str,
+        ) -> BoxFuture<'_, Result<Option<UserId>, GateError>> {
+            self.0.code_owner(sale_id, code)
+        }
+        fn begin_change<'a>(
+            &'a self,
+            base_version: u64,
+            target: &'a SaleRevision,
+            at: Timestamp,
+        ) -> BoxFuture<'a, Result<ChangeStep, GateError>> {
+            self.0.begin_change(base_version, target, at)
+        }
+        fn finish_change<'a>(
+            &'a self,
+            target: &'a Sale,
+            at: Timestamp,
+        ) -> BoxFuture<'a, Result<(), GateError>> {
+            self.0.finish_change(target, at)
+        }
+        fn pending_changes(&self) -> BoxFuture<'_, Result<Vec<SaleRevision>, GateError>> {
+            self.0.pending_changes()
+        }
+        fn sales_revision(&self) -> BoxFuture<'_, Result<u64, GateError>> {
+            self.0.sales_revision()
+        }
+        fn announce_sales_change(&self) -> BoxFuture<'_, Result<(), GateError>> {
+            self.0.announce_sales_change()
+        }
+        fn key_owner(
+            &self,
+            sale_id: &SaleId,
+            user_id: &UserId,
+            key: &str,
+        ) -> BoxFuture<'_, Result<Option<OrderId>, GateError>> {
+            self.0.key_owner(sale_id, user_id, key)
+        }
+        fn remaining(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+            self.0.remaining(sale_id)
+        }
+        fn held(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<u64>, GateError>> {
+            self.0.held(sale_id)
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), GateError>> {
+            self.0.ping()
+        }
     }
 }
 
@@ -894,10 +932,10 @@ async fn a_backstop_refusal_is_the_refusal_a_correct_gate_gives() {
     let sale_id = sale.sale.id.to_string();
     let buyer = UserId::parse("greedy").unwrap();
     let first = service
-        .purchase(buyer.clone(), &sale_id, 1, None, None)
+        .purchase(buyer.clone(), &sale_id, 1, None, None, None)
         .await
         .expect("the first unit sells");
-    let second = service.purchase(buyer, &sale_id, 1, None, None).await;
+    let second = service.purchase(buyer, &sale_id, 1, None, None, None).await;
     match second {
         Err(flashsale_server::service::ServiceError::Rejected(
             flashsale_server::domain::Rejection::AlreadyPurchased { order_id },

@@ -366,15 +366,241 @@ pub async fn the_line_refuses_what_the_contract_refuses(server: TestServer) {
     assert_eq!(reply.code(), "sale_ended");
 }
 
+async fn admin(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Reply {
+    server
+        .send(
+            method,
+            path,
+            Some(&server.admin_token),
+            body.map(|body| body.to_string()),
+            &[],
+        )
+        .await
+}
+
+/// The users of `order`, by their place in line (first place first).
+async fn by_place(server: &TestServer, sale: &str, users: &[String]) -> Vec<String> {
+    let mut placed = Vec::new();
+    for user in users {
+        placed.push((position(&status(server, sale, user).await), user.clone()));
+    }
+    placed.sort_unstable();
+    placed.into_iter().map(|(_, user)| user).collect()
+}
+
+async fn state_of(server: &TestServer, sale: &str, user: &str) -> String {
+    ok(&status(server, sale, user).await)["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+pub async fn a_paused_sale_admits_nobody_and_its_paused_seconds_never_count(server: TestServer) {
+    let sale = room_sale(&server, 100, 5, json!({ "admit_per_sec": 1 })).await;
+    let buyers: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    for user in &buyers {
+        ok(&join(&server, &sale, user).await);
+    }
+    server.advance(SignedDuration::from_secs(5));
+    let line = by_place(&server, &sale, &buyers).await;
+    server.advance(SignedDuration::from_secs(2));
+    let paused = admin(
+        &server,
+        Method::POST,
+        &format!("/api/v1/sales/{sale}/pause"),
+        None,
+    )
+    .await;
+    assert_eq!(ok(&paused)["state"], "paused");
+    let refused = join(&server, &sale, "newcomer").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.code(), "sale_paused");
+    server.advance(SignedDuration::from_secs(60));
+    assert_eq!(state_of(&server, &sale, &line[1]).await, "admitted");
+    let third = status(&server, &sale, &line[2]).await;
+    assert_eq!(ok(&third)["state"], "paused", "{}", third.body);
+    assert_eq!(third.body["position"], json!(1));
+    let resumed = admin(
+        &server,
+        Method::POST,
+        &format!("/api/v1/sales/{sale}/resume"),
+        None,
+    )
+    .await;
+    assert_eq!(ok(&resumed)["state"], "live");
+    assert_eq!(state_of(&server, &sale, &line[2]).await, "waiting");
+    server.advance(SignedDuration::from_secs(1));
+    assert_eq!(
+        state_of(&server, &sale, &line[2]).await,
+        "admitted",
+        "the line goes on from where it stopped"
+    );
+    assert_eq!(state_of(&server, &sale, &line[3]).await, "waiting");
+    ok(&join(&server, &sale, "newcomer").await);
+    server.assert_consistent(&sale).await;
+}
+
+pub async fn a_new_admission_rate_applies_from_the_reply_on(server: TestServer) {
+    let sale = room_sale(&server, 100, 5, json!({ "admit_per_sec": 1 })).await;
+    let buyers: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    for user in &buyers {
+        ok(&join(&server, &sale, user).await);
+    }
+    server.advance(SignedDuration::from_secs(5));
+    let line = by_place(&server, &sale, &buyers).await;
+    server.advance(SignedDuration::from_secs(2));
+    let faster = admin(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/sales/{sale}"),
+        Some(json!({ "waiting_room": { "admit_per_sec": 10 } })),
+    )
+    .await;
+    assert_eq!(ok(&faster)["waiting_room"]["admit_per_sec"], json!(10));
+    assert_eq!(state_of(&server, &sale, &line[1]).await, "admitted");
+    let third = status(&server, &sale, &line[2]).await;
+    assert_eq!(ok(&third)["state"], "waiting", "admitted so far: two");
+    assert_eq!(third.body["eta_secs"], json!(1), "at the new rate");
+    server.advance(SignedDuration::from_secs(1));
+    assert_eq!(state_of(&server, &sale, &line[11]).await, "admitted");
+    assert_eq!(state_of(&server, &sale, &line[12]).await, "waiting");
+    let refused = admin(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/sales/{sale}"),
+        Some(json!({ "waiting_room": { "admit_per_sec": 0 } })),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body["error"]["field"], "waiting_room.admit_per_sec");
+    server.assert_consistent(&sale).await;
+}
+
+/// Regression (issue #28): a line whose buyers did not look while the sale was sold out went on
+/// counting those seconds, and admitted the whole of them at the next look after stock came back.
+pub async fn a_line_stops_at_the_sell_out_even_when_nobody_looks(server: TestServer) {
+    let sale = room_sale(&server, 2, 5, json!({ "admit_per_sec": 1 })).await;
+    let buyers: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    for user in &buyers {
+        ok(&join(&server, &sale, user).await);
+    }
+    server.advance(SignedDuration::from_secs(5));
+    let line = by_place(&server, &sale, &buyers).await;
+    server.advance(SignedDuration::from_secs(2));
+    let mut orders = Vec::new();
+    for user in &line[..2] {
+        let pass = ok(&status(&server, &sale, user).await)["pass"]
+            .as_str()
+            .expect("admitted")
+            .to_owned();
+        let bought = buy_with(&server, &sale, user, Some(&pass)).await;
+        assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+        orders.push(bought.body["id"].as_str().unwrap().to_owned());
+    }
+    // Sold out at the second second; nobody looks for a minute; then a unit comes back.
+    server.advance(SignedDuration::from_secs(60));
+    let cancelled = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/orders/{}/cancel", orders[0]),
+            Some(&server.token(&line[0])),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    let back = crate::harness::eventually(std::time::Duration::from_secs(5), || async {
+        state_of(&server, &sale, &line[2]).await == "waiting"
+    })
+    .await;
+    assert!(back, "the third waits: the sold-out minute did not count");
+    let third = status(&server, &sale, &line[2]).await;
+    assert_eq!(third.body["position"], json!(1), "{}", third.body);
+    server.advance(SignedDuration::from_secs(1));
+    assert_eq!(state_of(&server, &sale, &line[2]).await, "admitted");
+    assert_eq!(state_of(&server, &sale, &line[3]).await, "waiting");
+    server.assert_consistent(&sale).await;
+}
+
+async fn join_coded(server: &TestServer, sale: &str, user: &str, code: Option<&str>) -> Reply {
+    let headers: Vec<(&str, &str)> = code.map(|code| ("access-code", code)).into_iter().collect();
+    server
+        .send(
+            Method::POST,
+            &format!("/api/v1/sales/{sale}/queue"),
+            Some(&server.token(user)),
+            None,
+            &headers,
+        )
+        .await
+}
+
+pub async fn a_presale_line_takes_only_buyers_with_a_code(server: TestServer) {
+    let starts_at = server.now() + SignedDuration::from_secs(5);
+    let sale = server
+        .create_sale(json!({
+            "stock": 5,
+            "starts_at": starts_at.to_string(),
+            "access": "codes",
+            "waiting_room": { "admit_per_sec": 100 },
+        }))
+        .await;
+    let made = admin(
+        &server,
+        Method::POST,
+        &format!("/api/v1/sales/{sale}/codes"),
+        Some(json!({ "count": 2 })),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let code = made.body["codes"][0].as_str().unwrap().to_owned();
+    let without = join_coded(&server, &sale, "ann", None).await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN, "{}", without.body);
+    assert_eq!(without.code(), "access_code_required");
+    ok(&join_coded(&server, &sale, "ann", Some(&code)).await);
+    server.advance(SignedDuration::from_secs(6));
+    let pass = ok(&status(&server, &sale, "ann").await)["pass"]
+        .as_str()
+        .expect("admitted")
+        .to_owned();
+    let token = server.token("ann");
+    let bought = server
+        .send(
+            Method::POST,
+            &format!("/api/v1/sales/{sale}/purchase"),
+            Some(&token),
+            None,
+            &[("queue-pass", &pass), ("access-code", &code)],
+        )
+        .await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    let taken = join_coded(&server, &sale, "bob", Some(&code)).await;
+    assert_eq!(
+        taken.code(),
+        "access_code_required",
+        "ann's code: {}",
+        taken.body
+    );
+    server.assert_consistent(&sale).await;
+}
+
 crate::server_suite!(embedded, async { Some(TestServer::start().await) };
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,
     admission_pauses_while_sold_out_and_resumes_when_stock_returns,
-    the_line_refuses_what_the_contract_refuses);
+    the_line_refuses_what_the_contract_refuses,
+    a_paused_sale_admits_nobody_and_its_paused_seconds_never_count,
+    a_new_admission_rate_applies_from_the_reply_on,
+    a_line_stops_at_the_sell_out_even_when_nobody_looks,
+    a_presale_line_takes_only_buyers_with_a_code);
 crate::server_suite!(two_nodes, TestServer::start_cluster(2);
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,
     admission_pauses_while_sold_out_and_resumes_when_stock_returns,
-    the_line_refuses_what_the_contract_refuses);
+    the_line_refuses_what_the_contract_refuses,
+    a_paused_sale_admits_nobody_and_its_paused_seconds_never_count,
+    a_new_admission_rate_applies_from_the_reply_on,
+    a_line_stops_at_the_sell_out_even_when_nobody_looks,
+    a_presale_line_takes_only_buyers_with_a_code);

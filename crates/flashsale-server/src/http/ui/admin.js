@@ -1,5 +1,7 @@
 // The admin console: sign in with the admin token (kept in this tab's session storage, never in
-// a URL), create sales, watch every sale's counts and audit, and purchases per second by outcome.
+// a URL), create sales, watch every sale's counts and audit, run a live sale (pause, resume,
+// end, add or take off stock, change the admission rate, make presale codes, download the
+// orders), look orders up by buyer or id, and purchases per second by outcome.
 'use strict';
 
 const tokenKey = 'flashsale.admin';
@@ -36,6 +38,8 @@ document.getElementById('sign-out').addEventListener('click', () => {
   sessionStorage.removeItem(tokenKey);
   showSignedIn();
   table.replaceChildren(row(['Sign in to see the sales.'], 8));
+  knownSales = [];
+  refreshChoices();
 });
 
 function toRfc3339(localValue) {
@@ -48,7 +52,7 @@ function fieldInput(field) {
   return { name: 'f-name', description: 'f-description', stock: 'f-stock', per_user_limit: 'f-limit',
     price_cents: 'f-price', starts_at: 'f-starts', ends_at: 'f-ends', payment_window_secs: 'f-window',
     waiting_room: 'f-admit', 'waiting_room.admit_per_sec': 'f-admit', 'waiting_room.pass_ttl_secs': 'f-pass',
-    'waiting_room.opens_before_secs': 'f-opens' }[field];
+    'waiting_room.opens_before_secs': 'f-opens', access: 'f-access' }[field];
 }
 
 form.addEventListener('submit', async (event) => {
@@ -65,6 +69,7 @@ form.addEventListener('submit', async (event) => {
     starts_at: toRfc3339(value('f-starts')),
     ends_at: toRfc3339(value('f-ends')),
     payment_window_secs: number('f-window'),
+    access: value('f-access') || undefined,
   };
   if (value('f-admit') !== '' || value('f-pass') !== '' || value('f-opens') !== '') {
     body.waiting_room = { admit_per_sec: number('f-admit'), pass_ttl_secs: number('f-pass'), opens_before_secs: number('f-opens') };
@@ -113,6 +118,8 @@ async function refreshTable() {
     notice.textContent = 'The admin token is no longer accepted. Please sign in again.';
     return true;
   }
+  knownSales = reply.body.sales;
+  refreshChoices();
   if (reply.body.sales.length === 0) {
     table.replaceChildren(row(['No sales yet.'], 8));
     return true;
@@ -151,6 +158,194 @@ async function refreshSinks() {
   ])));
   return true;
 }
+
+// ---- running a live sale ----
+const choice = document.getElementById('m-sale');
+const summary = document.getElementById('m-summary');
+const outcome = document.getElementById('m-result');
+let knownSales = [];
+
+function chosenSale() {
+  return knownSales.find((sale) => sale.id === choice.value) || null;
+}
+
+// The sale list changes under the admin's hands: keep the choice, refresh the names.
+function refreshChoices() {
+  const chosen = choice.value;
+  choice.replaceChildren(...knownSales.map((sale) => element('option', { value: sale.id }, sale.name)));
+  if (knownSales.some((sale) => sale.id === chosen)) choice.value = chosen;
+  describeChoice();
+}
+
+function describeChoice() {
+  const sale = chosenSale();
+  const controls = ['m-pause', 'm-resume', 'm-end', 'm-export'].map((id) => document.getElementById(id));
+  if (!sale) {
+    summary.textContent = 'No sale chosen.';
+    for (const button of controls) button.disabled = true;
+    return;
+  }
+  const room = sale.waiting_room ? ' · waiting room at ' + sale.waiting_room.admit_per_sec + '/s' : '';
+  const access = sale.access === 'codes' ? ' · presale by access code' : '';
+  summary.textContent = sale.state.replace('_', ' ') + ' · ' + sale.remaining + ' of ' + sale.stock + ' left'
+    + room + access + ' · version ' + sale.version;
+  document.getElementById('m-pause').disabled = sale.state === 'paused' || sale.state === 'ended';
+  document.getElementById('m-resume').disabled = sale.state !== 'paused';
+  document.getElementById('m-end').disabled = sale.state === 'ended';
+  document.getElementById('m-export').disabled = false;
+  document.getElementById('m-rate').querySelector('button').disabled = !sale.waiting_room;
+}
+
+choice.addEventListener('change', describeChoice);
+
+function tell(text, ok) {
+  outcome.className = ok ? 'ok' : 'error';
+  outcome.textContent = text;
+}
+
+// One change of the chosen sale; says what happened as a sentence.
+async function changeSale(path, init, done) {
+  const sale = chosenSale();
+  if (!sale) { tell('Choose a sale first.', false); return; }
+  let reply;
+  try {
+    reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + path, Object.assign({ token: adminToken() }, init));
+  } catch (_) { tell('Could not reach the server. Please try again.', false); return; }
+  if (reply.ok) {
+    tell(done(reply.body), true);
+    knownSales = knownSales.map((known) => (known.id === reply.body.id ? reply.body : known));
+    describeChoice();
+    refreshTable();
+  } else if (reply.body && reply.body.error && reply.body.error.code === 'insufficient_stock') {
+    tell('Only ' + reply.body.error.remaining + ' units are not held by an order: no more can come off sale.', false);
+  } else {
+    tell(sentence(reply), false);
+  }
+}
+
+document.getElementById('m-pause').addEventListener('click', () =>
+  changeSale('/pause', { method: 'POST' }, (sale) => 'Paused "' + sale.name + '": nothing sells until you resume it.'));
+document.getElementById('m-resume').addEventListener('click', () =>
+  changeSale('/resume', { method: 'POST' }, (sale) => 'Resumed "' + sale.name + '".'));
+document.getElementById('m-end').addEventListener('click', () => {
+  const sale = chosenSale();
+  if (!sale || !window.confirm('End "' + sale.name + '" now? Nothing sells after this.')) return;
+  changeSale('/end', { method: 'POST' }, (ended) => 'Ended "' + ended.name + '".');
+});
+
+function units(id) {
+  const value = Number(document.getElementById(id).value);
+  return Number.isInteger(value) && value > 0 ? value : null;
+}
+
+document.getElementById('m-add').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const add = units('m-add-units');
+  if (!add) { tell('Enter how many units to add.', false); return; }
+  changeSale('', { method: 'PATCH', body: { add_stock: add } }, (sale) => {
+    document.getElementById('m-add-units').value = '';
+    return 'Added ' + add + ' units: ' + sale.stock + ' in all.';
+  });
+});
+
+document.getElementById('m-remove').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const remove = units('m-remove-units');
+  const sale = chosenSale();
+  if (!remove) { tell('Enter how many units to take off sale.', false); return; }
+  if (!sale || !window.confirm('Take ' + remove + ' units of "' + sale.name + '" off sale?')) return;
+  changeSale('', { method: 'PATCH', body: { remove_stock: remove } }, (changed) => {
+    document.getElementById('m-remove-units').value = '';
+    return 'Took ' + remove + ' units off sale: ' + changed.stock + ' in all.';
+  });
+});
+
+document.getElementById('m-rate').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const rate = units('m-rate-value');
+  if (!rate) { tell('Enter the buyers to admit per second.', false); return; }
+  changeSale('', { method: 'PATCH', body: { waiting_room: { admit_per_sec: rate } } },
+    () => 'The line now admits ' + rate + ' buyers per second.');
+});
+
+// A download of what an authorized request answers (a link cannot carry the admin token).
+async function download(path, init, filename) {
+  const headers = Object.assign({ Authorization: 'Bearer ' + adminToken() }, init.headers || {});
+  const response = await fetch(path, Object.assign({}, init, { headers }));
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch (_) { body = null; }
+    return { ok: false, status: response.status, body };
+  }
+  const blob = await response.blob();
+  const link = element('a', { href: URL.createObjectURL(blob), download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  return { ok: true };
+}
+
+document.getElementById('m-codes').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const sale = chosenSale();
+  const count = units('m-codes-count');
+  if (!sale) { tell('Choose a sale first.', false); return; }
+  if (!count) { tell('Enter how many codes to make.', false); return; }
+  try {
+    const reply = await download('/api/v1/sales/' + encodeURIComponent(sale.id) + '/codes?format=csv', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ count }),
+    }, 'codes-' + sale.id + '.csv');
+    if (reply.ok) tell('Made ' + count + ' codes for "' + sale.name + '" (downloaded as CSV).', true);
+    else tell(sentence(reply), false);
+  } catch (_) { tell('Could not reach the server. Please try again.', false); }
+});
+
+document.getElementById('m-export').addEventListener('click', async () => {
+  const sale = chosenSale();
+  if (!sale) { tell('Choose a sale first.', false); return; }
+  try {
+    const reply = await download('/api/v1/orders.csv?sale_id=' + encodeURIComponent(sale.id), {}, 'orders-' + sale.id + '.csv');
+    if (reply.ok) tell('Downloaded the orders of "' + sale.name + '".', true);
+    else tell(sentence(reply), false);
+  } catch (_) { tell('Could not reach the server. Please try again.', false); }
+});
+
+// ---- looking orders up ----
+const ORDER_STATUS = { pending_payment: 'waiting for payment', paid: 'paid', cancelled: 'cancelled', expired: 'expired' };
+
+document.getElementById('lookup').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const query = document.getElementById('lookup-query').value.trim();
+  const result = document.getElementById('lookup-result');
+  const rows = document.getElementById('lookup-rows');
+  if (!query) return;
+  result.className = '';
+  let found = [];
+  try {
+    // An order id first; else the buyer's orders.
+    const byId = /^[A-Za-z0-9_-]{1,64}$/.test(query)
+      ? await api('/api/v1/orders/' + encodeURIComponent(query), { token: adminToken() })
+      : null;
+    if (byId && byId.ok) {
+      found = [byId.body];
+    } else {
+      const byBuyer = await api('/api/v1/orders?limit=500&user_id=' + encodeURIComponent(query), { token: adminToken() });
+      if (!byBuyer.ok) { result.className = 'error'; result.textContent = sentence(byBuyer); return; }
+      found = byBuyer.body.orders;
+    }
+  } catch (_) {
+    result.className = 'error';
+    result.textContent = 'Could not reach the server. Please try again.';
+    return;
+  }
+  const saleName = (id) => (knownSales.find((sale) => sale.id === id) || { name: id }).name;
+  result.textContent = found.length === 0 ? 'No order by that id or buyer.'
+    : found.length === 1 ? 'One order.' : found.length + ' orders.';
+  rows.replaceChildren(...found.map((order) => row([order.id, saleName(order.sale_id), order.user_id,
+    String(order.quantity), ORDER_STATUS[order.status] || order.status, new Date(order.created_at).toLocaleString()])));
+  document.getElementById('lookup-table').hidden = found.length === 0;
+});
 
 // ---- purchases per second, from the server's counters ----
 const OUTCOMES = ['created', 'sold_out', 'already_purchased', 'rate_limited', 'overloaded', 'other'];
@@ -218,6 +413,7 @@ function draw() {
 }
 
 showSignedIn();
+describeChoice();
 poll(refreshTable, 1500, 10000);
 poll(refreshSinks, 2000, 10000);
 poll(sampleRates, 1000, 10000);

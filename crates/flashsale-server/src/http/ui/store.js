@@ -77,12 +77,13 @@ document.getElementById('sign-out').addEventListener('click', () => {
 function localState(sale) {
   const now = serverClock.now();
   if (sale.ends_at && now >= Date.parse(sale.ends_at)) return 'ended';
+  if (sale.state === 'paused') return 'paused';
   if (now < Date.parse(sale.starts_at)) return 'scheduled';
   if (sale.state === 'scheduled') return sale.remaining > 0 ? 'live' : 'sold_out';
   return sale.state;
 }
 
-const STATE_TEXT = { scheduled: 'Starts soon', live: 'On sale now', sold_out: 'Sold out', ended: 'Ended' };
+const STATE_TEXT = { scheduled: 'Starts soon', live: 'On sale now', sold_out: 'Sold out', paused: 'Paused', ended: 'Ended' };
 
 function makeCard(sale) {
   const parts = {
@@ -93,11 +94,14 @@ function makeCard(sale) {
     remaining: element('p'),
     countdown: element('p', { class: 'countdown', role: 'timer', 'aria-live': 'off' }),
     room: element('p', { class: 'room' }),
+    code: element('input', { id: 'code-' + sale.id, autocomplete: 'off', maxlength: '64' }),
     buy: element('button', { type: 'button' }, 'Buy'),
     message: element('p', { class: 'message', role: 'status', 'aria-live': 'polite' }),
   };
+  parts.codeField = element('p', { class: 'code' }, element('label', { for: 'code-' + sale.id }, 'Access code '), parts.code);
   const node = element('article', { class: 'card', 'aria-labelledby': 'sale-' + sale.id },
-    parts.heading, parts.description, parts.price, parts.state, parts.remaining, parts.countdown, parts.room, parts.buy, parts.message);
+    parts.heading, parts.description, parts.price, parts.state, parts.remaining, parts.countdown, parts.room,
+    parts.codeField, parts.buy, parts.message);
   const card = { sale, node, parts };
   parts.buy.addEventListener('click', () => (card.sale.waiting_room ? joinLine(card) : buy(card)));
   return card;
@@ -121,6 +125,7 @@ function updateCard(card) {
   }
   const attempt = attempts.get(sale.id);
   const busy = Boolean(attempt && attempt.running);
+  parts.codeField.hidden = sale.access !== 'codes';
   const room = sale.waiting_room;
   parts.room.hidden = !room;
   if (room) {
@@ -130,7 +135,7 @@ function updateCard(card) {
       ? 'Waiting room: press Buy to join the line; the order of early arrivals is drawn at the start.'
       : 'Waiting room: the line opens in ' + countdownText(opensAt - serverClock.now()) + '.';
     const line = lines.get(sale.id);
-    parts.buy.disabled = state === 'ended' || !open || !session.token || busy || Boolean(line && line.active);
+    parts.buy.disabled = state === 'ended' || state === 'paused' || !open || !session.token || busy || Boolean(line && line.active);
   } else {
     parts.buy.disabled = state !== 'live' || !session.token || busy;
   }
@@ -143,6 +148,7 @@ function lineOpensAt(sale) {
 
 // ---- the waiting room ----
 function lineText(status) {
+  if (status.state === 'paused') return 'The sale is paused. You keep your place (' + status.position + '); the line goes on when it resumes.';
   if (status.state === 'sold_out') return 'Sold out for now. You keep your place (' + status.position + ') in case units come back.';
   if (status.position === null) return 'You are in line. Places are drawn when the sale starts, so arriving early gives no edge.';
   if (status.position <= 1) return 'You are next in line…';
@@ -158,10 +164,17 @@ function nextLook(sale, status) {
   return seconds * (0.75 + Math.random() * 0.5) * 1000;
 }
 
-async function lineCall(sale, method) {
+// The access code a buyer typed into a presale's card, as the header that carries it.
+function codeHeader(card) {
+  const code = card.parts.code.value.trim();
+  return card.sale.access === 'codes' && code ? { 'Access-Code': code } : {};
+}
+
+async function lineCall(card, method) {
+  const { sale } = card;
   for (let failures = 0; ; failures += 1) {
     try {
-      const reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/queue', { method, token: session.token });
+      const reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/queue', { method, token: session.token, headers: codeHeader(card) });
       if (reply.status !== 429 && reply.status !== 503) return reply;
       await sleep((reply.retryAfter || 1) * 1000 * (0.75 + Math.random() * 0.5));
     } catch (_) {
@@ -181,7 +194,7 @@ async function joinLine(card) {
   updateCard(card);
   parts.message.className = 'message';
   parts.message.textContent = 'Joining the line…';
-  let reply = await lineCall(sale, 'POST');
+  let reply = await lineCall(card, 'POST');
   for (;;) {
     if (!reply) {
       parts.message.className = 'message error';
@@ -210,7 +223,7 @@ async function joinLine(card) {
     parts.message.className = 'message';
     parts.message.textContent = lineText(status);
     await sleep(nextLook(sale, status));
-    reply = await lineCall(sale, 'GET');
+    reply = await lineCall(card, 'GET');
   }
   line.active = false;
   updateCard(card);
@@ -258,7 +271,7 @@ async function buy(card, queuePass = null) {
     try {
       reply = await api('/api/v1/sales/' + encodeURIComponent(sale.id) + '/purchase', {
         method: 'POST', token: session.token,
-        headers: Object.assign({ 'Idempotency-Key': attempt.key }, queuePass ? { 'Queue-Pass': queuePass } : {}),
+        headers: Object.assign({ 'Idempotency-Key': attempt.key }, queuePass ? { 'Queue-Pass': queuePass } : {}, codeHeader(card)),
       });
     } catch (_) {
       networkFailures += 1;

@@ -2,13 +2,14 @@
 -- is still queued for PostgreSQL: then nothing changes and the next round tries again.
 -- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 6 the copies of queued orders an earlier
 --       version kept (one hash tag: the sale id),
---       7 the set of sales with queued orders, 8-11 the waiting line (draws, numbers, meta, passes)
+--       7 the set of sales with queued orders, 8-11 the waiting line (draws, numbers, meta, passes),
+--       12 access codes
 -- ARGV: 1 sale id
 -- Returns 1 when the sale's keys are gone (also when they were gone already), 0 when not yet.
 if redis.call('XLEN', KEYS[5]) > 0 or redis.call('HLEN', KEYS[6]) > 0 then
     return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[9], KEYS[10],
-    KEYS[11])
+    KEYS[11], KEYS[12])
 redis.call('SREM', KEYS[7], ARGV[1])
 return 1

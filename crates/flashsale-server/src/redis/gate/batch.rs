@@ -40,6 +40,8 @@ pub struct Purchase {
     pub record_untimed: String,
     pub payment_window_ms: u64,
     pub holding_open: String,
+    /// Empty for none.
+    pub access_code: String,
 }
 
 /// The script's word on one purchase: what happened and its detail (a time, an order id, the
@@ -76,7 +78,10 @@ impl Reserver {
         Self {
             connection,
             keys,
-            script: Script::new(include_str!("reserve.lua")),
+            script: Script::new(concat!(
+                include_str!("../line/admission_lib.lua"),
+                include_str!("reserve.lua")
+            )),
             replicas_ack,
             replicas_ack_timeout,
             metrics,
@@ -175,6 +180,8 @@ impl Reserver {
             .key(self.keys.idempotency(sale_id))
             .key(self.keys.queue(sale_id))
             .key(self.keys.queued_sales())
+            .key(self.keys.line_meta(sale_id))
+            .key(self.keys.codes(sale_id))
             .arg(sale_id.as_str());
         for purchase in purchases {
             invocation
@@ -186,7 +193,8 @@ impl Reserver {
                 .arg(purchase.per_user_limit)
                 .arg(&purchase.record_untimed)
                 .arg(purchase.payment_window_ms)
-                .arg(&purchase.holding_open);
+                .arg(&purchase.holding_open)
+                .arg(&purchase.access_code);
         }
         let mut connection = self.connection.clone();
         let reply: Vec<String> = invocation

@@ -18,8 +18,10 @@ use self::sold_out::SoldOutCache;
 use super::connection::Redis;
 use super::keys::{self, RedisKeys, PERSISTERS};
 use super::queue::record;
-use crate::domain::{OrderId, Sale, SaleId, UserId};
-use crate::gate::{GateDecision, GateError, Holding, OrderKey, Reservation, StockGate};
+use crate::domain::{OrderId, Sale, SaleId, SaleRevision, UserId};
+use crate::gate::{
+    ChangeStep, GateDecision, GateError, GateRecords, Holding, Reservation, StockGate,
+};
 use crate::metrics::Metrics;
 use crate::BoxFuture;
 
@@ -45,6 +47,7 @@ pub struct RedisGate {
     release: Script,
     restore: Script,
     archive: Script,
+    change: Script,
     time_from_caller: bool,
     sold_out: Arc<SoldOutCache>,
     metrics: Arc<Metrics>,
@@ -85,9 +88,16 @@ impl RedisGate {
             connection,
             keys,
             reserver,
-            release: Script::new(include_str!("release.lua")),
+            release: Script::new(concat!(
+                include_str!("../line/admission_lib.lua"),
+                include_str!("release.lua")
+            )),
             restore: Script::new(include_str!("restore.lua")),
             archive: Script::new(include_str!("archive.lua")),
+            change: Script::new(concat!(
+                include_str!("../line/admission_lib.lua"),
+                include_str!("change.lua")
+            )),
             time_from_caller: options.time_from_caller,
             sold_out,
             metrics,
@@ -111,6 +121,7 @@ impl RedisGate {
             .key(self.keys.line_numbers(sale_id))
             .key(self.keys.line_meta(sale_id))
             .key(self.keys.line_passes(sale_id))
+            .key(self.keys.codes(sale_id))
             .arg(sale_id.as_str());
         let gone: i64 = invocation
             .invoke_async(&mut self.connection())
@@ -137,12 +148,10 @@ impl RedisGate {
     pub async fn repair_sale(
         &self,
         sale: &Sale,
-        holdings: &[Holding],
-        keys: &[OrderKey],
+        records: &GateRecords,
         orphans: &[String],
     ) -> Result<(), GateError> {
-        self.put_sale(sale, holdings, keys, orphans, Put::Repair)
-            .await?;
+        self.put_sale(sale, records, orphans, Put::Repair).await?;
         self.sold_out.clear(sale.id.as_str());
         Ok(())
     }
@@ -151,8 +160,7 @@ impl RedisGate {
     async fn put_sale(
         &self,
         sale: &Sale,
-        holdings: &[Holding],
-        keys: &[OrderKey],
+        records: &GateRecords,
         orphans: &[String],
         put: Put,
     ) -> Result<(), GateError> {
@@ -165,25 +173,39 @@ impl RedisGate {
             .key(self.keys.idempotency(&sale.id))
             .key(self.keys.old_order_copies(&sale.id))
             .key(self.keys.queue(&sale.id))
+            .key(self.keys.codes(&sale.id))
+            .key(self.keys.sale_changes())
             .arg(sale.stock)
             .arg(sale.starts_at.as_millisecond())
-            .arg(sale.ends_at.map_or(-1, |ends_at| ends_at.as_millisecond()))
+            .arg(end_ms(sale))
             .arg(put.mode())
             .arg(PERSISTERS)
-            .arg(holdings.len())
-            .arg(keys.len());
-        for holding in holdings {
+            .arg(records.holdings.len())
+            .arg(records.keys.len())
+            .arg(sale.version)
+            .arg(if sale.paused { "1" } else { "0" })
+            .arg(room_rate(sale))
+            .arg(records.codes.len())
+            .arg(sale.id.as_str());
+        for holding in &records.holdings {
             invocation
                 .arg(holding.order_id.as_str())
                 .arg(holding.user_id.as_str())
                 .arg(holding.quantity)
-                .arg(holding.idempotency_key.as_deref().unwrap_or(""));
+                .arg(holding.idempotency_key.as_deref().unwrap_or(""))
+                .arg(holding.access_code.as_deref().unwrap_or(""));
         }
-        for key in keys {
+        for key in &records.keys {
             invocation
                 .arg(key.user_id.as_str())
                 .arg(&key.key)
                 .arg(key.order_id.as_str());
+        }
+        for binding in &records.codes {
+            invocation
+                .arg(&binding.code)
+                .arg(binding.user_id.as_str())
+                .arg(binding.order_id.as_str());
         }
         for orphan in orphans {
             invocation.arg(orphan);
@@ -195,7 +217,21 @@ impl RedisGate {
         Ok(())
     }
 
-    async fn release_order(&self, holding: &Holding, forget_key: bool) -> Result<bool, GateError> {
+    /// "now" for a script: the caller's time (tests' manual clock), or empty for Redis's own.
+    fn script_now(&self, now: jiff::Timestamp) -> String {
+        if self.time_from_caller {
+            now.as_millisecond().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    async fn release_order(
+        &self,
+        holding: &Holding,
+        forget_key: bool,
+        now: jiff::Timestamp,
+    ) -> Result<bool, GateError> {
         let sale_id = &holding.sale_id;
         let mut invocation = self.release.prepare_invoke();
         invocation
@@ -203,10 +239,13 @@ impl RedisGate {
             .key(self.keys.buyers(sale_id))
             .key(self.keys.holds(sale_id))
             .key(self.keys.idempotency(sale_id))
+            .key(self.keys.line_meta(sale_id))
+            .key(self.keys.codes(sale_id))
             .arg(holding.order_id.as_str())
             .arg(self.keys.stock_back())
             .arg(sale_id.as_str())
-            .arg(if forget_key { "1" } else { "0" });
+            .arg(if forget_key { "1" } else { "0" })
+            .arg(self.script_now(now));
         let released: i64 = invocation
             .invoke_async(&mut self.connection())
             .await
@@ -215,6 +254,41 @@ impl RedisGate {
             self.sold_out.clear(sale_id.as_str());
         }
         Ok(released == 1)
+    }
+
+    /// Runs one step of `change.lua`; returns its reply.
+    async fn change_step(
+        &self,
+        step: &str,
+        base_version: u64,
+        target: &Sale,
+        pending: Option<&SaleRevision>,
+        at: jiff::Timestamp,
+    ) -> Result<Vec<String>, GateError> {
+        let mut invocation = self.change.prepare_invoke();
+        invocation
+            .key(self.keys.sale(&target.id))
+            .key(self.keys.line_meta(&target.id))
+            .key(self.keys.sale_changes())
+            .arg(step)
+            .arg(base_version)
+            .arg(target.version)
+            .arg(target.stock)
+            .arg(end_ms(target))
+            .arg(if target.paused { "1" } else { "0" })
+            .arg(room_rate(target))
+            .arg(self.script_now(at))
+            .arg(pending.map(record::encode_revision).unwrap_or_default())
+            .arg(self.keys.stock_back())
+            .arg(target.id.as_str());
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        if reply.first().is_some_and(|outcome| outcome == "unknown") {
+            return Err(GateError::UnknownSale(target.id.clone()));
+        }
+        Ok(reply)
     }
 
     async fn key_owner_of(
@@ -241,6 +315,21 @@ impl RedisGate {
         }
         Ok(GateDecision::SoldOut { remaining: 0 })
     }
+}
+
+fn end_ms(sale: &Sale) -> i64 {
+    sale.ends_at.map_or(-1, |ends_at| ends_at.as_millisecond())
+}
+
+/// The waiting line's rate as the scripts keep it: 0 for a sale without a line.
+fn room_rate(sale: &Sale) -> u32 {
+    sale.waiting_room.map_or(0, |room| room.admit_per_sec)
+}
+
+fn code_owner_of(bound: &str) -> Option<UserId> {
+    bound
+        .split_once(' ')
+        .and_then(|(_, user)| UserId::parse(user))
 }
 
 #[derive(Clone, Copy)]
@@ -317,19 +406,20 @@ fn order_id(text: &str) -> Result<OrderId, GateError> {
 impl StockGate for RedisGate {
     fn open_sale(&self, sale: &Sale) -> BoxFuture<'_, Result<(), GateError>> {
         let sale = sale.clone();
-        Box::pin(async move { self.put_sale(&sale, &[], &[], &[], Put::Open).await })
+        Box::pin(async move {
+            self.put_sale(&sale, &GateRecords::default(), &[], Put::Open)
+                .await
+        })
     }
 
     fn restore_sale(
         &self,
         sale: &Sale,
-        holdings: Vec<Holding>,
-        keys: Vec<OrderKey>,
+        records: GateRecords,
     ) -> BoxFuture<'_, Result<(), GateError>> {
         let sale = sale.clone();
         Box::pin(async move {
-            self.put_sale(&sale, &holdings, &keys, &[], Put::Restore)
-                .await?;
+            self.put_sale(&sale, &records, &[], Put::Restore).await?;
             self.sold_out.clear(sale.id.as_str());
             Ok(())
         })
@@ -358,6 +448,7 @@ impl StockGate for RedisGate {
             record_untimed: record::encode_untimed(&order),
             payment_window_ms: u64::from(reservation.payment_window_secs) * 1000,
             holding_open: record::encode_holding_open(&order),
+            access_code: order.access_code.clone().unwrap_or_default(),
         };
         Box::pin(async move {
             let (outcome, detail) = self.reserver.reserve(&sale_id, purchase).await?;
@@ -389,6 +480,8 @@ impl StockGate for RedisGate {
                 }),
                 "not_started" => Ok(GateDecision::NotStarted),
                 "ended" => Ok(GateDecision::Ended),
+                "paused" => Ok(GateDecision::Paused),
+                "code_taken" => Ok(GateDecision::CodeTaken),
                 "unknown" => Err(GateError::UnknownSale(sale_id)),
                 _ => Err(GateError::Unavailable(format!(
                     "Redis: unexpected verdict {outcome:?} from the purchase script"
@@ -397,14 +490,120 @@ impl StockGate for RedisGate {
         })
     }
 
-    fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+    fn release(
+        &self,
+        holding: &Holding,
+        now: jiff::Timestamp,
+    ) -> BoxFuture<'_, Result<bool, GateError>> {
         let holding = holding.clone();
-        Box::pin(async move { self.release_order(&holding, false).await })
+        Box::pin(async move { self.release_order(&holding, false, now).await })
     }
 
-    fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
+    fn abandon(
+        &self,
+        holding: &Holding,
+        now: jiff::Timestamp,
+    ) -> BoxFuture<'_, Result<bool, GateError>> {
         let holding = holding.clone();
-        Box::pin(async move { self.release_order(&holding, true).await })
+        Box::pin(async move { self.release_order(&holding, true, now).await })
+    }
+
+    fn code_owner(
+        &self,
+        sale_id: &SaleId,
+        code: &str,
+    ) -> BoxFuture<'_, Result<Option<UserId>, GateError>> {
+        let (key, code) = (self.keys.codes(sale_id), code.to_owned());
+        let mut connection = self.connection();
+        Box::pin(async move {
+            let bound: Option<String> = connection.hget(key, code).await.map_err(unavailable)?;
+            Ok(bound.as_deref().and_then(code_owner_of))
+        })
+    }
+
+    fn begin_change<'a>(
+        &'a self,
+        base_version: u64,
+        target: &'a SaleRevision,
+        at: jiff::Timestamp,
+    ) -> BoxFuture<'a, Result<ChangeStep, GateError>> {
+        Box::pin(async move {
+            let reply = self
+                .change_step("begin", base_version, &target.sale, Some(target), at)
+                .await?;
+            match reply.first().map(String::as_str) {
+                Some("applied") => Ok(ChangeStep::Applied),
+                Some("conflict") => Ok(ChangeStep::Conflict {
+                    pending: reply
+                        .get(1)
+                        .and_then(|text| record::decode_revision(text))
+                        .map(Box::new),
+                }),
+                Some("insufficient") => Ok(ChangeStep::InsufficientStock {
+                    remaining: reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0),
+                }),
+                _ => Err(GateError::Unavailable(format!(
+                    "Redis: unexpected reply {reply:?} from the change script"
+                ))),
+            }
+        })
+    }
+
+    fn finish_change<'a>(
+        &'a self,
+        target: &'a Sale,
+        at: jiff::Timestamp,
+    ) -> BoxFuture<'a, Result<(), GateError>> {
+        Box::pin(async move {
+            let reply = self.change_step("finish", 0, target, None, at).await?;
+            if reply.first().is_some_and(|outcome| outcome == "finished") {
+                // Added units: this node's sold-out mark goes at once (the others' with the
+                // announcement).
+                self.sold_out.clear(target.id.as_str());
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_changes(&self) -> BoxFuture<'_, Result<Vec<SaleRevision>, GateError>> {
+        let mut connection = self.connection();
+        Box::pin(async move {
+            let members: Vec<String> = connection
+                .smembers(self.keys.sale_changes())
+                .await
+                .map_err(unavailable)?;
+            let mut pending = Vec::new();
+            for sale_id in members.iter().filter_map(|text| SaleId::parse(text)) {
+                let text: Option<String> = connection
+                    .hget(self.keys.sale(&sale_id), "pending")
+                    .await
+                    .map_err(unavailable)?;
+                pending.extend(text.as_deref().and_then(record::decode_revision));
+            }
+            Ok(pending)
+        })
+    }
+
+    fn sales_revision(&self) -> BoxFuture<'_, Result<u64, GateError>> {
+        let mut connection = self.connection();
+        Box::pin(async move {
+            let revision: Option<u64> = connection
+                .get(self.keys.sales_revision())
+                .await
+                .map_err(unavailable)?;
+            Ok(revision.unwrap_or(0))
+        })
+    }
+
+    fn announce_sales_change(&self) -> BoxFuture<'_, Result<(), GateError>> {
+        let mut connection = self.connection();
+        Box::pin(async move {
+            let _: u64 = connection
+                .incr(self.keys.sales_revision(), 1)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
     }
 
     fn key_owner(

@@ -1,7 +1,8 @@
 -- A group of purchases of one sale, in arrival order, atomically. Each purchase, as if alone: a
 -- known idempotency key first (it names its order whatever else changed since), then the window,
--- the per-buyer limit and the stock; then take the stock, record the holding and the key, and
--- queue the order. A purchase sees the ones before it in the group (a buyer's second click finds
+-- the operator's pause, the per-buyer limit, the access code (bound to another buyer?) and the
+-- stock; then take the stock, record the holding, the key and the code's buyer, and queue the
+-- order. The purchase that takes the last unit stops the sale's waiting line at its moment. A purchase sees the ones before it in the group (a buyer's second click finds
 -- the first order's holding). The writes are gathered and made once per group where they can be
 -- (the remaining stock, the buyers', holdings' and keys' fields): Redis pays most of a script call
 -- per call, not per write.
@@ -9,16 +10,17 @@
 -- entry, so a node finds a queued order by id without a second copy.
 -- The window and the order's times come from Redis's clock, one clock for every node, so a node
 -- whose clock is off cannot sell early or late, nor shorten a payment window.
--- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue (one hash tag: the sale id),
---       6 the set of sales with queued orders (the persisters' work list)
--- ARGV: 1 sale id, then 9 per purchase: order id, user, quantity, idempotency key ('' for none),
+-- KEYS: 1 sale, 2 buyers, 3 holds, 4 keys, 5 queue, 7 the waiting line's admission, 8 access
+--       codes (one hash tag: the sale id), 6 the set of sales with queued orders (the persisters'
+--       work list)
+-- ARGV: 1 sale id, then 10 per purchase: order id, user, quantity, idempotency key ('' for none),
 --       now in ms ('' for Redis's clock; tests pass a manual clock), per-user limit, the order as
 --       JSON without its times and closing brace, payment window (ms), the holding as JSON
---       without its closing brace (`{"u":..,"q":..,"k":..`)
+--       without its closing brace (`{"u":..,"q":..,"k":..,"c":..`), access code ('' for none)
 -- Returns two values per purchase: what happened, and its detail (the order's creation time,
 -- the order a key or a limit names, the remaining stock, or '').
-local FIELDS = 9
-local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts_ms', 'ends_ms')
+local FIELDS = 10
+local sale = redis.call('HMGET', KEYS[1], 'remaining', 'starts_ms', 'ends_ms', 'paused', 'room_rate')
 local verdicts = {}
 local function verdict(outcome, detail)
     verdicts[#verdicts + 1] = outcome
@@ -32,14 +34,18 @@ if not sale[1] then
 end
 local remaining = tonumber(sale[1])
 local starts, ends = tonumber(sale[2]), tonumber(sale[3])
+local paused = sale[4] == '1'
+local room_rate = tonumber(sale[5] or '0')
 local redis_now = nil
+local sold_out_at = nil
 -- What this group wrote so far, read before Redis's copy.
-local held_now, keys_now = {}, {}
-local buyers, holds, keys = {}, {}, {}
+local held_now, keys_now, codes_now = {}, {}, {}
+local buyers, holds, keys, codes = {}, {}, {}, {}
 local taken = 0
 local queue_empty = redis.call('XLEN', KEYS[5]) == 0
 
-local function purchase(order_id, user, quantity, key, now_arg, limit, record, window, holding)
+local function purchase(order_id, user, quantity, key, now_arg, limit, record, window, holding,
+        code)
     local key_field = nil
     if key ~= '' then
         key_field = string.len(user) .. ':' .. user .. key
@@ -64,6 +70,9 @@ local function purchase(order_id, user, quantity, key, now_arg, limit, record, w
     if ends >= 0 and now >= ends then
         return verdict('ended')
     end
+    if paused then
+        return verdict('paused')
+    end
     local held = held_now[user]
     if held == nil then
         held = redis.call('HGET', KEYS[2], user)
@@ -78,11 +87,31 @@ local function purchase(order_id, user, quantity, key, now_arg, limit, record, w
             return verdict('already_purchased', first)
         end
     end
+    local code_owner = nil
+    if code ~= '' then
+        code_owner = codes_now[code]
+        if code_owner == nil then
+            local bound = redis.call('HGET', KEYS[8], code)
+            code_owner = bound and string.match(bound, '^%S+ (.*)$') or false
+            codes_now[code] = code_owner
+        end
+        if code_owner and code_owner ~= user then
+            return verdict('code_taken')
+        end
+    end
     if remaining < quantity then
         return verdict('sold_out', tostring(remaining))
     end
     remaining = remaining - quantity
     taken = taken + quantity
+    if remaining == 0 then
+        sold_out_at = now
+    end
+    if code ~= '' and not code_owner then
+        codes_now[code] = user
+        codes[#codes + 1] = code
+        codes[#codes + 1] = order_id .. ' ' .. user
+    end
     local entry = order_id .. ':' .. quantity
     if held then
         entry = held .. ' ' .. entry
@@ -114,7 +143,7 @@ end
 
 for at = 2, #ARGV, FIELDS do
     purchase(ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2]), ARGV[at + 3], ARGV[at + 4],
-        tonumber(ARGV[at + 5]), ARGV[at + 6], tonumber(ARGV[at + 7]), ARGV[at + 8])
+        tonumber(ARGV[at + 5]), ARGV[at + 6], tonumber(ARGV[at + 7]), ARGV[at + 8], ARGV[at + 9])
 end
 
 if taken > 0 then
@@ -128,6 +157,13 @@ if taken > 0 then
     redis.call('HSET', KEYS[3], unpack(holds))
     if #keys > 0 then
         redis.call('HSET', KEYS[4], unpack(keys))
+    end
+    if #codes > 0 then
+        redis.call('HSET', KEYS[8], unpack(codes))
+    end
+    -- A later purchase of the group may not take the last unit back: remaining only falls here.
+    if remaining == 0 and room_rate > 0 and sold_out_at then
+        change_admission(KEYS[7], sold_out_at, sale[2], room_rate, true, nil, nil)
     end
 end
 return verdicts

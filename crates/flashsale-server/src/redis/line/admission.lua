@@ -1,12 +1,14 @@
--- Moves a sale's admission from one state to the next, unless another node moved it first.
--- KEYS: 1 meta (hash: base, since, paused)
--- ARGV: 1-3 the state the caller saw (base, since ms, paused 0/1), 4-6 the next state, 7-9 the
---       state before any change (admission from the start)
--- Returns the state in force afterwards {base, since, paused}.
-local meta = redis.call('HMGET', KEYS[1], 'base', 'since', 'paused')
-local current = {meta[1] or ARGV[7], meta[2] or ARGV[8], meta[3] or ARGV[9]}
-if current[1] == ARGV[1] and current[2] == ARGV[2] and current[3] == ARGV[3] then
-    redis.call('HSET', KEYS[1], 'base', ARGV[4], 'since', ARGV[5], 'paused', ARGV[6])
-    return {ARGV[4], ARGV[5], ARGV[6]}
+-- Records a change of a sale's admission at a moment (the stock gate's scripts make the same
+-- changes themselves, in the step that causes them).
+-- KEYS: 1 meta (hash: base, since, paused (sold out), held (paused by the operator), rate)
+-- ARGV: 1 at (ms), 2-3 the admission before any change (since ms, rate), 4 sold out, 5 held
+--       ('1', '0', or '' for unchanged), 6 rate ('' for unchanged)
+-- Returns the admission in force afterwards {base, since, paused, held, rate} ('' while unset).
+local function flag(text)
+    if text == '' then return nil end
+    return text == '1'
 end
-return current
+change_admission(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3], flag(ARGV[4]), flag(ARGV[5]),
+    tonumber(ARGV[6]))
+local meta = redis.call('HMGET', KEYS[1], 'base', 'since', 'paused', 'held', 'rate')
+return {meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', meta[5] or ''}

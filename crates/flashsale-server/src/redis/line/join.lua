@@ -5,8 +5,10 @@
 --       expiry ms); one hash tag: the sale id
 -- ARGV: 1 buyer, 2 draw, 3 starts_ms, 4 now ms ('' for Redis's clock; tests pass a manual
 --       clock), 5 '1' to join
--- Returns {now, place ('' before the draw), base, since, paused ('' while unset), pass expiry
--- ('' when none), placed '1'/'0', pass expired '1'/'0'}, or {now} for a buyer not in line.
+-- Returns {now, place ('' before the draw), base, since, paused (sold out), held (paused by the
+-- operator), rate ('' while unset), pass expiry ('' when none), placed '1'/'0', pass expired
+-- '1'/'0'}, {now} for a buyer not in line, or {now, 'held'} when a join finds the line paused
+-- (nobody joins a paused sale's line).
 local now
 if ARGV[4] ~= '' then
     now = tonumber(ARGV[4])
@@ -20,6 +22,9 @@ local number = redis.call('HGET', KEYS[2], buyer)
 local drawn = redis.call('ZSCORE', KEYS[1], buyer)
 local pass = redis.call('HGET', KEYS[4], buyer)
 local placed, expired = '0', '0'
+if ARGV[5] == '1' and redis.call('HGET', KEYS[3], 'held') == '1' then
+    return {string.format('%d', now), 'held'}
+end
 if ARGV[5] == '1' then
     local known = number or drawn
     if known and pass and tonumber(pass) <= now then
@@ -46,6 +51,6 @@ if number then
 elseif now >= starts then
     place = string.format('%d', redis.call('ZRANK', KEYS[1], buyer) + 1)
 end
-local meta = redis.call('HMGET', KEYS[3], 'base', 'since', 'paused')
+local meta = redis.call('HMGET', KEYS[3], 'base', 'since', 'paused', 'held', 'rate')
 return {string.format('%d', now), place, meta[1] or '', meta[2] or '', meta[3] or '',
-    pass or '', placed, expired}
+    meta[4] or '', meta[5] or '', pass or '', placed, expired}

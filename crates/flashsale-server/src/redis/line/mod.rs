@@ -10,8 +10,8 @@ use redis::Script;
 
 use super::connection::Redis;
 use super::keys::RedisKeys;
-use crate::domain::{Admission, LineFacts, Sale, UserId};
-use crate::line::{Drawer, Joined, LineError, WaitingLine};
+use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, UserId};
+use crate::line::{initial_admission, Drawer, Joined, LineError, WaitingLine};
 use crate::BoxFuture;
 
 pub struct RedisLine {
@@ -33,23 +33,24 @@ fn corrupt(what: &str, reply: &[String]) -> LineError {
     LineError::Corrupt(format!("Redis: the line script gave no {what}: {reply:?}"))
 }
 
-fn admission_args(admission: &Admission) -> [String; 3] {
-    [
-        admission.base.to_string(),
-        admission.since_ms.to_string(),
-        u8::from(admission.paused).to_string(),
-    ]
-}
-
+/// The admission as the scripts keep it: base, since, paused (sold out), held (paused by the
+/// operator), rate; unset fields are the initial admission's.
 fn parse_admission(fields: &[String], sale: &Sale) -> Option<Admission> {
-    match fields {
-        [base, since, paused] if !base.is_empty() => Some(Admission {
-            base: base.parse().ok()?,
-            since_ms: since.parse().ok()?,
-            paused: paused == "1",
-        }),
-        _ => Some(Admission::initial(sale)),
+    let initial = initial_admission(sale);
+    let [base, since, sold_out, held, rate] = fields else {
+        return None;
+    };
+    let mut admission = initial;
+    if !base.is_empty() {
+        admission.base = base.parse().ok()?;
+        admission.since_ms = since.parse().ok()?;
     }
+    admission.sold_out = sold_out == "1";
+    admission.paused = held == "1";
+    if !rate.is_empty() {
+        admission.admit_per_sec = rate.parse().ok()?;
+    }
+    Some(admission)
 }
 
 fn facts_of(reply: &[String], sale: &Sale) -> Result<LineFacts, LineError> {
@@ -63,10 +64,10 @@ fn facts_of(reply: &[String], sale: &Sale) -> Result<LineFacts, LineError> {
         None => return Err(corrupt("place", reply)),
     };
     let admission = reply
-        .get(2..5)
+        .get(2..7)
         .and_then(|fields| parse_admission(fields, sale))
         .ok_or_else(|| corrupt("admission", reply))?;
-    let pass_expires_ms = match reply.get(5).map(String::as_str) {
+    let pass_expires_ms = match reply.get(7).map(String::as_str) {
         Some("") | None => None,
         Some(ms) => Some(ms.parse().map_err(|_| corrupt("pass expiry", reply))?),
     };
@@ -78,6 +79,14 @@ fn facts_of(reply: &[String], sale: &Sale) -> Result<LineFacts, LineError> {
     })
 }
 
+fn flag(value: Option<bool>) -> &'static str {
+    match value {
+        None => "",
+        Some(true) => "1",
+        Some(false) => "0",
+    }
+}
+
 impl RedisLine {
     /// A line on the node's Redis connection.
     pub fn new(redis: &Redis, time_from_caller: bool, draw_key: Vec<u8>) -> Self {
@@ -86,7 +95,10 @@ impl RedisLine {
             keys: redis.keys().clone(),
             join: Script::new(include_str!("join.lua")),
             pass: Script::new(include_str!("pass.lua")),
-            admission: Script::new(include_str!("admission.lua")),
+            admission: Script::new(concat!(
+                include_str!("admission_lib.lua"),
+                include_str!("admission.lua")
+            )),
             time_from_caller,
             drawer: Drawer::new(&draw_key),
         }
@@ -130,14 +142,17 @@ impl WaitingLine for RedisLine {
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Joined, LineError>> {
+    ) -> BoxFuture<'a, Result<Option<Joined>, LineError>> {
         Box::pin(async move {
             let reply = self.run_join(sale, user, now, true).await?;
-            Ok(Joined {
+            if reply.get(1).is_some_and(|held| held == "held") {
+                return Ok(None);
+            }
+            Ok(Some(Joined {
                 facts: facts_of(&reply, sale)?,
-                placed: reply.get(6).is_some_and(|flag| flag == "1"),
-                pass_expired: reply.get(7).is_some_and(|flag| flag == "1"),
-            })
+                placed: reply.get(8).is_some_and(|flag| flag == "1"),
+                pass_expired: reply.get(9).is_some_and(|flag| flag == "1"),
+            }))
         })
     }
 
@@ -179,19 +194,30 @@ impl WaitingLine for RedisLine {
         })
     }
 
-    fn advance_admission<'a>(
+    fn admission<'a>(&'a self, sale: &'a Sale) -> BoxFuture<'a, Result<Admission, LineError>> {
+        self.change_admission(sale, 0, AdmissionChange::default())
+    }
+
+    fn change_admission<'a>(
         &'a self,
         sale: &'a Sale,
-        from: Admission,
-        to: Admission,
+        at_ms: i64,
+        change: AdmissionChange,
     ) -> BoxFuture<'a, Result<Admission, LineError>> {
+        let initial = initial_admission(sale);
         let mut invocation = self.admission.prepare_invoke();
-        invocation.key(self.keys.line_meta(&sale.id));
-        for state in [from, to, Admission::initial(sale)] {
-            for arg in admission_args(&state) {
-                invocation.arg(arg);
-            }
-        }
+        invocation
+            .key(self.keys.line_meta(&sale.id))
+            .arg(at_ms)
+            .arg(initial.since_ms)
+            .arg(initial.admit_per_sec)
+            .arg(flag(change.sold_out))
+            .arg(flag(change.paused))
+            .arg(
+                change
+                    .admit_per_sec
+                    .map_or(String::new(), |rate| rate.to_string()),
+            );
         let mut connection = self.connection.clone();
         Box::pin(async move {
             let reply: Vec<String> = invocation

@@ -10,12 +10,15 @@ use jiff::Timestamp;
 
 use super::codec::EventFacts;
 use super::events::{About, EventIndex, Kept};
+use crate::domain::SaleRevision;
 use crate::domain::{
     decide, order_as_of, order_event, stock_event, Action, Actor, Event, EventKind, EventSubject,
     Order, OrderId, OrderStatus, Sale, SaleEvent, SaleId, UserId, Verdict,
 };
 use crate::hashing::{entries_for_stock, FastMap};
-use crate::store::{InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError};
+use crate::store::{
+    ChangeError, InsertError, OrderQuery, SaleTally, StoreError, Transition, TransitionError,
+};
 
 /// An order as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +70,12 @@ impl Book {
         sales
     }
 
+    pub fn sale(&self, sale_id: &SaleId) -> Option<Sale> {
+        self.sales
+            .get(sale_id)
+            .map(|entry| Sale::clone(&entry.sale))
+    }
+
     pub fn order(&self, order_id: &OrderId) -> Option<&Stored> {
         self.orders.get(order_id).map(Box::as_ref)
     }
@@ -106,6 +115,7 @@ impl Book {
                     .before
                     .as_ref()
                     .is_none_or(|before| &order.id < before)
+                && query.status.is_none_or(|status| order.status == status)
         };
         match &query.user_id {
             Some(user_id) => self
@@ -191,29 +201,23 @@ impl Book {
             .ok_or_else(|| no_sale(&sale.id))
     }
 
-    /// Replaces a sale's definition (the live controls) and records its event. A new stock
-    /// moves `remaining` by the difference; below what orders hold is refused.
-    pub fn update_sale(
+    /// Records a sale's next version with its event; `None` when the book holds this version
+    /// already (a repeat changes nothing and records no event).
+    pub fn change_sale(
         &mut self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> Result<EventFacts, StoreError> {
-        let entry = self
-            .sales
-            .get_mut(&sale.id)
-            .ok_or_else(|| no_sale(&sale.id))?;
-        let held = entry.tally.pending.saturating_add(entry.tally.paid);
-        if sale.stock < held {
-            return Err(StoreError::Failed(format!(
-                "sale {}: stock {} is below the {held} units orders hold",
-                sale.id, sale.stock
-            )));
+        revision: &SaleRevision,
+    ) -> Result<Option<EventFacts>, ChangeError> {
+        let sale = &revision.sale;
+        let entry = self.sales.get(&sale.id).ok_or(ChangeError::NotFound)?;
+        let stored = entry.sale.version;
+        if stored >= sale.version {
+            return Ok(None);
         }
-        entry.tally.remaining = sale.stock - held;
-        entry.sale = Arc::new(sale.clone());
-        self.record_sale_event(&sale.id, event, at)
-            .ok_or_else(|| no_sale(&sale.id))
+        if stored + 1 != sale.version {
+            return Err(ChangeError::Conflict { stored });
+        }
+        self.put_sale(sale.clone());
+        Ok(self.record_sale_event(&sale.id, revision.event(), revision.at))
     }
 
     /// Records a sale event telling the sale as it is now (none for a sale the book lacks).
@@ -411,18 +415,28 @@ impl Book {
 
     // --- the two primitives every change and the replay go through -------------------------
 
-    /// Records a sale (the journal's replay, or a checked creation).
+    /// Records a sale (the journal's replay, or a checked creation or change): a new sale, or a
+    /// later version of one, whose stock the tally's `remaining` follows.
     pub fn put_sale(&mut self, sale: Sale) {
-        let tally = SaleTally {
-            remaining: sale.stock,
-            ..SaleTally::default()
-        };
-        if let Entry::Vacant(vacant) = self.sales.entry(sale.id.clone()) {
-            self.by_buyer.reserve(entries_for_stock(sale.stock));
-            vacant.insert(SaleEntry {
-                sale: Arc::new(sale),
-                tally,
-            });
+        match self.sales.entry(sale.id.clone()) {
+            Entry::Vacant(vacant) => {
+                let tally = SaleTally {
+                    remaining: sale.stock,
+                    ..SaleTally::default()
+                };
+                self.by_buyer.reserve(entries_for_stock(sale.stock));
+                vacant.insert(SaleEntry {
+                    sale: Arc::new(sale),
+                    tally,
+                });
+            }
+            Entry::Occupied(mut kept) if kept.get().sale.version < sale.version => {
+                let entry = kept.get_mut();
+                let held = entry.tally.pending.saturating_add(entry.tally.paid);
+                entry.tally.remaining = sale.stock.saturating_sub(held);
+                entry.sale = Arc::new(sale);
+            }
+            Entry::Occupied(_) => {}
         }
     }
 

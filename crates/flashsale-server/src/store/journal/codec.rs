@@ -2,12 +2,14 @@
 //! state), and the same two carrying the events the change made (so a change and its events are
 //! one checksummed record: a torn tail can cut both, never one without the other), plus, written
 //! only by compaction, past events and each sale's event counter. A compact binary form: numbers
-//! little-endian, times as nanoseconds, text with a u16 length.
+//! little-endian, times as nanoseconds, text with a u16 length. Fields added to a sale or an
+//! order later come last, so a `SALE` or `ORDER` record written before them still reads (with
+//! their defaults: version 1, not paused, public, no code).
 
 use jiff::Timestamp;
 
 use super::book::Stored;
-use crate::domain::{EventKind, Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{EventKind, Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
 use crate::record_file;
 use crate::store::{waiting_room_from_text, waiting_room_text};
 
@@ -168,6 +170,9 @@ impl Reader<'_> {
             remaining,
         })
     }
+    fn is_done(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 fn status_code(status: OrderStatus) -> u8 {
@@ -264,6 +269,9 @@ fn write_sale(writer: &mut Writer<'_>, sale: &Sale) {
     writer.u32(sale.payment_window_secs);
     writer.time(sale.created_at);
     writer.optional_text(waiting_room_text(sale.waiting_room.as_ref()).as_deref());
+    writer.u64(sale.version);
+    writer.flag(sale.paused);
+    writer.text(sale.access.as_str());
 }
 
 /// Appends a framed record of an order's state to `out`; `scratch` is reused for the payload.
@@ -285,10 +293,13 @@ fn write_order(writer: &mut Writer<'_>, stored: &Stored) {
     writer.optional_time(order.paid_at);
     writer.optional_text(order.idempotency_key.as_deref());
     writer.flag(stored.stock_returned);
+    writer.optional_text(order.access_code.as_deref());
 }
 
-fn read_sale(reader: &mut Reader<'_>) -> Option<Sale> {
-    let sale = Sale {
+/// Reads a sale; `legacy` for a record that may predate the fields added last (a `SALE`
+/// record is the sale alone, so whether they are there shows).
+fn read_sale(reader: &mut Reader<'_>, legacy: bool) -> Option<Sale> {
+    let mut sale = Sale {
         id: SaleId::parse(&reader.text()?)?,
         name: reader.text()?,
         description: reader.text()?,
@@ -303,12 +314,21 @@ fn read_sale(reader: &mut Reader<'_>) -> Option<Sale> {
             Some(text) => Some(waiting_room_from_text(&text)?),
             None => None,
         },
+        version: 1,
+        paused: false,
+        access: SaleAccess::Public,
     };
+    if !legacy || !reader.is_done() {
+        sale.version = reader.u64()?;
+        sale.paused = reader.flag()?;
+        sale.access = SaleAccess::parse(&reader.text()?)?;
+    }
     Some(sale)
 }
 
-fn read_order(reader: &mut Reader<'_>) -> Option<Stored> {
-    let order = Order {
+/// Reads an order's state; `legacy` as for `read_sale`.
+fn read_order(reader: &mut Reader<'_>, legacy: bool) -> Option<Stored> {
+    let mut order = Order {
         id: OrderId::parse(&reader.text()?)?,
         sale_id: SaleId::parse(&reader.text()?)?,
         user_id: UserId::parse(&reader.text()?)?,
@@ -318,8 +338,12 @@ fn read_order(reader: &mut Reader<'_>) -> Option<Stored> {
         expires_at: reader.time()?,
         paid_at: reader.optional_time()?,
         idempotency_key: reader.optional_text()?,
+        access_code: None,
     };
     let stock_returned = reader.flag()?;
+    if !legacy || !reader.is_done() {
+        order.access_code = reader.optional_text()?;
+    }
     Some(Stored {
         order,
         stock_returned,
@@ -349,14 +373,14 @@ fn whole<T>(payload: &[u8], read: impl FnOnce(&mut Reader<'_>) -> Option<T>) -> 
 pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
     let unreadable = |what| move || Unreadable { what };
     match kind {
-        SALE => whole(payload, read_sale)
+        SALE => whole(payload, |reader| read_sale(reader, true))
             .map(|sale| Record::Sale(Box::new(sale)))
             .ok_or_else(unreadable("sale")),
-        ORDER => whole(payload, read_order)
+        ORDER => whole(payload, |reader| read_order(reader, true))
             .map(|stored| Record::Order(Box::new(stored)))
             .ok_or_else(unreadable("order")),
         ORDER_CHANGE => whole(payload, |reader| {
-            let stored = read_order(reader)?;
+            let stored = read_order(reader, false)?;
             let count = reader.bytes(1)?[0];
             let facts = (0..count)
                 .map(|_| reader.facts())
@@ -365,7 +389,7 @@ pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
         })
         .ok_or_else(unreadable("order change")),
         SALE_CHANGE | PAST_SALE_EVENT => whole(payload, |reader| {
-            let sale = Box::new(read_sale(reader)?);
+            let sale = Box::new(read_sale(reader, false)?);
             let facts = reader.facts()?;
             Some(if kind == SALE_CHANGE {
                 Record::SaleChange(sale, facts)
@@ -414,6 +438,9 @@ mod tests {
             pass_ttl_secs: 60,
             opens_before_secs: 300,
         });
+        sale.version = 4;
+        sale.paused = true;
+        sale.access = SaleAccess::Codes;
         let stored = Stored {
             order: Order {
                 id: OrderId::generate(),
@@ -425,6 +452,7 @@ mod tests {
                 expires_at: at,
                 paid_at: Some(at),
                 idempotency_key: Some("key-1".into()),
+                access_code: Some("code-1".into()),
             },
             stock_returned: false,
         };
@@ -477,6 +505,7 @@ mod tests {
                 expires_at: at,
                 paid_at: Some(at),
                 idempotency_key: Some("k".repeat(128)),
+                access_code: Some("c".repeat(64)),
             },
             stock_returned: false,
         };
@@ -522,5 +551,45 @@ mod tests {
         out.clear();
         put_events_pruned(&mut out, &mut scratch, at);
         assert!(out.len() as u64 <= PRUNE_RECORD_MAX);
+    }
+
+    #[test]
+    fn records_written_before_versions_and_codes_still_read() {
+        // A sale and an order as the version before sale changes wrote them (bytes frozen here).
+        let at: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let mut old_sale = Vec::new();
+        let mut writer = Writer(&mut old_sale);
+        writer.text("s-1");
+        writer.text("Old");
+        writer.text("");
+        writer.u64(10);
+        writer.u32(1);
+        writer.u64(0);
+        writer.time(at);
+        writer.optional_time(None);
+        writer.u32(900);
+        writer.time(at);
+        writer.optional_text(None);
+        let sale = whole(&old_sale, |reader| read_sale(reader, true)).expect("an old sale reads");
+        assert_eq!(
+            (sale.version, sale.paused, sale.access),
+            (1, false, SaleAccess::Public)
+        );
+        let mut old_order = Vec::new();
+        let mut writer = Writer(&mut old_order);
+        writer.text("o-1");
+        writer.text("s-1");
+        writer.text("ann");
+        writer.u32(1);
+        writer.0.push(0);
+        writer.time(at);
+        writer.time(at);
+        writer.optional_time(None);
+        writer.optional_text(None);
+        writer.flag(true);
+        let stored =
+            whole(&old_order, |reader| read_order(reader, true)).expect("an old order reads");
+        assert_eq!(stored.order.access_code, None);
+        assert!(stored.stock_returned);
     }
 }

@@ -29,10 +29,10 @@ use self::space::{DirectoryLock, Journal, SpaceStatus};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
-    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
-    Transition, TransitionError,
+    ChangeError, EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally,
+    StoreError, Transition, TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::metrics::Metrics;
 use crate::record_file;
 use crate::BoxFuture;
@@ -332,6 +332,18 @@ impl OrderStore for JournalStore {
         Box::pin(self.shared.read(Book::sales))
     }
 
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.shared.read(move |book| book.sale(&sale_id)))
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        self.commands.change_sale(revision)
+    }
+
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
         self.commands.insert_order(order)
     }
@@ -392,7 +404,9 @@ impl OrderStore for JournalStore {
         let sale_id = sale_id.clone();
         Box::pin(self.shared.read(move |book| {
             book.orders_of_sale(&sale_id, |order| {
-                order.status.is_active() || order.idempotency_key.is_some()
+                order.status.is_active()
+                    || order.idempotency_key.is_some()
+                    || order.access_code.is_some()
             })
         }))
     }
@@ -428,15 +442,6 @@ impl OrderStore for JournalStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.commands.stock_returned(order_ids)
-    }
-
-    fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.commands.update_sale(sale, event, at)
     }
 
     fn events(

@@ -259,7 +259,7 @@ fn defer_to_the_runtime() -> bool {
 fn record_bound(command: &Command) -> u64 {
     let orders = |count: usize| u64::try_from(count).unwrap_or(u64::MAX);
     match command {
-        Command::CreateSale { .. } | Command::UpdateSale { .. } => codec::SALE_RECORD_MAX,
+        Command::CreateSale { .. } | Command::ChangeSale { .. } => codec::SALE_RECORD_MAX,
         Command::PruneEvents { .. } => codec::PRUNE_RECORD_MAX,
         Command::InsertOrder { .. } | Command::Transition { .. } => codec::ORDER_RECORD_MAX,
         Command::ExpireDue { max, .. } => orders(*max).saturating_mul(codec::ORDER_RECORD_MAX),
@@ -298,22 +298,19 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             });
             Pending::Unit(reply, result)
         }
-        Command::UpdateSale {
-            sale,
-            event,
-            at,
-            reply,
-        } => {
-            let result = book.update_sale(&sale, event, at).map(|facts| {
-                codec::put_sale_event(
-                    &mut batch.records,
-                    &mut batch.scratch,
-                    codec::SALE_CHANGE,
-                    &sale,
-                    &facts,
-                );
+        Command::ChangeSale { revision, reply } => {
+            let result = book.change_sale(&revision).map(|facts| {
+                if let Some(facts) = facts {
+                    codec::put_sale_event(
+                        &mut batch.records,
+                        &mut batch.scratch,
+                        codec::SALE_CHANGE,
+                        &revision.sale,
+                        &facts,
+                    );
+                }
             });
-            Pending::Unit(reply, result)
+            Pending::Change(reply, result)
         }
         Command::PruneEvents { before, reply } => {
             // Recorded, so a replay prunes at the same point; the bytes go at the next

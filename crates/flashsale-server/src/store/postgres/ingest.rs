@@ -209,13 +209,17 @@ async fn insert_batch(
         .iter()
         .map(|order| order.idempotency_key.as_deref())
         .collect();
+    let codes: Vec<Option<&str>> = orders
+        .iter()
+        .map(|order| order.access_code.as_deref())
+        .collect();
     let inserted: HashSet<String> = transaction
         .query(
             "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at, expires_at, \
-                                 paid_at, idempotency_key) \
+                                 paid_at, idempotency_key, access_code) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], \
                                   $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], \
-                                  $9::text[]) \
+                                  $9::text[], $10::text[]) \
              ON CONFLICT DO NOTHING RETURNING id",
             &[
                 &ids,
@@ -227,6 +231,7 @@ async fn insert_batch(
                 &expires,
                 &paid,
                 &keys,
+                &codes,
             ],
         )
         .await?

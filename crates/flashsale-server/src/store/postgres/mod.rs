@@ -31,10 +31,10 @@ use deadpool_postgres::Pool;
 use jiff::Timestamp;
 
 use super::{
-    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
-    Transition, TransitionError,
+    ChangeError, EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally,
+    StoreError, Transition, TransitionError,
 };
-use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleEvent, SaleId, UserId};
+use crate::domain::{Action, Actor, Order, OrderId, Sale, SaleId, SaleRevision, UserId};
 use crate::error_chain::describe;
 use crate::BoxFuture;
 
@@ -91,6 +91,18 @@ impl OrderStore for PostgresStore {
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
         Box::pin(self.sales())
+    }
+
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(async move { self.sale(&sale_id).await })
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        Box::pin(self.change_sale(revision))
     }
 
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
@@ -186,16 +198,6 @@ impl OrderStore for PostgresStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.stock_returned(order_ids))
-    }
-
-    fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let sale = sale.clone();
-        Box::pin(async move { self.update_sale(&sale, event, at).await })
     }
 
     fn events(

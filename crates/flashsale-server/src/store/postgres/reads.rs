@@ -56,6 +56,7 @@ impl PostgresStore {
                      WHERE ($1::text IS NULL OR user_id = $1) \
                        AND ($2::text IS NULL OR sale_id = $2) \
                        AND ($3::text IS NULL OR id < $3) \
+                       AND ($5::text IS NULL OR status = $5) \
                      ORDER BY id DESC LIMIT $4"
                 ),
                 &[
@@ -63,6 +64,7 @@ impl PostgresStore {
                     &query.sale_id.as_ref().map(SaleId::as_str),
                     &query.before.as_ref().map(OrderId::as_str),
                     &limit,
+                    &query.status.map(|status| status.as_str()),
                 ],
             )
             .await
@@ -80,7 +82,9 @@ impl PostgresStore {
     pub(super) async fn orders_for_gate(&self, sale_id: &SaleId) -> Result<Vec<Order>, StoreError> {
         self.orders_of_sale(
             sale_id,
-            &format!("(status IN {ACTIVE} OR idempotency_key IS NOT NULL)"),
+            &format!(
+                "(status IN {ACTIVE} OR idempotency_key IS NOT NULL OR access_code IS NOT NULL)"
+            ),
         )
         .await
     }

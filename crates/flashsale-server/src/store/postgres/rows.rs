@@ -2,14 +2,14 @@
 
 use tokio_postgres::Row;
 
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
 use crate::store::StoreError;
 
 pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created_at, expires_at, \
-     paid_at, idempotency_key";
+     paid_at, idempotency_key, access_code";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
-     starts_at, ends_at, payment_window_secs, created_at, waiting_room";
+     starts_at, ends_at, payment_window_secs, created_at, waiting_room, version, paused, access";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Failed(format!("a stored {what} is not valid"))
@@ -38,6 +38,7 @@ pub fn order_from_row(row: &Row) -> Result<Order, StoreError> {
         expires_at: column(row, 6)?,
         paid_at: column(row, 7)?,
         idempotency_key: column(row, 8)?,
+        access_code: column(row, 9)?,
     })
 }
 
@@ -58,5 +59,8 @@ pub fn sale_from_row(row: &Row) -> Result<Sale, StoreError> {
                 crate::store::waiting_room_from_text(&text).ok_or_else(|| corrupt("waiting room"))
             })
             .transpose()?,
+        version: number(column::<i64>(row, 11)?, "version")?,
+        paused: column(row, 12)?,
+        access: SaleAccess::parse(column(row, 13)?).ok_or_else(|| corrupt("access"))?,
     })
 }

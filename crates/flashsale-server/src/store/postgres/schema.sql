@@ -73,6 +73,25 @@ CREATE TRIGGER orders_final_statuses BEFORE UPDATE OF status ON orders
 -- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
 ALTER TABLE sales ADD COLUMN IF NOT EXISTS waiting_room text;
 
+-- Sales an operator changes while they run: a version per change, the operator's pause, and
+-- who may buy ('codes': only holders of an access code, stored with the order that used one).
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS paused boolean NOT NULL DEFAULT false;
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS access text NOT NULL DEFAULT 'public'
+    CHECK (access IN ('public', 'codes'));
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS access_code text;
+-- Every unit may be taken off sale (`remove_stock`): the stock may reach 0.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = 'sales'::regclass AND conname = 'sales_stock_check'
+                 AND pg_get_constraintdef(oid) LIKE '%>= 1%') THEN
+        ALTER TABLE sales DROP CONSTRAINT sales_stock_check;
+        ALTER TABLE sales ADD CONSTRAINT sales_stock_check CHECK (stock >= 0);
+    END IF;
+END
+$$;
+
 -- The outbox: every change's events, written in the change's own transaction; their sequence is
 -- taken from the sale's counter under the sale's row lock. `data` is the API's JSON of the order
 -- or sale right after the change.

@@ -18,11 +18,11 @@ use self::rows::{ORDER_COLUMNS, SALE_COLUMNS};
 use self::writer::Writer;
 use super::commands::{CommandQueue, WriterThread};
 use super::{
-    EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally, StoreError,
-    Transition, TransitionError,
+    ChangeError, EventHead, InsertError, OrderQuery, OrderStore, RecordedEvent, SaleTally,
+    StoreError, Transition, TransitionError,
 };
 use crate::domain::{
-    Action, Actor, EventKind, Order, OrderId, OrderStatus, Sale, SaleEvent, SaleId, UserId,
+    Action, Actor, EventKind, Order, OrderId, OrderStatus, Sale, SaleId, SaleRevision, UserId,
 };
 use crate::metrics::Metrics;
 use crate::BoxFuture;
@@ -71,21 +71,76 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     // FULL: the WAL is synced at every commit, which is what makes an acknowledged order durable.
     connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
     add_waiting_room(&connection)?;
+    add_sale_changes(&connection)?;
     add_event_sequence(&connection)?;
+    // After the migrations: rebuilding a table needs the foreign keys off.
+    connection.pragma_update(None, "foreign_keys", "ON")?;
     Ok(connection)
+}
+
+fn has_column(connection: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    connection
+        .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+        .exists([table, column])
+}
+
+/// Stores made before sales could change lack their columns (every sale of theirs is at its
+/// first version, running, public; no order used a code), and their sales table refuses a
+/// stock of 0: it is rebuilt under the new definition (SQLite cannot change a CHECK in place).
+fn add_sale_changes(connection: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in [
+        ("sales", "version", "INTEGER NOT NULL DEFAULT 1"),
+        ("sales", "paused", "INTEGER NOT NULL DEFAULT 0"),
+        (
+            "sales",
+            "access",
+            "TEXT NOT NULL DEFAULT 'public' CHECK (access IN ('public', 'codes'))",
+        ),
+        ("orders", "access_code", "TEXT"),
+    ] {
+        if !has_column(connection, table, column)? {
+            connection.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    let definition: String = connection.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'sales'",
+        [],
+        |row| row.get(0),
+    )?;
+    if definition.contains("CHECK (stock >= 1)") {
+        let schema = include_str!("schema.sql");
+        let start = schema.find("CREATE TABLE IF NOT EXISTS sales").unwrap_or(0);
+        let end = schema[start..]
+            .find(") STRICT;")
+            .map_or(schema.len(), |end| start + end + ") STRICT;".len());
+        let create = schema[start..end].replacen(
+            "CREATE TABLE IF NOT EXISTS sales",
+            "CREATE TABLE sales_rebuilt",
+            1,
+        );
+        // The orders' triggers name `sales`: the legacy rename leaves them as they are, to find
+        // the rebuilt table by that name (the new rename would check them against a table
+        // dropped a moment before, and refuse).
+        connection.execute_batch(&format!(
+            "PRAGMA legacy_alter_table = ON; BEGIN; {create} \
+             INSERT INTO sales_rebuilt ({SALE_COLUMNS}, remaining) \
+             SELECT {SALE_COLUMNS}, remaining FROM sales; DROP TABLE sales; \
+             ALTER TABLE sales_rebuilt RENAME TO sales; COMMIT; \
+             PRAGMA legacy_alter_table = OFF;"
+        ))?;
+    }
+    Ok(())
 }
 
 /// Stores made before events lack the sales' counter: their sales have no event yet.
 fn add_event_sequence(connection: &Connection) -> rusqlite::Result<()> {
-    let has_column = connection
-        .prepare("SELECT 1 FROM pragma_table_info('sales') WHERE name = 'last_event_sequence'")?
-        .exists([])?;
-    if !has_column {
+    if !has_column(connection, "sales", "last_event_sequence")? {
         connection.execute_batch(
             "ALTER TABLE sales ADD COLUMN last_event_sequence INTEGER NOT NULL DEFAULT 0",
         )?;
@@ -134,7 +189,7 @@ pub fn export(path: &Path) -> Result<Exported, StoreError> {
         ))
         .and_then(|mut statement| {
             statement
-                .query_map([], |row| Ok((rows::order(row)?, row.get::<_, bool>(9)?)))?
+                .query_map([], |row| Ok((rows::order(row)?, row.get::<_, bool>(10)?)))?
                 .collect()
         })
         .map_err(failed)?;
@@ -193,6 +248,23 @@ impl OrderStore for SqliteStore {
         }))
     }
 
+    fn sale(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<Option<Sale>, StoreError>> {
+        let sale_id = sale_id.clone();
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = ?1"))?
+                .query_row([sale_id.as_str()], rows::sale)
+                .optional()
+        }))
+    }
+
+    fn change_sale<'a>(
+        &'a self,
+        revision: &'a SaleRevision,
+    ) -> BoxFuture<'a, Result<(), ChangeError>> {
+        self.commands.change_sale(revision)
+    }
+
     fn insert_order(&self, order: Order) -> BoxFuture<'static, Result<(), InsertError>> {
         self.commands.insert_order(order)
     }
@@ -245,6 +317,10 @@ impl OrderStore for SqliteStore {
             if let Some(before) = &query.before {
                 values.push(before.as_str().to_owned());
                 conditions.push(format!("id < ?{}", values.len()));
+            }
+            if let Some(status) = query.status {
+                values.push(status.as_str().to_owned());
+                conditions.push(format!("status = ?{}", values.len()));
             }
             let filter = if conditions.is_empty() {
                 String::new()
@@ -299,7 +375,8 @@ impl OrderStore for SqliteStore {
             connection
                 .prepare_cached(&format!(
                     "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = ?1 \
-                     AND (status IN ('pending_payment', 'paid') OR idempotency_key IS NOT NULL)"
+                     AND (status IN ('pending_payment', 'paid') OR idempotency_key IS NOT NULL \
+                          OR access_code IS NOT NULL)"
                 ))?
                 .query_map([sale_id.as_str()], rows::order)?
                 .collect()
@@ -368,15 +445,6 @@ impl OrderStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.writer_thread.close(&self.commands))
-    }
-
-    fn update_sale(
-        &self,
-        sale: &Sale,
-        event: SaleEvent,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.commands.update_sale(sale, event, at)
     }
 
     fn events(

@@ -3,13 +3,14 @@
 use jiff::Timestamp;
 use rusqlite::Row;
 
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
 
 pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created_at_ms, \
-     expires_at_ms, paid_at_ms, idempotency_key";
+     expires_at_ms, paid_at_ms, idempotency_key, access_code";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
-     starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room";
+     starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room, version, paused, \
+     access";
 
 pub fn millis(at: Timestamp) -> i64 {
     at.as_millisecond()
@@ -52,6 +53,7 @@ pub fn order(row: &Row<'_>) -> rusqlite::Result<Order> {
         expires_at: timestamp(row, 6)?,
         paid_at: optional_timestamp(row, 7)?,
         idempotency_key: row.get(8)?,
+        access_code: row.get(9)?,
     })
 }
 
@@ -75,5 +77,9 @@ pub fn sale(row: &Row<'_>) -> rusqlite::Result<Sale> {
                     .ok_or_else(|| corrupt(10, "waiting room"))
             })
             .transpose()?,
+        version: number(row, 11)?,
+        paused: row.get(12)?,
+        access: SaleAccess::parse(&row.get::<_, String>(13)?)
+            .ok_or_else(|| corrupt(13, "access"))?,
     })
 }

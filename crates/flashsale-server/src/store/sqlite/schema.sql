@@ -6,7 +6,9 @@ CREATE TABLE IF NOT EXISTS sales (
     id                  TEXT PRIMARY KEY,
     name                TEXT NOT NULL,
     description         TEXT NOT NULL,
-    stock               INTEGER NOT NULL CHECK (stock >= 1),
+    -- 0 once every unit was taken off sale (`remove_stock`). Stores made before sales could
+    -- change had `stock >= 1`: `open_writer` rebuilds their table.
+    stock               INTEGER NOT NULL CHECK (stock >= 0),
     -- Kept by the triggers below: stock not held by a pending or paid order.
     remaining           INTEGER NOT NULL,
     per_user_limit      INTEGER NOT NULL CHECK (per_user_limit BETWEEN 1 AND 100),
@@ -17,6 +19,10 @@ CREATE TABLE IF NOT EXISTS sales (
     created_at_ms       INTEGER NOT NULL,
     -- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
     waiting_room        TEXT,
+    -- 1 when created, one more with each change (added to older stores by `open_writer`).
+    version             INTEGER NOT NULL DEFAULT 1,
+    paused              INTEGER NOT NULL DEFAULT 0,
+    access              TEXT NOT NULL DEFAULT 'public' CHECK (access IN ('public', 'codes')),
     CONSTRAINT stock_left CHECK (remaining >= 0),
     CONSTRAINT stock_whole CHECK (remaining <= stock)
 ) STRICT;
@@ -35,7 +41,9 @@ CREATE TABLE IF NOT EXISTS orders (
     -- 0 from the moment an order leaves an active status until the stock gate confirmed it has
     -- the stock back: the record that lets any sweep finish a return a crash interrupted.
     -- (Added to older stores by `open_writer`; its index is made there too.)
-    stock_returned  INTEGER NOT NULL DEFAULT 1
+    stock_returned  INTEGER NOT NULL DEFAULT 1,
+    -- The presale code the purchase used (added to older stores by `open_writer`).
+    access_code     TEXT
 ) STRICT;
 
 CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency

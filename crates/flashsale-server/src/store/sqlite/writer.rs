@@ -8,10 +8,12 @@ use tokio::sync::mpsc;
 
 use super::outbox;
 use super::rows::{self, millis, ORDER_COLUMNS};
-use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleEvent, Verdict};
+use crate::domain::{
+    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleEvent, SaleRevision, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
-use crate::store::{InsertError, StoreError, Transition, TransitionError};
+use crate::store::{ChangeError, InsertError, StoreError, Transition, TransitionError};
 
 fn statement_failed(error: &rusqlite::Error) -> StoreError {
     StoreError::Failed(error.to_string())
@@ -124,17 +126,13 @@ fn apply(connection: &Connection, command: Command) -> (Pending, bool) {
             let applied = result.is_ok();
             (Pending::Unit(reply, result), applied)
         }
-        Command::UpdateSale {
-            sale,
-            event,
-            at,
-            reply,
-        } => {
-            let result =
-                update_sale(connection, &sale, event, at).map_err(|e| statement_failed(&e));
-            let applied = result.is_ok();
-            (Pending::Unit(reply, result), applied)
-        }
+        Command::ChangeSale { revision, reply } => match change_sale(connection, &revision) {
+            Ok(result) => (Pending::Change(reply, result), true),
+            Err(error) => (
+                Pending::Change(reply, Err(ChangeError::Store(statement_failed(&error)))),
+                false,
+            ),
+        },
         Command::PruneEvents { before, reply } => {
             let result = connection
                 .prepare_cached("DELETE FROM events WHERE at_ms < ?1")
@@ -186,7 +184,8 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
         .prepare_cached(
             "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
              price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, \
-             waiting_room) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             waiting_room, version, paused, access) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             sale.id.as_str(),
@@ -200,39 +199,56 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
             sale.payment_window_secs,
             millis(sale.created_at),
             crate::store::waiting_room_text(sale.waiting_room.as_ref()),
+            i64::try_from(sale.version).unwrap_or(i64::MAX),
+            sale.paused,
+            sale.access.as_str(),
         ])?;
     outbox::record_sale_event(connection, &sale.id, SaleEvent::Created, sale.created_at)
 }
 
 /// A sale's new definition and its event; a new stock moves `remaining` by the difference (the
 /// `stock_left` check refuses a stock below what orders hold).
-fn update_sale(
+/// Writes the sale's next version, with its event, if the row holds the one before; `remaining`
+/// moves with the stock (the gate took units off sale before, or adds them after: never fewer here than there).
+fn change_sale(
     connection: &Connection,
-    sale: &Sale,
-    event: SaleEvent,
-    at: Timestamp,
-) -> rusqlite::Result<()> {
-    let stock = i64::try_from(sale.stock).unwrap_or(i64::MAX);
+    revision: &SaleRevision,
+) -> rusqlite::Result<Result<(), ChangeError>> {
+    let sale = &revision.sale;
+    let version = i64::try_from(sale.version).unwrap_or(i64::MAX);
     let changed = connection
         .prepare_cached(
-            "UPDATE sales SET name = ?2, description = ?3, remaining = remaining + ?4 - stock,              stock = ?4, per_user_limit = ?5, price_cents = ?6, starts_at_ms = ?7,              ends_at_ms = ?8, payment_window_secs = ?9, waiting_room = ?10 WHERE id = ?1",
+            "UPDATE sales SET name = ?2, description = ?3, \
+                 remaining = remaining + (?4 - stock), stock = ?4, per_user_limit = ?5, \
+                 ends_at_ms = ?6, waiting_room = ?7, version = ?8, paused = ?9 \
+             WHERE id = ?1 AND version = ?8 - 1",
         )?
         .execute(params![
             sale.id.as_str(),
             sale.name,
             sale.description,
-            stock,
+            i64::try_from(sale.stock).unwrap_or(i64::MAX),
             sale.per_user_limit,
-            i64::try_from(sale.price_cents).unwrap_or(i64::MAX),
-            millis(sale.starts_at),
             sale.ends_at.map(millis),
-            sale.payment_window_secs,
             crate::store::waiting_room_text(sale.waiting_room.as_ref()),
+            version,
+            sale.paused,
         ])?;
-    if changed == 0 {
-        return Err(rusqlite::Error::QueryReturnedNoRows);
+    if changed == 1 {
+        outbox::record_sale_event(connection, &sale.id, revision.event(), revision.at)?;
+        return Ok(Ok(()));
     }
-    outbox::record_sale_event(connection, &sale.id, event, at)
+    let stored: Option<i64> = connection
+        .prepare_cached("SELECT version FROM sales WHERE id = ?1")?
+        .query_row([sale.id.as_str()], |row| row.get(0))
+        .optional()?;
+    Ok(match stored {
+        None => Err(ChangeError::NotFound),
+        Some(stored) if stored >= version => Ok(()),
+        Some(stored) => Err(ChangeError::Conflict {
+            stored: u64::try_from(stored).unwrap_or(0),
+        }),
+    })
 }
 
 fn constraint_message(error: &rusqlite::Error) -> Option<&str> {
@@ -253,8 +269,8 @@ fn insert_order(
     let inserted = connection
         .prepare_cached(
             "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at_ms, \
-             expires_at_ms, paid_at_ms, idempotency_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             expires_at_ms, paid_at_ms, idempotency_key, access_code) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             order.id.as_str(),
@@ -266,6 +282,7 @@ fn insert_order(
             millis(order.expires_at),
             order.paid_at.map(millis),
             order.idempotency_key,
+            order.access_code,
         ]);
     let error = match inserted {
         Ok(_) => {

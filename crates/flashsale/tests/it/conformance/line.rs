@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use flashsale_server::domain::{Admission, Sale};
+use flashsale_server::domain::{Admission, AdmissionChange, Sale, WaitingRoom};
 use flashsale_server::line::WaitingLine;
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
@@ -23,7 +23,8 @@ macro_rules! line_suite {
             use $crate::conformance::line as cases;
             $crate::line_suite!(@cases $make;
                 a_restart_keeps_every_place_pass_and_admission,
-                joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end);
+                joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end,
+                admission_changes_count_from_their_moment_and_a_paused_line_takes_nobody);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -41,7 +42,19 @@ macro_rules! line_suite {
 fn starting_at_t0() -> Sale {
     Sale {
         starts_at: at(T0),
+        waiting_room: Some(WaitingRoom {
+            admit_per_sec: 10,
+            pass_ttl_secs: 60,
+            opens_before_secs: 900,
+        }),
         ..sale(10, 1)
+    }
+}
+
+fn sold_out(value: bool) -> AdmissionChange {
+    AdmissionChange {
+        sold_out: Some(value),
+        ..AdmissionChange::default()
     }
 }
 
@@ -53,7 +66,11 @@ pub async fn a_restart_keeps_every_place_pass_and_admission(backend: &dyn LineBa
     let buyers: Vec<_> = (0..40).map(|i| user(&format!("b{i}"))).collect();
     for (i, buyer) in buyers.iter().enumerate() {
         let when = if i < 30 { before } else { after };
-        let joined = line.join(&sale, buyer, when).await.unwrap();
+        let joined = line
+            .join(&sale, buyer, when)
+            .await
+            .unwrap()
+            .expect("joined");
         assert!(joined.placed);
     }
     let pass = line.record_pass(&sale, &buyers[3], 99).await.unwrap();
@@ -63,24 +80,28 @@ pub async fn a_restart_keeps_every_place_pass_and_admission(backend: &dyn LineBa
         99,
         "the first stays"
     );
-    let paused = Admission {
-        base: 4,
-        since_ms: after.as_millisecond(),
-        paused: true,
-    };
-    let initial = Admission::initial(&sale);
+    // Sold out 400 ms after the start: 4 admitted at 10/s.
+    let sold_at = at(T0).as_millisecond() + 400;
+    let paused = line
+        .change_admission(&sale, sold_at, sold_out(true))
+        .await
+        .unwrap();
     assert_eq!(
-        line.advance_admission(&sale, initial, paused)
-            .await
-            .unwrap(),
-        paused
+        paused,
+        Admission {
+            base: 4,
+            since_ms: sold_at,
+            admit_per_sec: 10,
+            paused: false,
+            sold_out: true,
+        }
     );
     assert_eq!(
-        line.advance_admission(&sale, initial, initial)
+        line.change_admission(&sale, sold_at + 1000, sold_out(true))
             .await
             .unwrap(),
         paused,
-        "a stale change loses"
+        "a change that changes nothing records nothing"
     );
     let mut seen = Vec::new();
     for buyer in &buyers {
@@ -105,7 +126,12 @@ pub async fn a_restart_keeps_every_place_pass_and_admission(backend: &dyn LineBa
     }
     assert_eq!(seen[3].pass_expires_ms, Some(99));
     assert_eq!(seen[0].admission, paused);
-    let newcomer = reopened.join(&sale, &user("new"), after).await.unwrap();
+    assert_eq!(reopened.admission(&sale).await.unwrap(), paused);
+    let newcomer = reopened
+        .join(&sale, &user("new"), after)
+        .await
+        .unwrap()
+        .expect("joined");
     assert_eq!(
         newcomer.facts.place,
         Some(41),
@@ -124,17 +150,25 @@ pub async fn joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end(
             .await
             .unwrap();
     }
-    let again = line.join(&sale, &user("b0"), after).await.unwrap();
+    let again = line.join(&sale, &user("b0"), after).await.unwrap().unwrap();
     assert!(!again.placed);
     assert_eq!(again.facts.place, Some(1));
     let expires = after.as_millisecond() + 10_000;
     line.record_pass(&sale, &user("b0"), expires).await.unwrap();
     let before_expiry = jiff::Timestamp::from_millisecond(expires - 1).unwrap();
-    let kept = line.join(&sale, &user("b0"), before_expiry).await.unwrap();
+    let kept = line
+        .join(&sale, &user("b0"), before_expiry)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!kept.placed && !kept.pass_expired);
     assert_eq!(kept.facts.pass_expires_ms, Some(expires));
     let at_expiry = jiff::Timestamp::from_millisecond(expires).unwrap();
-    let rejoined = line.join(&sale, &user("b0"), at_expiry).await.unwrap();
+    let rejoined = line
+        .join(&sale, &user("b0"), at_expiry)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rejoined.placed && rejoined.pass_expired);
     assert_eq!(rejoined.facts.place, Some(4), "at the end");
     assert_eq!(rejoined.facts.pass_expires_ms, None);
@@ -143,4 +177,70 @@ pub async fn joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end(
         .await
         .unwrap()
         .is_none());
+}
+
+pub async fn admission_changes_count_from_their_moment_and_a_paused_line_takes_nobody(
+    backend: &dyn LineBackend,
+) {
+    let sale = starting_at_t0();
+    let line = backend.open().await;
+    let start = at(T0).as_millisecond();
+    assert_eq!(
+        line.admission(&sale).await.unwrap(),
+        Admission::initial(&sale, &sale.waiting_room.unwrap()),
+        "nothing recorded: from the start at the room's rate"
+    );
+    let pause = |value| AdmissionChange {
+        paused: Some(value),
+        ..AdmissionChange::default()
+    };
+    // 2 s at 10/s, paused for 30 s, 1 s more, then 100/s.
+    let held = line
+        .change_admission(&sale, start + 2000, pause(true))
+        .await
+        .unwrap();
+    assert_eq!((held.base, held.paused), (20, true));
+    assert_eq!(
+        held.admitted(start + 30_000),
+        20,
+        "paused seconds never count"
+    );
+    let after = at(T0) + SignedDuration::from_secs(10);
+    assert_eq!(
+        line.join(&sale, &user("late"), after).await.unwrap(),
+        None,
+        "nobody joins a paused line"
+    );
+    assert!(line
+        .look(&sale, &user("late"), after)
+        .await
+        .unwrap()
+        .is_none());
+    let resumed = line
+        .change_admission(&sale, start + 32_000, pause(false))
+        .await
+        .unwrap();
+    assert_eq!(resumed.admitted(start + 33_000), 30);
+    let faster = line
+        .change_admission(
+            &sale,
+            start + 33_000,
+            AdmissionChange {
+                admit_per_sec: Some(100),
+                ..AdmissionChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        faster.admitted(start + 33_000),
+        30,
+        "admitted stay admitted"
+    );
+    assert_eq!(faster.admitted(start + 34_000), 130);
+    let joined = line.join(&sale, &user("late"), after).await.unwrap();
+    assert!(joined.is_some_and(|joined| joined.placed));
+    drop(line);
+    let reopened = backend.open().await;
+    assert_eq!(reopened.admission(&sale).await.unwrap(), faster);
 }

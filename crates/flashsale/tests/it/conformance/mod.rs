@@ -47,6 +47,7 @@ pub fn order(sale: &Sale, buyer: &str, quantity: u32, key: Option<&str>) -> Orde
         expires_at: created_at + SignedDuration::from_secs(60),
         paid_at: None,
         idempotency_key: key.map(str::to_owned),
+        access_code: None,
     }
 }
 
@@ -179,15 +180,16 @@ mod cluster {
     use std::time::Duration;
 
     use flashsale_server::cluster::ClusterStore;
-    use flashsale_server::domain::{OrderId, Sale, SaleId, UserId};
+    use flashsale_server::domain::{OrderId, Sale, SaleId, SaleRevision, UserId};
     use flashsale_server::gate::{
-        GateDecision, GateError, Holding, OrderKey, Reservation, StockGate,
+        ChangeStep, GateDecision, GateError, GateRecords, Holding, Reservation, StockGate,
     };
     use flashsale_server::metrics::Metrics;
     use flashsale_server::redis::OrderQueue;
     use flashsale_server::redis::{RedisGate, RedisGateOptions};
     use flashsale_server::store::{OrderStore, PostgresOptions, PostgresStore};
     use flashsale_server::BoxFuture;
+    use jiff::Timestamp;
 
     use super::store::StoreBackend;
     use crate::services::{KeyPrefix, Schema};
@@ -205,10 +207,9 @@ mod cluster {
         fn restore_sale(
             &self,
             sale: &Sale,
-            holdings: Vec<Holding>,
-            keys: Vec<OrderKey>,
+            records: GateRecords,
         ) -> BoxFuture<'_, Result<(), GateError>> {
-            self.gate.restore_sale(sale, holdings, keys)
+            self.gate.restore_sale(sale, records)
         }
         fn reserve(
             &self,
@@ -216,11 +217,50 @@ mod cluster {
         ) -> BoxFuture<'_, Result<GateDecision, GateError>> {
             self.gate.reserve(reservation)
         }
-        fn release(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
-            self.gate.release(holding)
+        fn release(
+            &self,
+            holding: &Holding,
+            now: Timestamp,
+        ) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.gate.release(holding, now)
         }
-        fn abandon(&self, holding: &Holding) -> BoxFuture<'_, Result<bool, GateError>> {
-            self.gate.abandon(holding)
+        fn abandon(
+            &self,
+            holding: &Holding,
+            now: Timestamp,
+        ) -> BoxFuture<'_, Result<bool, GateError>> {
+            self.gate.abandon(holding, now)
+        }
+        fn code_owner(
+            &self,
+            sale_id: &SaleId,
+            code: &str,
+        ) -> BoxFuture<'_, Result<Option<UserId>, GateError>> {
+            self.gate.code_owner(sale_id, code)
+        }
+        fn begin_change<'a>(
+            &'a self,
+            base_version: u64,
+            target: &'a SaleRevision,
+            at: Timestamp,
+        ) -> BoxFuture<'a, Result<ChangeStep, GateError>> {
+            self.gate.begin_change(base_version, target, at)
+        }
+        fn finish_change<'a>(
+            &'a self,
+            target: &'a Sale,
+            at: Timestamp,
+        ) -> BoxFuture<'a, Result<(), GateError>> {
+            self.gate.finish_change(target, at)
+        }
+        fn pending_changes(&self) -> BoxFuture<'_, Result<Vec<SaleRevision>, GateError>> {
+            self.gate.pending_changes()
+        }
+        fn sales_revision(&self) -> BoxFuture<'_, Result<u64, GateError>> {
+            self.gate.sales_revision()
+        }
+        fn announce_sales_change(&self) -> BoxFuture<'_, Result<(), GateError>> {
+            self.gate.announce_sales_change()
         }
         fn key_owner(
             &self,

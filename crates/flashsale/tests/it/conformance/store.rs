@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use flashsale_server::domain::{Action, Actor, OrderStatus, Refusal};
-use flashsale_server::store::{InsertError, OrderQuery, OrderStore, SaleTally, StoreError};
+use flashsale_server::domain::{SaleAccess, SaleChange, SaleChangeKind, SaleRevision, SaleUpdate};
+use flashsale_server::store::{
+    ChangeError, InsertError, OrderQuery, OrderStore, SaleTally, StoreError,
+};
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
 
@@ -31,7 +34,10 @@ macro_rules! store_suite {
                 lists_newest_first_with_filters, finds_orders_by_key_and_active_ones,
                 survives_close_and_reopen, keeps_changes_and_unconfirmed_returns_across_reopen,
                 refuses_writes_after_close, records_each_change_as_its_events_in_order,
-                records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence);
+                records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence,
+                records_each_version_of_a_sale_once,
+                a_sale_changed_keeps_its_counts_and_its_version_across_reopen,
+                lists_by_status_and_keeps_access_codes);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -256,6 +262,7 @@ pub async fn lists_newest_first_with_filters(backend: &dyn StoreBackend) {
         user_id,
         sale_id,
         before,
+        status: None,
         limit,
     };
     let all = store.orders(query(None, None, None, 100)).await.unwrap();
@@ -401,4 +408,176 @@ pub async fn refuses_writes_after_close(backend: &dyn StoreBackend) {
         Err(InsertError::Store(StoreError::Closed))
     ));
     store.close().await.unwrap();
+}
+
+fn changed(base: &flashsale_server::domain::Sale, update: SaleUpdate) -> SaleRevision {
+    SaleChange::Update(update)
+        .apply(base, at(T0))
+        .expect("valid")
+        .expect("a change")
+}
+
+pub async fn records_each_version_of_a_sale_once(backend: &dyn StoreBackend) {
+    let store = backend.open().await;
+    let sale = sale(10, 1);
+    store.create_sale(&sale).await.unwrap();
+    assert_eq!(store.sale(&sale.id).await.unwrap(), Some(sale.clone()));
+    let renamed = changed(
+        &sale,
+        SaleUpdate {
+            name: Some("Renamed".into()),
+            per_user_limit: Some(2),
+            ..SaleUpdate::default()
+        },
+    );
+    store.change_sale(&renamed).await.unwrap();
+    store
+        .change_sale(&renamed)
+        .await
+        .expect("a repeat of the same version is recorded once");
+    assert_eq!(
+        store.sale(&sale.id).await.unwrap(),
+        Some(renamed.sale.clone())
+    );
+    let skipping = SaleRevision {
+        sale: flashsale_server::domain::Sale {
+            version: 4,
+            ..renamed.sale.clone()
+        },
+        kind: SaleChangeKind::Updated,
+        at: renamed.at,
+    };
+    assert!(
+        matches!(
+            store.change_sale(&skipping).await,
+            Err(ChangeError::Conflict { stored: 2 })
+        ),
+        "a version is recorded only after the one before it"
+    );
+    let unknown = SaleRevision {
+        sale: flashsale_server::domain::Sale {
+            id: flashsale_server::domain::SaleId::generate(),
+            version: 2,
+            ..sale.clone()
+        },
+        kind: SaleChangeKind::Paused,
+        at: renamed.at,
+    };
+    assert!(matches!(
+        store.change_sale(&unknown).await,
+        Err(ChangeError::NotFound)
+    ));
+    assert_eq!(
+        store.sales().await.unwrap(),
+        vec![renamed.sale],
+        "the listing shows the latest version"
+    );
+}
+
+pub async fn a_sale_changed_keeps_its_counts_and_its_version_across_reopen(
+    backend: &dyn StoreBackend,
+) {
+    let store = backend.open().await;
+    let sale = sale(10, 3);
+    store.create_sale(&sale).await.unwrap();
+    store
+        .insert_order(order(&sale, "alice", 3, None))
+        .await
+        .unwrap();
+    let grown = changed(
+        &sale,
+        SaleUpdate {
+            add_stock: Some(5),
+            ..SaleUpdate::default()
+        },
+    );
+    store.change_sale(&grown).await.unwrap();
+    assert_eq!(
+        store.tally(&sale.id).await.unwrap().remaining,
+        12,
+        "15 units, 3 held"
+    );
+    let shrunk = changed(
+        &grown.sale,
+        SaleUpdate {
+            remove_stock: Some(12),
+            ..SaleUpdate::default()
+        },
+    );
+    store.change_sale(&shrunk).await.unwrap();
+    let paused = SaleChange::Pause
+        .apply(&shrunk.sale, at(T0))
+        .unwrap()
+        .unwrap();
+    store.change_sale(&paused).await.unwrap();
+    let tally = store.tally(&sale.id).await.unwrap();
+    assert_eq!((tally.remaining, tally.pending), (0, 3));
+    // Every unit is held: nothing more sells, however the store is asked.
+    assert!(matches!(
+        store.insert_order(order(&sale, "bob", 1, None)).await,
+        Err(InsertError::SoldOut)
+    ));
+    store.close().await.unwrap();
+    drop(store);
+    let reopened = backend.open().await;
+    let kept = reopened.sale(&sale.id).await.unwrap().expect("kept");
+    assert_eq!(kept, paused.sale);
+    assert_eq!((kept.version, kept.stock, kept.paused), (4, 3, true));
+    let tally = reopened.tally(&sale.id).await.unwrap();
+    assert_eq!((tally.remaining, tally.pending), (0, 3));
+}
+
+pub async fn lists_by_status_and_keeps_access_codes(backend: &dyn StoreBackend) {
+    let store = backend.open().await;
+    let sale = flashsale_server::domain::Sale {
+        access: SaleAccess::Codes,
+        ..sale(10, 1)
+    };
+    store.create_sale(&sale).await.unwrap();
+    let mut coded = order(&sale, "alice", 1, None);
+    coded.access_code = Some("AAAAAAAAAAAAAAAAAAAAAA".into());
+    store.insert_order(coded.clone()).await.unwrap();
+    let other = order(&sale, "bob", 1, None);
+    store.insert_order(other.clone()).await.unwrap();
+    store
+        .transition(&other.id, Action::Cancel, &Actor::Admin, at(T0))
+        .await
+        .unwrap();
+    let listed = |status| OrderQuery {
+        user_id: None,
+        sale_id: Some(sale.id.clone()),
+        before: None,
+        status,
+        limit: 10,
+    };
+    let pending = store
+        .orders(listed(Some(OrderStatus::PendingPayment)))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending,
+        vec![coded.clone()],
+        "the code is kept with its order"
+    );
+    let cancelled = store
+        .orders(listed(Some(OrderStatus::Cancelled)))
+        .await
+        .unwrap();
+    assert_eq!(
+        cancelled.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        vec![other.id.clone()]
+    );
+    assert!(store
+        .orders(listed(Some(OrderStatus::Paid)))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.sale(&sale.id).await.unwrap().unwrap().access,
+        SaleAccess::Codes
+    );
+    let for_gate = store.orders_for_gate(&sale.id).await.unwrap();
+    assert!(for_gate
+        .iter()
+        .any(|order| order.access_code == coded.access_code));
 }
