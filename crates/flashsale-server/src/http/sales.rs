@@ -181,11 +181,10 @@ pub async fn purchase(
     ))]
 pub async fn update_sale(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    _admin: Admin,
     PathId(sale_id): PathId,
     JsonBody(request): JsonBody<UpdateSaleRequest>,
 ) -> Result<Json<SaleBody>, ApiError> {
-    principal.admin()?;
     let change = SaleChange::Update(request.into_update()?);
     let view = state.service.change_sale(&sale_id, change).await?;
     Ok(Json(SaleBody::from(&view)))
@@ -274,12 +273,11 @@ pub async fn end(
     ))]
 pub async fn make_codes(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    _admin: Admin,
     PathId(sale_id): PathId,
     query: Result<Query<CodesQuery>, axum::extract::rejection::QueryRejection>,
     JsonBody(request): JsonBody<CodesRequest>,
 ) -> Result<Response, ApiError> {
-    principal.admin()?;
     let Query(query) =
         query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let batches = state.service.make_codes(&sale_id, request.count).await?;
