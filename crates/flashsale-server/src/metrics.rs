@@ -1,6 +1,6 @@
 //! Counters and histograms kept in fixed arrays of atomics, rendered in the Prometheus text
-//! format. Recording is a couple of relaxed atomic adds with no lookup and no lock, because it
-//! sits on every request of the hot path.
+//! format. Recording is a couple of relaxed atomic adds at an index (the route's, the
+//! outcome's) with no lock, because it sits on every request of the hot path.
 
 mod connections;
 mod storage;
@@ -9,38 +9,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::http::routes::Route;
+
 pub use self::connections::{ClosedBy, ConnectionCounters};
 pub use self::storage::StorageGauges;
-
-/// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 26] = [
-    "/",
-    "/admin",
-    "/assets/{file}",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/api/openapi.json",
-    "/api/v1/sales",
-    "/api/v1/sales/{sale_id}",
-    "/api/v1/sales/{sale_id}/purchase",
-    "/api/v1/sales/{sale_id}/queue",
-    "/api/v1/sales/{sale_id}/audit",
-    "/api/v1/sales/{sale_id}/pause",
-    "/api/v1/sales/{sale_id}/resume",
-    "/api/v1/sales/{sale_id}/end",
-    "/api/v1/sales/{sale_id}/codes",
-    "/api/v1/orders",
-    "/api/v1/orders.csv",
-    "/api/v1/orders/{order_id}",
-    "/api/v1/orders/{order_id}/pay",
-    "/api/v1/orders/{order_id}/cancel",
-    "/api/v1/time",
-    "/api/v1/demo/token",
-    "/api/v1/events",
-    "/api/v1/events/sinks",
-    "other",
-];
 
 /// Purchase outcomes, by the code the client sees (`created` and `repeated` for successes).
 pub const PURCHASE_OUTCOMES: [&str; 16] = [
@@ -166,11 +138,11 @@ struct ClusterCounters {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            responses: ROUTES
+            responses: Route::ALL
                 .iter()
                 .map(|_| (0..STATUS_CODES).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
-            latency: ROUTES
+            latency: Route::ALL
                 .iter()
                 .map(|_| Histogram::new(LATENCY_BOUNDS_MICROS))
                 .collect(),
@@ -191,21 +163,14 @@ impl Default for Metrics {
     }
 }
 
-fn route_index(route: &str) -> usize {
-    ROUTES
-        .iter()
-        .position(|known| *known == route)
-        .unwrap_or(ROUTES.len() - 1)
-}
-
 impl Metrics {
     /// Makes `/metrics` show these sinks (once, at start).
     pub fn show_event_sinks(&self, sinks: Vec<std::sync::Arc<crate::events::SinkStatus>>) {
         let _ = self.event_sinks.set(sinks);
     }
 
-    pub fn record_response(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = route_index(route);
+    pub fn record_response(&self, route: Route, status: u16, elapsed: Duration) {
+        let route = route.index();
         let status = usize::from(status).min(STATUS_CODES - 1);
         self.responses[route][status].fetch_add(1, Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -386,7 +351,8 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         out.push_str("# HELP flashsale_http_responses_total HTTP responses by route and status.\n");
         out.push_str("# TYPE flashsale_http_responses_total counter\n");
-        for (route, statuses) in ROUTES.iter().zip(&self.responses) {
+        for (route, statuses) in Route::ALL.iter().zip(&self.responses) {
+            let route = route.template();
             for (status, count) in statuses.iter().enumerate() {
                 let count = count.load(Relaxed);
                 if count > 0 {
@@ -401,7 +367,8 @@ impl Metrics {
             "# HELP flashsale_http_request_duration_seconds Time from request to response.\n",
         );
         out.push_str("# TYPE flashsale_http_request_duration_seconds histogram\n");
-        for (route, histogram) in ROUTES.iter().zip(&self.latency) {
+        for (route, histogram) in Route::ALL.iter().zip(&self.latency) {
+            let route = route.template();
             if !histogram.is_empty() {
                 histogram.render(
                     &mut out,
@@ -476,10 +443,10 @@ mod tests {
     #[test]
     fn responses_are_counted_by_route_and_status() {
         let metrics = Metrics::default();
-        let route = "/api/v1/sales/{sale_id}/purchase";
-        metrics.record_response(route, 409, Duration::from_micros(70));
-        metrics.record_response(route, 409, Duration::from_micros(70));
-        metrics.record_response("/nowhere", 404, Duration::from_micros(70));
+        metrics.record_response(Route::Purchase, 409, Duration::from_micros(70));
+        metrics.record_response(Route::Purchase, 409, Duration::from_micros(70));
+        metrics.record_response(Route::Other, 404, Duration::from_micros(70));
+        let route = Route::Purchase.template();
         let text = metrics.render();
         assert!(text.contains(&format!(
             "flashsale_http_responses_total{{route=\"{route}\",status=\"409\"}} 2"

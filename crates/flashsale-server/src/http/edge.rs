@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use super::error::ApiError;
+use super::routes::Route;
 use super::{caller, AppState, BODY_LIMIT_BYTES};
 use crate::metrics::Metrics;
 
@@ -135,7 +136,9 @@ where
                 header::HeaderValue::from_static("nosniff"),
             );
             state.metrics.record_response(
-                route.as_ref().map_or("other", MatchedPath::as_str),
+                route
+                    .as_ref()
+                    .map_or(Route::Other, |matched| Route::of_template(matched.as_str())),
                 response.status().as_u16(),
                 started.elapsed(),
             );

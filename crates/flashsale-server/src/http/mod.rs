@@ -18,6 +18,7 @@ mod orders;
 mod pages;
 mod queue;
 pub(crate) mod rfc3339;
+pub mod routes;
 mod sales;
 mod serve;
 pub(crate) mod wire;
@@ -94,44 +95,43 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     // Every route sheds load and times out (an operations route answered under overload would
     // be a way around the limit); `/readyz` answers from a cached probe.
+    use self::routes::Route;
+    let route = |route: Route| route.template();
     let mut api = Router::new()
         .route(
-            "/api/v1/sales",
+            route(Route::Sales),
             post(sales::create_sale).get(sales::list_sales),
         )
         .route(
-            "/api/v1/sales/{sale_id}",
+            route(Route::Sale),
             get(sales::show_sale).patch(sales::update_sale),
         )
-        .route("/api/v1/sales/{sale_id}/pause", post(sales::pause))
-        .route("/api/v1/sales/{sale_id}/resume", post(sales::resume))
-        .route("/api/v1/sales/{sale_id}/end", post(sales::end))
-        .route("/api/v1/sales/{sale_id}/codes", post(sales::make_codes))
-        .route("/api/v1/sales/{sale_id}/purchase", post(sales::purchase))
-        .route(
-            "/api/v1/sales/{sale_id}/queue",
-            post(queue::join).get(queue::status),
-        )
-        .route("/api/v1/sales/{sale_id}/audit", get(sales::audit))
-        .route("/api/v1/orders", get(orders::list_orders))
-        .route("/api/v1/orders.csv", get(orders::export_orders))
-        .route("/api/v1/orders/{order_id}", get(orders::show_order))
-        .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
-        .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
-        .route("/api/v1/time", get(ops::time))
-        .route("/api/v1/events", get(events::list_events))
-        .route("/api/v1/events/sinks", get(events::list_sinks));
+        .route(route(Route::SalePause), post(sales::pause))
+        .route(route(Route::SaleResume), post(sales::resume))
+        .route(route(Route::SaleEnd), post(sales::end))
+        .route(route(Route::SaleCodes), post(sales::make_codes))
+        .route(route(Route::Purchase), post(sales::purchase))
+        .route(route(Route::Line), post(queue::join).get(queue::status))
+        .route(route(Route::Audit), get(sales::audit))
+        .route(route(Route::Orders), get(orders::list_orders))
+        .route(route(Route::OrdersCsv), get(orders::export_orders))
+        .route(route(Route::Order), get(orders::show_order))
+        .route(route(Route::Pay), post(orders::pay))
+        .route(route(Route::Cancel), post(orders::cancel))
+        .route(route(Route::Time), get(ops::time))
+        .route(route(Route::Events), get(events::list_events))
+        .route(route(Route::EventSinks), get(events::list_sinks));
     if state.demo.is_some() {
-        api = api.route("/api/v1/demo/token", post(demo::demo_token));
+        api = api.route(route(Route::DemoToken), post(demo::demo_token));
     }
     let operations = Router::new()
-        .route("/", get(pages::storefront))
-        .route("/admin", get(pages::admin))
-        .route("/assets/{file}", get(pages::asset))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/openapi.json", get(ops::openapi));
+        .route(route(Route::Storefront), get(pages::storefront))
+        .route(route(Route::AdminConsole), get(pages::admin))
+        .route(route(Route::Asset), get(pages::asset))
+        .route(route(Route::Healthz), get(ops::healthz))
+        .route(route(Route::Readyz), get(ops::readyz))
+        .route(route(Route::Metrics), get(ops::metrics))
+        .route(route(Route::OpenApi), get(ops::openapi));
     // The edge and the body limit go on as one stack: `Router::layer` boxes each route once per
     // layer, and a request clones every box around its route (the operations routes take no
     // body, so the API's limit costs them nothing).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use flashsale_server::http::routes::Route;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -42,6 +43,34 @@ async fn metrics_count_requests_outcomes_and_commits() {
     }
 }
 
+/// The router is built from `Route`'s templates and the metrics count by them: every route
+/// answers under its own label (a request no route matches counts as `other`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_routed_and_counted_under_its_own_label() {
+    let server = TestServer::start_with(|settings| settings.demo = true).await;
+    for route in Route::ALL.iter().filter(|route| **route != Route::Other) {
+        let path = route
+            .template()
+            .replace("{sale_id}", "s")
+            .replace("{order_id}", "o")
+            .replace("{file}", "style.css");
+        let _ = server.get(&path, None).await;
+    }
+    let _ = server.get("/nowhere", None).await;
+    let reply = server.get("/metrics", None).await;
+    let text = reply.body.as_str().expect("text").to_owned();
+    for route in Route::ALL {
+        let label = format!(
+            "flashsale_http_responses_total{{route=\"{}\"",
+            route.template()
+        );
+        assert!(
+            text.contains(&label),
+            "no response counted as {label} in\n{text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_covers_every_route_of_the_contract() {
     let server = TestServer::start().await;
@@ -55,9 +84,9 @@ async fn the_openapi_document_covers_every_route_of_the_contract() {
         .collect();
     // The demo route is served, and documented, only in demo mode.
     let demo_route = "/api/v1/demo/token";
-    let routes: BTreeSet<&str> = flashsale_server::metrics::ROUTES
+    let routes: BTreeSet<&str> = Route::ALL
         .iter()
-        .copied()
+        .map(|route| route.template())
         .filter(|r| *r != "other" && *r != demo_route)
         .collect();
     assert_eq!(
