@@ -69,6 +69,8 @@ pub fn new_order(
         expires_at: sale.payment_deadline(now),
         paid_at: None,
         idempotency_key,
+        refunded_at: None,
+        payment: None,
     }
 }
 

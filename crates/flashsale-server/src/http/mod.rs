@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 mod orders;
 mod pages;
+mod payments;
 mod queue;
 pub(crate) mod rfc3339;
 mod sales;
@@ -94,6 +95,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/orders/{order_id}", get(orders::show_order))
         .route("/api/v1/orders/{order_id}/pay", post(orders::pay))
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/api/v1/orders/{order_id}/refund", post(orders::refund))
+        .route(
+            "/api/v1/payments/stripe/webhook",
+            post(payments::stripe_webhook),
+        )
+        .route("/api/v1/payments/config", get(payments::payment_config))
         .route("/api/v1/time", get(ops::time))
         .route("/api/v1/events", get(events::list_events))
         .route("/api/v1/events/sinks", get(events::list_sinks));

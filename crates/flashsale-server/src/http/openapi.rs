@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
+use super::{demo, error, events, ops, orders, pages, payments, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,8 @@ use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
     paths(
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
         queue::join, queue::status,
-        orders::show_order, orders::list_orders, orders::pay, orders::cancel,
+        orders::show_order, orders::list_orders, orders::pay, orders::cancel, orders::refund,
+        payments::stripe_webhook, payments::payment_config,
         events::list_events, events::list_sinks,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::time,
         pages::storefront, pages::admin, pages::asset,
@@ -22,7 +23,8 @@ use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
         wire::OrderBody, wire::OrderPageBody, wire::AuditBody, wire::ErrorBody, error::ErrorDetail,
         wire::Status, wire::ServerTime, wire::WaitingRoomRequest, wire::WaitingRoomBody,
         wire::QueueStatusBody, wire::CloudEventBody, wire::EventPageBody, wire::SinkBody,
-        wire::SinkListBody, wire::DeadLetterBody,
+        wire::SinkListBody, wire::DeadLetterBody, wire::PaymentBody, wire::PayRequest,
+        wire::PaymentConfigBody,
     )),
     modifiers(&BearerSchemes),
 )]

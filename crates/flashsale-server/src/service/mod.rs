@@ -12,6 +12,7 @@
 mod catalog;
 mod feed;
 mod intake;
+mod payments;
 mod queue;
 mod returns;
 
@@ -21,6 +22,8 @@ use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
 pub use self::feed::{EventPage, EventsParts, SinkView};
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
+use self::payments::Payments;
+pub use self::payments::{PaymentPage, PaymentParts, SweepReport};
 pub use self::queue::{QueueView, WaitingRoomParts};
 use self::returns::StockReturns;
 use crate::clock::Clock;
@@ -47,6 +50,12 @@ pub enum ServiceError {
     NotPayable,
     #[error("the order can no longer be cancelled")]
     NotCancellable,
+    #[error("only a paid order can be refunded")]
+    NotRefundable,
+    #[error("the payment was declined: {0}")]
+    PaymentDeclined(String),
+    #[error("the webhook's signature does not check out: {0}")]
+    BadSignature(String),
     #[error("over capacity")]
     Overloaded,
     #[error("a backend is unavailable: {0}")]
@@ -116,6 +125,7 @@ pub struct Audit {
     pub paid: u64,
     pub cancelled: u64,
     pub expired: u64,
+    pub refunded: u64,
     pub consistent: bool,
 }
 
@@ -142,6 +152,8 @@ pub struct Service {
     waiting_room: Option<WaitingRoomParts>,
     /// The event feed (`feed.rs`).
     events: Option<EventsParts>,
+    /// The payment provider and its sweep (`payments.rs`).
+    payments: Arc<Payments>,
 }
 
 fn refusal_error(refusal: Refusal) -> ServiceError {
@@ -149,7 +161,8 @@ fn refusal_error(refusal: Refusal) -> ServiceError {
         Refusal::NotFound => ServiceError::OrderNotFound,
         Refusal::Forbidden => ServiceError::Forbidden,
         Refusal::NotPayable => ServiceError::NotPayable,
-        Refusal::NotCancellable => ServiceError::NotCancellable,
+        Refusal::NotCancellable | Refusal::PaymentOpen => ServiceError::NotCancellable,
+        Refusal::NotRefundable => ServiceError::NotRefundable,
     }
 }
 
@@ -169,11 +182,18 @@ impl Service {
         for sale in sales {
             catalog.remember(sale);
         }
+        let returns = Arc::new(StockReturns {
+            gate: Arc::clone(&gate),
+            store: Arc::clone(&store),
+        });
+        let payments = Arc::new(Payments::new(
+            PaymentParts::simulated(),
+            Arc::clone(&returns),
+            Arc::clone(&store),
+        ));
         Ok(Self {
-            returns: Arc::new(StockReturns {
-                gate: Arc::clone(&gate),
-                store: Arc::clone(&store),
-            }),
+            returns,
+            payments,
             gate,
             store,
             intake,
@@ -443,12 +463,14 @@ impl Service {
         Ok(OrderPage { orders, next })
     }
 
+    /// A payment without a provider (an order that costs nothing): paid at once.
     pub async fn pay(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
         self.transition(actor, order_id, Action::Pay).await
     }
 
+    /// A cancel (an order with an open intent: see `cancel_order`).
     pub async fn cancel(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
-        self.transition(actor, order_id, Action::Cancel).await
+        self.cancel_order(actor, order_id).await
     }
 
     async fn transition(
@@ -513,6 +535,7 @@ impl Service {
             paid: tally.paid,
             cancelled: tally.cancelled,
             expired: tally.expired,
+            refunded: tally.refunded,
             consistent,
         })
     }

@@ -1019,6 +1019,8 @@ fn one_unit(
             expires_at: now + jiff::SignedDuration::from_secs(900),
             paid_at: None,
             idempotency_key: None,
+            refunded_at: None,
+            payment: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,

@@ -337,6 +337,8 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
             expires_at: node_now + SignedDuration::from_secs(900),
             paid_at: None,
             idempotency_key: None,
+            refunded_at: None,
+            payment: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,
@@ -514,6 +516,8 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         expires_at: now + SignedDuration::from_secs(900),
         paid_at: None,
         idempotency_key: None,
+        refunded_at: None,
+        payment: None,
     };
     let reservation = Reservation {
         order: order.clone(),
@@ -588,6 +592,8 @@ async fn one_failing_command_does_not_fail_its_batch() {
                     expires_at: now + SignedDuration::from_secs(60),
                     paid_at: None,
                     idempotency_key: None,
+                    refunded_at: None,
+                    payment: None,
                 })
             })
             .collect();

@@ -62,6 +62,8 @@ pub fn decode(text: &str) -> Option<Order> {
         expires_at: Timestamp::from_millisecond(queued.expires_at_ms).ok()?,
         paid_at: None,
         idempotency_key: queued.idempotency_key.map(Cow::into_owned),
+        refunded_at: None,
+        payment: None,
     })
 }
 
@@ -115,6 +117,8 @@ mod tests {
             expires_at: created_at + jiff::SignedDuration::from_secs(900),
             paid_at: None,
             idempotency_key: Some("k\\ey é".into()),
+            refunded_at: None,
+            payment: None,
         };
         assert_eq!(decode(&as_queued(&order)), Some(order.clone()));
         let keyless = Order {
@@ -148,6 +152,8 @@ mod tests {
             expires_at: created_at + jiff::SignedDuration::from_secs(60),
             paid_at: None,
             idempotency_key: Some("k".into()),
+            refunded_at: None,
+            payment: None,
         };
         assert_eq!(decode(&as_queued(&order)), Some(order));
     }
@@ -166,6 +172,8 @@ mod tests {
             expires_at: Timestamp::UNIX_EPOCH,
             paid_at: None,
             idempotency_key: Some("k".into()),
+            refunded_at: None,
+            payment: None,
         };
         let holding = format!("{},\"e\":\"1-0\"}}", encode_holding_open(&order));
         assert_eq!(holding_quantity(&holding), Some(2));

@@ -188,6 +188,10 @@ impl OrderStore for PostgresStore {
         Box::pin(self.stock_returned(order_ids))
     }
 
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.payments_unsettled(max))
+    }
+
     fn update_sale(
         &self,
         sale: &Sale,

@@ -73,11 +73,71 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.execute_batch(ORDERS_TABLE)?;
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
     add_waiting_room(&connection)?;
     add_event_sequence(&connection)?;
+    add_payments(&connection)?;
+    if allow_refunded(&connection)? {
+        connection.execute_batch(include_str!("schema.sql"))?;
+        add_stock_returned(&connection)?;
+        add_payments(&connection)?;
+    }
     Ok(connection)
+}
+
+const ORDERS_TABLE: &str = include_str!("orders.sql");
+
+/// The payment columns (stores made before payments lack them: their orders have none), and
+/// the index of the payments the sweep settles.
+fn add_payments(connection: &Connection) -> rusqlite::Result<()> {
+    for (column, kind) in [
+        ("refunded_at_ms", "INTEGER"),
+        ("payment_provider", "TEXT"),
+        ("payment_intent_id", "TEXT"),
+        ("payment_client_secret", "TEXT"),
+        ("payment_state", "TEXT"),
+        ("payment_refund_id", "TEXT"),
+    ] {
+        let has_column = connection
+            .prepare("SELECT 1 FROM pragma_table_info('orders') WHERE name = ?1")?
+            .exists([column])?;
+        if !has_column {
+            connection.execute_batch(&format!("ALTER TABLE orders ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS orders_payments_unsettled ON orders (expires_at_ms) \
+         WHERE payment_state IN ('open', 'refund_pending')",
+    )
+}
+
+/// A store made before refunds has a status CHECK without `refunded`, and SQLite cannot alter a
+/// CHECK: the table is rebuilt once from `orders.sql` in one transaction (its indexes and
+/// triggers go with the old table; the caller makes them again). Says whether it rebuilt.
+fn allow_refunded(connection: &Connection) -> rusqlite::Result<bool> {
+    let definition: String = connection.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+        [],
+        |row| row.get(0),
+    )?;
+    if definition.contains("'refunded'") {
+        return Ok(false);
+    }
+    let columns = "id, sale_id, user_id, quantity, status, created_at_ms, expires_at_ms, \
+         paid_at_ms, idempotency_key, stock_returned, refunded_at_ms, payment_provider, \
+         payment_intent_id, payment_client_secret, payment_state, payment_refund_id";
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE; \
+         ALTER TABLE orders RENAME TO orders_before_refunds; \
+         {ORDERS_TABLE} \
+         INSERT INTO orders ({columns}) SELECT {columns} FROM orders_before_refunds; \
+         DROP TABLE orders_before_refunds; \
+         COMMIT;"
+    ))?;
+    tracing::info!("the SQLite order table now allows the refunded status (rebuilt once)");
+    Ok(true)
 }
 
 /// Stores made before events lack the sales' counter: their sales have no event yet.
@@ -134,7 +194,12 @@ pub fn export(path: &Path) -> Result<Exported, StoreError> {
         ))
         .and_then(|mut statement| {
             statement
-                .query_map([], |row| Ok((rows::order(row)?, row.get::<_, bool>(9)?)))?
+                .query_map([], |row| {
+                    Ok((
+                        rows::order(row)?,
+                        row.get::<_, bool>(rows::ORDER_COLUMN_COUNT)?,
+                    ))
+                })?
                 .collect()
         })
         .map_err(failed)?;
@@ -322,6 +387,19 @@ impl OrderStore for SqliteStore {
         self.commands.stock_returned(order_ids)
     }
 
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE payment_state IN ('open', 'refund_pending') \
+                     ORDER BY expires_at_ms LIMIT ?1"
+                ))?
+                .query_map([i64::try_from(max).unwrap_or(i64::MAX)], rows::order)?
+                .collect()
+        }))
+    }
+
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(self.readers.read(move |connection| {
@@ -344,6 +422,7 @@ impl OrderStore for SqliteStore {
                     Some(OrderStatus::Paid) => tally.paid = quantity,
                     Some(OrderStatus::Cancelled) => tally.cancelled = quantity,
                     Some(OrderStatus::Expired) => tally.expired = quantity,
+                    Some(OrderStatus::Refunded) => tally.refunded = quantity,
                     None => {}
                 }
             }

@@ -3,10 +3,14 @@
 use jiff::Timestamp;
 use rusqlite::Row;
 
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleId, UserId};
+use crate::domain::{Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleId, UserId};
 
 pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created_at_ms, \
-     expires_at_ms, paid_at_ms, idempotency_key";
+     expires_at_ms, paid_at_ms, idempotency_key, refunded_at_ms, payment_provider, \
+     payment_intent_id, payment_client_secret, payment_state, payment_refund_id";
+
+/// How many columns `ORDER_COLUMNS` names (a query's next column is at this index).
+pub const ORDER_COLUMN_COUNT: usize = 15;
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
      starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room";
@@ -52,7 +56,24 @@ pub fn order(row: &Row<'_>) -> rusqlite::Result<Order> {
         expires_at: timestamp(row, 6)?,
         paid_at: optional_timestamp(row, 7)?,
         idempotency_key: row.get(8)?,
+        refunded_at: optional_timestamp(row, 9)?,
+        payment: payment(row, 10)?,
     })
+}
+
+/// The payment columns from `first` on: provider, intent, secret, state, refund.
+fn payment(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Box<Payment>>> {
+    let Some(provider) = row.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let state: String = row.get(first + 3)?;
+    Ok(Some(Box::new(Payment {
+        provider,
+        intent_id: row.get(first + 1)?,
+        client_secret: row.get(first + 2)?,
+        state: PaymentState::parse(&state).ok_or_else(|| corrupt(first + 3, "payment state"))?,
+        refund_id: row.get(first + 4)?,
+    })))
 }
 
 pub fn sale(row: &Row<'_>) -> rusqlite::Result<Sale> {

@@ -47,6 +47,8 @@ pub fn order(sale: &Sale, buyer: &str, quantity: u32, key: Option<&str>) -> Orde
         expires_at: created_at + SignedDuration::from_secs(60),
         paid_at: None,
         idempotency_key: key.map(str::to_owned),
+        refunded_at: None,
+        payment: None,
     }
 }
 
