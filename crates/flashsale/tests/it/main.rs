@@ -10,6 +10,7 @@ mod conformance;
 mod events;
 mod harness;
 mod journal_store;
+mod localstripe;
 mod ops;
 mod pages;
 mod process;

@@ -6,6 +6,8 @@ pub mod gate;
 pub mod ledger;
 pub mod line;
 pub mod outbox;
+pub mod payment_store;
+pub mod payments;
 pub mod sink;
 pub mod store;
 

@@ -7,6 +7,10 @@ use flashsale_server::store::{InsertError, OrderQuery, OrderStore, SaleTally, St
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
 
+pub use super::payment_store::{
+    leaves_open_intents_to_the_provider_and_owes_late_money_back,
+    records_a_payment_and_its_refund_once,
+};
 pub use super::outbox::{
     prunes_by_age_without_reusing_a_sequence, records_a_sale_change_with_its_event,
     records_each_change_as_its_events_in_order,
@@ -31,7 +35,9 @@ macro_rules! store_suite {
                 lists_newest_first_with_filters, finds_orders_by_key_and_active_ones,
                 survives_close_and_reopen, keeps_changes_and_unconfirmed_returns_across_reopen,
                 refuses_writes_after_close, records_each_change_as_its_events_in_order,
-                records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence);
+                records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence,
+                records_a_payment_and_its_refund_once,
+                leaves_open_intents_to_the_provider_and_owes_late_money_back);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
