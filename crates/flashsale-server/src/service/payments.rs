@@ -482,15 +482,19 @@ impl Payments {
         polled.retain(|order_id, _| kept.contains(order_id));
     }
 
-    /// Whether it is time to ask the provider about this order again (and notes that it was).
-    fn poll_due(&self, order_id: &OrderId, now: Timestamp) -> bool {
+    /// Whether it is time to ask the provider about this order again (and notes that it was):
+    /// once a poll interval after the order was made (its webhook normally comes within
+    /// seconds), then every interval.
+    fn poll_due(&self, order: &Order, now: Timestamp) -> bool {
+        let interval = self.parts.poll_interval;
+        let after = |at: &Timestamp| at.checked_add(interval).is_ok_and(|next| now >= next);
+        if !after(&order.created_at) {
+            return false;
+        }
         let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
-        let due = polled.get(order_id).is_none_or(|last| {
-            last.checked_add(self.parts.poll_interval)
-                .is_ok_and(|next| now >= next)
-        });
+        let due = polled.get(&order.id).is_none_or(after);
         if due {
-            polled.insert(order_id.clone(), now);
+            polled.insert(order.id.clone(), now);
         }
         due
     }
@@ -540,7 +544,7 @@ impl Payments {
                 }
             }
             (PendingPayment, PaymentState::Open) => {
-                if !self.poll_due(&order.id, now) {
+                if !self.poll_due(order, now) {
                     return Ok(Settled::Nothing);
                 }
                 let intent = self.provider().retrieve_intent(&intent_id).await?;
@@ -553,7 +557,7 @@ impl Payments {
             // Closed while its intent's outcome was unknown: cancel it so it can take nothing,
             // or, if it took the money, give it back.
             (Cancelled | Expired, PaymentState::Open) => {
-                if !self.poll_due(&order.id, now) {
+                if !self.poll_due(order, now) {
                     return Ok(Settled::Nothing);
                 }
                 let intent = self.provider().cancel_intent(&order.id, &intent_id).await?;

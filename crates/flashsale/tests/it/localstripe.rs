@@ -4,9 +4,9 @@
 //! only, and killed when the test drops it. The test acts as Stripe's other users do: the buyer
 //! confirming an intent with a card, the shop's dashboard reading intents and refunds.
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::OnceLock;
 
@@ -112,10 +112,18 @@ impl LocalStripe {
     }
 
     /// A form-encoded call with the secret key; the status and the JSON reply.
-    pub async fn call(&self, method: Method, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let encoded = self::form(form);
         let (uri, body) = if method == Method::GET && !encoded.is_empty() {
-            (format!("http://{}{path}?{encoded}", self.addr), String::new())
+            (
+                format!("http://{}{path}?{encoded}", self.addr),
+                String::new(),
+            )
         } else {
             (format!("http://{}{path}", self.addr), encoded)
         };
@@ -126,10 +134,22 @@ impl LocalStripe {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body)))
             .expect("a request");
-        let response = self.client.request(request).await.expect("localstripe answers");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("localstripe answers");
         let status = response.status();
-        let bytes = response.into_body().collect().await.expect("a body").to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Sends every event to `url`, signed with `secret` (one endpoint; localstripe never retries).
@@ -146,7 +166,11 @@ impl LocalStripe {
 
     pub async fn intent(&self, intent_id: &str) -> Value {
         let (status, body) = self
-            .call(Method::GET, &format!("/v1/payment_intents/{intent_id}"), &[])
+            .call(
+                Method::GET,
+                &format!("/v1/payment_intents/{intent_id}"),
+                &[],
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
@@ -190,7 +214,6 @@ impl LocalStripe {
         assert_eq!(status, StatusCode::OK, "{body}");
         body["data"].as_array().cloned().unwrap_or_default()
     }
-
 }
 
 /// The settings a server needs to pay through `stripe` at `api_base`.

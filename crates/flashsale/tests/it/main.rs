@@ -13,6 +13,7 @@ mod journal_store;
 mod localstripe;
 mod ops;
 mod pages;
+mod payments;
 mod process;
 mod property;
 mod regressions;

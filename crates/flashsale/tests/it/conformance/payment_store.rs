@@ -39,7 +39,12 @@ pub async fn records_a_payment_and_its_refund_once(backend: &dyn StoreBackend) {
     let buyer = Actor::Buyer(user("alice"));
 
     let recorded = store
-        .transition(&alice.id, fact(ProviderFact::IntentCreated(intent("pi_a"))), &buyer, now)
+        .transition(
+            &alice.id,
+            fact(ProviderFact::IntentCreated(intent("pi_a"))),
+            &buyer,
+            now,
+        )
         .await
         .unwrap();
     assert!(recorded.changed && recorded.refusal.is_none());
@@ -47,7 +52,12 @@ pub async fn records_a_payment_and_its_refund_once(backend: &dyn StoreBackend) {
     assert_eq!(recorded.order.payment_state(), Some(PaymentState::Open));
     // A second intent (a concurrent pay) leaves the first.
     let second = store
-        .transition(&alice.id, fact(ProviderFact::IntentCreated(intent("pi_b"))), &buyer, now)
+        .transition(
+            &alice.id,
+            fact(ProviderFact::IntentCreated(intent("pi_b"))),
+            &buyer,
+            now,
+        )
         .await
         .unwrap();
     assert!(!second.changed);
@@ -55,14 +65,24 @@ pub async fn records_a_payment_and_its_refund_once(backend: &dyn StoreBackend) {
     let unsettled = store.payments_unsettled(10).await.unwrap();
     assert_eq!(unsettled.len(), 1, "an open intent is the sweep's");
 
-    let succeeded = || fact(ProviderFact::Succeeded { intent_id: "pi_a".into() });
+    let succeeded = || {
+        fact(ProviderFact::Succeeded {
+            intent_id: "pi_a".into(),
+        })
+    };
     let paid = store
         .transition(&alice.id, succeeded(), &Actor::Admin, now)
         .await
         .unwrap();
     assert_eq!(paid.order.status, OrderStatus::Paid);
     assert_eq!(paid.order.paid_at, Some(now));
-    assert!(!store.transition(&alice.id, succeeded(), &Actor::Admin, now).await.unwrap().changed);
+    assert!(
+        !store
+            .transition(&alice.id, succeeded(), &Actor::Admin, now)
+            .await
+            .unwrap()
+            .changed
+    );
     assert!(store.payments_unsettled(10).await.unwrap().is_empty());
 
     let later = now + SignedDuration::from_secs(5);
@@ -73,29 +93,44 @@ pub async fn records_a_payment_and_its_refund_once(backend: &dyn StoreBackend) {
     assert!(refunded.released, "a refund gives the units back");
     assert_eq!(refunded.order.status, OrderStatus::Refunded);
     assert_eq!(refunded.order.refunded_at, Some(later));
-    assert_eq!(refunded.order.payment_state(), Some(PaymentState::RefundPending));
+    assert_eq!(
+        refunded.order.payment_state(),
+        Some(PaymentState::RefundPending)
+    );
     let again = store
         .transition(&alice.id, Action::Refund, &Actor::Admin, later)
         .await
         .unwrap();
     assert!(!again.changed && !again.released && again.refusal.is_none());
-    assert_eq!(store.payments_unsettled(10).await.unwrap().len(), 1, "the refund is owed");
+    assert_eq!(
+        store.payments_unsettled(10).await.unwrap().len(),
+        1,
+        "the refund is owed"
+    );
     let confirmed = store
         .transition(
             &alice.id,
-            fact(ProviderFact::Refunded { refund_id: "re_a".into() }),
+            fact(ProviderFact::Refunded {
+                refund_id: "re_a".into(),
+            }),
             &Actor::Admin,
             later,
         )
         .await
         .unwrap();
-    assert_eq!(confirmed.order.payment_state(), Some(PaymentState::Refunded));
+    assert_eq!(
+        confirmed.order.payment_state(),
+        Some(PaymentState::Refunded)
+    );
     assert!(store.payments_unsettled(10).await.unwrap().is_empty());
     let tally = store.tally(&sale.id).await.unwrap();
     assert_eq!((tally.remaining, tally.paid, tally.refunded), (1, 0, 1));
     // Final: nothing moves a refunded order.
     for action in [Action::Cancel, Action::Pay, Action::Refund] {
-        let transition = store.transition(&alice.id, action, &Actor::Admin, later).await.unwrap();
+        let transition = store
+            .transition(&alice.id, action, &Actor::Admin, later)
+            .await
+            .unwrap();
         assert!(!transition.changed);
     }
 
@@ -168,7 +203,10 @@ pub async fn leaves_open_intents_to_the_provider_and_owes_late_money_back(
     let overdue = at(T0) + SignedDuration::from_secs(120);
     let expired = store.expire_due(overdue, 10).await.unwrap();
     assert_eq!(
-        expired.iter().map(|order| order.id.clone()).collect::<Vec<_>>(),
+        expired
+            .iter()
+            .map(|order| order.id.clone())
+            .collect::<Vec<_>>(),
         [plain.id.clone()],
         "only the order without an open intent"
     );
@@ -184,7 +222,9 @@ pub async fn leaves_open_intents_to_the_provider_and_owes_late_money_back(
     let canceled = store
         .transition(
             &open.id,
-            fact(ProviderFact::Canceled { intent_id: "pi_open".into() }),
+            fact(ProviderFact::Canceled {
+                intent_id: "pi_open".into(),
+            }),
             &Actor::Admin,
             overdue,
         )
@@ -197,30 +237,56 @@ pub async fn leaves_open_intents_to_the_provider_and_owes_late_money_back(
     // The provider could not be asked: expired after the grace, the intent still open.
     let grace = SignedDuration::from_secs(600);
     let unconfirmed = store
-        .transition(&late.id, Action::ExpireUnconfirmed { grace }, &Actor::Admin, overdue)
+        .transition(
+            &late.id,
+            Action::ExpireUnconfirmed { grace },
+            &Actor::Admin,
+            overdue,
+        )
         .await
         .unwrap();
     assert!(!unconfirmed.changed, "within the grace");
     let after_grace = overdue + grace;
     let unconfirmed = store
-        .transition(&late.id, Action::ExpireUnconfirmed { grace }, &Actor::Admin, after_grace)
+        .transition(
+            &late.id,
+            Action::ExpireUnconfirmed { grace },
+            &Actor::Admin,
+            after_grace,
+        )
         .await
         .unwrap();
     assert!(unconfirmed.released);
     assert_eq!(unconfirmed.order.payment_state(), Some(PaymentState::Open));
     // Its money came after all: owed back once, the order stays expired.
-    let succeeded = || fact(ProviderFact::Succeeded { intent_id: "pi_late".into() });
+    let succeeded = || {
+        fact(ProviderFact::Succeeded {
+            intent_id: "pi_late".into(),
+        })
+    };
     let owed = store
         .transition(&late.id, succeeded(), &Actor::Admin, after_grace)
         .await
         .unwrap();
     assert!(owed.changed && !owed.released);
     assert_eq!(owed.order.status, OrderStatus::Expired);
-    assert_eq!(owed.order.payment_state(), Some(PaymentState::RefundPending));
-    assert!(!store.transition(&late.id, succeeded(), &Actor::Admin, after_grace).await.unwrap().changed);
+    assert_eq!(
+        owed.order.payment_state(),
+        Some(PaymentState::RefundPending)
+    );
+    assert!(
+        !store
+            .transition(&late.id, succeeded(), &Actor::Admin, after_grace)
+            .await
+            .unwrap()
+            .changed
+    );
     let unsettled = store.payments_unsettled(10).await.unwrap();
     assert_eq!(
-        unsettled.iter().map(|order| order.id.clone()).collect::<Vec<_>>(),
+        unsettled
+            .iter()
+            .map(|order| order.id.clone())
+            .collect::<Vec<_>>(),
         [late.id.clone()]
     );
     let tally = store.tally(&sale.id).await.unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use flashsale_server::domain::{OrderId, SaleId};
 use flashsale_server::payments::{
-    IntentRequest, IntentStatus, PaymentProvider, ProviderError, SimulatedProvider,
-    StripeProvider, StripeSettings,
+    IntentRequest, IntentStatus, PaymentProvider, ProviderError, SimulatedProvider, StripeProvider,
+    StripeSettings,
 };
 use flashsale_server::BoxFuture;
 
@@ -85,7 +85,10 @@ pub async fn an_intent_is_made_for_the_order_and_reads_back(backend: &dyn Provid
         assert_eq!(intent.client_secret, None);
     }
     // Another order, another intent.
-    let other = provider.create_intent(&super::payments::request(100)).await.unwrap();
+    let other = provider
+        .create_intent(&super::payments::request(100))
+        .await
+        .unwrap();
     assert_ne!(other.id, intent.id);
 }
 
@@ -98,7 +101,11 @@ pub async fn money_taken_is_not_cancelled_away(backend: &dyn ProviderBackend) {
         .cancel_intent(&request.order_id, &intent.id)
         .await
         .unwrap();
-    assert_eq!(cancelled.status, IntentStatus::Succeeded, "it says it took the money");
+    assert_eq!(
+        cancelled.status,
+        IntentStatus::Succeeded,
+        "it says it took the money"
+    );
     let read = provider.retrieve_intent(&intent.id).await.unwrap();
     assert_eq!(read.status, IntentStatus::Succeeded);
 }
@@ -123,7 +130,10 @@ pub async fn an_unpaid_intent_cancels_and_takes_nothing_after(backend: &dyn Prov
         .await
         .unwrap();
     assert_eq!(again.status, IntentStatus::Canceled);
-    assert!(!backend.buyer_pays(&intent.id, false).await, "no money after a cancel");
+    assert!(
+        !backend.buyer_pays(&intent.id, false).await,
+        "no money after a cancel"
+    );
     assert_eq!(
         provider.retrieve_intent(&intent.id).await.unwrap().status,
         IntentStatus::Canceled
@@ -135,8 +145,14 @@ pub async fn a_refund_is_made_once_however_often_it_is_asked_for(backend: &dyn P
     let request = request(4200);
     let intent = provider.create_intent(&request).await.unwrap();
     assert!(backend.buyer_pays(&intent.id, false).await);
-    let first = provider.refund(&request.order_id, &intent.id).await.unwrap();
-    let second = provider.refund(&request.order_id, &intent.id).await.unwrap();
+    let first = provider
+        .refund(&request.order_id, &intent.id)
+        .await
+        .unwrap();
+    let second = provider
+        .refund(&request.order_id, &intent.id)
+        .await
+        .unwrap();
     assert_eq!(first.id, second.id, "the same refund");
     if let Some(refunds) = backend.refunds_of(&intent.id).await {
         assert_eq!(refunds, 1, "one refund in the provider's own records");
@@ -146,7 +162,10 @@ pub async fn a_refund_is_made_once_however_often_it_is_asked_for(backend: &dyn P
     let request = super::payments::request(700);
     let intent = provider.create_intent(&request).await.unwrap();
     assert!(backend.buyer_pays(&intent.id, false).await);
-    let first = provider.refund(&request.order_id, &intent.id).await.unwrap();
+    let first = provider
+        .refund(&request.order_id, &intent.id)
+        .await
+        .unwrap();
     let (a, b) = tokio::join!(
         provider.refund(&request.order_id, &intent.id),
         provider.refund(&request.order_id, &intent.id)
@@ -169,7 +188,10 @@ pub async fn a_declined_method_leaves_the_intent_waiting(backend: &dyn ProviderB
     let refused = provider
         .confirm_intent(&request.order_id, &intent.id, "pm_card_chargeCustomerFail")
         .await;
-    assert!(matches!(refused, Err(ProviderError::Declined(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ProviderError::Declined(_))),
+        "{refused:?}"
+    );
     assert_eq!(
         provider.retrieve_intent(&intent.id).await.unwrap().status,
         IntentStatus::AwaitingBuyer,
@@ -178,7 +200,10 @@ pub async fn a_declined_method_leaves_the_intent_waiting(backend: &dyn ProviderB
     // A refund of money never taken is refused, and makes nothing. (Another card on the same
     // intent is Stripe's way on; localstripe cannot confirm an intent again after a declined
     // charge, so the suite stops here.)
-    assert!(provider.refund(&request.order_id, &intent.id).await.is_err());
+    assert!(provider
+        .refund(&request.order_id, &intent.id)
+        .await
+        .is_err());
     assert_eq!(backend.refunds_of(&intent.id).await, Some(0));
 }
 
@@ -205,9 +230,7 @@ pub async fn an_unknown_intent_is_not_found(backend: &dyn ProviderBackend) {
     );
 }
 
-pub async fn an_unreachable_provider_is_unavailable_in_bounded_time(
-    backend: &dyn ProviderBackend,
-) {
+pub async fn an_unreachable_provider_is_unavailable_in_bounded_time(backend: &dyn ProviderBackend) {
     let Some(provider) = backend.unreachable() else {
         // It needs nothing to answer: it always does.
         assert!(backend.provider().create_intent(&request(1)).await.is_ok());
@@ -215,7 +238,10 @@ pub async fn an_unreachable_provider_is_unavailable_in_bounded_time(
     };
     let started = Instant::now();
     let made = provider.create_intent(&request(100)).await;
-    assert!(matches!(made, Err(ProviderError::Unavailable(_))), "{made:?}");
+    assert!(
+        matches!(made, Err(ProviderError::Unavailable(_))),
+        "{made:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "answered within a request's time: {:?}",
@@ -314,10 +340,9 @@ impl ProviderBackend for Stripe {
     }
 }
 
-crate::provider_suite!(
-    simulated_provider,
-    async { crate::conformance::payments::Simulated }
-);
+crate::provider_suite!(simulated_provider, async {
+    crate::conformance::payments::Simulated
+});
 crate::provider_suite!(
     stripe_provider,
     crate::conformance::payments::Stripe::start()

@@ -7,13 +7,13 @@ use flashsale_server::store::{InsertError, OrderQuery, OrderStore, SaleTally, St
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
 
-pub use super::payment_store::{
-    leaves_open_intents_to_the_provider_and_owes_late_money_back,
-    records_a_payment_and_its_refund_once,
-};
 pub use super::outbox::{
     prunes_by_age_without_reusing_a_sequence, records_a_sale_change_with_its_event,
     records_each_change_as_its_events_in_order,
+};
+pub use super::payment_store::{
+    leaves_open_intents_to_the_provider_and_owes_late_money_back,
+    records_a_payment_and_its_refund_once,
 };
 use super::{at, order, sale, user, T0};
 
