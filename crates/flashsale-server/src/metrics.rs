@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The routes, by their templates; anything else is counted as `other`.
-pub const ROUTES: [&str; 21] = [
+pub const ROUTES: [&str; 24] = [
     "/",
     "/admin",
     "/assets/{file}",
@@ -24,6 +24,9 @@ pub const ROUTES: [&str; 21] = [
     "/api/v1/orders/{order_id}",
     "/api/v1/orders/{order_id}/pay",
     "/api/v1/orders/{order_id}/cancel",
+    "/api/v1/orders/{order_id}/refund",
+    "/api/v1/payments/stripe/webhook",
+    "/api/v1/payments/config",
     "/api/v1/time",
     "/api/v1/demo/token",
     "/api/v1/events",

@@ -207,7 +207,7 @@ pub async fn leaves_open_intents_to_the_provider_and_owes_late_money_back(
             .iter()
             .map(|order| order.id.clone())
             .collect::<Vec<_>>(),
-        [plain.id.clone()],
+        std::slice::from_ref(&plain.id),
         "only the order without an open intent"
     );
     let cancel = store
@@ -287,7 +287,7 @@ pub async fn leaves_open_intents_to_the_provider_and_owes_late_money_back(
             .iter()
             .map(|order| order.id.clone())
             .collect::<Vec<_>>(),
-        [late.id.clone()]
+        std::slice::from_ref(&late.id)
     );
     let tally = store.tally(&sale.id).await.unwrap();
     assert_eq!((tally.remaining, tally.pending, tally.expired), (3, 0, 3));
