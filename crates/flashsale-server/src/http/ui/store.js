@@ -328,16 +328,18 @@ function paymentsReady() {
   return payments.ready;
 }
 
-// Stripe.js makes a payment method from the card (or, with a stand-in that has only tokens, a
-// card id); the server confirms the order's intent with it.
+// Stripe.js makes a payment method from the card (or, with a stand-in whose only working call is
+// createToken, such as localstripe's, a card id); the server confirms the order's intent with it.
 async function paymentMethod(cardElement) {
   const stripe = payments.stripe;
-  if (typeof stripe.createPaymentMethod === 'function') {
-    const made = await stripe.createPaymentMethod({ type: 'card', card: cardElement });
-    return made.error ? { error: made.error } : { id: made.paymentMethod.id };
-  }
-  const made = await stripe.createToken(cardElement);
-  return made.error ? { error: made.error } : { id: made.token.card.id };
+  const made = typeof stripe.createPaymentMethod === 'function'
+    ? await stripe.createPaymentMethod({ type: 'card', card: cardElement })
+    : undefined;
+  if (made && made.error) return { error: made.error };
+  if (made && made.paymentMethod) return { id: made.paymentMethod.id };
+  const token = await stripe.createToken(cardElement);
+  if (!token || token.error) return { error: (token && token.error) || { message: 'no token' } };
+  return { id: token.token.card.id };
 }
 
 function openCardForm(order) {
