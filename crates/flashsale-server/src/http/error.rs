@@ -249,6 +249,11 @@ impl From<ServiceError> for ApiError {
                 "invalid_signature",
                 message,
             ),
+            ServiceError::NoStripe => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this server does not pay through Stripe (payment_provider is not stripe)",
+            ),
             ServiceError::NoWaitingRoom => Self::new(
                 StatusCode::CONFLICT,
                 "no_waiting_room",

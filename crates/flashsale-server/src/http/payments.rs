@@ -19,6 +19,7 @@ use super::AppState;
     responses(
         (status = 200, description = "Taken (applied at most once; other event types change nothing)", body = Status),
         (status = 400, description = "invalid_signature: missing, forged or stale (nothing changed); invalid_request: not an event", body = ErrorBody),
+        (status = 404, description = "not_found: this server does not pay through Stripe", body = ErrorBody),
         (status = 503, description = "unavailable: a backend did not answer (Stripe sends it again), with Retry-After", body = ErrorBody),
     ))]
 pub async fn stripe_webhook(

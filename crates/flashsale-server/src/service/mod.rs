@@ -56,6 +56,8 @@ pub enum ServiceError {
     PaymentDeclined(String),
     #[error("the webhook's signature does not check out: {0}")]
     BadSignature(String),
+    #[error("this server does not pay through Stripe")]
+    NoStripe,
     #[error("over capacity")]
     Overloaded,
     #[error("a backend is unavailable: {0}")]

@@ -397,9 +397,7 @@ impl Payments {
         now: Timestamp,
     ) -> Result<(), ServiceError> {
         let Some(secret) = self.parts.webhook_secret.as_deref() else {
-            return Err(ServiceError::BadSignature(
-                "this server takes no Stripe webhooks (payment_provider is not stripe)".into(),
-            ));
+            return Err(ServiceError::NoStripe);
         };
         verify_stripe_signature(secret, signature.as_deref(), &body, now)
             .map_err(|error: SignatureError| ServiceError::BadSignature(error.to_string()))?;

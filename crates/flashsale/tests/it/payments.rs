@@ -594,3 +594,115 @@ mod embedded {
 mod two_nodes {
     every_case!(2);
 }
+
+/// The simulated provider (the default): the buyer's word is the payment, a refund only changes
+/// the order, and the server takes no Stripe webhooks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_provider_pays_at_once_and_refunds_only_the_order() {
+    let server = TestServer::start().await;
+    let sale_id = server
+        .create_sale(json!({"stock": 1, "price_cents": PRICE_CENTS}))
+        .await;
+    let reply = server.purchase(&sale_id, "alice", None).await;
+    let order_id = reply.body["id"].as_str().unwrap().to_owned();
+    let paid = server
+        .post(
+            &format!("/api/v1/orders/{order_id}/pay"),
+            Some(&server.token("alice")),
+            json!(null),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["status"], "paid");
+    assert_eq!(paid.body["payment"]["provider"], "simulated");
+    assert_eq!(paid.body["payment"]["status"], "succeeded");
+    assert!(paid.body["payment"]["client_secret"].is_null());
+    let refunded = server
+        .post(
+            &format!("/api/v1/orders/{order_id}/refund"),
+            Some(&server.admin_token),
+            json!(null),
+        )
+        .await;
+    assert_eq!(refunded.status, StatusCode::OK, "{}", refunded.body);
+    assert_eq!(refunded.body["status"], "refunded");
+    assert_eq!(refunded.body["payment"]["status"], "refunded");
+    let audit = server.assert_consistent(&sale_id).await;
+    assert_eq!(
+        (audit["remaining"].as_u64(), audit["refunded"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let webhook = server
+        .send(
+            Method::POST,
+            "/api/v1/payments/stripe/webhook",
+            None,
+            Some("{}".into()),
+            &[("stripe-signature", "t=1,v1=00")],
+        )
+        .await;
+    assert_eq!(webhook.status, StatusCode::NOT_FOUND, "{}", webhook.body);
+    let config = server.get("/api/v1/payments/config", None).await;
+    assert_eq!(config.body["provider"], "simulated");
+    // A free order is paid at once, without a payment.
+    let free = server.create_sale(json!({"stock": 1})).await;
+    let order = server.purchase(&free, "bob", None).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = server
+        .post(
+            &format!("/api/v1/orders/{order}/pay"),
+            Some(&server.token("bob")),
+            json!(null),
+        )
+        .await;
+    assert_eq!(paid.body["status"], "paid");
+    assert!(paid.body["payment"].is_null());
+    server.stop().await;
+}
+
+/// A bad `payment_method` in `pay`'s body is `400` naming the field, before the provider is
+/// asked; the storefront's config names Stripe.js and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_payment_method_is_refused_and_the_page_learns_where_stripe_js_is() {
+    let Some(shop) = Shop::open(1, 1, WEBHOOK_SECRET).await else {
+        return;
+    };
+    let order_id = shop.buy("alice").await;
+    for body in [
+        json!({"payment_method": "pm/../x"}),
+        json!({"payment_method": ""}),
+        json!({"card": 1}),
+    ] {
+        let reply = shop.pay(&order_id, "alice", Some(body.clone())).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+    }
+    assert!(
+        shop.order(&order_id).await["payment"].is_null(),
+        "nothing asked"
+    );
+    let config = shop.server.get("/api/v1/payments/config", None).await;
+    assert_eq!(config.body["provider"], "stripe");
+    assert_eq!(config.body["stripe_js_url"], shop.stripe.js_url().as_str());
+    assert_eq!(
+        config.body["publishable_key"],
+        crate::localstripe::PUBLISHABLE_KEY
+    );
+    let page = shop.server.get("/", None).await;
+    let link = page
+        .headers
+        .get("link")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        link.contains(&format!("<http://{}>; rel=preconnect", shop.stripe.addr)),
+        "{link}"
+    );
+    shop.settle_up().await;
+}
