@@ -37,8 +37,8 @@ impl Listed {
         match &self.payment {
             None => true,
             Some(payment) => {
-                payment.status != "refund_pending"
-                    && !(payment.status == "open" && !active(&self.status))
+                let open_on_a_closed_order = payment.status == "open" && !active(&self.status);
+                payment.status != "refund_pending" && !open_on_a_closed_order
             }
         }
     }
@@ -175,9 +175,9 @@ pub fn check(sales: &[SaleSpec], history: &[Operation], records: &Records) -> Ve
     violations
 }
 
-/// 8. The money: what localstripe took less what it refunded is the price of the paid orders;
-/// every payment has exactly one outcome (its order paid by it, or the money back once, in
-/// full), and no order's payment is left unsettled.
+/// Check 8, the money: what localstripe took less what it refunded is the price of the paid
+/// orders; every payment has exactly one outcome (its order paid by it, or the money back once,
+/// in full), and no order's payment is left unsettled.
 fn check_money(
     sales: &[SaleSpec],
     payments: &[(Value, Vec<Value>)],
@@ -274,8 +274,8 @@ fn check_money(
     }
 }
 
-/// 9. The event feed tells the same story: a paid order's `paid` once, a refund's `refunded`
-/// once, nothing of either for an order that never had them.
+/// Check 9, the event feed tells the same story: a paid order's `paid` once, a refund's
+/// `refunded` once, nothing of either for an order that never had them.
 fn check_feed(
     orders: &[Listed],
     events: &HashMap<String, Vec<String>>,
