@@ -529,3 +529,84 @@ impl OrderStore for SqliteStore {
         self.commands.prune_events(before)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Actor, PaymentState};
+
+    /// A store made before payments: its status CHECK has no `refunded`, and SQLite cannot alter
+    /// a CHECK. Opened now, its orders table is rebuilt once (orders kept, triggers made again)
+    /// and a paid order refunds, its unit back.
+    #[tokio::test]
+    async fn a_store_made_before_payments_is_rebuilt_once_and_refunds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let sale = Sale::of_stock_for_test(2);
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut paid = Order::pending_for_test(&sale.id, "alice", at);
+        paid.status = OrderStatus::Paid;
+        paid.paid_at = Some(at);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(include_str!("testdata/schema_before_payments.sql"))
+                .unwrap();
+            old.execute(
+                "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
+                 price_cents, starts_at_ms, payment_window_secs, created_at_ms) \
+                 VALUES (?1, 'Old', '', 2, 2, 1, 500, ?2, 900, ?2)",
+                params![sale.id.as_str(), rows::millis(at)],
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at_ms, \
+                 expires_at_ms, paid_at_ms) VALUES (?1, ?2, 'alice', 1, 'paid', ?3, ?3, ?3)",
+                params![paid.id.as_str(), sale.id.as_str(), rows::millis(at)],
+            )
+            .unwrap();
+            let refused = old.execute("UPDATE orders SET status = 'refunded'", []);
+            assert!(refused.is_err(), "the old CHECK refuses the new status");
+        }
+        let store = SqliteStore::open(
+            dir.path(),
+            SqliteStoreOptions::default(),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        assert_eq!(
+            store.order(&paid.id).await.unwrap().unwrap().status,
+            OrderStatus::Paid
+        );
+        assert_eq!(store.tally(&sale.id).await.unwrap().remaining, 1);
+        let refunded = store
+            .transition(&paid.id, Action::Refund, &Actor::Admin, at)
+            .await
+            .unwrap();
+        assert!(refunded.released);
+        assert_eq!(refunded.order.status, OrderStatus::Refunded);
+        let tally = store.tally(&sale.id).await.unwrap();
+        assert_eq!(
+            (tally.remaining, tally.paid, tally.refunded),
+            (2, 0, 1),
+            "the trigger gave the unit back"
+        );
+        // Final: the rebuilt table's trigger keeps it so.
+        let again = store
+            .transition(&paid.id, Action::Cancel, &Actor::Admin, at)
+            .await
+            .unwrap();
+        assert!(!again.changed);
+        assert_eq!(store.payments_unsettled(10).await.unwrap().len(), 0);
+        assert_eq!(refunded.order.payment_state(), None::<PaymentState>);
+        store.close().await.unwrap();
+        let definition: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(definition.contains("'refunded'"), "{definition}");
+    }
+}
