@@ -81,6 +81,8 @@ struct Deployment {
     jwt_secret: String,
     stripe: Option<Arc<LocalStripe>>,
     relay: Option<WebhookRelay>,
+    /// The run's own directory under the system's temp directory, removed at the end.
+    base: Option<std::path::PathBuf>,
 }
 
 impl Deployment {
@@ -103,6 +105,7 @@ impl Deployment {
                 jwt_secret,
                 stripe: None,
                 relay: None,
+                base: None,
             });
         }
         // Names and secrets come from the OS, not the seed: two runs of one seed must not share
@@ -214,6 +217,7 @@ impl Deployment {
             jwt_secret,
             stripe,
             relay,
+            base: Some(base),
         })
     }
 
@@ -221,6 +225,10 @@ impl Deployment {
         self.relay = None;
         self.nodes.clear();
         self.stripe = None;
+        self.redis = None;
+        if let Some(base) = self.base.take() {
+            let _ = std::fs::remove_dir_all(base);
+        }
         self.redis = None;
         self.postgres_proxy = None;
         if let Some((url, schema)) = self.schema.take() {
