@@ -7,15 +7,18 @@ const path = require('node:path');
 const { chromium } = require('playwright-core');
 
 const base = process.env.FLASHSALE_URL;
+// The server that pays through Stripe's API (a localstripe, whose Stripe.js stand-in takes the card).
+const stripeBase = process.env.FLASHSALE_STRIPE_URL;
+const localstripe = process.env.FLASHSALE_LOCALSTRIPE_URL;
 const adminToken = process.env.FLASHSALE_ADMIN_TOKEN;
 const failures = process.env.FLASHSALE_FAILURES;
 const screenshots = process.env.FLASHSALE_SCREENSHOTS;
 
-async function api(pathname, { method = 'GET', token, body } = {}) {
+async function api(pathname, { method = 'GET', token, body, at = base } = {}) {
   const headers = {};
   if (token) headers.Authorization = 'Bearer ' + token;
   if (body) headers['Content-Type'] = 'application/json';
-  const response = await fetch(base + pathname, { method, headers, body: body && JSON.stringify(body) });
+  const response = await fetch(at + pathname, { method, headers, body: body && JSON.stringify(body) });
   return { status: response.status, body: await response.json().catch(() => null) };
 }
 
@@ -25,8 +28,8 @@ async function demoToken(user) {
   return reply.body.token;
 }
 
-async function signIn(page, name) {
-  await page.goto(base + '/');
+async function signIn(page, name, at = base) {
+  await page.goto(at + '/');
   await page.getByLabel('Name').fill(name);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('Signed in as ' + name).waitFor();
@@ -305,6 +308,57 @@ function accessibilityProblems() {
   }
   return problems;
 }
+
+test('a buyer pays with the test card through Stripe.js, and the admin refunds it', async ({ page }) => {
+  const name = 'Card concert ' + Date.now();
+  const created = await api('/api/v1/sales', {
+    method: 'POST', token: adminToken, at: stripeBase,
+    body: { name, stock: 2, per_user_limit: 1, price_cents: 2500, starts_at: new Date(Date.now() - 1000).toISOString() },
+  });
+  assert.equal(created.status, 201);
+  await signIn(page, 'cardholder', stripeBase);
+  await card(page, name).getByRole('button', { name: 'Buy' }).click();
+  const mine = order(page, name);
+  await mine.getByText('Waiting for payment').waitFor();
+  await mine.getByRole('button', { name: 'Pay' }).click();
+  const cardField = mine.getByRole('group', { name: 'Card' });
+  await cardField.waitFor();
+  // Stripe's test card, typed into Stripe.js's card field (localstripe's stand-in of it).
+  await cardField.getByPlaceholder('number').fill('4242424242424242');
+  await cardField.getByPlaceholder('exp_month').fill('12');
+  await cardField.getByPlaceholder('exp_year').fill('34');
+  await cardField.getByPlaceholder('cvc').fill('123');
+  await cardField.getByPlaceholder('postal_code').fill('75001');
+  await mine.getByRole('button', { name: 'Pay with card' }).click();
+  await mine.getByText('Paid', { exact: true }).waitFor({ timeout: 20000 });
+  const orders = await api('/api/v1/orders?limit=5', { token: adminToken, at: stripeBase });
+  const paid = orders.body.orders.find((o) => o.user_id === 'cardholder');
+  assert.equal(paid.status, 'paid');
+  assert.equal(paid.payment.provider, 'stripe');
+  // The money is at Stripe: the intent succeeded there.
+  const intent = await fetch(localstripe + '/v1/payment_intents/' + paid.payment.intent_id,
+    { headers: { Authorization: 'Bearer sk_test_browser' } }).then((r) => r.json());
+  assert.equal(intent.status, 'succeeded');
+  assert.equal(intent.amount, 2500);
+
+  // The admin looks the order up and refunds it, after a confirmation.
+  await page.goto(stripeBase + '/admin');
+  await page.getByLabel('Admin token').fill(adminToken);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByLabel('Order id').fill(paid.id);
+  await page.getByRole('button', { name: 'Look up' }).click();
+  const found = page.getByRole('article', { name: 'Order ' + paid.id });
+  await found.getByText('paid', { exact: true }).waitFor();
+  page.once('dialog', (dialog) => dialog.accept());
+  await found.getByRole('button', { name: 'Refund' }).click();
+  await page.getByRole('article', { name: 'Order ' + paid.id }).getByText('refunded', { exact: true }).waitFor();
+  const refunds = await fetch(localstripe + '/v1/refunds?payment_intent=' + paid.payment.intent_id,
+    { headers: { Authorization: 'Bearer sk_test_browser' } }).then((r) => r.json());
+  assert.equal(refunds.data.length, 1, 'one refund at Stripe');
+  const audit = await api('/api/v1/sales/' + created.body.id + '/audit', { token: adminToken, at: stripeBase });
+  assert.equal(audit.body.remaining, 2, 'the unit is back on sale');
+  assert.equal(audit.body.consistent, true);
+});
 
 test('both pages pass the contrast, label and phone-width checks', async ({ page }) => {
   await page.setViewportSize({ width: 375, height: 740 });

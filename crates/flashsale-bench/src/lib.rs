@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// Chaos: no fault schedule (no kill -9, no Redis restart).
     #[arg(long)]
     pub no_faults: bool,
+    /// Chaos: pay through Stripe's API at a private localstripe (installed by the repository's
+    /// scripts/localstripe-venv: run from the repository), with webhooks dropped and duplicated,
+    /// and check the money against localstripe's records.
+    #[arg(long)]
+    pub payments: bool,
     /// The target's admin token (else read from --data-dir).
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
@@ -458,6 +463,7 @@ async fn run_chaos(args: &BenchArgs, seed: u64) -> Result<bool, BenchError> {
         admin_token: args.admin_token.clone(),
         jwt_secret: args.jwt_secret.clone(),
         faults: !args.no_faults,
+        payments: args.payments,
     })
     .await?)
 }

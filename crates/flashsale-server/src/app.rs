@@ -22,10 +22,12 @@ use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits, ServeOptions, Timeouts};
 use crate::line::{LineError, MemoryLine, PassSigner, WaitingLine};
 use crate::metrics::Metrics;
+use crate::payments::{PaymentProvider, StripeProvider, StripeSettings};
 use crate::redis::RedisLine;
 use crate::secrets::{self, ADMIN_TOKEN_FILE, INSTALLATION_ID_FILE, JWT_SECRET_FILE};
 use crate::service::{
-    EventsParts, Intake, PrivateIntake, Service, ServiceError, SharedIntake, WaitingRoomParts,
+    EventsParts, Intake, PaymentPage, PaymentParts, PrivateIntake, Service, ServiceError,
+    SharedIntake, WaitingRoomParts,
 };
 use crate::store::{
     JournalStore, JournalStoreOptions, OrderStore, SqliteStore, SqliteStoreOptions, StoreError,
@@ -67,6 +69,43 @@ pub enum StartError {
         open_files: u64,
         room: usize,
     },
+    #[error("payments: {0}")]
+    Payments(String),
+}
+
+/// The payment provider the settings name, and what goes with it.
+fn payment_parts(
+    settings: &Settings,
+    ledger: Arc<dyn DeliveryLedger>,
+    holder: String,
+) -> Result<PaymentParts, StartError> {
+    let mut parts = PaymentParts::simulated();
+    parts.currency = settings.currency.clone();
+    parts.expiry_grace =
+        jiff::SignedDuration::from_secs(settings.payment_expiry_grace_secs.min(86_400) as i64);
+    parts.poll_interval =
+        jiff::SignedDuration::from_secs(settings.payment_poll_interval_secs.clamp(1, 3600) as i64);
+    parts.ledger = Some(ledger);
+    parts.holder = holder;
+    if settings.payment_provider == crate::config::PaymentProviderKind::Stripe {
+        let api_base = settings
+            .stripe_api_base
+            .parse()
+            .map_err(|error| StartError::Payments(format!("stripe_api_base: {error}")))?;
+        let provider = StripeProvider::new(&StripeSettings {
+            api_base,
+            secret_key: settings.stripe_secret_key.clone().unwrap_or_default(),
+        })
+        .map_err(|error| StartError::Payments(error.to_string()))?;
+        parts.provider = Arc::new(provider) as Arc<dyn PaymentProvider>;
+        parts.webhook_secret = settings.stripe_webhook_secret.clone();
+        parts.page = PaymentPage {
+            provider: "stripe",
+            stripe_js_url: Some(settings.stripe_js_url.clone()),
+            publishable_key: settings.stripe_publishable_key.clone(),
+        };
+    }
+    Ok(parts)
 }
 
 /// The secrets a server uses, and which of them it generated on this start.
@@ -355,6 +394,7 @@ impl App {
             clock: Arc::clone(&clock),
             retention: settings.events_retention(),
         };
+        let payments = payment_parts(settings, Arc::clone(&ledger), holder.clone())?;
         let service = Service::start(gate, store, intake, clock, settings.expiry_batch_max)
             .await?
             .with_access_codes(AccessCodes::from_secret(credentials.jwt_secret.as_bytes()))
@@ -363,6 +403,7 @@ impl App {
                 sinks: statuses,
                 ledger,
             })
+            .with_payments(payments)
             .with_waiting_room(WaitingRoomParts { line, passes })
             .await?;
         if settings.demo {
@@ -421,6 +462,11 @@ impl App {
             self.expiry_interval,
             stop.clone(),
         ));
+        let payments = tokio::spawn(crate::expiry::run_payments(
+            Arc::clone(&service),
+            self.expiry_interval,
+            stop.clone(),
+        ));
         let events = tokio::spawn(self.events.run(stop.clone()));
         let follower = tokio::spawn(follow_sales(Arc::clone(&service), stop.clone()));
         let persister = self
@@ -432,6 +478,7 @@ impl App {
         let _ = stop_expiry.send(true);
         let _ = expiry.await;
         let _ = follower.await;
+        let _ = payments.await;
         if let Some(persister) = persister {
             let _ = persister.await;
         }

@@ -111,6 +111,37 @@ pub struct Settings {
     pub events_sink_lease_ms: u64,
     /// The sinks events are delivered to (`[[events.sinks]]` in the file only).
     pub events: crate::events::settings::EventsSettings,
+    /// Payments: `simulated` (the buyer's word is the payment) or `stripe` (PaymentIntents).
+    pub payment_provider: PaymentProviderKind,
+    /// Stripe: the API's base URL (tests point it at localstripe).
+    pub stripe_api_base: String,
+    /// Stripe: the secret key (`sk_…`).
+    pub stripe_secret_key: Option<String>,
+    /// Stripe: the webhook endpoint's signing secret (`whsec_…`).
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe: the publishable key (`pk_…`) Stripe.js is started with on the storefront.
+    pub stripe_publishable_key: Option<String>,
+    /// Stripe: where the storefront loads Stripe.js from.
+    pub stripe_js_url: String,
+    /// The currency of prices: an ISO 4217 code, lowercase.
+    pub currency: String,
+    /// How long past its deadline an order whose intent the provider cannot be asked to cancel
+    /// (it is down) stays pending before it is expired all the same; a payment that succeeds
+    /// later is refunded. 0 to 86,400.
+    pub payment_expiry_grace_secs: u64,
+    /// How often the payments sweep asks the provider about an open intent it has heard
+    /// nothing of (a lost webhook only delays "Paid" by this much). 1 to 3600.
+    pub payment_poll_interval_secs: u64,
+}
+
+/// Which payment provider a server uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProviderKind {
+    /// The buyer's word is the payment (demo mode, trials).
+    Simulated,
+    /// Stripe's PaymentIntents API.
+    Stripe,
 }
 
 impl Default for Settings {
@@ -153,6 +184,15 @@ impl Default for Settings {
             installation_id: None,
             events_sink_lease_ms: 15_000,
             events: crate::events::settings::EventsSettings::default(),
+            payment_provider: PaymentProviderKind::Simulated,
+            stripe_api_base: "https://api.stripe.com".into(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_publishable_key: None,
+            stripe_js_url: "https://js.stripe.com/v3/".into(),
+            currency: "eur".into(),
+            payment_expiry_grace_secs: 600,
+            payment_poll_interval_secs: 10,
         }
     }
 }
@@ -204,12 +244,27 @@ impl fmt::Debug for Settings {
             .field("installation_id", &self.installation_id)
             .field("events_sink_lease_ms", &self.events_sink_lease_ms)
             .field("events", &self.events)
+            .field("payment_provider", &self.payment_provider)
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("stripe_secret_key", &redact(&self.stripe_secret_key))
+            .field(
+                "stripe_webhook_secret",
+                &redact(&self.stripe_webhook_secret),
+            )
+            .field("stripe_publishable_key", &self.stripe_publishable_key)
+            .field("stripe_js_url", &self.stripe_js_url)
+            .field("currency", &self.currency)
+            .field("payment_expiry_grace_secs", &self.payment_expiry_grace_secs)
+            .field(
+                "payment_poll_interval_secs",
+                &self.payment_poll_interval_secs,
+            )
             .finish()
     }
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 36] = [
+const KEYS: [&str; 45] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -246,6 +301,15 @@ const KEYS: [&str; 36] = [
     "events_retention_days",
     "installation_id",
     "events_sink_lease_ms",
+    "payment_provider",
+    "stripe_api_base",
+    "stripe_secret_key",
+    "stripe_webhook_secret",
+    "stripe_publishable_key",
+    "stripe_js_url",
+    "currency",
+    "payment_expiry_grace_secs",
+    "payment_poll_interval_secs",
 ];
 
 /// Where an embedded server keeps its sales and orders.
@@ -334,6 +398,7 @@ impl Settings {
                 return rule("installation_id must be 1 to 64 letters, digits, '-', '_' or '.'");
             }
         }
+        self.check_payments()?;
         let sinks = crate::events::settings::check(&self.events)
             .map_err(|error| ConfigError::Rule(error.to_string()))?;
         // A node starts a delivery only while its hold on the sink outlasts the delivery's
@@ -349,6 +414,54 @@ impl Settings {
             return rule(
                 "events_sink_lease_ms must be at least 1000 and twice the longest sink timeout_ms",
             );
+        }
+        Ok(())
+    }
+
+    fn check_payments(&self) -> Result<(), ConfigError> {
+        let rule = |message: &str| Err(ConfigError::Rule(message.into()));
+        let valid_currency =
+            self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_lowercase());
+        if !valid_currency {
+            return rule("currency must be an ISO 4217 code in lowercase, such as eur");
+        }
+        if self.payment_expiry_grace_secs > 86_400 {
+            return rule("payment_expiry_grace_secs must be 0 to 86400");
+        }
+        if !(1..=3600).contains(&self.payment_poll_interval_secs) {
+            return rule("payment_poll_interval_secs must be 1 to 3600");
+        }
+        if self.payment_provider != PaymentProviderKind::Stripe {
+            return Ok(());
+        }
+        for (name, url) in [
+            ("stripe_api_base", &self.stripe_api_base),
+            ("stripe_js_url", &self.stripe_js_url),
+        ] {
+            let parsed = url::Url::parse(url).ok();
+            if !parsed.is_some_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            {
+                return Err(ConfigError::Rule(format!(
+                    "{name} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        let keyed = |key: &Option<String>, prefix: &str| {
+            key.as_deref()
+                .is_some_and(|key| key.len() > prefix.len() && key.starts_with(prefix))
+        };
+        if !keyed(&self.stripe_secret_key, "sk_") {
+            return rule("payment_provider = \"stripe\" needs stripe_secret_key (sk_…)");
+        }
+        if !keyed(&self.stripe_publishable_key, "pk_") {
+            return rule("payment_provider = \"stripe\" needs stripe_publishable_key (pk_…)");
+        }
+        if self
+            .stripe_webhook_secret
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            return rule("payment_provider = \"stripe\" needs stripe_webhook_secret (whsec_…)");
         }
         Ok(())
     }
@@ -422,8 +535,41 @@ mod tests {
     fn secrets_are_redacted_in_debug() {
         let settings = Settings {
             admin_token: Some("hunter2".into()),
+            stripe_secret_key: Some("sk_test_hunter3".into()),
+            stripe_webhook_secret: Some("whsec_hunter4".into()),
             ..Settings::default()
         };
-        assert!(!format!("{settings:?}").contains("hunter2"));
+        let shown = format!("{settings:?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn stripe_without_its_keys_stops_the_start_with_the_reason() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FLASHSALE_PAYMENT_PROVIDER", "stripe");
+            let error = Settings::load(None, Flags::default()).unwrap_err();
+            assert!(error.to_string().contains("stripe_secret_key"), "{error}");
+            jail.set_env("FLASHSALE_STRIPE_SECRET_KEY", "sk_test_1");
+            jail.set_env("FLASHSALE_STRIPE_PUBLISHABLE_KEY", "pk_test_1");
+            let error = Settings::load(None, Flags::default()).unwrap_err();
+            assert!(
+                error.to_string().contains("stripe_webhook_secret"),
+                "{error}"
+            );
+            jail.set_env("FLASHSALE_STRIPE_WEBHOOK_SECRET", "whsec_1");
+            jail.set_env("FLASHSALE_STRIPE_API_BASE", "ftp://stripe");
+            let error = Settings::load(None, Flags::default()).unwrap_err();
+            assert!(error.to_string().contains("stripe_api_base"), "{error}");
+            jail.set_env("FLASHSALE_STRIPE_API_BASE", "http://127.0.0.1:8420");
+            jail.set_env("FLASHSALE_CURRENCY", "EUR");
+            let error = Settings::load(None, Flags::default()).unwrap_err();
+            assert!(error.to_string().contains("currency"), "{error}");
+            jail.set_env("FLASHSALE_CURRENCY", "usd");
+            let settings = Settings::load(None, Flags::default()).map_err(|e| e.to_string())?;
+            assert_eq!(settings.payment_provider, PaymentProviderKind::Stripe);
+            Ok(())
+        });
     }
 }

@@ -1,6 +1,9 @@
-//! The payment-expiry sweep: at its own pace, in batches, it turns overdue pending orders into
-//! expired ones and returns their stock. Due orders are found in the store each time, never
-//! kept in timers, so the sweep picks up where it left off after a restart.
+//! The background sweeps. The payment-expiry sweep: at its own pace, in batches, it turns
+//! overdue pending orders into expired ones and returns their stock. Due orders are found in the
+//! store each time, never kept in timers, so the sweep picks up where it left off after a
+//! restart. The payments sweep (its own task, so a slow provider never holds up an expiry):
+//! every payment the server has not heard the end of is asked about at the provider and settled
+//! (an order with an open intent is expired only by it, after the intent was cancelled).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,5 +56,25 @@ pub async fn run(
             }
         }
         metrics.record_sweep_round();
+    }
+}
+
+/// Settles payments every `interval` until `stop` turns true.
+pub async fn run_payments(service: Arc<Service>, interval: Duration, stop: watch::Receiver<bool>) {
+    let mut ticker = StoppableTicker::new(interval, stop);
+    while ticker.tick().await {
+        match service.sweep_payments().await {
+            Ok(report) if report.paid + report.expired + report.refunded > 0 => {
+                tracing::info!(
+                    paid = report.paid,
+                    expired = report.expired,
+                    refunded = report.refunded,
+                    failed = report.failed,
+                    "payments sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "payments sweep failed; retrying next round"),
+        }
     }
 }

@@ -14,7 +14,10 @@
 //! - `events`: order and sale events going out: CloudEvents, sink settings, the sinks (webhook,
 //!   RabbitMQ, NATS JetStream), the delivery loop and its ledger, retention (the outbox itself
 //!   is in each store).
-//! - `expiry`: the background sweep that expires unpaid orders and returns their stock.
+//! - `payments`: the payment provider seam (simulated, Stripe's PaymentIntents) and Stripe's
+//!   webhook signatures; the payment use cases are in `service`.
+//! - `expiry`: the background sweeps: unpaid orders expired and their stock returned, and
+//!   payments settled with the provider.
 //! - `http`: the accept loop and connection deadlines, router, extractors, handlers, limits, and
 //!   the one error-to-status mapping.
 //! - `auth`: admin token and HS256 buyer tokens.
@@ -43,6 +46,7 @@ pub mod http;
 pub mod ids;
 pub mod line;
 pub mod metrics;
+pub mod payments;
 pub mod record_file;
 pub mod redis;
 pub mod secrets;

@@ -214,6 +214,43 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_sink_lease_ms: Option<u64>,
+    /// Payments: simulated (the buyer's word is the payment; the default) or stripe.
+    #[arg(long, value_name = "PROVIDER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_provider: Option<flashsale_server::config::PaymentProviderKind>,
+    /// Stripe's API base URL (default https://api.stripe.com; tests: localstripe's).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_api_base: Option<String>,
+    /// Stripe's secret key (sk_…).
+    #[arg(long, value_name = "KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_secret_key: Option<String>,
+    /// Stripe's webhook signing secret (whsec_…).
+    #[arg(long, value_name = "SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe's publishable key (pk_…), for Stripe.js on the storefront.
+    #[arg(long, value_name = "KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_publishable_key: Option<String>,
+    /// Where the storefront loads Stripe.js from (default https://js.stripe.com/v3/).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_js_url: Option<String>,
+    /// The currency of prices (ISO 4217, lowercase; default eur).
+    #[arg(long, value_name = "CODE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// How long past its deadline an order whose intent the provider cannot cancel stays
+    /// pending before it is expired all the same, in seconds.
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_expiry_grace_secs: Option<u64>,
+    /// How often the payments sweep asks the provider about an open intent, in seconds.
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_poll_interval_secs: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -2,7 +2,10 @@
 //! seeded generator (the same seed replays the same scripts): buy with or without an
 //! Idempotency-Key, hang up at random points, retry with the key (on another node, after the
 //! sell-out), double-click, pay or cancel at random moments of the payment window (racing the
-//! expiry), and carry tokens that expire mid-run.
+//! expiry), and carry tokens that expire mid-run. With payments through localstripe, a buyer's
+//! `pay` makes the intent (twice, on a double click), then the card confirms it at Stripe (or
+//! through the server), sometimes late, sometimes declined; the admin refunds a share of the
+//! orders it was told are paid.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::history::{Action, History, Operation};
+use super::payments::LocalStripe;
 use super::wire::{exchange, Answer, HangUp, Request};
 use crate::SplitMix64;
 use flashsale_server::auth::TokenMinter;
@@ -22,6 +26,7 @@ pub struct SaleSpec {
     pub per_user_limit: u32,
     /// One sale ends mid-run, so that late retries of winning keys come after its end.
     pub ends_at: Option<jiff::Timestamp>,
+    pub price_cents: u64,
 }
 
 pub struct Crowd {
@@ -32,6 +37,9 @@ pub struct Crowd {
     pub started: Instant,
     pub deadline: Instant,
     pub payment_window: Duration,
+    pub admin_token: String,
+    /// Payments through Stripe's API at this localstripe (else the simulated provider).
+    pub stripe: Option<Arc<LocalStripe>>,
 }
 
 fn chance(random: &mut SplitMix64, percent: u64) -> bool {
@@ -86,19 +94,39 @@ impl Crowd {
                 Action::Pay { order_id } => {
                     ("POST", format!("/api/v1/orders/{order_id}/pay"), None, None)
                 }
+                Action::PayWith {
+                    order_id,
+                    payment_method,
+                } => (
+                    "POST",
+                    format!("/api/v1/orders/{order_id}/pay"),
+                    None,
+                    Some(json!({ "payment_method": payment_method }).to_string()),
+                ),
                 Action::Cancel { order_id } => (
                     "POST",
                     format!("/api/v1/orders/{order_id}/cancel"),
                     None,
                     None,
                 ),
+                Action::Refund { order_id } => (
+                    "POST",
+                    format!("/api/v1/orders/{order_id}/refund"),
+                    None,
+                    None,
+                ),
+            };
+            let bearer = match &action {
+                Action::Refund { .. } => self.admin_token.as_str(),
+                _ => buyer.token.as_str(),
             };
             let request = Request {
                 method,
                 path: &path,
-                bearer: Some(&buyer.token),
+                bearer: Some(bearer),
                 idempotency_key: key.as_deref(),
                 body,
+                headers: &[],
             };
             let sent_ms = self.started.elapsed().as_millis() as u64;
             let answer = exchange(self.nodes[node], &request, hang_up).await;
@@ -118,6 +146,91 @@ impl Crowd {
             return answer;
         }
         Answer::None("unauthenticated twice".into())
+    }
+
+    /// Sends with a random hang-up, and once more (without) when no answer or a 503 came.
+    async fn send_retried(&self, buyer: &mut Buyer, action: Action) -> Answer {
+        let (node, cut) = (self.node(&mut buyer.random), hang_up(&mut buyer.random));
+        let answer = self.send(buyer, action.clone(), cut, node).await;
+        if answer.status().is_some_and(|status| status != 503) {
+            return answer;
+        }
+        let node = self.node(&mut buyer.random);
+        self.send(buyer, action, HangUp::Never, node).await
+    }
+
+    /// A buyer pays: `pay` (twice at once, on a double click); with a provider that waits for
+    /// the card, the card then confirms the intent at Stripe or through the server, sometimes
+    /// late, sometimes declined. The admin refunds a share of the orders it was told are paid.
+    async fn pay(&self, buyer: &mut Buyer, order_id: &str) {
+        let pay = Action::Pay {
+            order_id: order_id.to_owned(),
+        };
+        let answer = if chance(&mut buyer.random, 10) {
+            let (node, other) = (self.node(&mut buyer.random), self.node(&mut buyer.random));
+            let mut twin = Buyer {
+                name: buyer.name.clone(),
+                token: buyer.token.clone(),
+                random: SplitMix64::new(buyer.random.next_u64()),
+            };
+            let (first, _) = tokio::join!(
+                self.send(buyer, pay.clone(), HangUp::Never, node),
+                self.send(&mut twin, pay.clone(), HangUp::Never, other)
+            );
+            first
+        } else {
+            self.send_retried(buyer, pay).await
+        };
+        let Some(body) = answer
+            .body()
+            .filter(|_| answer.status() == Some(200))
+            .cloned()
+        else {
+            return;
+        };
+        let mut paid = body["status"] == "paid";
+        if let (Some(stripe), false) = (&self.stripe, paid) {
+            let Some(intent_id) = body["payment"]["intent_id"].as_str() else {
+                return;
+            };
+            let method = if chance(&mut buyer.random, 15) {
+                "pm_card_chargeCustomerFail"
+            } else {
+                "pm_card_visa"
+            };
+            if chance(&mut buyer.random, 40) {
+                let confirmed = self
+                    .send_retried(
+                        buyer,
+                        Action::PayWith {
+                            order_id: order_id.to_owned(),
+                            payment_method: method.to_owned(),
+                        },
+                    )
+                    .await;
+                paid = confirmed.status() == Some(200)
+                    && confirmed
+                        .body()
+                        .is_some_and(|body| body["status"] == "paid");
+            } else {
+                // Some cards go through late: around the deadline, racing the expiry.
+                if chance(&mut buyer.random, 30) {
+                    let window_ms = self.payment_window.as_millis() as u64;
+                    let late = buyer.random.below(window_ms + window_ms / 3 + 1);
+                    tokio::time::sleep(Duration::from_millis(late)).await;
+                }
+                stripe.pay(intent_id, method).await;
+            }
+        }
+        if paid && chance(&mut buyer.random, 15) {
+            self.send_retried(
+                buyer,
+                Action::Refund {
+                    order_id: order_id.to_owned(),
+                },
+            )
+            .await;
+        }
     }
 
     fn node(&self, random: &mut SplitMix64) -> usize {
@@ -214,13 +327,12 @@ impl Crowd {
             }),
             _ => None,
         };
-        if let Some(action) = action {
-            let (node, cut) = (self.node(&mut buyer.random), hang_up(&mut buyer.random));
-            let answer = self.send(buyer, action.clone(), cut, node).await;
-            if answer.status().is_none_or(|status| status == 503) {
-                let node = self.node(&mut buyer.random);
-                self.send(buyer, action, HangUp::Never, node).await;
+        match action {
+            Some(Action::Pay { .. }) => self.pay(buyer, &order_id).await,
+            Some(action) => {
+                self.send_retried(buyer, action).await;
             }
+            None => {}
         }
         if late_retry {
             let node = self.node(&mut buyer.random);

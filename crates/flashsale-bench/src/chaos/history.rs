@@ -16,7 +16,16 @@ pub enum Action {
     Pay {
         order_id: String,
     },
+    /// `pay` with a payment method the buyer's page made: the server confirms the intent.
+    PayWith {
+        order_id: String,
+        payment_method: String,
+    },
     Cancel {
+        order_id: String,
+    },
+    /// The admin's refund.
+    Refund {
         order_id: String,
     },
 }

@@ -6,12 +6,16 @@
 //! every operation and what came back, then checks the contract's promises from that history
 //! and the server's own records. Meanwhile an operator pauses and resumes sales and tops their
 //! stock up (`operator.rs`). A seed replays the same client schedule, operator's changes and
-//! fault times.
+//! fault times. With `--payments` the nodes pay through Stripe's API at a private localstripe
+//! (`payments.rs`): cards confirmed at it (late, declined), webhooks dropped and duplicated, and
+//! the checker adds the money (localstripe's own records against the orders) and the event
+//! feed's story.
 
 mod checker;
 mod crowd;
 mod history;
 mod operator;
+mod payments;
 mod processes;
 mod wire;
 
@@ -26,6 +30,7 @@ use self::checker::{AuditSeen, Listed, Records};
 use self::crowd::{Crowd, SaleSpec};
 use self::history::History;
 use self::operator::{Operated, Operator};
+use self::payments::{LocalStripe, WebhookRelay};
 use self::processes::{through_proxy, Node, PausableProxy, PrivateRedis};
 use self::wire::{exchange, Answer, HangUp, Request};
 use crate::SplitMix64;
@@ -59,6 +64,8 @@ pub struct ChaosOptions {
     pub admin_token: Option<String>,
     pub jwt_secret: Option<String>,
     pub faults: bool,
+    /// Pay through Stripe's API at a private localstripe (else the simulated provider).
+    pub payments: bool,
 }
 
 fn random_hex(random: &mut SplitMix64) -> String {
@@ -76,6 +83,10 @@ struct Deployment {
     addresses: Vec<SocketAddr>,
     admin_token: String,
     jwt_secret: String,
+    stripe: Option<Arc<LocalStripe>>,
+    relay: Option<WebhookRelay>,
+    /// The run's own directory under the system's temp directory, removed at the end.
+    base: Option<std::path::PathBuf>,
 }
 
 impl Deployment {
@@ -96,6 +107,9 @@ impl Deployment {
                 addresses: options.targets.clone(),
                 admin_token,
                 jwt_secret,
+                stripe: None,
+                relay: None,
+                base: None,
             });
         }
         // Names and secrets come from the OS, not the seed: two runs of one seed must not share
@@ -115,6 +129,35 @@ impl Deployment {
             "--expiry-sweep-interval-ms".to_owned(),
             "100".to_owned(),
         ];
+        let mut arguments = arguments;
+        let stripe = if options.payments {
+            let stripe = LocalStripe::start().await?;
+            let base = stripe.base_url();
+            for (flag, value) in [
+                ("--payment-provider", "stripe".to_owned()),
+                ("--stripe-api-base", base.clone()),
+                ("--stripe-secret-key", payments::SECRET_KEY.to_owned()),
+                (
+                    "--stripe-publishable-key",
+                    payments::PUBLISHABLE_KEY.to_owned(),
+                ),
+                (
+                    "--stripe-webhook-secret",
+                    payments::WEBHOOK_SECRET.to_owned(),
+                ),
+                ("--stripe-js-url", format!("{base}/js.stripe.com/v3/")),
+                // Short, for a run of seconds: a lost webhook is made up a second later, and
+                // an intent the provider could not cancel waits two seconds past its deadline.
+                ("--payment-poll-interval-secs", "1".to_owned()),
+                ("--payment-expiry-grace-secs", "2".to_owned()),
+            ] {
+                arguments.push(flag.to_owned());
+                arguments.push(value);
+            }
+            Some(Arc::new(stripe))
+        } else {
+            None
+        };
         let mut environment = Vec::new();
         let mut redis = None;
         let mut schema = None;
@@ -159,7 +202,15 @@ impl Deployment {
             node.start().await?;
             nodes.push(node);
         }
-        let addresses = nodes.iter().map(|node| node.address).collect();
+        let addresses: Vec<SocketAddr> = nodes.iter().map(|node| node.address).collect();
+        let relay = match &stripe {
+            Some(stripe) => {
+                let relay = WebhookRelay::start(addresses.clone(), options.seed).await?;
+                stripe.register_webhook(&relay.url()).await?;
+                Some(relay)
+            }
+            None => None,
+        };
         Ok(Self {
             nodes,
             redis,
@@ -168,11 +219,20 @@ impl Deployment {
             addresses,
             admin_token,
             jwt_secret,
+            stripe,
+            relay,
+            base: Some(base),
         })
     }
 
     async fn cleanup(&mut self) {
+        self.relay = None;
         self.nodes.clear();
+        self.stripe = None;
+        self.redis = None;
+        if let Some(base) = self.base.take() {
+            let _ = std::fs::remove_dir_all(base);
+        }
         self.redis = None;
         self.postgres_proxy = None;
         if let Some((url, schema)) = self.schema.take() {
@@ -255,6 +315,7 @@ async fn admin(
         bearer: Some(token),
         idempotency_key: None,
         body: body.map(|body| body.to_string()),
+        headers: &[],
     };
     exchange(address, &request, HangUp::Never).await
 }
@@ -268,6 +329,11 @@ async fn create_sales(
     let ends_mid_run = jiff::SignedDuration::try_from(options.duration * 3 / 5)
         .ok()
         .and_then(|span| now.checked_add(span).ok());
+    let price_cents = if options.payments {
+        payments::PRICE_CENTS
+    } else {
+        0
+    };
     let mut sales = Vec::new();
     for (stock, per_user_limit, ends_at) in [
         (options.stock, 1, None),
@@ -286,6 +352,7 @@ async fn create_sales(
                 "starts_at": starts_at.to_string(),
                 "ends_at": ends_at.map(|ends_at: jiff::Timestamp| ends_at.to_string()),
                 "payment_window_secs": options.payment_window_secs,
+                "price_cents": price_cents,
             })),
         )
         .await;
@@ -300,6 +367,7 @@ async fn create_sales(
             stock,
             per_user_limit,
             ends_at,
+            price_cents,
         });
     }
     Ok(sales)
@@ -410,16 +478,22 @@ async fn audits(deployment: &Deployment, sale_id: &str) -> Vec<Option<AuditSeen>
     seen
 }
 
-/// Waits (bounded) until every order's payment window closed and every node's audit balances
-/// with nothing pending.
+/// Waits (bounded) until every order's payment window closed, every node's audit balances
+/// with nothing pending, and every payment is settled (no refund owed, no open intent of a
+/// closed order).
 async fn quiesce(deployment: &Deployment, sales: &[SaleSpec], window: Duration) -> bool {
     tokio::time::sleep(window + Duration::from_millis(500)).await;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
+    while started.elapsed() < Duration::from_secs(45) {
         let mut settled = true;
         for sale in sales {
             for audit in audits(deployment, &sale.id).await {
                 settled &= audit.is_some_and(|audit| audit.consistent && audit.pending == 0);
+            }
+            if settled && deployment.stripe.is_some() {
+                settled &= list_orders(deployment, &sale.id)
+                    .await
+                    .is_ok_and(|orders| orders.iter().all(Listed::payment_settled));
             }
         }
         if settled {
@@ -428,6 +502,48 @@ async fn quiesce(deployment: &Deployment, sales: &[SaleSpec], window: Duration) 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     false
+}
+
+/// Every event of the sale in the feed: each order's event types, in order.
+async fn feed(
+    deployment: &Deployment,
+    sale_id: &str,
+    told: &mut std::collections::HashMap<String, Vec<String>>,
+) -> Result<(), ChaosError> {
+    let mut after = 0u64;
+    loop {
+        let path = format!("/api/v1/events?sale_id={sale_id}&after={after}&limit=1000");
+        let answer = admin(
+            deployment.addresses[0],
+            &deployment.admin_token,
+            "GET",
+            &path,
+            None,
+        )
+        .await;
+        let Some(body) = answer.body().filter(|_| answer.status() == Some(200)) else {
+            return Err(ChaosError::Admin {
+                what: "reading the event feed".into(),
+                answer,
+            });
+        };
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        for event in &events {
+            if let (Some(kind), Some(subject)) = (event["type"].as_str(), event["subject"].as_str())
+            {
+                if kind.starts_with("flashsale.order.") {
+                    told.entry(subject.to_owned())
+                        .or_default()
+                        .push(kind.to_owned());
+                }
+            }
+        }
+        let next = body["next_after"].as_u64().unwrap_or(after);
+        if events.is_empty() || next == after {
+            return Ok(());
+        }
+        after = next;
+    }
 }
 
 async fn list_orders(deployment: &Deployment, sale_id: &str) -> Result<Vec<Listed>, ChaosError> {
@@ -471,6 +587,7 @@ async fn buy_one(node: SocketAddr, sale: &SaleSpec, buyer: &str, minter: &TokenM
         bearer: Some(&token),
         idempotency_key: None,
         body: None,
+        headers: &[],
     };
     exchange(node, &request, HangUp::Never).await
 }
@@ -536,6 +653,8 @@ async fn run_on(
         started,
         deadline: started + options.duration,
         payment_window: window,
+        admin_token: deployment.admin_token.clone(),
+        stripe: deployment.stripe.clone(),
     });
     let buyers: Vec<_> = (0..options.buyers)
         .map(|index| tokio::spawn(Arc::clone(&crowd).buyer(index, options.seed)))
@@ -563,6 +682,8 @@ async fn run_on(
         audits: BTreeMap::new(),
         orders: Vec::new(),
         bought_back: BTreeMap::new(),
+        payments: None,
+        events: std::collections::HashMap::new(),
     };
     let mut violations: Vec<String> = left_paused
         .iter()
@@ -585,6 +706,10 @@ async fn run_on(
         records
             .orders
             .extend(list_orders(deployment, &sale.id).await?);
+        feed(deployment, &sale.id, &mut records.events).await?;
+    }
+    if let Some(stripe) = &deployment.stripe {
+        records.payments = Some(stripe.records().await?);
     }
     // The stock the checks hold the records to: what the sale has now, which must be its first
     // stock plus every acknowledged top-up, and at most every top-up sent.
@@ -621,6 +746,17 @@ async fn run_on(
     }
     violations.extend(checker::check(&sales, &history, &records));
     report(options, &history, &events, &operated, &records, &violations);
+    if let Some(relay) = &deployment.relay {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counts = &relay.counts;
+        println!(
+            "webhooks from localstripe: {} received, {} dropped, {} sent twice, {} sends lost (a node down or refusing)",
+            counts.received.load(Relaxed),
+            counts.dropped.load(Relaxed),
+            counts.duplicated.load(Relaxed),
+            counts.lost.load(Relaxed)
+        );
+    }
     Ok(violations.is_empty())
 }
 
@@ -637,7 +773,9 @@ fn report(
         let kind = match operation.action {
             history::Action::Purchase { .. } => "purchase",
             history::Action::Pay { .. } => "pay",
+            history::Action::PayWith { .. } => "pay+card",
             history::Action::Cancel { .. } => "cancel",
+            history::Action::Refund { .. } => "refund",
         };
         let outcome = match &operation.answer {
             Answer::Reply { status, .. } => format!("{status} {}", operation.answer.code()),
@@ -684,6 +822,23 @@ fn report(
                 counts
             });
     println!("orders on the server: {by_status:?}");
+    if let Some(payments) = &records.payments {
+        let taken: u64 = payments
+            .iter()
+            .filter(|(intent, _)| intent["status"] == "succeeded")
+            .map(|(intent, _)| intent["amount"].as_u64().unwrap_or(0))
+            .sum();
+        let refunds: usize = payments.iter().map(|(_, refunds)| refunds.len()).sum();
+        let refunded: u64 = payments
+            .iter()
+            .flat_map(|(_, refunds)| refunds)
+            .map(|refund| refund["amount"].as_u64().unwrap_or(0))
+            .sum();
+        println!(
+            "money at localstripe: {} intents, {taken} taken, {refunds} refunds of {refunded}",
+            payments.len()
+        );
+    }
     for (sale, (bought, refused)) in &records.bought_back {
         println!("  sale {sale}: bought back {bought}, then sold out: {refused}");
     }

@@ -60,6 +60,8 @@ pub struct Request<'a> {
     pub bearer: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     pub body: Option<String>,
+    /// Other headers (a webhook's signature).
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -90,6 +92,9 @@ async fn attempt(
     }
     if let Some(key) = request.idempotency_key {
         head.push_str(&format!("Idempotency-Key: {key}\r\n"));
+    }
+    for (name, value) in request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() {
         head.push_str("Content-Type: application/json\r\n");

@@ -172,7 +172,7 @@ impl OrderStore for ClusterStore {
         Box::pin(async move {
             match self
                 .postgres
-                .transition(&order_id, action, &actor, now)
+                .transition(&order_id, action.clone(), &actor, now)
                 .await
             {
                 Err(TransitionError::NotFound) => {}
@@ -257,6 +257,11 @@ impl OrderStore for ClusterStore {
 
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.postgres.stock_returned(order_ids)
+    }
+
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        // A queued order has no payment yet: `pay` writes it to PostgreSQL first.
+        self.postgres.payments_unsettled(max)
     }
 
     // Events exist only for what PostgreSQL committed: an order still queued has none yet (its

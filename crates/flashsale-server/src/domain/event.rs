@@ -5,7 +5,7 @@
 
 use jiff::Timestamp;
 
-use super::{Order, OrderStatus, Sale, SaleId};
+use super::{Order, OrderStatus, PaymentState, Sale, SaleId};
 
 /// What happened to an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,7 +14,8 @@ pub enum OrderEvent {
     Paid,
     Cancelled,
     Expired,
-    /// Made by payments (a refund); recorded like the others once that change exists.
+    /// Its money is going back: a paid order refunded, or a payment that came for an order
+    /// already expired or cancelled.
     Refunded,
 }
 
@@ -97,6 +98,7 @@ pub fn order_event(status: OrderStatus) -> OrderEvent {
         OrderStatus::Paid => OrderEvent::Paid,
         OrderStatus::Cancelled => OrderEvent::Cancelled,
         OrderStatus::Expired => OrderEvent::Expired,
+        OrderStatus::Refunded => OrderEvent::Refunded,
     }
 }
 
@@ -112,18 +114,40 @@ pub fn stock_event(remaining_before: u64, remaining_after: u64) -> Option<SaleEv
 }
 
 /// An order as it was right after `event`, from its state now: what an order keeps never
-/// changes but its status and `paid_at`, and each event sets those in one way only. Lets a
-/// store keep an order event as (order id, kind, time) instead of a copy of the order.
+/// changes but its status, its times and its payment, and each event sets those in one way
+/// only. Lets a store keep an order event as (order id, kind, time) instead of a copy of the
+/// order. The payment is told as it stood then: open until paid or closed, succeeded when paid,
+/// refund pending when the refund was decided (the provider's confirmation tells nothing new).
 pub fn order_as_of(order: &Order, event: OrderEvent) -> Order {
     let mut then = order.clone();
+    if event != OrderEvent::Refunded {
+        then.refunded_at = None;
+    }
     then.status = match event {
         OrderEvent::Created => OrderStatus::PendingPayment,
-        OrderEvent::Paid | OrderEvent::Refunded => OrderStatus::Paid,
+        OrderEvent::Paid => OrderStatus::Paid,
         OrderEvent::Cancelled => OrderStatus::Cancelled,
         OrderEvent::Expired => OrderStatus::Expired,
+        // Refunded from paid, or late money of an order that stays expired or cancelled.
+        OrderEvent::Refunded if order.status == OrderStatus::Refunded => OrderStatus::Refunded,
+        OrderEvent::Refunded => order.status,
     };
-    if !matches!(event, OrderEvent::Paid | OrderEvent::Refunded) {
+    if !matches!(event, OrderEvent::Paid) && then.status != OrderStatus::Refunded {
         then.paid_at = None;
+    }
+    if event == OrderEvent::Created {
+        then.payment = None;
+    }
+    if let Some(payment) = then.payment.as_mut() {
+        payment.refund_id = None;
+        payment.state = match event {
+            OrderEvent::Created | OrderEvent::Paid => PaymentState::Succeeded,
+            OrderEvent::Refunded => PaymentState::RefundPending,
+            OrderEvent::Cancelled | OrderEvent::Expired => match payment.state {
+                PaymentState::Canceled => PaymentState::Canceled,
+                _ => PaymentState::Open,
+            },
+        };
     }
     then
 }
@@ -199,7 +223,38 @@ mod tests {
         assert_eq!(order_as_of(&cancelled, OrderEvent::Cancelled), cancelled);
         for status in OrderStatus::ALL {
             let event = order_event(status);
-            assert_eq!(order_as_of(&paid, event).status, status);
+            let mut now = paid.clone();
+            if status == OrderStatus::Refunded {
+                now.status = OrderStatus::Refunded;
+            }
+            assert_eq!(order_as_of(&now, event).status, status);
         }
+    }
+
+    #[test]
+    fn a_late_payments_refund_leaves_the_order_closed_and_each_event_its_payment_as_it_stood() {
+        use crate::domain::{Payment, PaymentState};
+        let sale = Sale::of_stock_for_test(3);
+        let at: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
+        let mut late = Order::pending_for_test(&sale.id, "alice", at);
+        late.status = OrderStatus::Expired;
+        late.refunded_at = Some(at);
+        late.payment = Some(Box::new(Payment {
+            provider: "stripe".into(),
+            intent_id: "pi_1".into(),
+            client_secret: None,
+            state: PaymentState::Refunded,
+            refund_id: Some("re_1".into()),
+        }));
+        let expired = order_as_of(&late, OrderEvent::Expired);
+        assert_eq!(expired.status, OrderStatus::Expired);
+        assert_eq!(expired.refunded_at, None);
+        assert_eq!(expired.payment_state(), Some(PaymentState::Open));
+        let refunded = order_as_of(&late, OrderEvent::Refunded);
+        assert_eq!(refunded.status, OrderStatus::Expired);
+        assert_eq!(refunded.refunded_at, Some(at));
+        assert_eq!(refunded.payment_state(), Some(PaymentState::RefundPending));
+        assert_eq!(refunded.payment.unwrap().refund_id, None);
+        assert_eq!(order_as_of(&late, OrderEvent::Created).payment, None);
     }
 }

@@ -5,6 +5,7 @@ mod change;
 mod event;
 mod ids;
 mod order;
+mod payment;
 mod purchase;
 mod sale;
 mod waiting_room;
@@ -14,7 +15,10 @@ pub use event::{
     order_as_of, order_event, stock_event, Event, EventKind, EventSubject, OrderEvent, SaleEvent,
 };
 pub use ids::{generated_id_text, OrderId, SaleId, UserId, ID_LENGTH_MAX, USER_ID_LENGTH_MAX};
-pub use order::{decide, Action, Actor, Order, OrderStatus, Refusal, Verdict};
+pub use order::{
+    decide, outcome, Action, Actor, Change, Order, OrderStatus, Outcome, Refusal, Verdict,
+};
+pub use payment::{Payment, PaymentState, ProviderFact};
 pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};
 pub use sale::{InvalidField, Sale, SaleAccess, SaleDraft, SaleState};
 pub use waiting_room::{

@@ -81,6 +81,8 @@ pub fn new_order(
         paid_at: None,
         idempotency_key,
         access_code,
+        refunded_at: None,
+        payment: None,
     }
 }
 

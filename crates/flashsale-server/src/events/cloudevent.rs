@@ -25,6 +25,11 @@ pub fn event_id(sale_id: &str, sequence: u64) -> String {
 /// The data of an event: the API's JSON of its order or sale as it was right after the change.
 pub fn data_json(event: &Event) -> String {
     let bytes = match &event.subject {
+        // A payment's client secret lets its holder pay: it stays between the buyer and the
+        // server.
+        EventSubject::Order(order) if order.payment.is_some() => {
+            wire::order_json(&order.without_secret())
+        }
         EventSubject::Order(order) => wire::order_json(order),
         EventSubject::Sale { sale, remaining } => serde_json::to_vec(&wire::SaleBody::of(
             sale,
@@ -117,6 +122,8 @@ mod tests {
             paid_at: Some(at),
             idempotency_key: None,
             access_code: None,
+            refunded_at: None,
+            payment: None,
         };
         let event = Event {
             sale_id: sale.id.clone(),

@@ -286,7 +286,27 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotCancellable => Self::new(
                 StatusCode::CONFLICT,
                 "order_not_cancellable",
-                "a paid or expired order cannot be cancelled",
+                "a paid, refunded or expired order cannot be cancelled",
+            ),
+            ServiceError::NotRefundable => Self::new(
+                StatusCode::CONFLICT,
+                "order_not_refundable",
+                "only a paid order can be refunded",
+            ),
+            ServiceError::PaymentDeclined(message) => Self::new(
+                StatusCode::CONFLICT,
+                "payment_declined",
+                format!("the payment was declined ({message}); the order waits for another"),
+            ),
+            ServiceError::BadSignature(message) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_signature",
+                message,
+            ),
+            ServiceError::NoStripe => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this server does not pay through Stripe (payment_provider is not stripe)",
             ),
             ServiceError::NoWaitingRoom => Self::new(
                 StatusCode::CONFLICT,

@@ -16,6 +16,7 @@ mod openapi;
 mod ops;
 mod orders;
 mod pages;
+mod payments;
 mod queue;
 pub(crate) mod rfc3339;
 pub mod routes;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub anonymous_in_flight: Arc<Semaphore>,
     pub request_timeout: Duration,
     pub openapi_json: String,
+    /// The pages' Content-Security-Policy (made once: it names the card form's origin, if any).
+    pub content_security_policy: axum::http::HeaderValue,
     pub readiness: ops::Readiness,
     /// Signs demo sign-ins; `None` unless demo mode is on (the route is then absent).
     pub demo: Option<TokenMinter>,
@@ -76,6 +79,8 @@ impl AppState {
         limits: Limits,
         demo: Option<TokenMinter>,
     ) -> Self {
+        let content_security_policy =
+            pages::content_security_policy(pages::payment_origin_of(&service).as_deref());
         Self {
             service,
             auth,
@@ -86,6 +91,7 @@ impl AppState {
             anonymous_in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             request_timeout: limits.request_timeout,
             openapi_json: openapi::document_json(demo.is_some()),
+            content_security_policy,
             readiness: ops::Readiness::default(),
             demo,
         }
@@ -118,6 +124,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(route(Route::Order), get(orders::show_order))
         .route(route(Route::Pay), post(orders::pay))
         .route(route(Route::Cancel), post(orders::cancel))
+        .route(route(Route::Refund), post(orders::refund))
+        .route(route(Route::StripeWebhook), post(payments::stripe_webhook))
+        .route(route(Route::PaymentConfig), get(payments::payment_config))
         .route(route(Route::Time), get(ops::time))
         .route(route(Route::Events), get(events::list_events))
         .route(route(Route::EventSinks), get(events::list_sinks));

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
+use super::{demo, error, events, ops, orders, pages, payments, queue, sales, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,7 +26,8 @@ use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
         sales::update_sale, sales::pause, sales::resume, sales::end, sales::make_codes,
         queue::join, queue::status,
         orders::show_order, orders::list_orders, orders::export_orders, orders::pay,
-        orders::cancel, events::list_events, events::list_sinks,
+        orders::cancel, orders::refund, payments::stripe_webhook, payments::payment_config,
+        events::list_events, events::list_sinks,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi, ops::time,
         pages::storefront, pages::admin, pages::asset,
     ),
@@ -36,7 +37,8 @@ use super::{demo, error, events, ops, orders, pages, queue, sales, wire};
         wire::Status, wire::ServerTime, wire::WaitingRoomRequest, wire::WaitingRoomBody,
         wire::QueueStatusBody, wire::CloudEventBody, wire::EventPageBody, wire::SinkBody,
         wire::SinkListBody, wire::DeadLetterBody, wire::UpdateSaleRequest, wire::WaitingRoomUpdate,
-        wire::CodesRequest, wire::CodesBody, wire::AccessBody,
+        wire::CodesRequest, wire::CodesBody, wire::AccessBody, wire::PaymentBody, wire::PayRequest,
+        wire::PaymentConfigBody,
     )),
     modifiers(&BearerSchemes, &SharedResponses),
 )]

@@ -6,9 +6,9 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
-use crate::domain::{Order, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
+use crate::domain::{Order, Payment, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
 use crate::domain::{SaleAccess, SaleUpdate};
-use crate::service::{Audit, QueueView, SaleView};
+use crate::service::{Audit, PaymentPage, QueueView, SaleView};
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
 /// alike (a client generated from the document may send either).
@@ -375,7 +375,7 @@ pub struct OrderBody {
     pub sale_id: String,
     pub user_id: String,
     pub quantity: u32,
-    /// pending_payment, paid, cancelled or expired.
+    /// pending_payment, paid, cancelled, expired or refunded.
     pub status: &'static str,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -383,6 +383,40 @@ pub struct OrderBody {
     pub expires_at: String,
     #[schema(format = DateTime)]
     pub paid_at: Option<String>,
+    /// When its money was decided to go back: a refund, or a payment that came for an order
+    /// already expired or cancelled (which stays so).
+    #[schema(format = DateTime)]
+    pub refunded_at: Option<String>,
+    /// The provider's intent, once `pay` made one.
+    pub payment: Option<PaymentBody>,
+}
+
+/// An order's payment.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentBody {
+    /// stripe or simulated.
+    pub provider: String,
+    /// The provider's PaymentIntent (`pi_…` at Stripe).
+    pub intent_id: String,
+    /// What the buyer's page confirms the intent with (Stripe.js); null for a simulated payment
+    /// and in events.
+    pub client_secret: Option<String>,
+    /// open (waiting for the money), succeeded, canceled, refund_pending or refunded.
+    pub status: &'static str,
+    /// The provider's refund, once it confirmed one.
+    pub refund_id: Option<String>,
+}
+
+impl From<&Payment> for PaymentBody {
+    fn from(payment: &Payment) -> Self {
+        Self {
+            provider: payment.provider.clone(),
+            intent_id: payment.intent_id.clone(),
+            client_secret: payment.client_secret.clone(),
+            status: payment.state.as_str(),
+            refund_id: payment.refund_id.clone(),
+        }
+    }
 }
 
 impl From<&Order> for OrderBody {
@@ -396,15 +430,18 @@ impl From<&Order> for OrderBody {
             created_at: order.created_at.to_string(),
             expires_at: order.expires_at.to_string(),
             paid_at: order.paid_at.map(|at| at.to_string()),
+            refunded_at: order.refunded_at.map(|at| at.to_string()),
+            payment: order.payment.as_deref().map(PaymentBody::from),
         }
     }
 }
 
 /// An order's JSON as `OrderBody` describes it, written by hand into one buffer: the purchase's
 /// reply (the response a flash sale sends most after the refusals) without serde's walk over
-/// eight fields and its escaping scan of each key and id. Only the buyer id can need escaping;
+/// its fields and its escaping scan of each key and id. Only the buyer id can need escaping;
 /// order and sale ids are URL-safe by construction (`domain::ids`), the status and the
-/// timestamps are ASCII. A test holds it to `OrderBody`'s bytes.
+/// timestamps are ASCII; a payment (never on a new order) goes through serde. A test holds it to
+/// `OrderBody`'s bytes.
 pub fn order_json(order: &Order) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(ORDER_JSON_CAPACITY);
     out.extend_from_slice(br#"{"id":""#);
@@ -421,19 +458,63 @@ pub fn order_json(order: &Order) -> Result<Vec<u8>, serde_json::Error> {
     rfc3339::push(&mut out, order.created_at);
     out.extend_from_slice(br#"","expires_at":""#);
     rfc3339::push(&mut out, order.expires_at);
-    match order.paid_at {
-        Some(paid_at) => {
-            out.extend_from_slice(br#"","paid_at":""#);
-            rfc3339::push(&mut out, paid_at);
-            out.extend_from_slice(br#""}"#);
+    out.push(b'"');
+    for (name, at) in [
+        (&br#","paid_at":"#[..], order.paid_at),
+        (&br#","refunded_at":"#[..], order.refunded_at),
+    ] {
+        out.extend_from_slice(name);
+        match at {
+            Some(at) => {
+                out.push(b'"');
+                rfc3339::push(&mut out, at);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
         }
-        None => out.extend_from_slice(br#"","paid_at":null}"#),
     }
+    out.extend_from_slice(br#","payment":"#);
+    match order.payment.as_deref() {
+        Some(payment) => serde_json::to_writer(&mut out, &PaymentBody::from(payment))?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
     Ok(out)
 }
 
-/// Room for an order's JSON (about 280 bytes with generated ids and three timestamps): it grows
-/// only for ids near the 64-character limit with a heavily escaped buyer id.
+/// The optional body of `pay`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    /// A payment method the buyer's page made with Stripe.js (`pm_…`, or a card's `card_…`):
+    /// the server confirms the intent with it.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9_]+$")]
+    pub payment_method: Option<String>,
+}
+
+/// What the storefront needs to take a payment.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentConfigBody {
+    /// stripe or simulated.
+    pub provider: &'static str,
+    /// Where Stripe.js is loaded from (stripe only).
+    pub stripe_js_url: Option<String>,
+    /// Stripe's publishable key for Stripe.js (stripe only).
+    pub publishable_key: Option<String>,
+}
+
+impl From<PaymentPage> for PaymentConfigBody {
+    fn from(page: PaymentPage) -> Self {
+        Self {
+            provider: page.provider,
+            stripe_js_url: page.stripe_js_url,
+            publishable_key: page.publishable_key,
+        }
+    }
+}
+
+/// Room for an order's JSON (about 310 bytes with generated ids and three timestamps): it grows
+/// only for ids near the 64-character limit with a heavily escaped buyer id, or a payment.
 const ORDER_JSON_CAPACITY: usize = 512;
 
 #[derive(Serialize, ToSchema)]
@@ -468,6 +549,8 @@ pub struct AuditBody {
     pub paid: u64,
     pub cancelled: u64,
     pub expired: u64,
+    /// Quantities of refunded orders (their units are back on sale: they count in remaining).
+    pub refunded: u64,
     /// remaining + pending + paid == stock in every store the server uses.
     pub consistent: bool,
 }
@@ -482,6 +565,7 @@ impl From<Audit> for AuditBody {
             paid: audit.paid,
             cancelled: audit.cancelled,
             expired: audit.expired,
+            refunded: audit.refunded,
             consistent: audit.consistent,
         }
     }
@@ -662,7 +746,23 @@ mod tests {
                 paid_at,
                 idempotency_key: Some("key-1".into()),
                 access_code: None,
+                refunded_at: None,
+                payment: None,
             };
+            let mut refunded = order.clone();
+            refunded.status = OrderStatus::Refunded;
+            refunded.refunded_at = Some(created_at);
+            refunded.payment = Some(Box::new(crate::domain::Payment {
+                provider: "stripe".into(),
+                intent_id: "pi_1".into(),
+                client_secret: Some("pi_1_secret_\"x\"".into()),
+                state: crate::domain::PaymentState::RefundPending,
+                refund_id: None,
+            }));
+            assert_eq!(
+                String::from_utf8(order_json(&refunded).unwrap()).unwrap(),
+                serde_json::to_string(&OrderBody::from(&refunded)).unwrap(),
+            );
             assert_eq!(
                 String::from_utf8(order_json(&order).unwrap()).unwrap(),
                 serde_json::to_string(&OrderBody::from(&order)).unwrap(),

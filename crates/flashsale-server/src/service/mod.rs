@@ -15,6 +15,7 @@ mod codes;
 mod export;
 mod feed;
 mod intake;
+mod payments;
 mod queue;
 mod returns;
 
@@ -26,6 +27,8 @@ pub use self::codes::CodeBatches;
 pub use self::export::{ExportFilter, ExportRow, EXPORT_PAGE_ORDERS};
 pub use self::feed::{EventPage, EventsParts, SinkView};
 pub use self::intake::{Intake, PrivateIntake, SharedIntake};
+use self::payments::Payments;
+pub use self::payments::{PaymentPage, PaymentParts, SweepReport};
 pub use self::queue::{QueueView, WaitingRoomParts};
 use self::returns::StockReturns;
 use crate::access_codes::AccessCodes;
@@ -53,6 +56,14 @@ pub enum ServiceError {
     NotPayable,
     #[error("the order can no longer be cancelled")]
     NotCancellable,
+    #[error("only a paid order can be refunded")]
+    NotRefundable,
+    #[error("the payment was declined: {0}")]
+    PaymentDeclined(String),
+    #[error("the webhook's signature does not check out: {0}")]
+    BadSignature(String),
+    #[error("this server does not pay through Stripe")]
+    NoStripe,
     #[error("over capacity")]
     Overloaded,
     #[error("a backend is unavailable: {0}")]
@@ -130,6 +141,7 @@ pub struct Audit {
     pub paid: u64,
     pub cancelled: u64,
     pub expired: u64,
+    pub refunded: u64,
     pub consistent: bool,
 }
 
@@ -158,6 +170,8 @@ pub struct Service {
     events: Option<EventsParts>,
     /// Presale codes (made and checked here); without them a code sale sells to nobody.
     codes: Option<AccessCodes>,
+    /// The payment provider and its sweep (`payments.rs`).
+    payments: Arc<Payments>,
 }
 
 fn refusal_error(refusal: Refusal) -> ServiceError {
@@ -165,7 +179,8 @@ fn refusal_error(refusal: Refusal) -> ServiceError {
         Refusal::NotFound => ServiceError::OrderNotFound,
         Refusal::Forbidden => ServiceError::Forbidden,
         Refusal::NotPayable => ServiceError::NotPayable,
-        Refusal::NotCancellable => ServiceError::NotCancellable,
+        Refusal::NotCancellable | Refusal::PaymentOpen => ServiceError::NotCancellable,
+        Refusal::NotRefundable => ServiceError::NotRefundable,
     }
 }
 
@@ -185,11 +200,18 @@ impl Service {
         for sale in sales {
             catalog.remember(sale);
         }
+        let returns = Arc::new(StockReturns {
+            gate: Arc::clone(&gate),
+            store: Arc::clone(&store),
+        });
+        let payments = Arc::new(Payments::new(
+            PaymentParts::simulated(),
+            Arc::clone(&returns),
+            Arc::clone(&store),
+        ));
         Ok(Self {
-            returns: Arc::new(StockReturns {
-                gate: Arc::clone(&gate),
-                store: Arc::clone(&store),
-            }),
+            returns,
+            payments,
             gate,
             store,
             intake,
@@ -515,12 +537,14 @@ impl Service {
         Ok(OrderPage { orders, next })
     }
 
+    /// A payment without a provider (an order that costs nothing): paid at once.
     pub async fn pay(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
         self.transition(actor, order_id, Action::Pay).await
     }
 
+    /// A cancel (an order with an open intent: see `cancel_order`).
     pub async fn cancel(&self, actor: &Actor, order_id: &str) -> Result<Order, ServiceError> {
-        self.transition(actor, order_id, Action::Cancel).await
+        self.cancel_order(actor, order_id).await
     }
 
     async fn transition(
@@ -594,6 +618,7 @@ impl Service {
             paid: tally.paid,
             cancelled: tally.cancelled,
             expired: tally.expired,
+            refunded: tally.refunded,
             consistent,
         })
     }

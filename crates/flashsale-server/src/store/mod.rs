@@ -32,6 +32,7 @@ pub struct SaleTally {
     pub paid: u64,
     pub cancelled: u64,
     pub expired: u64,
+    pub refunded: u64,
 }
 
 /// Which orders to list, newest first.
@@ -45,7 +46,8 @@ pub struct OrderQuery {
     pub limit: usize,
 }
 
-/// The result of asking a store to pay, cancel or expire an order.
+/// The result of asking a store to change an order (pay, cancel, expire, refund, what a payment
+/// provider said).
 #[derive(Clone, Debug)]
 pub struct Transition {
     /// The order after the change (or as it was, when nothing changed).
@@ -53,6 +55,9 @@ pub struct Transition {
     /// True when this call moved the order out of an active status, so its stock must go back
     /// to the gate. Exactly one call per order ever sees true.
     pub released: bool,
+    /// True when this call changed the order (so the work the change calls for, such as
+    /// refunding late money, is this caller's: exactly one call makes each change).
+    pub changed: bool,
     /// Set when the change was refused (possibly after recording an overdue order as expired).
     pub refusal: Option<Refusal>,
 }
@@ -198,6 +203,10 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// Records that the gate has these orders' stock back.
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Up to `max` orders whose payment the server still has work on with the provider (an
+    /// intent whose outcome it has not heard, a refund not confirmed), earliest deadline first.
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
 
     // --- the outbox: every change above records its events in the same commit ---------------
 

@@ -1020,6 +1020,8 @@ fn one_unit(
             paid_at: None,
             idempotency_key: None,
             access_code: None,
+            refunded_at: None,
+            payment: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,

@@ -338,6 +338,8 @@ async fn a_node_with_a_skewed_clock_cannot_move_the_window_or_the_deadline() {
             paid_at: None,
             idempotency_key: None,
             access_code: None,
+            refunded_at: None,
+            payment: None,
         },
         per_user_limit: 1,
         payment_window_secs: 900,
@@ -516,6 +518,8 @@ async fn a_repair_racing_the_persister_keeps_the_holding() {
         paid_at: None,
         idempotency_key: None,
         access_code: None,
+        refunded_at: None,
+        payment: None,
     };
     let reservation = Reservation {
         order: order.clone(),
@@ -593,6 +597,8 @@ async fn one_failing_command_does_not_fail_its_batch() {
                     paid_at: None,
                     idempotency_key: None,
                     access_code: None,
+                    refunded_at: None,
+                    payment: None,
                 })
             })
             .collect();

@@ -1,7 +1,7 @@
 // The admin console: sign in with the admin token (kept in this tab's session storage, never in
 // a URL), create sales, watch every sale's counts and audit, run a live sale (pause, resume,
 // end, add or take off stock, change the admission rate, make presale codes, download the
-// orders), look orders up by buyer or id, and purchases per second by outcome.
+// orders), look orders up by buyer or id and refund one, and purchases per second by outcome.
 'use strict';
 
 const tokenKey = 'flashsale.admin';
@@ -136,6 +136,54 @@ async function refreshTable() {
   }));
   return true;
 }
+
+// ---- orders: look one up, refund a paid one (after a confirmation) ----
+const found = document.getElementById('found');
+const ORDER_STATUS_TEXT = { pending_payment: 'waiting for payment', paid: 'paid', cancelled: 'cancelled', expired: 'expired', refunded: 'refunded' };
+
+function paymentText(order) {
+  const payment = order.payment;
+  if (!payment) return 'no payment';
+  const refund = payment.refund_id ? ', refund ' + payment.refund_id : '';
+  return payment.provider + ' ' + payment.intent_id + ': ' + payment.status.replace('_', ' ') + refund;
+}
+
+function showOrder(order) {
+  const status = element('span', { class: 'status' }, ORDER_STATUS_TEXT[order.status] || order.status);
+  const item = element('article', { class: 'order', 'aria-label': 'Order ' + order.id },
+    element('strong', {}, order.id), element('span', {}, 'buyer ' + order.user_id + ', ' + order.quantity + ' ×'),
+    status, element('span', {}, paymentText(order)));
+  const message = element('span', { class: 'message', role: 'status', 'aria-live': 'polite' });
+  if (order.status === 'paid') {
+    item.append(element('button', { type: 'button', onclick: () => refund(order, message) }, 'Refund'));
+  }
+  item.append(message);
+  found.replaceChildren(item);
+}
+
+async function refund(order, message) {
+  if (!window.confirm('Refund order ' + order.id + ' to ' + order.user_id + '? Its units go back on sale and the money goes back to the buyer.')) return;
+  const reply = await api('/api/v1/orders/' + encodeURIComponent(order.id) + '/refund', { method: 'POST', token: adminToken() });
+  if (!reply.ok) {
+    message.className = 'message error';
+    message.textContent = sentence(reply);
+    return;
+  }
+  showOrder(reply.body);
+  notice.textContent = 'Order ' + order.id + ' refunded; its units are back on sale.';
+  refreshTable();
+}
+
+document.getElementById('lookup').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const id = document.getElementById('order-id').value.trim();
+  const reply = await api('/api/v1/orders/' + encodeURIComponent(id), { token: adminToken() });
+  if (!reply.ok) {
+    found.replaceChildren(element('p', { class: 'message error' }, sentence(reply)));
+    return;
+  }
+  showOrder(reply.body);
+});
 
 // ---- event sinks: delivery state, lag, dead letters ----
 const sinksTable = document.getElementById('sinks');

@@ -313,7 +313,104 @@ async function waitShowing(node, text, seconds) {
 }
 
 // ---- orders ----
-const ORDER_STATUS = { pending_payment: 'Waiting for payment', paid: 'Paid', cancelled: 'Cancelled', expired: 'Expired (not paid in time)' };
+const ORDER_STATUS = { pending_payment: 'Waiting for payment', paid: 'Paid', cancelled: 'Cancelled', expired: 'Expired (not paid in time)', refunded: 'Refunded' };
+
+// ---- payments: the provider the server pays through; with Stripe, a card form by Stripe.js ----
+const payments = { provider: 'simulated', stripe: null, ready: null };
+// Open card forms by order id, kept across re-renders of the list (the card field stays mounted).
+const cardForms = new Map();
+
+function paymentsReady() {
+  if (!payments.ready) {
+    payments.ready = (async () => {
+      const reply = await api('/api/v1/payments/config');
+      if (!reply.ok) throw new Error('payments config');
+      if (reply.body.provider !== 'stripe') return;
+      await new Promise((resolve, reject) => {
+        const script = document.createElement('script');
+        script.src = reply.body.stripe_js_url;
+        script.onload = resolve;
+        script.onerror = () => reject(new Error('Stripe.js did not load'));
+        document.head.append(script);
+      });
+      payments.stripe = window.Stripe(reply.body.publishable_key);
+      payments.provider = 'stripe';
+    })();
+    payments.ready.catch(() => { payments.ready = null; });
+  }
+  return payments.ready;
+}
+
+// Stripe.js makes a payment method from the card (or, with a stand-in whose only working call is
+// createToken, such as localstripe's, a card id); the server confirms the order's intent with it.
+async function paymentMethod(cardElement) {
+  const stripe = payments.stripe;
+  const made = typeof stripe.createPaymentMethod === 'function'
+    ? await stripe.createPaymentMethod({ type: 'card', card: cardElement })
+    : undefined;
+  if (made && made.error) return { error: made.error };
+  if (made && made.paymentMethod) return { id: made.paymentMethod.id };
+  const token = await stripe.createToken(cardElement);
+  if (!token || token.error) return { error: (token && token.error) || { message: 'no token' } };
+  return { id: token.token.card.id };
+}
+
+function openCardForm(order) {
+  if (cardForms.has(order.id)) return;
+  const field = element('div', { class: 'card-field', role: 'group', 'aria-label': 'Card' });
+  const message = element('span', { class: 'message', role: 'status', 'aria-live': 'polite' });
+  const submit = element('button', { type: 'button' }, 'Pay with card');
+  const form = element('div', { class: 'card-form' }, field, submit, message);
+  const cardElement = payments.stripe.elements().create('card');
+  cardElement.mount(field);
+  submit.addEventListener('click', async () => {
+    submit.disabled = true;
+    message.className = 'message';
+    message.textContent = 'Paying…';
+    try {
+      const method = await paymentMethod(cardElement);
+      if (method.error) throw new Error(method.error.message || 'the card was not accepted');
+      const reply = await api('/api/v1/orders/' + encodeURIComponent(order.id) + '/pay',
+        { method: 'POST', token: session.token, body: { payment_method: method.id } });
+      if (!reply.ok) {
+        message.className = 'message error';
+        message.textContent = sentence(reply);
+        submit.disabled = false;
+        return;
+      }
+      if (reply.body.status === 'paid') {
+        paid(reply.body);
+      } else {
+        message.textContent = 'Confirming your payment…';
+        waitUntilPaid(order.id);
+      }
+    } catch (error) {
+      message.className = 'message error';
+      message.textContent = 'The card could not be used: ' + error.message + '.';
+      submit.disabled = false;
+    }
+  });
+  cardForms.set(order.id, form);
+}
+
+function paid(order) {
+  cardForms.delete(order.id);
+  mergeOrder(order);
+  notice.textContent = 'Paid. Thank you!';
+}
+
+// The provider tells the server (its webhook, or the server asking): the order is fetched until
+// it says paid, for a minute at most.
+async function waitUntilPaid(orderId) {
+  for (let attempt = 0; attempt < 30; attempt += 1) {
+    await sleep(2000);
+    const reply = await api('/api/v1/orders/' + encodeURIComponent(orderId), { token: session.token }).catch(() => null);
+    if (reply && reply.ok && reply.body.status !== 'pending_payment') {
+      if (reply.body.status === 'paid') paid(reply.body); else { cardForms.delete(orderId); mergeOrder(reply.body); }
+      return;
+    }
+  }
+}
 
 function mergeOrder(order) {
   orders = [order, ...orders.filter((known) => known.id !== order.id)];
@@ -347,6 +444,13 @@ function renderOrders() {
         element('span', { class: 'countdown', 'data-deadline': order.expires_at, role: 'timer' }, ''),
         element('button', { type: 'button', onclick: () => act(order, 'pay') }, 'Pay'),
         element('button', { type: 'button', class: 'secondary', onclick: () => act(order, 'cancel') }, 'Cancel'));
+      if (cardForms.has(order.id)) item.append(cardForms.get(order.id));
+    } else {
+      cardForms.delete(order.id);
+    }
+    if (order.refunded_at) {
+      const state = order.payment && order.payment.status === 'refunded' ? 'refunded' : 'being refunded';
+      item.append(element('span', { class: 'status' }, 'Payment ' + state));
     }
     const message = element('span', { class: 'message', role: 'status', 'aria-live': 'polite' });
     item.append(message);
@@ -361,8 +465,14 @@ async function act(order, action) {
   for (const button of item ? item.querySelectorAll('button') : []) button.disabled = true;
   const message = item && item.querySelector('.message');
   try {
+    if (action === 'pay') await paymentsReady();
     const reply = await api('/api/v1/orders/' + encodeURIComponent(order.id) + '/' + action, { method: 'POST', token: session.token });
-    if (reply.ok) {
+    if (reply.ok && action === 'pay' && reply.body.status === 'pending_payment' && payments.stripe) {
+      // The intent is made: the card goes to Stripe through Stripe.js.
+      openCardForm(reply.body);
+      mergeOrder(reply.body);
+      notice.textContent = 'Enter your card to pay.';
+    } else if (reply.ok) {
       mergeOrder(reply.body);
       notice.textContent = action === 'pay' ? 'Paid. Thank you!' : 'Order cancelled; the units are back on sale.';
     } else if (message) {

@@ -71,6 +71,8 @@ pub fn decode(text: &str) -> Option<Order> {
         paid_at: None,
         idempotency_key: queued.idempotency_key.map(Cow::into_owned),
         access_code: queued.access_code.map(Cow::into_owned),
+        refunded_at: None,
+        payment: None,
     })
 }
 
@@ -203,6 +205,8 @@ mod tests {
             paid_at: None,
             idempotency_key: Some("k\\ey é".into()),
             access_code: Some("AbC-_0123456789abcdefg".into()),
+            refunded_at: None,
+            payment: None,
         };
         assert_eq!(decode(&as_queued(&order)), Some(order.clone()));
         let keyless = Order {
@@ -238,6 +242,8 @@ mod tests {
             paid_at: None,
             idempotency_key: Some("k".into()),
             access_code: None,
+            refunded_at: None,
+            payment: None,
         };
         assert_eq!(decode(&as_queued(&order)), Some(order));
     }
@@ -279,6 +285,8 @@ mod tests {
             paid_at: None,
             idempotency_key: Some("k".into()),
             access_code: None,
+            refunded_at: None,
+            payment: None,
         };
         let holding = format!("{},\"e\":\"1-0\"}}", encode_holding_open(&order));
         assert_eq!(holding_quantity(&holding), Some(2));

@@ -12,8 +12,8 @@ use super::codec::EventFacts;
 use super::events::{About, EventIndex, Kept};
 use crate::domain::SaleRevision;
 use crate::domain::{
-    decide, order_as_of, order_event, stock_event, Action, Actor, Event, EventKind, EventSubject,
-    Order, OrderId, OrderStatus, Sale, SaleEvent, SaleId, UserId, Verdict,
+    order_as_of, order_event, outcome, stock_event, Action, Actor, Event, EventKind, EventSubject,
+    Order, OrderEvent, OrderId, OrderStatus, Outcome, Sale, SaleEvent, SaleId, UserId,
 };
 use crate::hashing::{entries_for_stock, FastMap};
 use crate::store::{
@@ -46,9 +46,12 @@ pub struct Book {
     /// the per-buyer limit and the idempotency keys, without indexes of their own. Given room
     /// for a new sale's buyers when the sale is recorded, so it does not rehash mid-sale.
     by_buyer: FastMap<UserId, Vec<OrderId>>,
-    /// Pending orders by the end of their payment window.
+    /// Pending orders by the end of their payment window (but those with an open intent, which
+    /// the payments sweep settles with the provider).
     due: BTreeSet<(Timestamp, OrderId)>,
     unreturned: BTreeSet<OrderId>,
+    /// Orders whose payment the server still has work on with the provider, by deadline.
+    unsettled: BTreeSet<(Timestamp, OrderId)>,
     /// The outbox: every sale's events.
     events: EventIndex,
 }
@@ -167,6 +170,15 @@ impl Book {
             .ok_or_else(|| no_sale(sale_id))
     }
 
+    pub fn payments_unsettled(&self, max: usize) -> Vec<Order> {
+        self.unsettled
+            .iter()
+            .take(max)
+            .filter_map(|(_, order_id)| self.orders.get(order_id))
+            .map(|stored| stored.order.clone())
+            .collect()
+    }
+
     pub fn unreturned(&self, max: usize) -> Vec<Order> {
         self.unreturned
             .iter()
@@ -243,11 +255,12 @@ impl Book {
             .map_or(0, |entry| entry.tally.remaining)
     }
 
-    /// Records an order's event for its new status, then the sale's if its stock ran out or
-    /// came back (`remaining_before` is the sale's stock before the change).
+    /// Records an order's event, then the sale's if its stock ran out or came back
+    /// (`remaining_before` is the sale's stock before the change).
     fn record_order_events(
         &mut self,
         order: &Order,
+        event: OrderEvent,
         at: Timestamp,
         remaining_before: u64,
     ) -> Vec<EventFacts> {
@@ -255,7 +268,7 @@ impl Book {
         facts.push(self.events.record(
             &order.sale_id,
             Kept {
-                kind: EventKind::Order(order_event(order.status)),
+                kind: EventKind::Order(event),
                 at,
                 remaining: 0,
                 about: About::Order(order.id.clone()),
@@ -303,40 +316,39 @@ impl Book {
             order: order.clone(),
             stock_returned: true,
         });
-        Ok(self.record_order_events(order, order.created_at, remaining_before))
+        Ok(self.record_order_events(
+            order,
+            order_event(order.status),
+            order.created_at,
+            remaining_before,
+        ))
     }
 
     /// Applies `domain::decide`; a change that takes the order out of an active status owes the
-    /// gate a return, recorded with the change itself. Also says whether the order changed (a
-    /// refusal or a repeat leaves it as it was).
+    /// gate a return, recorded with the change itself. Also gives the events the change made (a
+    /// refusal or a repeat leaves the order as it was and makes none).
     pub fn transition(
         &mut self,
         order_id: &OrderId,
-        action: Action,
+        action: &Action,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<(Transition, Vec<EventFacts>), TransitionError> {
         let Some(stored) = self.orders.get(order_id) else {
             return Err(TransitionError::NotFound);
         };
-        let mut order = stored.order.clone();
-        let was_active = order.status.is_active();
-        let (status, refusal) = match decide(&order, action, actor, now) {
-            Verdict::Apply(status) => (Some(status), None),
-            Verdict::Unchanged => (None, None),
-            Verdict::ExpireThenRefuse(refusal) => (Some(OrderStatus::Expired), Some(refusal)),
-            Verdict::Refuse(refusal) => (None, Some(refusal)),
+        let before = stored.order.clone();
+        let outcome = outcome(&before, action, actor, now);
+        let facts = if outcome.changed {
+            self.write_change(&before, &outcome, now)
+        } else {
+            Vec::new()
         };
-        let mut facts = Vec::new();
-        if let Some(status) = status {
-            let remaining_before = self.remaining(&order.sale_id);
-            self.set_status(&mut order, status, now);
-            facts = self.record_order_events(&order, now, remaining_before);
-        }
         let transition = Transition {
-            released: was_active && !order.status.is_active(),
-            order,
-            refusal,
+            released: outcome.releases(&before),
+            changed: outcome.changed,
+            order: outcome.order,
+            refusal: outcome.refusal,
         };
         Ok((transition, facts))
     }
@@ -365,14 +377,11 @@ impl Book {
             let Some(stored) = self.orders.get(&order_id) else {
                 continue;
             };
-            let mut order = stored.order.clone();
-            if decide(&order, Action::Expire, &Actor::Admin, now)
-                == Verdict::Apply(OrderStatus::Expired)
-            {
-                let remaining_before = self.remaining(&order.sale_id);
-                self.set_status(&mut order, OrderStatus::Expired, now);
-                let facts = self.record_order_events(&order, now, remaining_before);
-                expired.push((order, facts));
+            let before = stored.order.clone();
+            let outcome = outcome(&before, &Action::Expire, &Actor::Admin, now);
+            if outcome.changed {
+                let facts = self.write_change(&before, &outcome, now);
+                expired.push((outcome.order, facts));
             }
         }
         expired
@@ -397,20 +406,27 @@ impl Book {
         changed
     }
 
-    fn set_status(&mut self, order: &mut Order, status: OrderStatus, now: Timestamp) {
-        let Some(stored) = self.orders.get(&order.id) else {
-            return;
+    /// Records an order as a change left it, and the change's events. Leaving an active status
+    /// owes the gate a return, recorded with the change itself.
+    fn write_change(
+        &mut self,
+        before: &Order,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> Vec<EventFacts> {
+        let Some(stored) = self.orders.get(&before.id) else {
+            return Vec::new();
         };
-        let leaves_active = order.status.is_active() && !status.is_active();
-        let stock_returned = stored.stock_returned && !leaves_active;
-        if status == OrderStatus::Paid {
-            order.paid_at = Some(now);
-        }
-        order.status = status;
+        let stock_returned = stored.stock_returned && !outcome.releases(before);
+        let remaining_before = self.remaining(&before.sale_id);
         self.put_order(Stored {
-            order: order.clone(),
+            order: outcome.order.clone(),
             stock_returned,
         });
+        match outcome.event {
+            Some(event) => self.record_order_events(&outcome.order, event, now, remaining_before),
+            None => Vec::new(),
+        }
     }
 
     // --- the two primitives every change and the replay go through -------------------------
@@ -551,12 +567,14 @@ impl Book {
             by_buyer,
             due,
             unreturned,
+            unsettled,
             events: _,
         } = self;
         let mut counts = Counts {
             sales,
             due,
             unreturned,
+            unsettled,
         };
         match orders.entry(stored.order.id.clone()) {
             btree_map::Entry::Occupied(mut kept) => {
@@ -590,6 +608,7 @@ struct Counts<'a> {
     sales: &'a mut FastMap<SaleId, SaleEntry>,
     due: &'a mut BTreeSet<(Timestamp, OrderId)>,
     unreturned: &'a mut BTreeSet<OrderId>,
+    unsettled: &'a mut BTreeSet<(Timestamp, OrderId)>,
 }
 
 impl Counts<'_> {
@@ -611,18 +630,26 @@ impl Counts<'_> {
                 OrderStatus::Paid => &mut tally.paid,
                 OrderStatus::Cancelled => &mut tally.cancelled,
                 OrderStatus::Expired => &mut tally.expired,
+                OrderStatus::Refunded => &mut tally.refunded,
             });
             if order.status.is_active() {
                 let held = tally.pending.saturating_add(tally.paid);
                 tally.remaining = entry.sale.stock.saturating_sub(held);
             }
         }
-        if order.status == OrderStatus::PendingPayment {
-            let due = (order.expires_at, order.id.clone());
+        let keyed = || (order.expires_at, order.id.clone());
+        if order.status == OrderStatus::PendingPayment && !order.has_open_payment() {
             if add {
-                self.due.insert(due);
+                self.due.insert(keyed());
             } else {
-                self.due.remove(&due);
+                self.due.remove(&keyed());
+            }
+        }
+        if order.payment_unsettled() {
+            if add {
+                self.unsettled.insert(keyed());
+            } else {
+                self.unsettled.remove(&keyed());
             }
         }
         if !stored.stock_returned {

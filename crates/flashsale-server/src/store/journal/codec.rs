@@ -9,7 +9,9 @@
 use jiff::Timestamp;
 
 use super::book::Stored;
-use crate::domain::{EventKind, Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
+use crate::domain::{
+    EventKind, Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleAccess, SaleId, UserId,
+};
 use crate::record_file;
 use crate::store::{waiting_room_from_text, waiting_room_text};
 
@@ -39,9 +41,10 @@ pub struct EventFacts {
 }
 
 /// The most bytes one order's record takes, framing included (ids of 64 characters, a buyer id
-/// of 64 four-byte characters, a 128-byte key: under 700; a test holds the bound). The writer
-/// makes room for its worst case before it changes anything.
-pub const ORDER_RECORD_MAX: u64 = 1024;
+/// of 64 four-byte characters, a 128-byte key, a presale code, a payment whose provider texts
+/// are each at most 255 bytes: under 1,700; a test holds the bound). The writer makes room for
+/// its worst case before it changes anything.
+pub const ORDER_RECORD_MAX: u64 = 2048;
 /// The same for a sale (a name of 200 and a description of 2,000 four-byte characters).
 pub const SALE_RECORD_MAX: u64 = 16 << 10;
 /// The same for the record of a pruning (a time).
@@ -181,6 +184,17 @@ fn status_code(status: OrderStatus) -> u8 {
         OrderStatus::Paid => 1,
         OrderStatus::Cancelled => 2,
         OrderStatus::Expired => 3,
+        OrderStatus::Refunded => 4,
+    }
+}
+
+fn payment_state_code(state: PaymentState) -> u8 {
+    match state {
+        PaymentState::Open => 0,
+        PaymentState::Succeeded => 1,
+        PaymentState::Canceled => 2,
+        PaymentState::RefundPending => 3,
+        PaymentState::Refunded => 4,
     }
 }
 
@@ -222,6 +236,7 @@ pub fn put_order_change(
     for facts in facts.iter().take(usize::from(u8::MAX)) {
         writer.facts(facts);
     }
+    write_payment(&mut writer, &stored.order);
     record_file::encode_into(out, ORDER_CHANGE, scratch);
 }
 
@@ -277,8 +292,46 @@ fn write_sale(writer: &mut Writer<'_>, sale: &Sale) {
 /// Appends a framed record of an order's state to `out`; `scratch` is reused for the payload.
 pub fn put_order(out: &mut Vec<u8>, scratch: &mut Vec<u8>, stored: &Stored) {
     scratch.clear();
-    write_order(&mut Writer(scratch), stored);
+    let mut writer = Writer(scratch);
+    write_order(&mut writer, stored);
+    write_payment(&mut writer, &stored.order);
     record_file::encode_into(out, ORDER, scratch);
+}
+
+/// The payment part of an order's record, at the record's very end and only for an order that
+/// has one (or a refund): records written before payments existed end without it and still read,
+/// and an order that never met a provider costs no byte more.
+fn write_payment(writer: &mut Writer<'_>, order: &Order) {
+    if order.payment.is_none() && order.refunded_at.is_none() {
+        return;
+    }
+    writer.optional_time(order.refunded_at);
+    writer.flag(order.payment.is_some());
+    if let Some(payment) = &order.payment {
+        writer.text(&payment.provider);
+        writer.text(&payment.intent_id);
+        writer.optional_text(payment.client_secret.as_deref());
+        writer.0.push(payment_state_code(payment.state));
+        writer.optional_text(payment.refund_id.as_deref());
+    }
+}
+
+/// Reads what `write_payment` wrote, if the record goes on.
+fn read_payment(reader: &mut Reader<'_>, order: &mut Order) -> Option<()> {
+    if reader.done().is_some() {
+        return Some(());
+    }
+    order.refunded_at = reader.optional_time()?;
+    if reader.flag()? {
+        order.payment = Some(Box::new(Payment {
+            provider: reader.text()?,
+            intent_id: reader.text()?,
+            client_secret: reader.optional_text()?,
+            state: *PaymentState::ALL.get(usize::from(reader.bytes(1)?[0]))?,
+            refund_id: reader.optional_text()?,
+        }));
+    }
+    Some(())
 }
 
 fn write_order(writer: &mut Writer<'_>, stored: &Stored) {
@@ -339,6 +392,8 @@ fn read_order(reader: &mut Reader<'_>, legacy: bool) -> Option<Stored> {
         paid_at: reader.optional_time()?,
         idempotency_key: reader.optional_text()?,
         access_code: None,
+        refunded_at: None,
+        payment: None,
     };
     let stock_returned = reader.flag()?;
     if !legacy || !reader.is_done() {
@@ -376,15 +431,20 @@ pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
         SALE => whole(payload, |reader| read_sale(reader, true))
             .map(|sale| Record::Sale(Box::new(sale)))
             .ok_or_else(unreadable("sale")),
-        ORDER => whole(payload, |reader| read_order(reader, true))
-            .map(|stored| Record::Order(Box::new(stored)))
-            .ok_or_else(unreadable("order")),
+        ORDER => whole(payload, |reader| {
+            let mut stored = read_order(reader, true)?;
+            read_payment(reader, &mut stored.order)?;
+            Some(stored)
+        })
+        .map(|stored| Record::Order(Box::new(stored)))
+        .ok_or_else(unreadable("order")),
         ORDER_CHANGE => whole(payload, |reader| {
-            let stored = read_order(reader, false)?;
+            let mut stored = read_order(reader, false)?;
             let count = reader.bytes(1)?[0];
             let facts = (0..count)
                 .map(|_| reader.facts())
                 .collect::<Option<Vec<_>>>()?;
+            read_payment(reader, &mut stored.order)?;
             Some(Record::OrderChange(Box::new(stored), facts))
         })
         .ok_or_else(unreadable("order change")),
@@ -453,12 +513,33 @@ mod tests {
                 paid_at: Some(at),
                 idempotency_key: Some("key-1".into()),
                 access_code: Some("code-1".into()),
+                refunded_at: None,
+                payment: None,
             },
             stock_returned: false,
         };
+        let mut refunded = stored.clone();
+        refunded.order.id = OrderId::generate();
+        refunded.order.status = OrderStatus::Refunded;
+        refunded.order.refunded_at = Some(at);
+        refunded.order.payment = Some(Box::new(Payment {
+            provider: "stripe".into(),
+            intent_id: "pi_1".into(),
+            client_secret: Some("pi_1_secret_x".into()),
+            state: PaymentState::RefundPending,
+            refund_id: None,
+        }));
+        let facts = [EventFacts {
+            sequence: 7,
+            kind: EventKind::Order(crate::domain::OrderEvent::Refunded),
+            at,
+            remaining: 0,
+        }];
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         put_sale(&mut out, &mut scratch, &sale);
         put_order(&mut out, &mut scratch, &stored);
+        put_order(&mut out, &mut scratch, &refunded);
+        put_order_change(&mut out, &mut scratch, &refunded, &facts);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
         std::fs::write(&path, &out).unwrap();
@@ -468,11 +549,37 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let [Record::Sale(read_sale), Record::Order(read_order)] = &records[..] else {
-            panic!("a sale and an order");
+        let [Record::Sale(read_sale), Record::Order(read_order), Record::Order(read_refunded), Record::OrderChange(changed, read_facts)] =
+            &records[..]
+        else {
+            panic!("a sale, two orders and an order change");
         };
         assert_eq!(**read_sale, sale);
         assert_eq!(**read_order, stored);
+        assert_eq!(**read_refunded, refunded);
+        assert_eq!(**changed, refunded);
+        assert_eq!(read_facts[..], facts);
+    }
+
+    #[test]
+    fn an_order_written_before_payments_existed_still_reads() {
+        // The bytes of a pending order's record as the previous version wrote them.
+        let order = Order::pending_for_test(&SaleId::generate(), "alice", Timestamp::UNIX_EPOCH);
+        let stored = Stored {
+            order,
+            stock_returned: true,
+        };
+        let mut old = Vec::new();
+        write_order(&mut Writer(&mut old), &stored);
+        let mut new = Vec::new();
+        let mut writer = Writer(&mut new);
+        write_order(&mut writer, &stored);
+        write_payment(&mut writer, &stored.order);
+        assert_eq!(old, new, "an order without a payment is written as before");
+        let Ok(Record::Order(read)) = read(ORDER, &old) else {
+            panic!("the old record reads");
+        };
+        assert_eq!(*read, stored);
     }
 
     #[test]
@@ -506,6 +613,14 @@ mod tests {
                 paid_at: Some(at),
                 idempotency_key: Some("k".repeat(128)),
                 access_code: Some("c".repeat(64)),
+                refunded_at: Some(at),
+                payment: Some(Box::new(Payment {
+                    provider: "simulated".into(),
+                    intent_id: "i".repeat(255),
+                    client_secret: Some("s".repeat(255)),
+                    state: PaymentState::RefundPending,
+                    refund_id: Some("r".repeat(255)),
+                })),
             },
             stock_returned: false,
         };

@@ -440,6 +440,10 @@ impl OrderStore for JournalStore {
         Box::pin(self.shared.read(move |book| book.unreturned(max)))
     }
 
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.shared.read(move |book| book.payments_unsettled(max)))
+    }
+
     fn stock_returned(&self, order_ids: Vec<OrderId>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.commands.stock_returned(order_ids)
     }

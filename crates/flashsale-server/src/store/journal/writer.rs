@@ -334,10 +334,12 @@ fn apply(book: &mut Book, command: Command, batch: &mut Batch) {
             now,
             reply,
         } => {
-            let result = book.transition(&order_id, action, &actor, now);
-            if let Ok((_, facts)) = &result {
+            let result = book.transition(&order_id, &action, &actor, now);
+            if let Ok((transition, facts)) = &result {
                 if !facts.is_empty() {
                     record_order_change(book, batch, &order_id, facts);
+                } else if transition.changed {
+                    record_order(book, batch, &order_id);
                 }
             }
             Pending::Transition(reply, result.map(|(transition, _)| transition))

@@ -40,6 +40,7 @@ impl PostgresStore {
             .query(
                 "SELECT id, sale_id FROM orders \
                  WHERE status = 'pending_payment' AND expires_at <= $1 \
+                   AND payment_state IS DISTINCT FROM 'open' \
                  ORDER BY expires_at LIMIT $2",
                 &[&now, &max],
             )
@@ -58,6 +59,7 @@ impl PostgresStore {
                 &format!(
                     "UPDATE orders SET status = 'expired', stock_returned = false \
                      WHERE id = ANY($1) AND status = 'pending_payment' AND expires_at <= $2 \
+                       AND payment_state IS DISTINCT FROM 'open' \
                      RETURNING {ORDER_COLUMNS}"
                 ),
                 &[&ids, &now],

@@ -200,6 +200,10 @@ impl OrderStore for PostgresStore {
         Box::pin(self.stock_returned(order_ids))
     }
 
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.payments_unsettled(max))
+    }
+
     fn events(
         &self,
         sale_id: &SaleId,

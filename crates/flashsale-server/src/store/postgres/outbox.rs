@@ -41,9 +41,14 @@ impl Pending {
 
     /// The event of an order that has just reached its status.
     pub(super) fn of_order(order: &Order, at: Timestamp) -> Self {
+        Self::of_order_event(order, order_event(order.status), at)
+    }
+
+    /// An order's event (a change that is not a status's own, such as late money's refund).
+    pub(super) fn of_order_event(order: &Order, event: OrderEvent, at: Timestamp) -> Self {
         Self::Order {
             order: as_stored(order),
-            event: order_event(order.status),
+            event,
             at,
         }
     }
@@ -75,6 +80,7 @@ fn as_stored(order: &Order) -> Order {
     order.created_at = to_micros(order.created_at);
     order.expires_at = to_micros(order.expires_at);
     order.paid_at = order.paid_at.map(to_micros);
+    order.refunded_at = order.refunded_at.map(to_micros);
     order
 }
 

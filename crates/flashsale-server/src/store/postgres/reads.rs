@@ -89,6 +89,27 @@ impl PostgresStore {
         .await
     }
 
+    /// Orders whose payment the server still has work on with the provider, earliest deadline
+    /// first.
+    pub(super) async fn payments_unsettled(&self, max: usize) -> Result<Vec<Order>, StoreError> {
+        let client = self.client().await?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        client
+            .query(
+                &format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE payment_state IN ('open', 'refund_pending') \
+                     ORDER BY expires_at LIMIT $1"
+                ),
+                &[&max],
+            )
+            .await
+            .map_err(db_failed)?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
     pub(super) async fn tally(&self, sale_id: &SaleId) -> Result<SaleTally, StoreError> {
         let client = self.client().await?;
         tally(&client, sale_id).await
@@ -178,6 +199,7 @@ async fn tally(client: &impl GenericClient, sale_id: &SaleId) -> Result<SaleTall
             Some(OrderStatus::Paid) => tally.paid = units,
             Some(OrderStatus::Cancelled) => tally.cancelled = units,
             Some(OrderStatus::Expired) => tally.expired = units,
+            Some(OrderStatus::Refunded) => tally.refunded = units,
             None => return Err(failed("an order has an unknown status")),
         }
     }

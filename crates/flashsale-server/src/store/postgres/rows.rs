@@ -2,11 +2,14 @@
 
 use tokio_postgres::Row;
 
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
+use crate::domain::{
+    Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleAccess, SaleId, UserId,
+};
 use crate::store::StoreError;
 
 pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created_at, expires_at, \
-     paid_at, idempotency_key, access_code";
+     paid_at, idempotency_key, access_code, refunded_at, payment_provider, payment_intent_id, \
+     payment_client_secret, payment_state, payment_refund_id";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
      starts_at, ends_at, payment_window_secs, created_at, waiting_room, version, paused, access";
@@ -39,6 +42,18 @@ pub fn order_from_row(row: &Row) -> Result<Order, StoreError> {
         paid_at: column(row, 7)?,
         idempotency_key: column(row, 8)?,
         access_code: column(row, 9)?,
+        refunded_at: column(row, 10)?,
+        payment: match column::<Option<String>>(row, 11)? {
+            None => None,
+            Some(provider) => Some(Box::new(Payment {
+                provider,
+                intent_id: column(row, 12)?,
+                client_secret: column(row, 13)?,
+                state: PaymentState::parse(column(row, 14)?)
+                    .ok_or_else(|| corrupt("payment state"))?,
+                refund_id: column(row, 15)?,
+            })),
+        },
     })
 }
 

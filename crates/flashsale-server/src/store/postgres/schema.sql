@@ -60,7 +60,7 @@ CREATE INDEX IF NOT EXISTS sales_to_archive ON sales (ends_at) WHERE archived_at
 
 CREATE OR REPLACE FUNCTION orders_final_statuses() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status THEN
+    IF OLD.status IN ('cancelled', 'expired', 'refunded') AND NEW.status <> OLD.status THEN
         RAISE EXCEPTION 'order_final';
     END IF;
     RETURN NEW;
@@ -137,3 +137,30 @@ CREATE TABLE IF NOT EXISTS event_dead_letters (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sink, sale_id, sequence)
 );
+
+-- Payments: the provider's intent once `pay` made one (all NULL before), where its money stands
+-- (domain/payment.rs), and when the money was decided to go back. A paid order may become
+-- `refunded`: the status CHECK made before refunds is replaced once (checked, not rewritten
+-- at every start).
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS refunded_at timestamptz;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_provider text;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_intent_id text;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_client_secret text;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_state text;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_refund_id text;
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'orders'::regclass AND conname = 'orders_status_with_refunds'
+    ) THEN
+        ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_status_check;
+        ALTER TABLE orders ADD CONSTRAINT orders_status_with_refunds CHECK
+            (status IN ('pending_payment', 'paid', 'cancelled', 'expired', 'refunded'));
+        ALTER TABLE orders ADD CONSTRAINT orders_payment_state CHECK
+            (payment_state IN ('open', 'succeeded', 'canceled', 'refund_pending', 'refunded'));
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS orders_payments_unsettled ON orders (expires_at)
+    WHERE payment_state IN ('open', 'refund_pending');

@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use super::outbox::{self, OutboxError};
 use super::rows::{order_from_row, ORDER_COLUMNS};
 use super::{db_failed, failed, PostgresStore};
-use crate::domain::{decide, Action, Actor, Order, OrderId, OrderStatus, Verdict};
+use crate::domain::{outcome, Action, Actor, Order, OrderId, Outcome};
 use crate::store::{StoreError, Transition, TransitionError};
 
 /// A transaction that failed in a way worth repeating (PostgreSQL chose it as a deadlock victim
@@ -44,33 +44,44 @@ impl<E: From<StoreError>> From<OutboxError> for Attempt<E> {
 /// How often a transaction PostgreSQL aborted as a deadlock victim is tried again.
 pub(super) const ATTEMPTS: usize = 5;
 
-/// Sets an order's status and records the change's events (the caller holds the sale's lock).
-async fn set_status(
+/// Records an order as a change left it, and the change's events (the caller holds the sale's
+/// lock). Leaving an active status gives the stock back to the sale's count and owes the gate a
+/// return, recorded in the same transaction.
+pub(super) async fn write_change(
     client: &impl GenericClient,
-    order: &mut Order,
-    status: OrderStatus,
+    before: &Order,
+    outcome: &Outcome,
     now: Timestamp,
 ) -> Result<(), OutboxError> {
-    let was_active = order.status.is_active();
-    if status == OrderStatus::Paid {
-        order.paid_at = Some(now);
-    }
-    order.status = status;
-    let leaves_active = was_active && !status.is_active();
+    let order = &outcome.order;
+    let leaves_active = outcome.releases(before);
+    let payment = order.payment.as_deref();
     client
         .execute(
             "UPDATE orders SET status = $2, paid_at = $3, \
-                 stock_returned = stock_returned AND NOT $4 \
+                 stock_returned = stock_returned AND NOT $4, refunded_at = $5, \
+                 payment_provider = $6, payment_intent_id = $7, payment_client_secret = $8, \
+                 payment_state = $9, payment_refund_id = $10 \
              WHERE id = $1",
             &[
                 &order.id.as_str(),
-                &status.as_str(),
+                &order.status.as_str(),
                 &order.paid_at,
                 &leaves_active,
+                &order.refunded_at,
+                &payment.map(|payment| payment.provider.as_str()),
+                &payment.map(|payment| payment.intent_id.as_str()),
+                &payment.and_then(|payment| payment.client_secret.as_deref()),
+                &payment.map(|payment| payment.state.as_str()),
+                &payment.and_then(|payment| payment.refund_id.as_deref()),
             ],
         )
         .await?;
-    let mut events = vec![outbox::Pending::of_order(order, now)];
+    let mut events: Vec<outbox::Pending> = outcome
+        .event
+        .map(|event| outbox::Pending::of_order_event(order, event, now))
+        .into_iter()
+        .collect();
     if leaves_active {
         let remaining: i64 = client
             .query_one(
@@ -115,7 +126,7 @@ impl PostgresStore {
         now: Timestamp,
     ) -> Result<Transition, TransitionError> {
         for _ in 0..ATTEMPTS {
-            match self.transition_once(order_id, action, actor, now).await {
+            match self.transition_once(order_id, &action, actor, now).await {
                 Ok(transition) => return Ok(transition),
                 Err(Attempt::Failed(error)) => return Err(error),
                 Err(Attempt::Retry) => continue,
@@ -127,7 +138,7 @@ impl PostgresStore {
     async fn transition_once(
         &self,
         order_id: &OrderId,
-        action: Action,
+        action: &Action,
         actor: &Actor,
         now: Timestamp,
     ) -> Result<Transition, Attempt<TransitionError>> {
@@ -150,29 +161,21 @@ impl PostgresStore {
                 &[&order_id.as_str()],
             )
             .await?;
-        let mut order = match row.as_ref().map(order_from_row) {
+        let before = match row.as_ref().map(order_from_row) {
             Some(Ok(order)) => order,
             Some(Err(error)) => return Err(Attempt::Failed(error.into())),
             None => return Err(Attempt::Failed(TransitionError::NotFound)),
         };
-        let was_active = order.status.is_active();
-        let refusal = match decide(&order, action, actor, now) {
-            Verdict::Apply(status) => {
-                set_status(&transaction, &mut order, status, now).await?;
-                None
-            }
-            Verdict::Unchanged => None,
-            Verdict::ExpireThenRefuse(refusal) => {
-                set_status(&transaction, &mut order, OrderStatus::Expired, now).await?;
-                Some(refusal)
-            }
-            Verdict::Refuse(refusal) => Some(refusal),
-        };
+        let outcome = outcome(&before, action, actor, now);
+        if outcome.changed {
+            write_change(&transaction, &before, &outcome, now).await?;
+        }
         transaction.commit().await?;
         Ok(Transition {
-            released: was_active && !order.status.is_active(),
-            order,
-            refusal,
+            released: outcome.releases(&before),
+            changed: outcome.changed,
+            order: outcome.order,
+            refusal: outcome.refusal,
         })
     }
 }

@@ -72,11 +72,18 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // FULL: the WAL is synced at every commit, which is what makes an acknowledged order durable.
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.execute_batch(ORDERS_TABLE)?;
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
     add_waiting_room(&connection)?;
     add_sale_changes(&connection)?;
     add_event_sequence(&connection)?;
+    add_payments(&connection)?;
+    if allow_refunded(&connection)? {
+        connection.execute_batch(include_str!("schema.sql"))?;
+        add_stock_returned(&connection)?;
+        add_payments(&connection)?;
+    }
     // After the migrations: rebuilding a table needs the foreign keys off.
     connection.pragma_update(None, "foreign_keys", "ON")?;
     Ok(connection)
@@ -138,6 +145,57 @@ fn add_sale_changes(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+const ORDERS_TABLE: &str = include_str!("orders.sql");
+
+/// The payment columns (stores made before payments lack them: their orders have none), and
+/// the index of the payments the sweep settles.
+fn add_payments(connection: &Connection) -> rusqlite::Result<()> {
+    for (column, kind) in [
+        ("refunded_at_ms", "INTEGER"),
+        ("payment_provider", "TEXT"),
+        ("payment_intent_id", "TEXT"),
+        ("payment_client_secret", "TEXT"),
+        ("payment_state", "TEXT"),
+        ("payment_refund_id", "TEXT"),
+    ] {
+        if !has_column(connection, "orders", column)? {
+            connection.execute_batch(&format!("ALTER TABLE orders ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS orders_payments_unsettled ON orders (expires_at_ms) \
+         WHERE payment_state IN ('open', 'refund_pending')",
+    )
+}
+
+/// A store made before refunds has a status CHECK without `refunded`, and SQLite cannot alter a
+/// CHECK: the table is rebuilt once from `orders.sql` in one transaction (its indexes and
+/// triggers go with the old table; the caller makes them again). Says whether it rebuilt.
+fn allow_refunded(connection: &Connection) -> rusqlite::Result<bool> {
+    let definition: String = connection.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+        [],
+        |row| row.get(0),
+    )?;
+    if definition.contains("'refunded'") {
+        return Ok(false);
+    }
+    let columns = "id, sale_id, user_id, quantity, status, created_at_ms, expires_at_ms, \
+         paid_at_ms, idempotency_key, stock_returned, access_code, refunded_at_ms, \
+         payment_provider, payment_intent_id, payment_client_secret, payment_state, \
+         payment_refund_id";
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE; \
+         ALTER TABLE orders RENAME TO orders_before_refunds; \
+         {ORDERS_TABLE} \
+         INSERT INTO orders ({columns}) SELECT {columns} FROM orders_before_refunds; \
+         DROP TABLE orders_before_refunds; \
+         COMMIT;"
+    ))?;
+    tracing::info!("the SQLite order table now allows the refunded status (rebuilt once)");
+    Ok(true)
+}
+
 /// Stores made before events lack the sales' counter: their sales have no event yet.
 fn add_event_sequence(connection: &Connection) -> rusqlite::Result<()> {
     if !has_column(connection, "sales", "last_event_sequence")? {
@@ -189,7 +247,12 @@ pub fn export(path: &Path) -> Result<Exported, StoreError> {
         ))
         .and_then(|mut statement| {
             statement
-                .query_map([], |row| Ok((rows::order(row)?, row.get::<_, bool>(10)?)))?
+                .query_map([], |row| {
+                    Ok((
+                        rows::order(row)?,
+                        row.get::<_, bool>(rows::ORDER_COLUMN_COUNT)?,
+                    ))
+                })?
                 .collect()
         })
         .map_err(failed)?;
@@ -399,6 +462,19 @@ impl OrderStore for SqliteStore {
         self.commands.stock_returned(order_ids)
     }
 
+    fn payments_unsettled(&self, max: usize) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
+        Box::pin(self.readers.read(move |connection| {
+            connection
+                .prepare_cached(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders \
+                     WHERE payment_state IN ('open', 'refund_pending') \
+                     ORDER BY expires_at_ms LIMIT ?1"
+                ))?
+                .query_map([i64::try_from(max).unwrap_or(i64::MAX)], rows::order)?
+                .collect()
+        }))
+    }
+
     fn tally(&self, sale_id: &SaleId) -> BoxFuture<'_, Result<SaleTally, StoreError>> {
         let sale_id = sale_id.clone();
         Box::pin(self.readers.read(move |connection| {
@@ -421,6 +497,7 @@ impl OrderStore for SqliteStore {
                     Some(OrderStatus::Paid) => tally.paid = quantity,
                     Some(OrderStatus::Cancelled) => tally.cancelled = quantity,
                     Some(OrderStatus::Expired) => tally.expired = quantity,
+                    Some(OrderStatus::Refunded) => tally.refunded = quantity,
                     None => {}
                 }
             }
@@ -516,5 +593,86 @@ impl OrderStore for SqliteStore {
 
     fn prune_events(&self, before: Timestamp) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.commands.prune_events(before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Actor, PaymentState};
+
+    /// A store made before payments: its status CHECK has no `refunded`, and SQLite cannot alter
+    /// a CHECK. Opened now, its orders table is rebuilt once (orders kept, triggers made again)
+    /// and a paid order refunds, its unit back.
+    #[tokio::test]
+    async fn a_store_made_before_payments_is_rebuilt_once_and_refunds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let sale = Sale::of_stock_for_test(2);
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut paid = Order::pending_for_test(&sale.id, "alice", at);
+        paid.status = OrderStatus::Paid;
+        paid.paid_at = Some(at);
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(include_str!("testdata/schema_before_payments.sql"))
+                .unwrap();
+            old.execute(
+                "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
+                 price_cents, starts_at_ms, payment_window_secs, created_at_ms) \
+                 VALUES (?1, 'Old', '', 2, 2, 1, 500, ?2, 900, ?2)",
+                params![sale.id.as_str(), rows::millis(at)],
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO orders (id, sale_id, user_id, quantity, status, created_at_ms, \
+                 expires_at_ms, paid_at_ms) VALUES (?1, ?2, 'alice', 1, 'paid', ?3, ?3, ?3)",
+                params![paid.id.as_str(), sale.id.as_str(), rows::millis(at)],
+            )
+            .unwrap();
+            let refused = old.execute("UPDATE orders SET status = 'refunded'", []);
+            assert!(refused.is_err(), "the old CHECK refuses the new status");
+        }
+        let store = SqliteStore::open(
+            dir.path(),
+            SqliteStoreOptions::default(),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        assert_eq!(
+            store.order(&paid.id).await.unwrap().unwrap().status,
+            OrderStatus::Paid
+        );
+        assert_eq!(store.tally(&sale.id).await.unwrap().remaining, 1);
+        let refunded = store
+            .transition(&paid.id, Action::Refund, &Actor::Admin, at)
+            .await
+            .unwrap();
+        assert!(refunded.released);
+        assert_eq!(refunded.order.status, OrderStatus::Refunded);
+        let tally = store.tally(&sale.id).await.unwrap();
+        assert_eq!(
+            (tally.remaining, tally.paid, tally.refunded),
+            (2, 0, 1),
+            "the trigger gave the unit back"
+        );
+        // Final: the rebuilt table's trigger keeps it so.
+        let again = store
+            .transition(&paid.id, Action::Cancel, &Actor::Admin, at)
+            .await
+            .unwrap();
+        assert!(!again.changed);
+        assert_eq!(store.payments_unsettled(10).await.unwrap().len(), 0);
+        assert_eq!(refunded.order.payment_state(), None::<PaymentState>);
+        store.close().await.unwrap();
+        let definition: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(definition.contains("'refunded'"), "{definition}");
     }
 }

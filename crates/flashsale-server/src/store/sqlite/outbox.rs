@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::rows::{self, millis, SALE_COLUMNS};
 use crate::domain::{
-    order_event, stock_event, Event, EventKind, EventSubject, Order, Sale, SaleEvent, SaleId,
+    stock_event, Event, EventKind, EventSubject, Order, OrderEvent, Sale, SaleEvent, SaleId,
 };
 
 /// SQLite keeps times to the millisecond: an event's time and data are rounded the same way,
@@ -21,6 +21,7 @@ fn as_stored(order: &Order) -> Order {
     order.created_at = to_millis(order.created_at);
     order.expires_at = to_millis(order.expires_at);
     order.paid_at = order.paid_at.map(to_millis);
+    order.refunded_at = order.refunded_at.map(to_millis);
     order
 }
 
@@ -93,18 +94,19 @@ pub fn record_sale_event(
     )
 }
 
-/// The event of an order that has just reached its status, then the sale's if its stock ran
-/// out or came back (`remaining_before`: the sale's stock before the change).
+/// An order's event, then the sale's if its stock ran out or came back (`remaining_before`:
+/// the sale's stock before the change).
 pub fn record_order_change(
     connection: &Connection,
     order: &Order,
+    event: OrderEvent,
     at: Timestamp,
     remaining_before: u64,
 ) -> rusqlite::Result<()> {
     record(
         connection,
         &order.sale_id,
-        EventKind::Order(order_event(order.status)),
+        EventKind::Order(event),
         at,
         EventSubject::Order(as_stored(order)),
     )?;

@@ -3,10 +3,16 @@
 use jiff::Timestamp;
 use rusqlite::Row;
 
-use crate::domain::{Order, OrderId, OrderStatus, Sale, SaleAccess, SaleId, UserId};
+use crate::domain::{
+    Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleAccess, SaleId, UserId,
+};
 
 pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created_at_ms, \
-     expires_at_ms, paid_at_ms, idempotency_key, access_code";
+     expires_at_ms, paid_at_ms, idempotency_key, access_code, refunded_at_ms, payment_provider, \
+     payment_intent_id, payment_client_secret, payment_state, payment_refund_id";
+
+/// How many columns `ORDER_COLUMNS` names (a query's next column is at this index).
+pub const ORDER_COLUMN_COUNT: usize = 16;
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
      starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room, version, paused, \
@@ -54,7 +60,24 @@ pub fn order(row: &Row<'_>) -> rusqlite::Result<Order> {
         paid_at: optional_timestamp(row, 7)?,
         idempotency_key: row.get(8)?,
         access_code: row.get(9)?,
+        refunded_at: optional_timestamp(row, 10)?,
+        payment: payment(row, 11)?,
     })
+}
+
+/// The payment columns from `first` on: provider, intent, secret, state, refund.
+fn payment(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<Box<Payment>>> {
+    let Some(provider) = row.get::<_, Option<String>>(first)? else {
+        return Ok(None);
+    };
+    let state: String = row.get(first + 3)?;
+    Ok(Some(Box::new(Payment {
+        provider,
+        intent_id: row.get(first + 1)?,
+        client_secret: row.get(first + 2)?,
+        state: PaymentState::parse(&state).ok_or_else(|| corrupt(first + 3, "payment state"))?,
+        refund_id: row.get(first + 4)?,
+    })))
 }
 
 pub fn sale(row: &Row<'_>) -> rusqlite::Result<Sale> {

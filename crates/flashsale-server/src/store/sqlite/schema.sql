@@ -27,24 +27,7 @@ CREATE TABLE IF NOT EXISTS sales (
     CONSTRAINT stock_whole CHECK (remaining <= stock)
 ) STRICT;
 
-CREATE TABLE IF NOT EXISTS orders (
-    id              TEXT PRIMARY KEY,
-    sale_id         TEXT NOT NULL REFERENCES sales (id),
-    user_id         TEXT NOT NULL,
-    quantity        INTEGER NOT NULL CHECK (quantity >= 1),
-    status          TEXT NOT NULL
-                    CHECK (status IN ('pending_payment', 'paid', 'cancelled', 'expired')),
-    created_at_ms   INTEGER NOT NULL,
-    expires_at_ms   INTEGER NOT NULL,
-    paid_at_ms      INTEGER,
-    idempotency_key TEXT,
-    -- 0 from the moment an order leaves an active status until the stock gate confirmed it has
-    -- the stock back: the record that lets any sweep finish a return a crash interrupted.
-    -- (Added to older stores by `open_writer`; its index is made there too.)
-    stock_returned  INTEGER NOT NULL DEFAULT 1,
-    -- The presale code the purchase used (added to older stores by `open_writer`).
-    access_code     TEXT
-) STRICT;
+-- The orders table is in `orders.sql` (the move to the refunded status rebuilds it from there).
 
 CREATE UNIQUE INDEX IF NOT EXISTS orders_idempotency
     ON orders (sale_id, user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -77,7 +60,7 @@ END;
 
 CREATE TRIGGER IF NOT EXISTS orders_return_stock
 AFTER UPDATE OF status ON orders
-WHEN OLD.status IN ('pending_payment', 'paid') AND NEW.status IN ('cancelled', 'expired')
+WHEN OLD.status IN ('pending_payment', 'paid') AND NEW.status IN ('cancelled', 'expired', 'refunded')
 BEGIN
     UPDATE sales SET remaining = remaining + NEW.quantity WHERE id = NEW.sale_id;
 END;
@@ -85,7 +68,7 @@ END;
 -- Terminal statuses are final: an order's stock can come back only once.
 CREATE TRIGGER IF NOT EXISTS orders_final_statuses
 BEFORE UPDATE OF status ON orders
-WHEN OLD.status IN ('cancelled', 'expired') AND NEW.status <> OLD.status
+WHEN OLD.status IN ('cancelled', 'expired', 'refunded') AND NEW.status <> OLD.status
 BEGIN
     SELECT RAISE(ABORT, 'order_final');
 END;

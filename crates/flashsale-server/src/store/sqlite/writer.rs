@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::outbox;
 use super::rows::{self, millis, ORDER_COLUMNS};
 use crate::domain::{
-    decide, Action, Actor, Order, OrderId, OrderStatus, Sale, SaleEvent, SaleRevision, Verdict,
+    order_event, outcome, Action, Actor, Order, OrderId, Outcome, Sale, SaleEvent, SaleRevision,
 };
 use crate::metrics::Metrics;
 use crate::store::commands::{Command, Pending};
@@ -155,7 +155,7 @@ fn apply(connection: &Connection, command: Command) -> (Pending, bool) {
             actor,
             now,
             reply,
-        } => match transition(connection, &order_id, action, &actor, now) {
+        } => match transition(connection, &order_id, &action, &actor, now) {
             Ok(result) => (Pending::Transition(reply, result), true),
             Err(error) => (
                 Pending::Transition(reply, Err(TransitionError::Store(statement_failed(&error)))),
@@ -284,6 +284,8 @@ fn insert_order(
             order.idempotency_key,
             order.access_code,
         ]);
+    // A new order has no payment yet (it is made by `pay`, a transition).
+    debug_assert!(order.payment.is_none() && order.refunded_at.is_none());
     let error = match inserted {
         Ok(_) => {
             let remaining_before = outbox::remaining(connection, &order.sale_id)?
@@ -292,7 +294,13 @@ fn insert_order(
                 } else {
                     0
                 };
-            outbox::record_order_change(connection, order, order.created_at, remaining_before)?;
+            outbox::record_order_change(
+                connection,
+                order,
+                order_event(order.status),
+                order.created_at,
+                remaining_before,
+            )?;
             return Ok(Ok(()));
         }
         Err(error) => error,
@@ -341,32 +349,41 @@ fn load_order(connection: &Connection, order_id: &OrderId) -> rusqlite::Result<O
         .optional()
 }
 
-/// Sets an order's status and records the change's events.
-fn set_status(
+/// Records an order as a change left it, and the change's events. Leaving an active status
+/// owes the gate a return, recorded with the change itself (the stock itself comes back by the
+/// `orders_return_stock` trigger).
+fn write_change(
     connection: &Connection,
-    order: &mut Order,
-    status: OrderStatus,
+    before: &Order,
+    outcome: &Outcome,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    let remaining_before = outbox::remaining(connection, &order.sale_id)?;
-    let leaves_active = order.status.is_active() && !status.is_active();
-    if status == OrderStatus::Paid {
-        order.paid_at = Some(now);
-    }
-    order.status = status;
-    // Leaving an active status owes the gate a return, recorded with the change itself.
+    let remaining_before = outbox::remaining(connection, &before.sale_id)?;
+    let order = &outcome.order;
+    let payment = order.payment.as_deref();
     connection
         .prepare_cached(
             "UPDATE orders SET status = ?2, paid_at_ms = ?3, \
-             stock_returned = stock_returned AND NOT ?4 WHERE id = ?1",
+             stock_returned = stock_returned AND NOT ?4, refunded_at_ms = ?5, \
+             payment_provider = ?6, payment_intent_id = ?7, payment_client_secret = ?8, \
+             payment_state = ?9, payment_refund_id = ?10 WHERE id = ?1",
         )?
         .execute(params![
             order.id.as_str(),
-            status.as_str(),
+            order.status.as_str(),
             order.paid_at.map(millis),
-            leaves_active,
+            outcome.releases(before),
+            order.refunded_at.map(millis),
+            payment.map(|payment| payment.provider.as_str()),
+            payment.map(|payment| payment.intent_id.as_str()),
+            payment.and_then(|payment| payment.client_secret.as_deref()),
+            payment.map(|payment| payment.state.as_str()),
+            payment.and_then(|payment| payment.refund_id.as_deref()),
         ])?;
-    outbox::record_order_change(connection, order, now, remaining_before)
+    match outcome.event {
+        Some(event) => outbox::record_order_change(connection, order, event, now, remaining_before),
+        None => Ok(()),
+    }
 }
 
 fn stock_returned(connection: &Connection, order_ids: &[OrderId]) -> rusqlite::Result<()> {
@@ -381,39 +398,32 @@ fn stock_returned(connection: &Connection, order_ids: &[OrderId]) -> rusqlite::R
 fn transition(
     connection: &Connection,
     order_id: &OrderId,
-    action: Action,
+    action: &Action,
     actor: &Actor,
     now: Timestamp,
 ) -> rusqlite::Result<Result<Transition, TransitionError>> {
-    let Some(mut order) = load_order(connection, order_id)? else {
+    let Some(before) = load_order(connection, order_id)? else {
         return Ok(Err(TransitionError::NotFound));
     };
-    let was_active = order.status.is_active();
-    let refusal = match decide(&order, action, actor, now) {
-        Verdict::Apply(status) => {
-            set_status(connection, &mut order, status, now)?;
-            None
-        }
-        Verdict::Unchanged => None,
-        Verdict::ExpireThenRefuse(refusal) => {
-            set_status(connection, &mut order, OrderStatus::Expired, now)?;
-            Some(refusal)
-        }
-        Verdict::Refuse(refusal) => Some(refusal),
-    };
-    let released = was_active && !order.status.is_active();
+    let outcome = outcome(&before, action, actor, now);
+    if outcome.changed {
+        write_change(connection, &before, &outcome, now)?;
+    }
     Ok(Ok(Transition {
-        order,
-        released,
-        refusal,
+        released: outcome.releases(&before),
+        changed: outcome.changed,
+        order: outcome.order,
+        refusal: outcome.refusal,
     }))
 }
 
 fn expire_due(connection: &Connection, now: Timestamp, max: usize) -> rusqlite::Result<Vec<Order>> {
-    let mut due: Vec<Order> = connection
+    // Orders with an open intent are the payments sweep's: it asks the provider first.
+    let due: Vec<Order> = connection
         .prepare_cached(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders \
              WHERE status = 'pending_payment' AND expires_at_ms <= ?1 \
+               AND payment_state IS NOT 'open' \
              ORDER BY expires_at_ms LIMIT ?2"
         ))?
         .query_map(
@@ -421,12 +431,13 @@ fn expire_due(connection: &Connection, now: Timestamp, max: usize) -> rusqlite::
             rows::order,
         )?
         .collect::<rusqlite::Result<_>>()?;
-    for order in &mut due {
-        if decide(order, Action::Expire, &Actor::Admin, now) == Verdict::Apply(OrderStatus::Expired)
-        {
-            set_status(connection, order, OrderStatus::Expired, now)?;
+    let mut expired = Vec::with_capacity(due.len());
+    for before in due {
+        let outcome = outcome(&before, &Action::Expire, &Actor::Admin, now);
+        if outcome.changed {
+            write_change(connection, &before, &outcome, now)?;
+            expired.push(outcome.order);
         }
     }
-    due.retain(|order| order.status == OrderStatus::Expired);
-    Ok(due)
+    Ok(expired)
 }

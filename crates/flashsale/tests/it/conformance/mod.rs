@@ -6,6 +6,8 @@ pub mod gate;
 pub mod ledger;
 pub mod line;
 pub mod outbox;
+pub mod payment_store;
+pub mod payments;
 pub mod sink;
 pub mod store;
 
@@ -48,6 +50,8 @@ pub fn order(sale: &Sale, buyer: &str, quantity: u32, key: Option<&str>) -> Orde
         paid_at: None,
         idempotency_key: key.map(str::to_owned),
         access_code: None,
+        refunded_at: None,
+        payment: None,
     }
 }
 

@@ -14,6 +14,10 @@ pub use super::outbox::{
     prunes_by_age_without_reusing_a_sequence, records_a_sale_change_with_its_event,
     records_each_change_as_its_events_in_order,
 };
+pub use super::payment_store::{
+    leaves_open_intents_to_the_provider_and_owes_late_money_back,
+    records_a_payment_and_its_refund_once,
+};
 use super::{at, order, sale, user, T0};
 
 /// A place a store's data lives; `open` may be called again to reopen the same data.
@@ -37,7 +41,9 @@ macro_rules! store_suite {
                 records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence,
                 records_each_version_of_a_sale_once,
                 a_sale_changed_keeps_its_counts_and_its_version_across_reopen,
-                lists_by_status_and_keeps_access_codes);
+                lists_by_status_and_keeps_access_codes,
+                records_a_payment_and_its_refund_once,
+                leaves_open_intents_to_the_provider_and_owes_late_money_back);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
