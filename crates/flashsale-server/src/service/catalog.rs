@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use super::ServiceError;
+use super::error::ServiceError;
 use crate::domain::{Sale, SaleId};
 use crate::hashing::FastMap;
 use crate::store::OrderStore;

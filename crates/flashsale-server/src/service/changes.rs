@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::catalog::{Catalog, CatalogPolicy};
-use super::{SaleView, Service, ServiceError};
+use super::error::ServiceError;
+use super::{SaleView, Service};
 use crate::clock::Clock;
 use crate::domain::{Sale, SaleChange, SaleId, SaleRevision};
 use crate::gate::{ChangeStep, StockGate};

@@ -2,7 +2,8 @@
 //! verifies), checked with one HMAC before the gate is asked, and bound to the first buyer who
 //! takes stock with one by the gate itself.
 
-use super::{Service, ServiceError};
+use super::error::ServiceError;
+use super::Service;
 use crate::access_codes::{AccessCodes, CODES_PER_REQUEST_MAX};
 use crate::domain::{InvalidField, Sale, SaleAccess, SaleId, UserId};
 

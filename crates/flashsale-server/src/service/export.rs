@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{Service, ServiceError};
+use super::error::ServiceError;
+use super::Service;
 use crate::domain::{InvalidField, Order, OrderId, OrderStatus, SaleId};
 use crate::store::OrderQuery;
 

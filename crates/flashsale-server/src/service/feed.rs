@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::{Service, ServiceError};
+use super::error::ServiceError;
+use super::Service;
 use crate::events::{DeadLetter, DeliveryLedger, SinkStatus};
 
 /// What the feed and the console need: the events' `source`, the sinks, their ledger.

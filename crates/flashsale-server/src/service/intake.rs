@@ -12,7 +12,8 @@
 
 use std::sync::Arc;
 
-use super::{CatalogPolicy, Purchased, ServiceError};
+use super::error::ServiceError;
+use super::{CatalogPolicy, Purchased};
 use crate::domain::{Order, Rejection, Sale};
 use crate::gate::{GateRecords, Holding, StockGate};
 use crate::store::{InsertError, OrderQuery, OrderStore};

@@ -14,8 +14,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
+use super::error::ServiceError;
 use super::returns::StockReturns;
-use super::{Service, ServiceError};
+use super::Service;
 use crate::domain::{
     decide, Action, Actor, InvalidField, Order, OrderId, Payment, PaymentState, ProviderFact,
     Verdict,

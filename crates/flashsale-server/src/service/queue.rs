@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::{Service, ServiceError};
+use super::error::ServiceError;
+use super::Service;
 use crate::domain::{standing, LineFacts, Rejection, Sale, SaleId, Standing, UserId, WaitingRoom};
 use crate::line::{LineError, PassSigner, WaitingLine};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::ServiceError;
+use super::error::ServiceError;
 use crate::domain::{Action, Actor, Order, OrderId};
 use crate::gate::{Holding, StockGate};
 use crate::store::{OrderStore, Transition};

@@ -1,5 +1,6 @@
 //! One integration-test binary (it links once): a real server on port 0, real HTTP, real files.
 
+mod architecture;
 mod auth;
 mod bad_input;
 mod bench;

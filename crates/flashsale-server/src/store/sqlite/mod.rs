@@ -72,6 +72,9 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // FULL: the WAL is synced at every commit, which is what makes an acknowledged order durable.
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The bundled SQLite turns foreign keys on by default, and a table rebuilt below is dropped
+    // while orders still reference it: off for the migrations, checked and on after them.
+    connection.pragma_update(None, "foreign_keys", "OFF")?;
     connection.execute_batch(ORDERS_TABLE)?;
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
@@ -84,7 +87,13 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
         add_stock_returned(&connection)?;
         add_payments(&connection)?;
     }
-    // After the migrations: rebuilding a table needs the foreign keys off.
+    let dangling = connection.prepare("PRAGMA foreign_key_check")?.exists([])?;
+    if dangling {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+            Some("an order names a sale the store does not have".into()),
+        ));
+    }
     connection.pragma_update(None, "foreign_keys", "ON")?;
     Ok(connection)
 }
