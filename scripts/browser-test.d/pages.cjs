@@ -303,6 +303,9 @@ function accessibilityProblems() {
   for (const button of document.querySelectorAll('button')) {
     if (button.checkVisibility() && !button.textContent.trim() && !button.getAttribute('aria-label')) problems.push('a button without a name');
   }
+  // Two elements with one id: the page's scripts and labels find only the first.
+  const ids = [...document.querySelectorAll('[id]')].map((node) => node.id);
+  for (const id of new Set(ids.filter((id, at) => ids.indexOf(id) !== at))) problems.push('id used twice: #' + id);
   if (document.documentElement.scrollWidth > window.innerWidth + 1) {
     problems.push('scrolls sideways: ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
   }
@@ -352,6 +355,8 @@ test('a buyer pays with the test card through Stripe.js, and the admin refunds i
   page.once('dialog', (dialog) => dialog.accept());
   await found.getByRole('button', { name: 'Refund' }).click();
   await page.getByRole('article', { name: 'Order ' + paid.id }).getByText('refunded', { exact: true }).waitFor();
+  await page.locator('#lookup-rows').getByRole('row').filter({ hasText: paid.id })
+    .getByText('refunded', { exact: true }).waitFor();
   const refunds = await fetch(localstripe + '/v1/refunds?payment_intent=' + paid.payment.intent_id,
     { headers: { Authorization: 'Bearer sk_test_browser' } }).then((r) => r.json());
   assert.equal(refunds.data.length, 1, 'one refund at Stripe');

@@ -137,8 +137,9 @@ async function refreshTable() {
   return true;
 }
 
-// ---- orders: look one up, refund a paid one (after a confirmation) ----
-const found = document.getElementById('found');
+// ---- orders: look them up by id or buyer; one order's payment, and its refund (after a
+// confirmation) ----
+const orderDetail = document.getElementById('found');
 const ORDER_STATUS_TEXT = { pending_payment: 'waiting for payment', paid: 'paid', cancelled: 'cancelled', expired: 'expired', refunded: 'refunded' };
 
 function paymentText(order) {
@@ -158,7 +159,7 @@ function showOrder(order) {
     item.append(element('button', { type: 'button', onclick: () => refund(order, message) }, 'Refund'));
   }
   item.append(message);
-  found.replaceChildren(item);
+  orderDetail.replaceChildren(item);
 }
 
 async function refund(order, message) {
@@ -170,20 +171,13 @@ async function refund(order, message) {
     return;
   }
   showOrder(reply.body);
+  // The table above shows the same order: it says refunded too.
+  for (const tr of document.getElementById('lookup-rows').rows) {
+    if (tr.cells[0].textContent === order.id) tr.cells[4].textContent = ORDER_STATUS_TEXT[reply.body.status];
+  }
   notice.textContent = 'Order ' + order.id + ' refunded; its units are back on sale.';
   refreshTable();
 }
-
-document.getElementById('lookup').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const id = document.getElementById('order-id').value.trim();
-  const reply = await api('/api/v1/orders/' + encodeURIComponent(id), { token: adminToken() });
-  if (!reply.ok) {
-    found.replaceChildren(element('p', { class: 'message error' }, sentence(reply)));
-    return;
-  }
-  showOrder(reply.body);
-});
 
 // ---- event sinks: delivery state, lag, dead letters ----
 const sinksTable = document.getElementById('sinks');
@@ -359,9 +353,6 @@ document.getElementById('m-export').addEventListener('click', async () => {
   } catch (_) { tell('Could not reach the server. Please try again.', false); }
 });
 
-// ---- looking orders up ----
-const ORDER_STATUS = { pending_payment: 'waiting for payment', paid: 'paid', cancelled: 'cancelled', expired: 'expired' };
-
 document.getElementById('lookup').addEventListener('submit', async (event) => {
   event.preventDefault();
   const query = document.getElementById('lookup-query').value.trim();
@@ -391,8 +382,10 @@ document.getElementById('lookup').addEventListener('submit', async (event) => {
   result.textContent = found.length === 0 ? 'No order by that id or buyer.'
     : found.length === 1 ? 'One order.' : found.length + ' orders.';
   rows.replaceChildren(...found.map((order) => row([order.id, saleName(order.sale_id), order.user_id,
-    String(order.quantity), ORDER_STATUS[order.status] || order.status, new Date(order.created_at).toLocaleString()])));
+    String(order.quantity), ORDER_STATUS_TEXT[order.status] || order.status, new Date(order.created_at).toLocaleString()])));
   document.getElementById('lookup-table').hidden = found.length === 0;
+  if (found.length === 1) showOrder(found[0]);
+  else orderDetail.replaceChildren();
 });
 
 // ---- purchases per second, from the server's counters ----
