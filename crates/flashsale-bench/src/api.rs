@@ -60,6 +60,21 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// One event sink as the server reports it (`GET /api/v1/events/sinks`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct SinkSeen {
+    pub name: String,
+    pub delivered: u64,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub dead_letters: u64,
+}
+
+#[derive(Deserialize)]
+struct Sinks {
+    sinks: Vec<SinkSeen>,
+}
+
 pub struct Api {
     address: SocketAddr,
     admin_token: String,
@@ -221,6 +236,20 @@ impl Api {
                 None => return Ok(orders),
             }
         }
+    }
+
+    /// The server's event sinks and how far behind each is.
+    pub async fn sinks(&self) -> Result<Vec<SinkSeen>, ApiError> {
+        let reply = self
+            .call(
+                "event sinks",
+                Method::GET,
+                "/api/v1/events/sinks",
+                None,
+                None,
+            )
+            .await?;
+        Self::decode::<Sinks>("event sinks", StatusCode::OK, reply).map(|sinks| sinks.sinks)
     }
 
     /// Pays or cancels an order as its buyer; returns the status the server answered.

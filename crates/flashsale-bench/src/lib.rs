@@ -6,6 +6,7 @@ mod api;
 mod bare;
 mod chaos;
 mod client;
+mod compare;
 mod driver;
 mod fairness;
 mod random;
@@ -30,6 +31,7 @@ use self::report::{PhaseReport, Report};
 use self::scenarios::{Outcome, RunOptions};
 pub use self::stats::Stats;
 use self::target::Target;
+use self::verify::Check;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -146,6 +148,12 @@ pub struct BenchArgs {
     /// (`flashsale bare-responder`), and print purchase req/s / bare req/s.
     #[arg(long)]
     pub with_bare_baseline: bool,
+    /// Run the scenario again, in this run, against a second fresh embedded server that reads
+    /// this settings file (e.g. one with `[[events.sinks]]`), and print each phase's req/s ratio
+    /// (with ÷ without); with sinks, also how far delivery was behind when the load ended and how
+    /// long it took to catch up.
+    #[arg(long, value_name = "FILE")]
+    pub compare_config: Option<PathBuf>,
     /// Write every figure to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -321,6 +329,11 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     if args.scenario == Scenario::Chaos {
         return run_chaos(&args, seed).await;
     }
+    if args.compare_config.is_some() && args.target.is_some() {
+        return Err(BenchError::Usage(
+            "--compare-config starts servers of its own: it cannot go with --target".into(),
+        ));
+    }
     let target = match &args.target {
         Some(url) => {
             Target::existing(
@@ -331,7 +344,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             )
             .await?
         }
-        None => Target::embedded(args.scenario == Scenario::Fairness)?,
+        None => Target::embedded(args.scenario == Scenario::Fairness, None)?,
     };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let api = Arc::new(Api::new(
@@ -390,6 +403,32 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             first.requests_per_sec(),
             bare.requests_per_sec()
         ));
+    }
+    if let Some(config) = &args.compare_config {
+        let compared = Target::embedded(args.scenario == Scenario::Fairness, Some(config))?;
+        let compared_api = Arc::new(Api::new(
+            compared.address,
+            compared.admin_token.clone(),
+            compared.jwt_secret.clone(),
+            timeout,
+        ));
+        let compared_options = RunOptions {
+            server_pid: compared.server.as_ref().map(target::EmbeddedServer::pid),
+            ..options.clone()
+        };
+        let run = run_scenario(&args, &compared_api, &compared_options).await?;
+        outcome
+            .notes
+            .extend(compare::rate_ratios(&outcome.phases, &run.phases, config));
+        let label = |name: &str| format!("with {}: {name}", config.display());
+        outcome.checks.extend(
+            run.checks
+                .into_iter()
+                .map(|check| Check::new(label(&check.name), check.passed, check.detail)),
+        );
+        let (checks, notes) = compare::drain_sinks(&compared_api).await;
+        outcome.checks.extend(checks);
+        outcome.notes.extend(notes);
     }
     let ratio = baseline.as_ref().and_then(|baseline| {
         outcome

@@ -142,7 +142,8 @@ impl Target {
     /// The server inherits the environment, so `FLASHSALE_*` variables tune it. Without
     /// `buyer_limit` the per-buyer rate limit is off (load scenarios send many requests per
     /// buyer by design); with it, the server keeps its configured limit, as in production.
-    pub fn embedded(buyer_limit: bool) -> Result<Self, TargetError> {
+    /// With `config`, the server reads that settings file (`FLASHSALE_CONFIG`), e.g. event sinks.
+    pub fn embedded(buyer_limit: bool, config: Option<&Path>) -> Result<Self, TargetError> {
         let executable = std::env::current_exe().map_err(TargetError::Spawn)?;
         let data_dir = std::env::temp_dir().join(format!("flashsale-bench-{}", random_hex()));
         let (admin_token, jwt_secret) = (random_hex(), random_hex());
@@ -156,6 +157,9 @@ impl Target {
             .args(["--expiry-sweep-interval-ms", "100"]);
         if !buyer_limit {
             command.args(["--buyer-requests-per-sec", "0"]);
+        }
+        if let Some(config) = config {
+            command.env("FLASHSALE_CONFIG", config);
         }
         let mut child = command
             .stdin(Stdio::null())

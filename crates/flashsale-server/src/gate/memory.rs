@@ -233,7 +233,7 @@ impl SaleGate {
     /// Puts `quantity` units back on sale; the return that ends a sell-out tells the line (under
     /// `change`, so it cannot overtake the sell-out it ends); `change_held` when the caller holds
     /// it already.
-    fn give_back(&self, quantity: u64, at_ms: i64, change_held: bool) {
+    fn return_units(&self, quantity: u64, at_ms: i64, change_held: bool) {
         loop {
             let current = self.remaining.load(Ordering::Acquire);
             if current & !PAUSED == 0 && self.line.is_some() {
@@ -352,7 +352,7 @@ impl SaleGate {
             Some(position) => {
                 let held = holder.orders.swap_remove(position);
                 holder.quantity -= held.quantity;
-                self.give_back(u64::from(held.quantity), at_ms, false);
+                self.return_units(u64::from(held.quantity), at_ms, false);
                 true
             }
             None => false,
@@ -471,7 +471,7 @@ impl SaleGate {
         if target.stock > state.stock {
             let added = target.stock - state.stock;
             state.stock = target.stock;
-            self.give_back(added, at.as_millisecond(), true);
+            self.return_units(added, at.as_millisecond(), true);
         }
         state.pending = None;
     }

@@ -54,7 +54,7 @@ impl Placement {
             (Err(error), order) => {
                 if let Some(order) = order {
                     // In a task, so that it ends even if this caller stops waiting.
-                    let returned = tokio::spawn(give_back(Arc::clone(&self.gate), order));
+                    let returned = tokio::spawn(abandon_reservation(Arc::clone(&self.gate), order));
                     drop(returned.await);
                 }
                 Err(error)
@@ -71,7 +71,7 @@ impl Drop for Placement {
         let gate = Arc::clone(&self.gate);
         let settle = async move {
             if committed.await.is_err() {
-                give_back(gate, order).await;
+                abandon_reservation(gate, order).await;
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -82,7 +82,7 @@ impl Drop for Placement {
 }
 
 /// Returns the stock of an order the store did not take.
-async fn give_back(gate: Arc<dyn StockGate>, order: Order) {
+async fn abandon_reservation(gate: Arc<dyn StockGate>, order: Order) {
     // The gate's own time of the order: the moment it took the units.
     if let Err(error) = gate.abandon(&Holding::from(&order), order.created_at).await {
         tracing::error!(%error, order_id = %order.id,

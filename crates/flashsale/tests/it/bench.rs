@@ -394,3 +394,62 @@ async fn the_small_scenarios_pass_against_a_cluster_node() {
     }
     server.stop().await;
 }
+
+/// `--compare-config`: in one run, the same scenario against a second server that delivers its
+/// events to RabbitMQ; the run reports each phase's ratio and the sink catching up, and the
+/// queue bound to the sink's exchange holds every event the compared server reported delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compared_run_with_a_sink_reports_the_ratio_and_the_sink_catching_up() {
+    let Some(url) = crate::services::amqp_url() else {
+        return;
+    };
+    let consumer = crate::brokers::amqp::AmqpConsumer::bind(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sinks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[events.sinks]]\nname = \"rabbit\"\nkind = \"amqp\"\nurl = \"{url}\"\nexchange = \"{}\"\n",
+            consumer.exchange
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let (passed, output) = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "oversell",
+            "--buyers",
+            "500",
+            "--compare-config",
+            &config_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(passed, "{output}");
+    assert!(output.contains(": ratio "), "{output}");
+    assert!(
+        output.contains("ok   every sink caught up after the load"),
+        "{output}"
+    );
+    assert!(
+        output.contains("ok   with "),
+        "the compared run is verified too:\n{output}"
+    );
+    let delivered: usize = output
+        .split("the sinks delivered ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no delivered count:\n{output}"));
+    // 100 units: the sale's creation, 100 orders made, and its sell-out.
+    assert_eq!(delivered, 102, "{output}");
+    // Delivered means confirmed by the broker, so routed to the queue already.
+    let received = consumer.received().await;
+    let ids: std::collections::HashSet<_> = received.iter().map(|event| &event.id).collect();
+    assert_eq!(
+        ids.len(),
+        delivered,
+        "every delivered event is in the queue, once by id"
+    );
+}
