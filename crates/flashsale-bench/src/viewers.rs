@@ -13,6 +13,10 @@ use hyper::header::{HeaderValue, ETAG};
 use hyper::Method;
 
 use super::api::Api;
+
+/// What the storefront polls: the sales a buyer can still act on (one page while there are
+/// fewer than a hundred).
+const CURRENT_SALES: &str = "/api/v1/sales?current=true&limit=100";
 use super::client::{process_cpu_time, Connection};
 use super::driver::{PhaseResult, TIMEOUT, TRANSPORT_ERROR};
 use super::random::SplitMix64;
@@ -216,7 +220,7 @@ async fn poll_once(
                 .map(|etag| ("if-none-match", etag))
                 .into_iter()
                 .collect();
-            open.send(Method::GET, "/api/v1/sales", None, &headers, None)
+            open.send(Method::GET, CURRENT_SALES, None, &headers, None)
                 .await
         }
         Poll::Orders => {

@@ -506,7 +506,7 @@ async fn follow_sales(service: Arc<Service>, stop: watch::Receiver<bool>) {
 
 /// Demo mode: with no sale at all, one to try, starting a minute from now.
 async fn add_example_sale(service: &Service) -> Result<(), StartError> {
-    let page = service.sales(Some(1), None).await?;
+    let page = service.sales(Some(1), None, false).await?;
     if !page.sales.is_empty() {
         return Ok(());
     }

@@ -60,6 +60,11 @@ pub struct Sale {
     pub access: SaleAccess,
 }
 
+/// How long an ended sale stays among the current ones (`Sale::is_current`): long enough for a
+/// buyer who watched it to read that it ended, short enough that the list a storefront polls
+/// carries only what can still change.
+pub const RECENTLY_ENDED: SignedDuration = SignedDuration::from_hours(1);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaleState {
     Scheduled,
@@ -98,6 +103,19 @@ impl Sale {
 
     pub fn has_ended(&self, now: Timestamp) -> bool {
         self.ends_at.is_some_and(|ends_at| now >= ends_at)
+    }
+
+    /// Whether a buyer can still act on the sale, or has just seen it end: not ended, or ended
+    /// less than `RECENTLY_ENDED` (or its payment window, if longer) ago. What a storefront lists.
+    pub fn is_current(&self, now: Timestamp) -> bool {
+        let Some(ends_at) = self.ends_at else {
+            return true;
+        };
+        let window = SignedDuration::from_secs(i64::from(self.payment_window_secs));
+        let shown = ends_at
+            .saturating_add(RECENTLY_ENDED.max(window))
+            .unwrap_or(Timestamp::MAX);
+        now < shown
     }
 
     /// When an order placed at `now` stops being payable.
@@ -264,6 +282,42 @@ mod tests {
             starts_at: at("2026-12-01T12:00:00Z"),
             ..SaleDraft::default()
         }
+    }
+
+    #[test]
+    fn an_ended_sale_stays_current_for_an_hour_or_its_payment_window() {
+        let now = at("2026-11-01T00:00:00Z");
+        let ends_at = at("2026-12-01T13:00:00Z");
+        let ending = |payment_window_secs| {
+            SaleDraft {
+                ends_at: Some(ends_at),
+                payment_window_secs: Some(payment_window_secs),
+                ..draft()
+            }
+            .validate(SaleId::generate(), now)
+            .unwrap()
+        };
+        let short = ending(60);
+        assert!(short.is_current(now), "scheduled");
+        assert!(
+            short.is_current(at("2026-12-01T13:59:59Z")),
+            "ended 59 min ago"
+        );
+        assert!(
+            !short.is_current(at("2026-12-01T14:00:00Z")),
+            "ended an hour ago"
+        );
+        let long = ending(7200);
+        assert!(
+            long.is_current(at("2026-12-01T14:59:59Z")),
+            "its orders still payable"
+        );
+        assert!(!long.is_current(at("2026-12-01T15:00:00Z")));
+        let endless = draft().validate(SaleId::generate(), now).unwrap();
+        assert!(
+            endless.is_current(at("2100-01-01T00:00:00Z")),
+            "a sale without an end"
+        );
     }
 
     #[test]

@@ -49,11 +49,13 @@ pub async fn create_sale(
             description = "1 to 500: one page of sales and a next_cursor; without it, every sale"),
         ("cursor" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$",
             description = "next_cursor of the previous page"),
+        ("current" = Option<bool>, Query,
+            description = "true: only sales not ended, or ended within the last hour (or their payment window, if longer); what a storefront lists"),
     ),
     responses(
         (status = 200, description = "Sales, newest first (with ETag; Cache-Control: public, max-age=1)", body = SaleList),
         (status = 304, description = "If-None-Match named the current ETag"),
-        (status = 400, description = "invalid_request (limit or cursor)", body = ErrorBody),
+        (status = 400, description = "invalid_request (limit, cursor or current)", body = ErrorBody),
     ))]
 pub async fn list_sales(
     State(state): State<Arc<AppState>>,
@@ -63,7 +65,20 @@ pub async fn list_sales(
     let Query(query) =
         query.map_err(|rejection| ApiError::invalid("query", rejection.body_text()))?;
     let limit = query.limit.as_deref().map(page_limit).transpose()?;
-    let page = state.service.sales(limit, query.cursor.as_deref()).await?;
+    let current = match query.current.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "current",
+                "current must be true or false",
+            ))
+        }
+    };
+    let page = state
+        .service
+        .sales(limit, query.cursor.as_deref(), current)
+        .await?;
     let list = SaleList {
         sales: page.sales.iter().map(SaleBody::from).collect(),
         next_cursor: limit.map(|_| page.next.map(|id| id.to_string())),

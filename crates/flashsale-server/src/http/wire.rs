@@ -367,6 +367,8 @@ pub struct SalesQuery {
     /// 1 to 500; without it, every sale.
     pub limit: Option<String>,
     pub cursor: Option<String>,
+    /// `true`: only the sales a buyer can still act on or has just seen end.
+    pub current: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

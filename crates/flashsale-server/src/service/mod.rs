@@ -242,12 +242,14 @@ impl Service {
         Ok(self.view(sale, remaining))
     }
 
-    /// Sales, newest first: every one, or a page of `limit` older than the cursor. Only the
-    /// page's sales cost the gate anything (their counts read in one call).
+    /// Sales, newest first: every one, or a page of `limit` older than the cursor; with
+    /// `current`, only those a buyer can still act on or has just seen end (`Sale::is_current`).
+    /// Only the page's sales cost the gate anything (their counts read in one call).
     pub async fn sales(
         &self,
         limit: Option<usize>,
         cursor: Option<&str>,
+        current: bool,
     ) -> Result<SalePage, ServiceError> {
         let before = cursor
             .map(|text| {
@@ -258,6 +260,10 @@ impl Service {
         let mut sales = self.catalog.all(self.store.as_ref()).await?;
         if let Some(before) = &before {
             sales.retain(|sale| sale.id < *before);
+        }
+        if current {
+            let now = self.clock.now();
+            sales.retain(|sale| sale.is_current(now));
         }
         let next = match limit {
             Some(limit) if sales.len() > limit => {

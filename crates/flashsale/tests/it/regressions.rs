@@ -680,13 +680,13 @@ async fn a_sale_whose_creator_hangs_up_is_still_on_sale() {
     let _ = tokio::time::timeout(Duration::ZERO, create).await;
     let listed = eventually(Duration::from_secs(10), || async {
         service
-            .sales(None, None)
+            .sales(None, None, false)
             .await
             .is_ok_and(|page| page.sales.len() == 1)
     })
     .await;
     assert!(listed, "the recorded sale is in the catalog");
-    let page = service.sales(None, None).await.unwrap();
+    let page = service.sales(None, None, false).await.unwrap();
     let sale_id = page.sales[0].sale.id.to_string();
     let bought = service
         .purchase(

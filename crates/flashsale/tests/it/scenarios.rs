@@ -499,6 +499,87 @@ pub async fn orders_are_listed_newest_first_and_paginated(server: TestServer) {
     );
 }
 
+/// `?current=true` lists only the sales a buyer can still act on or has just seen end: a sale
+/// that ended over an hour ago (its payment window shorter) is left out, one that ended minutes
+/// ago and those that have not ended stay; without it every sale is listed; a bad value is `400`.
+pub async fn the_current_sales_leave_out_those_long_ended(server: TestServer) {
+    let now = server.now();
+    let ending = server
+        .create_sale(json!({
+            "stock": 3,
+            "payment_window_secs": 60,
+            "ends_at": (now + jiff::SignedDuration::from_secs(10)).to_string(),
+        }))
+        .await;
+    let endless = server.create_sale(json!({ "stock": 3 })).await;
+    let upcoming = server
+        .create_sale(json!({
+            "stock": 3,
+            "starts_at": (now + jiff::SignedDuration::from_hours(24)).to_string(),
+        }))
+        .await;
+    let listed = |path: &'static str| {
+        let server = &server;
+        async move {
+            let reply = server.get(path, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply.body["sales"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|sale| sale["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = vec![
+        upcoming.to_string(),
+        endless.to_string(),
+        ending.to_string(),
+    ];
+    // A cluster node learns of sales another node made within a second.
+    let everywhere = crate::harness::eventually(Duration::from_secs(5), || async {
+        let mut every = true;
+        for _ in 0..server.addrs.len() {
+            every &= listed("/api/v1/sales?current=true").await == all;
+        }
+        every
+    })
+    .await;
+    assert!(everywhere, "every node lists the three sales as current");
+    server.advance(jiff::SignedDuration::from_mins(30));
+    assert_eq!(
+        listed("/api/v1/sales?current=true").await,
+        all,
+        "ended minutes ago"
+    );
+    server.advance(jiff::SignedDuration::from_mins(31));
+    for _ in 0..server.addrs.len() {
+        assert_eq!(
+            listed("/api/v1/sales?current=true").await,
+            vec![upcoming.to_string(), endless.to_string()],
+            "ended over an hour ago"
+        );
+        assert_eq!(listed("/api/v1/sales").await, all, "every sale without it");
+        assert_eq!(listed("/api/v1/sales?current=false").await, all);
+    }
+    let page = server.get("/api/v1/sales?current=true&limit=1", None).await;
+    assert_eq!(page.body["sales"][0]["id"], json!(upcoming.to_string()));
+    let rest = format!(
+        "/api/v1/sales?current=true&limit=1&cursor={}",
+        page.body["next_cursor"].as_str().unwrap()
+    );
+    let rest = server.get(&rest, None).await;
+    assert_eq!(rest.body["sales"][0]["id"], json!(endless.to_string()));
+    assert_eq!(
+        rest.body["next_cursor"],
+        json!(null),
+        "the long-ended sale is not a page"
+    );
+    let bad = server.get("/api/v1/sales?current=yes", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert_eq!(bad.code(), "invalid_request");
+}
+
 /// Runs every scenario against one kind of deployment; `$start` is an async expression giving
 /// `Option<TestServer>` (`None`: not available here, skipped).
 /// `GET /api/v1/sales` lists every sale without `limit` (the contract's form, no cursor field), and
@@ -560,7 +641,7 @@ pub async fn sales_are_listed_newest_first_and_paginated_on_request(server: Test
 }
 
 crate::server_suite!(embedded, async { Some(TestServer::start().await) };
-    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request, the_current_sales_leave_out_those_long_ended);
 // Two cluster nodes sharing Redis and PostgreSQL, requests spread across both.
 crate::server_suite!(two_nodes, TestServer::start_cluster(2);
-    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request);
+    seven_thousand_buyers_for_one_hundred_units, ten_thousand_units_for_twenty_thousand_buyers, three_sales_at_once_each_get_exactly_their_winners, one_buyer_sending_twenty_purchases_wins_once, per_user_limit_counts_quantities, the_same_idempotency_key_five_times_at_once_makes_one_order, a_refused_key_is_not_remembered, the_sale_window_is_enforced, unpaid_orders_expire_and_their_stock_sells_again, pay_and_cancel_follow_the_life_cycle, orders_are_listed_newest_first_and_paginated, sales_are_listed_newest_first_and_paginated_on_request, the_current_sales_leave_out_those_long_ended);

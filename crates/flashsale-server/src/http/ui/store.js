@@ -229,12 +229,26 @@ async function joinLine(card) {
   updateCard(card);
 }
 
+// Only the sales a buyer can still act on or has just seen end (the server keeps every sale
+// ever made), a page at a time: one request while there are fewer than a hundred.
+async function currentSales() {
+  const sales = [];
+  let cursor = null;
+  do {
+    const reply = await api('/api/v1/sales?current=true&limit=100' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+    if (!reply.ok) return reply;
+    sales.push(...reply.body.sales);
+    cursor = reply.body.next_cursor;
+  } while (cursor);
+  return { ok: true, sales };
+}
+
 async function refreshSales() {
-  const reply = await api('/api/v1/sales');
+  const reply = await currentSales();
   if (!reply.ok) return reply.retryAfter || false;
   const seen = new Set();
   const wasEmpty = cards.size === 0;
-  for (const sale of reply.body.sales) {
+  for (const sale of reply.sales) {
     seen.add(sale.id);
     let card = cards.get(sale.id);
     if (!card) {
@@ -426,9 +440,21 @@ async function refreshOrders() {
   return true;
 }
 
+// Names of the sales a buyer's orders belong to that are no longer listed (long ended): each
+// read once.
+const pastSaleNames = new Map();
+
 function saleName(saleId) {
   const card = cards.get(saleId);
-  return card ? card.sale.name : 'Sale ' + saleId;
+  if (card) return card.sale.name;
+  if (pastSaleNames.has(saleId)) return pastSaleNames.get(saleId) || 'Sale ' + saleId;
+  pastSaleNames.set(saleId, null);
+  api('/api/v1/sales/' + encodeURIComponent(saleId)).then((reply) => {
+    if (!reply.ok) return;
+    pastSaleNames.set(saleId, reply.body.name);
+    renderOrders();
+  }).catch(() => pastSaleNames.delete(saleId));
+  return 'Sale ' + saleId;
 }
 
 function renderOrders() {
