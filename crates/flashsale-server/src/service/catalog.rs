@@ -10,16 +10,44 @@ use std::time::{Duration, Instant};
 use super::error::ServiceError;
 use crate::domain::{Sale, SaleId};
 use crate::hashing::FastMap;
-use crate::store::OrderStore;
+use crate::store::{OrderStore, StoreError};
+use crate::BoxFuture;
+
+/// What the catalog reads of a store: one sale, or every sale. Every order store is one.
+pub trait SaleSource: Send + Sync {
+    fn load_sale<'a>(
+        &'a self,
+        sale_id: &'a SaleId,
+    ) -> BoxFuture<'a, Result<Option<Sale>, StoreError>>;
+    fn load_sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>>;
+}
+
+impl<T: OrderStore + ?Sized> SaleSource for T {
+    fn load_sale<'a>(
+        &'a self,
+        sale_id: &'a SaleId,
+    ) -> BoxFuture<'a, Result<Option<Sale>, StoreError>> {
+        self.sale(sale_id)
+    }
+
+    fn load_sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
+        self.sales()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CatalogPolicy {
     /// Every sale was made by this process: a miss is an unknown sale.
     Complete,
-    /// Other nodes make sales too: a miss reloads from the store (one reload at a time), and a
-    /// listing reloads at most every `LISTING_FRESHNESS`.
+    /// Other nodes make sales too: a miss reads that one sale from the store (at most
+    /// `MISS_LOOKUPS` at a time), and a listing reloads every sale at most every
+    /// `LISTING_FRESHNESS`.
     Shared,
 }
+
+/// How many sales a node looks up at once for ids it does not know: a crowd asking for made-up
+/// ids holds at most this many of the store's connections.
+const MISS_LOOKUPS: usize = 4;
 
 /// How stale a cluster node's list of sales may be: a sale another node made shows in this
 /// node's listing within this long (a purchase or read of it by id finds it at once).
@@ -31,6 +59,7 @@ pub struct Catalog {
     /// When the last reload from the store started.
     loaded: Mutex<Option<Instant>>,
     reload: tokio::sync::Mutex<()>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl Catalog {
@@ -40,6 +69,7 @@ impl Catalog {
             sales: RwLock::new(FastMap::default()),
             loaded: Mutex::new(None),
             reload: tokio::sync::Mutex::new(()),
+            lookups: tokio::sync::Semaphore::new(MISS_LOOKUPS),
         }
     }
 
@@ -81,14 +111,14 @@ impl Catalog {
     /// Reloads every sale from the store. Reloads never overlap, and callers that arrive while
     /// one runs share the next: a crowd asking for a sale this node does not know (or for
     /// made-up ids) costs the store one query at a time.
-    async fn reload(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+    async fn reload<S: SaleSource + ?Sized>(&self, store: &S) -> Result<(), ServiceError> {
         let asked_at = Instant::now();
         let _one_at_a_time = self.reload.lock().await;
         if self.loaded_at().is_some_and(|started| started >= asked_at) {
             return Ok(());
         }
         let started = Instant::now();
-        for sale in store.sales().await? {
+        for sale in store.load_sales().await? {
             self.remember(sale);
         }
         *self
@@ -101,18 +131,19 @@ impl Catalog {
     /// Reloads every sale because one changed (the follower's reload): it does not count as the
     /// listing's, which keeps its own freshness (`LISTING_FRESHNESS`) as it had before nodes
     /// followed changes.
-    pub async fn refresh(&self, store: &dyn OrderStore) -> Result<(), ServiceError> {
+    pub async fn refresh<S: SaleSource + ?Sized>(&self, store: &S) -> Result<(), ServiceError> {
         let _one_at_a_time = self.reload.lock().await;
-        for sale in store.sales().await? {
+        for sale in store.load_sales().await? {
             self.remember(sale);
         }
         Ok(())
     }
 
-    /// The sale with this id (from a path: any text).
-    pub async fn sale(
+    /// The sale with this id (from a path: any text). A cluster node that does not know it reads
+    /// that one sale from the store: what a miss costs does not grow with the sales there are.
+    pub async fn sale<S: SaleSource + ?Sized>(
         &self,
-        store: &dyn OrderStore,
+        store: &S,
         sale_id: &str,
     ) -> Result<Arc<Sale>, ServiceError> {
         // Looked up by the text it came as: every purchase asks, and a known id needs no copy.
@@ -120,17 +151,29 @@ impl Catalog {
             return Ok(sale);
         }
         let sale_id = SaleId::parse(sale_id).ok_or(ServiceError::SaleNotFound)?;
-        if self.policy == CatalogPolicy::Shared {
-            self.reload(store).await?;
-            if let Some(sale) = self.cached(sale_id.as_str()) {
-                return Ok(sale);
-            }
+        if self.policy == CatalogPolicy::Complete {
+            return Err(ServiceError::SaleNotFound);
         }
-        Err(ServiceError::SaleNotFound)
+        let _lookup = self
+            .lookups
+            .acquire()
+            .await
+            .map_err(|_| ServiceError::Internal("the catalog's lookups closed".into()))?;
+        // Another caller may have found it while this one waited.
+        if let Some(sale) = self.cached(sale_id.as_str()) {
+            return Ok(sale);
+        }
+        match store.load_sale(&sale_id).await? {
+            Some(sale) => Ok(self.remember(sale)),
+            None => Err(ServiceError::SaleNotFound),
+        }
     }
 
     /// Every sale, newest first.
-    pub async fn all(&self, store: &dyn OrderStore) -> Result<Vec<Arc<Sale>>, ServiceError> {
+    pub async fn all<S: SaleSource + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Vec<Arc<Sale>>, ServiceError> {
         let stale = self
             .loaded_at()
             .is_none_or(|loaded| loaded.elapsed() > LISTING_FRESHNESS);
@@ -146,5 +189,122 @@ impl Catalog {
             .collect();
         sales.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(sales)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A store of many sales that counts what the catalog asks of it.
+    struct CountingSource {
+        sales: Vec<Sale>,
+        one: AtomicUsize,
+        every: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    impl CountingSource {
+        fn of(count: usize) -> Self {
+            Self {
+                sales: (0..count).map(|_| Sale::of_stock_for_test(1)).collect(),
+                one: AtomicUsize::new(0),
+                every: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                most_in_flight: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl SaleSource for CountingSource {
+        fn load_sale<'a>(
+            &'a self,
+            sale_id: &'a SaleId,
+        ) -> BoxFuture<'a, Result<Option<Sale>, StoreError>> {
+            Box::pin(async move {
+                self.one.fetch_add(1, Ordering::SeqCst);
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(self.sales.iter().find(|sale| sale.id == *sale_id).cloned())
+            })
+        }
+
+        fn load_sales(&self) -> BoxFuture<'_, Result<Vec<Sale>, StoreError>> {
+            self.every.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Ok(self.sales.clone()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_reads_the_one_sale_and_a_known_sale_reads_nothing() {
+        let source = CountingSource::of(1000);
+        let catalog = Catalog::new(CatalogPolicy::Shared);
+        let wanted = source.sales[617].id.clone();
+        let found = catalog.sale(&source, wanted.as_str()).await.unwrap();
+        assert_eq!(found.id, wanted);
+        assert_eq!(source.one.load(Ordering::SeqCst), 1);
+        assert_eq!(source.every.load(Ordering::SeqCst), 0, "not every sale");
+        catalog.sale(&source, wanted.as_str()).await.unwrap();
+        assert_eq!(source.one.load(Ordering::SeqCst), 1, "known now: no read");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_is_not_found_after_one_read_and_a_private_node_reads_none() {
+        let source = CountingSource::of(10);
+        let made_up = SaleId::generate();
+        let shared = Catalog::new(CatalogPolicy::Shared);
+        let missed = shared.sale(&source, made_up.as_str()).await;
+        assert!(
+            matches!(missed, Err(ServiceError::SaleNotFound)),
+            "{missed:?}"
+        );
+        assert_eq!(source.one.load(Ordering::SeqCst), 1);
+        let not_an_id = shared.sale(&source, "not an id!").await;
+        assert!(matches!(not_an_id, Err(ServiceError::SaleNotFound)));
+        assert_eq!(
+            source.one.load(Ordering::SeqCst),
+            1,
+            "a malformed id reads nothing"
+        );
+        let private = Catalog::new(CatalogPolicy::Complete);
+        let missed = private.sale(&source, source.sales[3].id.as_str()).await;
+        assert!(matches!(missed, Err(ServiceError::SaleNotFound)));
+        assert_eq!(
+            source.one.load(Ordering::SeqCst),
+            1,
+            "it made every sale it has"
+        );
+        assert_eq!(source.every.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crowd_of_made_up_ids_holds_a_few_lookups_at_a_time() {
+        let source = Arc::new(CountingSource::of(10));
+        let catalog = Arc::new(Catalog::new(CatalogPolicy::Shared));
+        let asks: Vec<_> = (0..64)
+            .map(|_| {
+                let (source, catalog) = (Arc::clone(&source), Arc::clone(&catalog));
+                tokio::spawn(async move {
+                    let made_up = SaleId::generate();
+                    catalog
+                        .sale(source.as_ref(), made_up.as_str())
+                        .await
+                        .is_err()
+                })
+            })
+            .collect();
+        for ask in asks {
+            assert!(ask.await.unwrap(), "a made-up id is not found");
+        }
+        assert_eq!(source.one.load(Ordering::SeqCst), 64);
+        let most = source.most_in_flight.load(Ordering::SeqCst);
+        assert!((1..=MISS_LOOKUPS).contains(&most), "{most} lookups at once");
     }
 }
