@@ -19,6 +19,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
+use super::connection::HeadBegan;
 use super::error::ApiError;
 use super::extract::Arrived;
 use super::routes::Route;
@@ -99,9 +100,14 @@ where
             Admission::Unrouted
         } else {
             let now = state.service.now();
-            // The one clock reading of the request's arrival: a join is placed by it (in the
-            // draw when it came before the start, however long it then waited).
-            request.extensions_mut().insert(Arrived(Some(now)));
+            // The request's arrival by the service's clock: when its first bytes reached the
+            // server (the connection's record), else now. A join is placed by it (in the draw
+            // when it came before the start, however long it then waited for the server).
+            let arrived = match request.extensions().get::<HeadBegan>() {
+                Some(HeadBegan(Some(began))) => state.service.clock_at(began.into_std()),
+                _ => now,
+            };
+            request.extensions_mut().insert(Arrived(Some(arrived)));
             let valid = caller::authenticate(&state.auth, request.headers(), now.as_second());
             let budget = if valid {
                 &state.in_flight

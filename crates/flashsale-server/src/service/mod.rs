@@ -212,6 +212,11 @@ impl Service {
         self.clock.now()
     }
 
+    /// The clock's reading at `instant`, a moment of the recent past.
+    pub fn clock_at(&self, instant: std::time::Instant) -> jiff::Timestamp {
+        self.clock.at_instant(instant)
+    }
+
     async fn known_sale(&self, sale_id: &str) -> Result<Arc<Sale>, ServiceError> {
         self.catalog.sale(self.store.as_ref(), sale_id).await
     }
