@@ -1,6 +1,6 @@
-//! The waiting room's rules: a line in front of a sale. Buyers who join before `starts_at` are
-//! ordered by a draw (a number unrelated to when they came) at `starts_at`; later joiners queue
-//! behind them in arrival order. Admission is computed from time, `floor(admit_per_sec × active
+//! The waiting room's rules: a line in front of a sale. Buyers who join before `starts_at` (by
+//! when their request arrived) are ordered by a draw (`draw.rs`: a number unrelated to when they
+//! came) at `starts_at`; later joiners queue behind them in arrival order. Admission is computed from time, `floor(admit_per_sec × active
 //! seconds)` buyers of the line, where the seconds while the sale is sold out or paused do not
 //! count and a new rate counts from the moment it was set; an
 //! admitted buyer holds a pass until `pass_expires_at`, and whoever lets it run out is at the end

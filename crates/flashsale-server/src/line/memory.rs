@@ -3,12 +3,13 @@
 //! after the start (so a place is a binary search: O(log n)) and a short sorted one of the draws
 //! of joins that arrived before the start and were placed after the sort, the passes handed out
 //! and the admission progress. A drawn buyer's draw is computed again from the sale and the buyer
-//! when their place is read. About 60 bytes per waiting buyer; every change is written to the
+//! when their place is read. About 70 bytes per waiting buyer; every change is written to the
 //! journal before it is made, and replayed at start.
 //!
-//! The vectors keep a draw's first 128 bits (16 bytes instead of 32: the bytes per waiting buyer
-//! stay under 64). Two draws of one line share them with a chance of n²/2^129 (10^-25 for 10^7
-//! buyers): the order is the whole draws' order, Redis's, but for an event that does not happen.
+//! The vectors keep a draw's first 128 bits (16 bytes instead of 32: whole draws cost about 45
+//! bytes more per waiting buyer, with the vector's spare capacity). Two draws of one line share
+//! them with a chance of n²/2^129 (10^-25 for 10^7 buyers): the order is the whole draws' order,
+//! Redis's, but for an event that does not happen.
 //!
 //! Two buyer ids with the same 64-bit hash would share a place: with 10^7 buyers in one line the
 //! odds are about 3 in a million, and the pass still names the buyer, so nobody buys for another.
