@@ -363,6 +363,17 @@ impl MemoryLine {
         }))
     }
 
+    fn look_now(&self, sale: &Sale, user: &UserId, now: Timestamp) -> Option<LineFacts> {
+        let buyer = self.buyer(user);
+        let now_ms = now.as_millisecond();
+        // Computed outside the lock, and only once places are shown.
+        let draw =
+            (now_ms >= sale.starts_at.as_millisecond()).then(|| self.drawer.draw(sale, user));
+        self.lines()
+            .get_mut(&sale.id)
+            .and_then(|line| line.facts(sale, buyer, draw.as_ref(), now_ms))
+    }
+
     fn record_pass_now(
         &self,
         sale: &Sale,
@@ -430,15 +441,7 @@ impl WaitingLine for MemoryLine {
         user: &'a UserId,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<LineFacts>, LineError>> {
-        let buyer = self.buyer(user);
-        let now_ms = now.as_millisecond();
-        // Computed outside the lock, and only once places are shown.
-        let draw =
-            (now_ms >= sale.starts_at.as_millisecond()).then(|| self.drawer.draw(sale, user));
-        let facts = self
-            .lines()
-            .get_mut(&sale.id)
-            .and_then(|line| line.facts(sale, buyer, draw.as_ref(), now_ms));
+        let facts = self.look_now(sale, user, now);
         Box::pin(async move { Ok(facts) })
     }
 
@@ -469,5 +472,57 @@ impl WaitingLine for MemoryLine {
     ) -> BoxFuture<'a, Result<Admission, LineError>> {
         let current = self.change_admission_now(&sale.id, initial_admission(sale), at_ms, change);
         Box::pin(async move { current })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::WaitingRoom;
+
+    /// A line journal written before whole draws (a drawn place was a `JOINED` record of its
+    /// 52-bit keyed draw) replays into the same places, and new joins go on from it.
+    #[test]
+    fn a_line_journal_of_before_whole_draws_replays_its_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sale = Sale::of_stock_for_test(10);
+        sale.waiting_room = Some(WaitingRoom {
+            admit_per_sec: 1,
+            pass_ttl_secs: 60,
+            opens_before_secs: 900,
+            draw_seed: None,
+        });
+        let drawer = Drawer::new(b"draw key");
+        let users: Vec<UserId> = (0..30)
+            .map(|i| UserId::parse(&format!("old-{i}")).unwrap())
+            .collect();
+        {
+            let (file, end) = journal::replay(&dir.path().join(JOURNAL_FILE), |_, _| {}).unwrap();
+            let old = Journal::start(file, end).unwrap();
+            for user in &users {
+                let keyed = drawer.keyed_draw(&sale, user);
+                old.append(&journal::encode(
+                    JOINED,
+                    &payload(&sale.id, keyed, Some(user), &[]),
+                ))
+                .unwrap();
+            }
+        }
+        let line = MemoryLine::open(dir.path(), b"draw key".to_vec()).unwrap();
+        let after = sale.starts_at + jiff::SignedDuration::from_secs(1);
+        let keyed: Vec<u64> = users
+            .iter()
+            .map(|user| drawer.keyed_draw(&sale, user))
+            .collect();
+        for (user, draw) in users.iter().zip(&keyed) {
+            let expected = keyed.iter().filter(|other| *other < draw).count() as u64 + 1;
+            let facts = line.look_now(&sale, user, after).expect("in line");
+            assert_eq!(facts.place, Some(expected), "{user}");
+        }
+        let late = line
+            .join_now(&sale, &UserId::parse("new").unwrap(), after, after)
+            .unwrap()
+            .expect("joined");
+        assert_eq!(late.facts.place, Some(31));
     }
 }
