@@ -15,6 +15,16 @@ pub trait Clock: Send + Sync + 'static {
     fn uncertainty(&self) -> SignedDuration {
         SignedDuration::ZERO
     }
+
+    /// The reading the clock had at `instant`, a moment of the recent past: now, less the time
+    /// since then (the system's and Redis's clocks move with real time).
+    fn at_instant(&self, instant: std::time::Instant) -> Timestamp {
+        let now = self.now();
+        SignedDuration::try_from(instant.elapsed())
+            .ok()
+            .and_then(|since| now.checked_sub(since).ok())
+            .unwrap_or(now)
+    }
 }
 
 pub struct SystemClock;
@@ -48,6 +58,11 @@ impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_millisecond(self.millis.load(Ordering::SeqCst)).unwrap_or(Timestamp::MAX)
     }
+
+    /// The manual clock moves only when told: a moment ago it read what it reads now.
+    fn at_instant(&self, _instant: std::time::Instant) -> Timestamp {
+        self.now()
+    }
 }
 
 /// The beat of a background task: ticks every `period` of wall time until `stop` turns true.
@@ -69,5 +84,27 @@ impl StoppableTicker {
             _ = self.interval.tick() => !*self.stop.borrow(),
             _ = self.stop.changed() => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_of_a_moment_ago_is_now_less_the_time_since_but_a_manual_clock_stands_still() {
+        let ago = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_millis(1500))
+            .expect("the machine has been up 1.5 s");
+        let system = SystemClock;
+        let (before, then, after) = (system.now(), system.at_instant(ago), system.now());
+        let millis = |from: Timestamp, to: Timestamp| to.as_millisecond() - from.as_millisecond();
+        assert!(
+            (1499..=1600).contains(&millis(then, before)),
+            "{then} vs {before}"
+        );
+        assert!(millis(then, after) >= 1499);
+        let manual = ManualClock::new("2026-12-01T12:00:00Z".parse().unwrap());
+        assert_eq!(manual.at_instant(ago), manual.now());
     }
 }

@@ -2,6 +2,7 @@
 //! depends on time takes `now` as an argument, and nothing here does IO or awaits.
 
 mod change;
+mod draw;
 mod event;
 mod ids;
 mod order;
@@ -11,6 +12,7 @@ mod sale;
 mod waiting_room;
 
 pub use change::{SaleChange, SaleChangeKind, SaleRevision, SaleUpdate, STOCK_TOTAL_MAX};
+pub use draw::{hex, revealed_seed, Draw, DrawSeed, SEED_BYTES};
 pub use event::{
     order_as_of, order_event, stock_event, Event, EventKind, EventSubject, OrderEvent, SaleEvent,
 };
@@ -22,5 +24,6 @@ pub use payment::{Payment, PaymentState, ProviderFact};
 pub use purchase::{check_quantity, check_window, new_order, Rejection, QUANTITY_ERROR};
 pub use sale::{InvalidField, Sale, SaleAccess, SaleDraft, SaleState};
 pub use waiting_room::{
-    standing, Admission, AdmissionChange, LineFacts, Standing, WaitingRoom, WaitingRoomDraft,
+    arrival_ms, standing, Admission, AdmissionChange, LineFacts, Standing, WaitingRoom,
+    WaitingRoomDraft, ARRIVAL_SLACK_MS,
 };

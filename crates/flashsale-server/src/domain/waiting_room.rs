@@ -1,6 +1,6 @@
-//! The waiting room's rules: a line in front of a sale. Buyers who join before `starts_at` are
-//! ordered by a draw (a number unrelated to when they came) at `starts_at`; later joiners queue
-//! behind them in arrival order. Admission is computed from time, `floor(admit_per_sec × active
+//! The waiting room's rules: a line in front of a sale. Buyers who join before `starts_at` (by
+//! when their request arrived) are ordered by a draw (`draw.rs`: a number unrelated to when they
+//! came) at `starts_at`; later joiners queue behind them in arrival order. Admission is computed from time, `floor(admit_per_sec × active
 //! seconds)` buyers of the line, where the seconds while the sale is sold out or paused do not
 //! count and a new rate counts from the moment it was set; an
 //! admitted buyer holds a pass until `pass_expires_at`, and whoever lets it run out is at the end
@@ -11,7 +11,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{InvalidField, Sale};
+use super::{DrawSeed, InvalidField, Sale};
 
 pub const ADMIT_PER_SEC_MAX: i64 = 1_000_000;
 pub const PASS_TTL_SECS_MIN: i64 = 10;
@@ -26,6 +26,20 @@ pub struct WaitingRoom {
     pub admit_per_sec: u32,
     pub pass_ttl_secs: u32,
     pub opens_before_secs: u32,
+    /// The seed of the committed draw (`draw.rs`), chosen at creation; `None` for a sale made
+    /// before seeds existed, whose draw stays the server's keyed hash and publishes nothing.
+    pub draw_seed: Option<DrawSeed>,
+}
+
+/// How far before the line's now a join may say its request arrived. The line places a join by
+/// its arrival (a request that reached the server before `starts_at` is in the draw, however long
+/// it waited for its turn), but a node may not backdate joins further than this.
+pub const ARRIVAL_SLACK_MS: i64 = 2000;
+
+/// The arrival a join is placed by: `arrived_ms`, but never later than `now_ms` nor earlier than
+/// `now_ms - ARRIVAL_SLACK_MS`.
+pub fn arrival_ms(arrived_ms: i64, now_ms: i64) -> i64 {
+    arrived_ms.clamp(now_ms.saturating_sub(ARRIVAL_SLACK_MS), now_ms)
 }
 
 /// The `waiting_room` object of a create request, before the rules checked it.
@@ -74,6 +88,8 @@ impl WaitingRoomDraft {
                 0,
                 OPENS_BEFORE_SECS_MAX,
             )?,
+            // The service draws the seed (the rules do no IO).
+            draw_seed: None,
         })
     }
 }
@@ -265,6 +281,7 @@ mod tests {
             admit_per_sec: 10,
             pass_ttl_secs: 60,
             opens_before_secs: 900,
+            draw_seed: None,
         }
     }
 
@@ -395,7 +412,8 @@ mod tests {
             WaitingRoom {
                 admit_per_sec: 200,
                 pass_ttl_secs: 300,
-                opens_before_secs: 900
+                opens_before_secs: 900,
+                draw_seed: None,
             }
         );
     }

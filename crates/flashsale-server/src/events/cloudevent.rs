@@ -35,6 +35,7 @@ pub fn data_json(event: &Event) -> String {
             sale,
             *remaining,
             sale.state(event.at, *remaining),
+            event.at,
         )),
     };
     // Both writers only fail on a map with non-text keys, which these bodies do not have.

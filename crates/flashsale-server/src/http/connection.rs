@@ -340,6 +340,13 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// When a request began to reach the server: its first bytes on a kept-alive connection, the
+/// accept on a new one (to the millisecond, from the phase already tracked: no clock read). The
+/// edge stamps the request's arrival from it, so the time a request waited for the server's
+/// tasks to get to it (under a crowd, tens of milliseconds) counts as before the edge.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadBegan(pub Option<Instant>);
+
 /// Hands a connection's requests to the router: marks the connection busy, gives the body its
 /// deadline, and marks the connection idle again once the response is written.
 struct ConnectionService {
@@ -353,7 +360,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
     type Error = Infallible;
     type Future = Answering;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Answering {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Answering {
+        let (phase, since) = self.tracked.phase();
+        request.extensions_mut().insert(HeadBegan(
+            matches!(phase, Phase::New | Phase::Head).then_some(since),
+        ));
         self.tracked.enter(Phase::Busy);
         // A request without a body (most purchases) has nothing to time: its body stays as
         // hyper made it, as boxed as it would be anyway.

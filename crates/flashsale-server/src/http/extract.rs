@@ -258,6 +258,24 @@ impl<S: Send + Sync> FromRequestParts<S> for AccessCode {
     }
 }
 
+/// When the request reached the server: the edge's clock reading (`edge.rs`), before the request
+/// waited for anything; `None` for a request that did not pass the edge.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived(pub Option<jiff::Timestamp>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Arrived {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Arrived(
+            parts
+                .extensions
+                .get::<Arrived>()
+                .and_then(|arrived| arrived.0),
+        ))
+    }
+}
+
 /// The optional `Idempotency-Key` header: 1 to 128 printable ASCII characters.
 pub struct IdempotencyKey(pub Option<String>);
 

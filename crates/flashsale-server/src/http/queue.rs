@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::Json;
 
 use super::error::ApiError;
-use super::extract::{AccessCode, PathId};
+use super::extract::{AccessCode, Arrived, PathId};
 use super::wire::{ErrorBody, QueueStatusBody};
 use super::AppState;
 use crate::auth::Principal;
@@ -40,11 +40,17 @@ pub async fn join(
     principal: Result<Principal, ApiError>,
     PathId(sale_id): PathId,
     AccessCode(access_code): AccessCode,
+    Arrived(arrived): Arrived,
 ) -> Result<Json<QueueStatusBody>, ApiError> {
     let principal = principal?;
     let view = state
         .service
-        .join_line(principal.buyer()?, &sale_id, access_code.as_deref())
+        .join_line(
+            principal.buyer()?,
+            &sale_id,
+            access_code.as_deref(),
+            arrived,
+        )
         .await?;
     Ok(reply(&state, &view))
 }

@@ -1,12 +1,15 @@
 //! The JSON shapes of the contract, and their conversions from and to domain values. Only these
 //! types are serialized; the domain stays free of serde.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorDetail};
 use super::rfc3339;
-use crate::domain::{Order, Payment, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft};
+use crate::domain::{
+    hex, revealed_seed, Order, Payment, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft,
+};
 use crate::domain::{SaleAccess, SaleUpdate};
 use crate::service::{Audit, PaymentPage, QueueView, SaleView};
 
@@ -218,14 +221,26 @@ pub struct WaitingRoomBody {
     pub admit_per_sec: u32,
     pub pass_ttl_secs: u32,
     pub opens_before_secs: u32,
+    /// Hex SHA-256 of the draw's 32-byte seed, chosen at creation; null for a sale made before
+    /// seeds (its draw is not verifiable).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub draw_commitment: Option<String>,
+    /// The draw's seed in hex, from `starts_at` on (null before): a buyer's draw is
+    /// HMAC-SHA256(key = seed, message = sale id + "\n" + buyer id), and buyers who joined before
+    /// the start are placed by it, ascending.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub draw_seed: Option<String>,
 }
 
-impl From<&WaitingRoom> for WaitingRoomBody {
-    fn from(room: &WaitingRoom) -> Self {
+impl WaitingRoomBody {
+    /// The room of `sale` as the public sees it at `at`.
+    fn of(room: &WaitingRoom, sale: &Sale, at: Timestamp) -> Self {
         Self {
             admit_per_sec: room.admit_per_sec,
             pass_ttl_secs: room.pass_ttl_secs,
             opens_before_secs: room.opens_before_secs,
+            draw_commitment: room.draw_seed.map(|seed| hex(&seed.commitment())),
+            draw_seed: revealed_seed(sale, at).map(|seed| seed.to_hex()),
         }
     }
 }
@@ -326,13 +341,13 @@ pub struct SaleBody {
 
 impl From<&SaleView> for SaleBody {
     fn from(view: &SaleView) -> Self {
-        Self::of(&view.sale, view.remaining, view.state)
+        Self::of(&view.sale, view.remaining, view.state, view.at)
     }
 }
 
 impl SaleBody {
-    /// A sale with its figures at some moment (a view now, or an event's).
-    pub fn of(sale: &Sale, remaining: u64, state: SaleState) -> Self {
+    /// A sale with its figures at some moment `at` (a view now, or an event's).
+    pub fn of(sale: &Sale, remaining: u64, state: SaleState, at: Timestamp) -> Self {
         Self {
             id: sale.id.to_string(),
             name: sale.name.clone(),
@@ -346,7 +361,10 @@ impl SaleBody {
             payment_window_secs: sale.payment_window_secs,
             state: state.as_str(),
             created_at: sale.created_at.to_string(),
-            waiting_room: sale.waiting_room.as_ref().map(WaitingRoomBody::from),
+            waiting_room: sale
+                .waiting_room
+                .as_ref()
+                .map(|room| WaitingRoomBody::of(room, sale, at)),
             version: sale.version,
             access: sale.access.into(),
         }

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, SaleId, UserId};
+use crate::domain::{Admission, AdmissionChange, Draw, LineFacts, Sale, SaleId, UserId};
 use crate::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +37,19 @@ pub struct Joined {
 }
 
 pub trait WaitingLine: Send + Sync + 'static {
-    /// Puts the buyer in the sale's line, or finds their place. Before `starts_at` (by the
-    /// line's time) the place is drawn; later it is the next at the end; a buyer whose pass ran
-    /// out goes to the end. A new place is durable when this returns. `None`: the operator has
-    /// paused the sale, and nobody joins (atomically with the pause: the line's own record).
+    /// Puts the buyer in the sale's line, or finds their place. A join whose request arrived
+    /// before `starts_at` is drawn, even when the line gets to it after the start (`arrived`:
+    /// the clock's reading when the request reached the server, taken no later than the line's
+    /// now nor more than `domain::ARRIVAL_SLACK_MS` before it); a later one gets the next place
+    /// at the end; a buyer whose pass ran out goes to the end. A new place is durable when this
+    /// returns. `None`: the operator has paused the sale, and nobody joins (atomically with the
+    /// pause: the line's own record).
     fn join<'a>(
         &'a self,
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
+        arrived: Timestamp,
     ) -> BoxFuture<'a, Result<Option<Joined>, LineError>>;
 
     /// The buyer's facts, or `None` for a buyer not in the line.
@@ -101,12 +105,29 @@ pub fn initial_admission(sale: &Sale) -> Admission {
     }
 }
 
-/// Bits of a draw: it must fit a double exactly (Redis sorted-set scores).
-const DRAW_BITS: u32 = 52;
+/// Bits of a draw's score: it must fit a double exactly (Redis sorted-set scores).
+const SCORE_BITS: u32 = 52;
 
-/// The draw that orders the buyers who joined before the start: a keyed hash of (sale, buyer),
-/// so it is unrelated to arrival, the same on every node and at every join, and unknowable to
-/// a buyer without the key.
+/// The draw's first 52 bits: a Redis sorted-set score (a double holds them exactly). Ties are
+/// broken by the whole draw (see `redis/line/`).
+pub fn draw_score(draw: &Draw) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&draw[..8]);
+    u64::from_be_bytes(first) >> (64 - SCORE_BITS)
+}
+
+/// The draw of a sale made before seeds, as its 52-bit number (what its records and Redis
+/// scores hold) placed in a `Draw` so that both kinds order alike: its first 52 bits.
+pub fn draw_of_keyed(keyed: u64) -> Draw {
+    let mut draw = [0u8; 32];
+    draw[..8].copy_from_slice(&(keyed << (64 - SCORE_BITS)).to_be_bytes());
+    draw
+}
+
+/// The draw that orders the buyers who joined before the start: the sale's committed draw
+/// (`domain::DrawSeed::draw`), or, for a sale made before seeds, a keyed hash of (sale, buyer)
+/// under the server's key. Either is unrelated to arrival, the same on every node and at every
+/// join, and unknowable to a buyer before the start.
 #[derive(Clone)]
 pub struct Drawer {
     /// Keyed once: each draw clones the keyed state instead of hashing the key again.
@@ -120,7 +141,15 @@ impl Drawer {
         Self { keyed }
     }
 
-    pub fn draw(&self, sale: &Sale, user: &UserId) -> u64 {
+    pub fn draw(&self, sale: &Sale, user: &UserId) -> Draw {
+        match sale.waiting_room.and_then(|room| room.draw_seed) {
+            Some(seed) => seed.draw(&sale.id, user),
+            None => draw_of_keyed(self.keyed_draw(sale, user)),
+        }
+    }
+
+    /// The draw of a sale made before seeds (52 bits), as it always was.
+    fn keyed_draw(&self, sale: &Sale, user: &UserId) -> u64 {
         let mut mac = self.keyed.clone();
         mac.update(sale.id.as_str().as_bytes());
         mac.update(&[0]);
@@ -128,6 +157,62 @@ impl Drawer {
         let digest = mac.finalize().into_bytes();
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
-        u64::from_le_bytes(first) >> (64 - DRAW_BITS)
+        u64::from_le_bytes(first) >> (64 - SCORE_BITS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DrawSeed, WaitingRoom};
+
+    fn room_sale(seed: Option<DrawSeed>) -> Sale {
+        let mut sale = Sale::of_stock_for_test(1);
+        sale.id = SaleId::parse("sale-1").unwrap();
+        sale.waiting_room = Some(WaitingRoom {
+            admit_per_sec: 1,
+            pass_ttl_secs: 60,
+            opens_before_secs: 0,
+            draw_seed: seed,
+        });
+        sale
+    }
+
+    #[test]
+    fn a_seeded_sale_draws_by_its_seed_and_scores_by_the_first_52_bits() {
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = i as u8;
+        }
+        let sale = room_sale(Some(DrawSeed::from_bytes(bytes)));
+        let alice = UserId::parse("alice").unwrap();
+        let draw = Drawer::new(b"key").draw(&sale, &alice);
+        // HMAC-SHA256(bytes 0..32, "sale-1\nalice"), computed with Python (see `domain::draw`).
+        assert_eq!(
+            crate::domain::hex(&draw),
+            "03454c7eaaacfc1956e18bf5e7faf3d41f5f621686346745391cc19bcf8d1a23"
+        );
+        assert_eq!(draw_score(&draw), 0x03454c7eaaacf);
+        assert_eq!(
+            Drawer::new(b"another key").draw(&sale, &alice),
+            draw,
+            "the server's key plays no part"
+        );
+    }
+
+    #[test]
+    fn a_sale_of_before_seeds_keeps_its_keyed_draw_and_score() {
+        let sale = room_sale(None);
+        let drawer = Drawer::new(b"key");
+        let alice = UserId::parse("alice").unwrap();
+        let keyed = drawer.keyed_draw(&sale, &alice);
+        assert!(keyed < 1 << SCORE_BITS);
+        assert_eq!(draw_score(&drawer.draw(&sale, &alice)), keyed);
+        // Ordered alike: the keyed numbers' order is the draws' order.
+        let bob = UserId::parse("bob").unwrap();
+        assert_eq!(
+            keyed.cmp(&drawer.keyed_draw(&sale, &bob)),
+            drawer.draw(&sale, &alice).cmp(&drawer.draw(&sale, &bob))
+        );
     }
 }

@@ -22,6 +22,8 @@ mod returns;
 
 use std::sync::Arc;
 
+use jiff::Timestamp;
+
 use self::catalog::Catalog;
 pub use self::catalog::CatalogPolicy;
 pub use self::codes::CodeBatches;
@@ -36,8 +38,9 @@ use self::returns::StockReturns;
 use crate::access_codes::AccessCodes;
 use crate::clock::Clock;
 use crate::domain::{
-    check_quantity, check_window, new_order, Action, Actor, AdmissionChange, InvalidField, Order,
-    OrderId, Refusal, Rejection, Sale, SaleAccess, SaleDraft, SaleId, SaleState, UserId,
+    check_quantity, check_window, new_order, Action, Actor, AdmissionChange, DrawSeed,
+    InvalidField, Order, OrderId, Refusal, Rejection, Sale, SaleAccess, SaleDraft, SaleId,
+    SaleState, UserId, SEED_BYTES,
 };
 use crate::gate::{GateDecision, Reservation, StockGate};
 use crate::store::{OrderQuery, OrderStore};
@@ -48,6 +51,19 @@ pub struct SaleView {
     pub sale: Arc<Sale>,
     pub remaining: u64,
     pub state: SaleState,
+    /// When the view was taken: what of the sale the public may see depends on it (the draw's
+    /// seed, from `starts_at` on).
+    pub at: Timestamp,
+}
+
+/// A new draw seed from the operating system's generator: chosen before anyone can join, its
+/// SHA-256 published at once.
+fn new_draw_seed() -> Result<DrawSeed, ServiceError> {
+    let mut bytes = [0u8; SEED_BYTES];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        ServiceError::Unavailable(format!("no randomness for the draw's seed: {error}"))
+    })?;
+    Ok(DrawSeed::from_bytes(bytes))
 }
 
 /// A successful purchase: a new order, or the one an earlier request with the same key made.
@@ -196,17 +212,24 @@ impl Service {
         self.clock.now()
     }
 
+    /// The clock's reading at `instant`, a moment of the recent past.
+    pub fn clock_at(&self, instant: std::time::Instant) -> jiff::Timestamp {
+        self.clock.at_instant(instant)
+    }
+
     async fn known_sale(&self, sale_id: &str) -> Result<Arc<Sale>, ServiceError> {
         self.catalog.sale(self.store.as_ref(), sale_id).await
     }
 
     fn view(&self, sale: Arc<Sale>, remaining: Option<u64>) -> SaleView {
         let remaining = remaining.unwrap_or(0);
-        let state = sale.state(self.clock.now(), remaining);
+        let now = self.clock.now();
+        let state = sale.state(now, remaining);
         SaleView {
             sale,
             remaining,
             state,
+            at: now,
         }
     }
 
@@ -215,11 +238,14 @@ impl Service {
     /// the store's catalog) only once it is whole on the gate. In a task of its own, so an
     /// admin who hangs up cannot leave a recorded sale out of this node's catalog.
     pub async fn create_sale(&self, draft: SaleDraft) -> Result<SaleView, ServiceError> {
-        let sale = draft.validate(SaleId::generate(), self.clock.now())?;
+        let mut sale = draft.validate(SaleId::generate(), self.clock.now())?;
         if sale.waiting_room.is_some() && self.waiting_room.is_none() {
             return Err(ServiceError::Unavailable(
                 "this server has no waiting line configured".into(),
             ));
+        }
+        if let Some(room) = sale.waiting_room.as_mut() {
+            room.draw_seed = Some(new_draw_seed()?);
         }
         let remaining = Some(sale.stock);
         let (gate, store, catalog) = (

@@ -56,12 +56,15 @@ impl Service {
     }
 
     /// Joins the sale's line (again: the same place, or the end after a pass ran out). A code
-    /// sale's line takes only a buyer with a valid code not bound to another buyer.
+    /// sale's line takes only a buyer with a valid code not bound to another buyer. `arrived`:
+    /// the clock's reading when the request reached the server (the edge's), by which the line
+    /// places the join (in the draw if before the start, however long the request waited).
     pub async fn join_line(
         &self,
         user: &UserId,
         sale_id: &str,
         access_code: Option<&str>,
+        arrived: Option<Timestamp>,
     ) -> Result<QueueView, ServiceError> {
         let sale = self.known_sale(sale_id).await?;
         let room = room_of(&sale)?;
@@ -77,7 +80,7 @@ impl Service {
         self.code_admits(&sale, user, access_code).await?;
         let joined = parts
             .line
-            .join(&sale, user, now)
+            .join(&sale, user, now, arrived.unwrap_or(now))
             .await?
             .ok_or(ServiceError::Rejected(Rejection::SalePaused))?;
         let mut view = self

@@ -237,6 +237,21 @@ pub(crate) fn waiting_room_text(room: Option<&WaitingRoom>) -> Option<String> {
     })
 }
 
+/// The room's draw seed as every store keeps it beside the room's text (a column or a field of
+/// its own): the 32 bytes, or `None` (no room, or one made before seeds).
+pub(crate) fn draw_seed_bytes(room: Option<&WaitingRoom>) -> Option<Vec<u8>> {
+    room.and_then(|room| room.draw_seed)
+        .map(|seed| seed.as_bytes().to_vec())
+}
+
+/// `room` with the seed a store read beside it; `None` when the bytes are not a seed.
+pub(crate) fn with_draw_seed(mut room: WaitingRoom, seed: Option<&[u8]>) -> Option<WaitingRoom> {
+    if let Some(bytes) = seed {
+        room.draw_seed = Some(crate::domain::DrawSeed::from_slice(bytes)?);
+    }
+    Some(room)
+}
+
 /// Reads back what `waiting_room_text` wrote; `None` when the text is not of that form.
 pub(crate) fn waiting_room_from_text(text: &str) -> Option<WaitingRoom> {
     let mut parts = text.split('/').map(str::parse::<u32>);
@@ -244,6 +259,7 @@ pub(crate) fn waiting_room_from_text(text: &str) -> Option<WaitingRoom> {
         admit_per_sec: parts.next()?.ok()?,
         pass_ttl_secs: parts.next()?.ok()?,
         opens_before_secs: parts.next()?.ok()?,
+        draw_seed: None,
     };
     parts.next().is_none().then_some(room)
 }

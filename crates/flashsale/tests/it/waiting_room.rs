@@ -584,7 +584,160 @@ pub async fn a_presale_line_takes_only_buyers_with_a_code(server: TestServer) {
     server.assert_consistent(&sale).await;
 }
 
+/// Hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// HMAC-SHA256(key = seed, message = sale id + "\n" + buyer id), computed here with the crates
+/// themselves: what a buyer checking the draw computes.
+fn draw_of(seed: &[u8], sale: &str, buyer: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(seed).expect("any key length");
+    mac.update(format!("{sale}\n{buyer}").as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Each buyer's place as the draw orders them (rank by draw, from 1).
+fn places_by_draw(seed: &[u8], sale: &str, buyers: &[String]) -> Vec<u64> {
+    let draws: Vec<Vec<u8>> = buyers
+        .iter()
+        .map(|buyer| draw_of(seed, sale, buyer))
+        .collect();
+    draws
+        .iter()
+        .map(|draw| draws.iter().filter(|other| *other < draw).count() as u64 + 1)
+        .collect()
+}
+
+/// The sale's commitment, checked to be 64 hex digits, with its seed still hidden.
+async fn commitment_before_the_start(server: &TestServer, sale: &str) -> (String, String) {
+    let read = server.get(&format!("/api/v1/sales/{sale}"), None).await;
+    let room = &ok(&read)["waiting_room"];
+    let commitment = room["draw_commitment"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a commitment: {room}"))
+        .to_owned();
+    assert_eq!(commitment.len(), 64, "{commitment}");
+    assert!(commitment
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(
+        room["draw_seed"],
+        Value::Null,
+        "no seed before the start: {room}"
+    );
+    let etag = read.headers["etag"].to_str().unwrap().to_owned();
+    (commitment, etag)
+}
+
+/// After the start: the seed, checked against the commitment, and each early buyer's place
+/// against the draw computed here.
+async fn check_the_revealed_draw(
+    server: &TestServer,
+    sale: &str,
+    commitment: &str,
+    etag_before: &str,
+    early: &[String],
+) {
+    use sha2::Digest;
+    let read = server.get(&format!("/api/v1/sales/{sale}"), None).await;
+    let room = &ok(&read)["waiting_room"];
+    assert_eq!(
+        room["draw_commitment"],
+        json!(commitment),
+        "the same commitment"
+    );
+    let seed = unhex(
+        room["draw_seed"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a seed: {room}")),
+    );
+    assert_eq!(seed.len(), 32);
+    assert_eq!(
+        hex(&sha2::Sha256::digest(&seed)),
+        commitment,
+        "SHA-256(seed) = commitment"
+    );
+    assert_ne!(
+        read.headers["etag"].to_str().unwrap(),
+        etag_before,
+        "the seed's reveal changes the ETag"
+    );
+    let expected = places_by_draw(&seed, sale, early);
+    for (buyer, place) in early.iter().zip(&expected) {
+        assert_eq!(
+            position(&status(server, sale, buyer).await),
+            *place,
+            "{buyer}"
+        );
+    }
+}
+
+pub async fn the_draw_is_committed_at_creation_and_revealed_at_the_start(server: TestServer) {
+    let sale = room_sale(&server, 10, 60, json!({ "admit_per_sec": 1 })).await;
+    let (commitment, etag) = commitment_before_the_start(&server, &sale).await;
+    let early: Vec<String> = (0..40).map(|i| format!("early-{i}")).collect();
+    for buyer in &early {
+        ok(&join(&server, &sale, buyer).await);
+    }
+    server.advance(SignedDuration::from_secs(59));
+    assert_eq!(
+        commitment_before_the_start(&server, &sale).await.0,
+        commitment
+    );
+    server.advance(SignedDuration::from_secs(1));
+    check_the_revealed_draw(&server, &sale, &commitment, &etag, &early).await;
+    // Later joiners queue behind the drawn crowd; the listing shows the same room.
+    assert_eq!(position(&join(&server, &sale, "late").await), 41);
+    let list = server.get("/api/v1/sales", None).await;
+    let listed = ok(&list)["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|listed| listed["id"] == json!(sale))
+        .expect("listed")
+        .clone();
+    assert_eq!(listed["waiting_room"]["draw_commitment"], json!(commitment));
+    assert!(listed["waiting_room"]["draw_seed"].is_string());
+}
+
+/// The seed is kept with the sale: after a restart before the start the commitment is the same,
+/// and the seed revealed at the start matches it and the places made before the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_draw_seed_survives_a_restart() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let clock = std::sync::Arc::new(flashsale_server::clock::ManualClock::new(
+        jiff::Timestamp::now(),
+    ));
+    let settings = || crate::harness::test_settings(data_dir.path());
+    let server = TestServer::start_on(settings(), Some(std::sync::Arc::clone(&clock))).await;
+    let sale = room_sale(&server, 10, 60, json!({ "admit_per_sec": 1 })).await;
+    let (commitment, etag) = commitment_before_the_start(&server, &sale).await;
+    let early: Vec<String> = (0..20).map(|i| format!("early-{i}")).collect();
+    for buyer in &early {
+        ok(&join(&server, &sale, buyer).await);
+    }
+    server.stop().await;
+    let server = TestServer::start_on(settings(), Some(std::sync::Arc::clone(&clock))).await;
+    assert_eq!(
+        commitment_before_the_start(&server, &sale).await.0,
+        commitment
+    );
+    server.advance(SignedDuration::from_secs(60));
+    check_the_revealed_draw(&server, &sale, &commitment, &etag, &early).await;
+    server.stop().await;
+}
+
 crate::server_suite!(embedded, async { Some(TestServer::start().await) };
+    the_draw_is_committed_at_creation_and_revealed_at_the_start,
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,
@@ -595,6 +748,7 @@ crate::server_suite!(embedded, async { Some(TestServer::start().await) };
     a_line_stops_at_the_sell_out_even_when_nobody_looks,
     a_presale_line_takes_only_buyers_with_a_code);
 crate::server_suite!(two_nodes, TestServer::start_cluster(2);
+    the_draw_is_committed_at_creation_and_revealed_at_the_start,
     early_joiners_are_shuffled_and_later_ones_queue_in_order,
     admission_follows_the_rate_and_purchases_need_a_valid_pass,
     a_buyer_whose_pass_ran_out_joins_again_at_the_end,

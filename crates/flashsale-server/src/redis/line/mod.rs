@@ -3,6 +3,11 @@
 //! expiries and a small hash of the admission progress, all under the sale's hash tag; each
 //! change is one script (`join.lua`, `pass.lua`, `admission.lua`). With `appendfsync always`
 //! a place is durable when the script returns, as an order is.
+//!
+//! A score is a double: it holds the draw's first 52 bits. Members of equal score sort by their
+//! bytes, so a seeded sale's member is the whole draw in hex, ":", the buyer: equal scores order
+//! by the whole draw, as the embedded line orders them. A sale made before seeds keeps the buyer
+//! id as its member (its 52-bit keyed draw is the score, as it always was).
 
 use jiff::Timestamp;
 use redis::aio::ConnectionManager;
@@ -10,8 +15,9 @@ use redis::Script;
 
 use super::connection::Redis;
 use super::keys::RedisKeys;
+use crate::domain::{hex, ARRIVAL_SLACK_MS};
 use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, UserId};
-use crate::line::{initial_admission, Drawer, Joined, LineError, WaitingLine};
+use crate::line::{draw_score, initial_admission, Drawer, Joined, LineError, WaitingLine};
 use crate::BoxFuture;
 
 pub struct RedisLine {
@@ -104,13 +110,27 @@ impl RedisLine {
         }
     }
 
+    /// `arrived`: when the join's request reached this node, by the node's clock. With Redis's
+    /// clock that clock is Redis's (`redis/clock.rs` keeps the node's in step with `TIME`), so
+    /// the node's reading at arrival is on the script's scale; the script still bounds it by its
+    /// own now (`ARRIVAL_SLACK_MS`), so no node can backdate a join further.
     fn run_join<'a>(
         &'a self,
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
+        arrived: Timestamp,
         join: bool,
     ) -> BoxFuture<'a, Result<Vec<String>, LineError>> {
+        let draw = self.drawer.draw(sale, user);
+        let member = if sale
+            .waiting_room
+            .is_some_and(|room| room.draw_seed.is_some())
+        {
+            format!("{}:{}", hex(&draw), user.as_str())
+        } else {
+            user.as_str().to_owned()
+        };
         let mut invocation = self.join.prepare_invoke();
         invocation
             .key(self.keys.line_draws(&sale.id))
@@ -118,14 +138,17 @@ impl RedisLine {
             .key(self.keys.line_meta(&sale.id))
             .key(self.keys.line_passes(&sale.id))
             .arg(user.as_str())
-            .arg(self.drawer.draw(sale, user))
+            .arg(draw_score(&draw))
             .arg(sale.starts_at.as_millisecond())
             .arg(if self.time_from_caller {
                 now.as_millisecond().to_string()
             } else {
                 String::new()
             })
-            .arg(if join { "1" } else { "0" });
+            .arg(if join { "1" } else { "0" })
+            .arg(member)
+            .arg(arrived.as_millisecond())
+            .arg(ARRIVAL_SLACK_MS);
         let mut connection = self.connection.clone();
         Box::pin(async move {
             invocation
@@ -142,9 +165,10 @@ impl WaitingLine for RedisLine {
         sale: &'a Sale,
         user: &'a UserId,
         now: Timestamp,
+        arrived: Timestamp,
     ) -> BoxFuture<'a, Result<Option<Joined>, LineError>> {
         Box::pin(async move {
-            let reply = self.run_join(sale, user, now, true).await?;
+            let reply = self.run_join(sale, user, now, arrived, true).await?;
             if reply.get(1).is_some_and(|held| held == "held") {
                 return Ok(None);
             }
@@ -163,7 +187,7 @@ impl WaitingLine for RedisLine {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<LineFacts>, LineError>> {
         Box::pin(async move {
-            let reply = self.run_join(sale, user, now, false).await?;
+            let reply = self.run_join(sale, user, now, now, false).await?;
             if reply.len() == 1 {
                 return Ok(None);
             }

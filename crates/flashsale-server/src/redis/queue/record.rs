@@ -8,7 +8,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Order, OrderId, OrderStatus, Sale, SaleAccess, SaleChangeKind, SaleId, SaleRevision, UserId,
+    DrawSeed, Order, OrderId, OrderStatus, Sale, SaleAccess, SaleChangeKind, SaleId, SaleRevision,
+    UserId,
 };
 use crate::store::{waiting_room_from_text, waiting_room_text};
 
@@ -127,6 +128,9 @@ struct SaleRecord {
     payment_window_secs: u32,
     created_at: String,
     waiting_room: Option<String>,
+    /// The room's draw seed in hex; absent for a sale without one (and in records of before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    draw_seed: Option<String>,
     version: u64,
     paused: bool,
     access: String,
@@ -148,6 +152,10 @@ pub fn encode_revision(revision: &SaleRevision) -> String {
         payment_window_secs: sale.payment_window_secs,
         created_at: sale.created_at.to_string(),
         waiting_room: waiting_room_text(sale.waiting_room.as_ref()),
+        draw_seed: sale
+            .waiting_room
+            .and_then(|room| room.draw_seed)
+            .map(|seed| seed.to_hex()),
         version: sale.version,
         paused: sale.paused,
         access: sale.access.as_str().to_owned(),
@@ -183,6 +191,10 @@ pub fn decode_revision(text: &str) -> Option<SaleRevision> {
         paused: record.paused,
         access: SaleAccess::parse(&record.access)?,
     };
+    let mut sale = sale;
+    if let Some(hex) = record.draw_seed {
+        sale.waiting_room.as_mut()?.draw_seed = Some(DrawSeed::from_hex(&hex)?);
+    }
     let at = record.at.parse().ok()?;
     Some(SaleRevision { sale, kind, at })
 }
@@ -256,6 +268,7 @@ mod tests {
             admit_per_sec: 5,
             pass_ttl_secs: 60,
             opens_before_secs: 0,
+            draw_seed: Some(crate::domain::DrawSeed::from_bytes([3; 32])),
         });
         sale.version = 7;
         sale.paused = true;

@@ -4,13 +4,14 @@
 //! only by compaction, past events and each sale's event counter. A compact binary form: numbers
 //! little-endian, times as nanoseconds, text with a u16 length. Fields added to a sale or an
 //! order later come last, so a `SALE` or `ORDER` record written before them still reads (with
-//! their defaults: version 1, not paused, public, no code).
+//! their defaults: version 1, not paused, public, no code, no draw seed).
 
 use jiff::Timestamp;
 
 use super::book::Stored;
 use crate::domain::{
-    EventKind, Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleAccess, SaleId, UserId,
+    DrawSeed, EventKind, Order, OrderId, OrderStatus, Payment, PaymentState, Sale, SaleAccess,
+    SaleId, UserId, SEED_BYTES,
 };
 use crate::record_file;
 use crate::store::{waiting_room_from_text, waiting_room_text};
@@ -201,7 +202,9 @@ fn payment_state_code(state: PaymentState) -> u8 {
 /// Appends a framed sale record to `out`; `scratch` is reused for the payload.
 pub fn put_sale(out: &mut Vec<u8>, scratch: &mut Vec<u8>, sale: &Sale) {
     scratch.clear();
-    write_sale(&mut Writer(scratch), sale);
+    let mut writer = Writer(scratch);
+    write_sale(&mut writer, sale);
+    write_draw_seed(&mut writer, sale);
     record_file::encode_into(out, SALE, scratch);
 }
 
@@ -219,6 +222,7 @@ pub fn put_sale_event(
     let mut writer = Writer(scratch);
     write_sale(&mut writer, sale);
     writer.facts(facts);
+    write_draw_seed(&mut writer, sale);
     record_file::encode_into(out, kind, scratch);
 }
 
@@ -287,6 +291,24 @@ fn write_sale(writer: &mut Writer<'_>, sale: &Sale) {
     writer.u64(sale.version);
     writer.flag(sale.paused);
     writer.text(sale.access.as_str());
+}
+
+/// The seed of a sale's draw, at the record's very end and only for a sale that has one: records
+/// written before seeds existed end without it and still read (their sale has none).
+fn write_draw_seed(writer: &mut Writer<'_>, sale: &Sale) {
+    if let Some(seed) = sale.waiting_room.and_then(|room| room.draw_seed) {
+        writer.0.extend_from_slice(seed.as_bytes());
+    }
+}
+
+/// Reads what `write_draw_seed` wrote, if the record goes on (a seed without a room: unreadable).
+fn read_draw_seed(reader: &mut Reader<'_>, sale: &mut Sale) -> Option<()> {
+    if reader.is_done() {
+        return Some(());
+    }
+    let seed = DrawSeed::from_slice(reader.bytes(SEED_BYTES)?)?;
+    sale.waiting_room.as_mut()?.draw_seed = Some(seed);
+    Some(())
 }
 
 /// Appends a framed record of an order's state to `out`; `scratch` is reused for the payload.
@@ -428,9 +450,13 @@ fn whole<T>(payload: &[u8], read: impl FnOnce(&mut Reader<'_>) -> Option<T>) -> 
 pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
     let unreadable = |what| move || Unreadable { what };
     match kind {
-        SALE => whole(payload, |reader| read_sale(reader, true))
-            .map(|sale| Record::Sale(Box::new(sale)))
-            .ok_or_else(unreadable("sale")),
+        SALE => whole(payload, |reader| {
+            let mut sale = read_sale(reader, true)?;
+            read_draw_seed(reader, &mut sale)?;
+            Some(sale)
+        })
+        .map(|sale| Record::Sale(Box::new(sale)))
+        .ok_or_else(unreadable("sale")),
         ORDER => whole(payload, |reader| {
             let mut stored = read_order(reader, true)?;
             read_payment(reader, &mut stored.order)?;
@@ -449,8 +475,9 @@ pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
         })
         .ok_or_else(unreadable("order change")),
         SALE_CHANGE | PAST_SALE_EVENT => whole(payload, |reader| {
-            let sale = Box::new(read_sale(reader, false)?);
+            let mut sale = Box::new(read_sale(reader, false)?);
             let facts = reader.facts()?;
+            read_draw_seed(reader, &mut sale)?;
             Some(if kind == SALE_CHANGE {
                 Record::SaleChange(sale, facts)
             } else {
@@ -497,6 +524,7 @@ mod tests {
             admit_per_sec: 5,
             pass_ttl_secs: 60,
             opens_before_secs: 300,
+            draw_seed: Some(crate::domain::DrawSeed::from_bytes([7; 32])),
         });
         sale.version = 4;
         sale.paused = true;
@@ -600,6 +628,7 @@ mod tests {
             admit_per_sec: 1_000_000,
             pass_ttl_secs: 3600,
             opens_before_secs: 86_400,
+            draw_seed: Some(crate::domain::DrawSeed::from_bytes([0xff; 32])),
         });
         let stored = Stored {
             order: Order {
@@ -666,6 +695,56 @@ mod tests {
         out.clear();
         put_events_pruned(&mut out, &mut scratch, at);
         assert!(out.len() as u64 <= PRUNE_RECORD_MAX);
+    }
+
+    #[test]
+    fn a_sale_change_keeps_its_draw_seed_and_one_written_before_seeds_reads_without() {
+        let mut sale = crate::domain::Sale::of_stock_for_test(3);
+        let room = WaitingRoom {
+            admit_per_sec: 5,
+            pass_ttl_secs: 60,
+            opens_before_secs: 300,
+            draw_seed: Some(crate::domain::DrawSeed::from_bytes([9; 32])),
+        };
+        sale.waiting_room = Some(room);
+        let facts = EventFacts {
+            sequence: 1,
+            kind: EventKind::Sale(crate::domain::SaleEvent::Created),
+            at: sale.created_at,
+            remaining: 3,
+        };
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        put_sale_event(&mut out, &mut scratch, SALE_CHANGE, &sale, &facts);
+        let mut without = sale.clone();
+        without.waiting_room = Some(WaitingRoom {
+            draw_seed: None,
+            ..room
+        });
+        put_sale_event(&mut out, &mut scratch, SALE_CHANGE, &without, &facts);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        std::fs::write(&path, &out).unwrap();
+        let mut records = Vec::new();
+        record_file::replay::<std::io::Error>(&path, |kind, payload| {
+            records.push(read(kind, payload).map_err(std::io::Error::other)?);
+            Ok(())
+        })
+        .unwrap();
+        let [Record::SaleChange(seeded, _), Record::SaleChange(unseeded, _)] = &records[..] else {
+            panic!("two sale changes, {} records", records.len());
+        };
+        assert_eq!(**seeded, sale);
+        assert_eq!(
+            **unseeded, without,
+            "a record of before seeds: its bytes end at the facts"
+        );
+        // A seed of the wrong length does not read.
+        let mut short = Vec::new();
+        let mut writer = Writer(&mut short);
+        write_sale(&mut writer, &without);
+        writer.facts(&facts);
+        writer.0.extend_from_slice(&[1; 31]);
+        assert!(read(SALE_CHANGE, &short).is_err());
     }
 
     #[test]

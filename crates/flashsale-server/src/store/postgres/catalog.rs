@@ -24,8 +24,8 @@ impl PostgresStore {
             .execute(
                 "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
                      price_cents, starts_at, ends_at, payment_window_secs, created_at, \
-                     waiting_room, version, paused, access) \
-                 VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     waiting_room, version, paused, access, draw_seed) \
+                 VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 &[
                     &sale.id.as_str(),
                     &sale.name,
@@ -41,6 +41,7 @@ impl PostgresStore {
                     &i64::try_from(sale.version).map_err(failed)?,
                     &sale.paused,
                     &sale.access.as_str(),
+                    &crate::store::draw_seed_bytes(sale.waiting_room.as_ref()),
                 ],
             )
             .await

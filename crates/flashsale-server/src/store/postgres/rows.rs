@@ -12,7 +12,8 @@ pub const ORDER_COLUMNS: &str = "id, sale_id, user_id, quantity, status, created
      payment_client_secret, payment_state, payment_refund_id";
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
-     starts_at, ends_at, payment_window_secs, created_at, waiting_room, version, paused, access";
+     starts_at, ends_at, payment_window_secs, created_at, waiting_room, version, paused, access, \
+     draw_seed";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Failed(format!("a stored {what} is not valid"))
@@ -72,6 +73,11 @@ pub fn sale_from_row(row: &Row) -> Result<Sale, StoreError> {
         waiting_room: column::<Option<String>>(row, 10)?
             .map(|text| {
                 crate::store::waiting_room_from_text(&text).ok_or_else(|| corrupt("waiting room"))
+            })
+            .transpose()?
+            .map(|room| {
+                crate::store::with_draw_seed(room, column::<Option<&[u8]>>(row, 14)?)
+                    .ok_or_else(|| corrupt("draw seed"))
             })
             .transpose()?,
         version: number(column::<i64>(row, 11)?, "version")?,

@@ -72,6 +72,10 @@ CREATE TRIGGER orders_final_statuses BEFORE UPDATE OF status ON orders
 
 -- 'admit_per_sec/pass_ttl_secs/opens_before_secs', or NULL: no waiting room.
 ALTER TABLE sales ADD COLUMN IF NOT EXISTS waiting_room text;
+-- The room's 32-byte draw seed (its SHA-256 is published, the seed from `starts_at` on); NULL
+-- without a room, or for a sale made before seeds (which keeps the keyed draw).
+ALTER TABLE sales ADD COLUMN IF NOT EXISTS draw_seed bytea
+    CHECK (draw_seed IS NULL OR length(draw_seed) = 32);
 
 -- Sales an operator changes while they run: a version per change, the operator's pause, and
 -- who may buy ('codes': only holders of an access code, stored with the order that used one).

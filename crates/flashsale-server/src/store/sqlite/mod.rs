@@ -79,6 +79,8 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     connection.execute_batch(include_str!("schema.sql"))?;
     add_stock_returned(&connection)?;
     add_waiting_room(&connection)?;
+    // Before `add_sale_changes`: its rebuild of an old table copies every sale column.
+    add_draw_seed(&connection)?;
     add_sale_changes(&connection)?;
     add_event_sequence(&connection)?;
     add_payments(&connection)?;
@@ -238,6 +240,17 @@ fn add_waiting_room(connection: &Connection) -> rusqlite::Result<()> {
         .exists([])?;
     if !has_column {
         connection.execute_batch("ALTER TABLE sales ADD COLUMN waiting_room TEXT")?;
+    }
+    Ok(())
+}
+
+/// Stores made before draw seeds lack the column: their sales keep the keyed draw.
+fn add_draw_seed(connection: &Connection) -> rusqlite::Result<()> {
+    if !has_column(connection, "sales", "draw_seed")? {
+        connection.execute_batch(
+            "ALTER TABLE sales ADD COLUMN draw_seed BLOB \
+             CHECK (draw_seed IS NULL OR length(draw_seed) = 32)",
+        )?;
     }
     Ok(())
 }

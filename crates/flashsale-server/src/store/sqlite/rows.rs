@@ -16,7 +16,7 @@ pub const ORDER_COLUMN_COUNT: usize = 16;
 
 pub const SALE_COLUMNS: &str = "id, name, description, stock, per_user_limit, price_cents, \
      starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, waiting_room, version, paused, \
-     access";
+     access, draw_seed";
 
 pub fn millis(at: Timestamp) -> i64 {
     at.as_millisecond()
@@ -98,6 +98,11 @@ pub fn sale(row: &Row<'_>) -> rusqlite::Result<Sale> {
             .map(|text| {
                 crate::store::waiting_room_from_text(&text)
                     .ok_or_else(|| corrupt(10, "waiting room"))
+            })
+            .transpose()?
+            .map(|room| {
+                crate::store::with_draw_seed(room, row.get::<_, Option<Vec<u8>>>(14)?.as_deref())
+                    .ok_or_else(|| corrupt(14, "draw seed"))
             })
             .transpose()?,
         version: number(row, 11)?,

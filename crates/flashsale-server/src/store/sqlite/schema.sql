@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS sales (
     version             INTEGER NOT NULL DEFAULT 1,
     paused              INTEGER NOT NULL DEFAULT 0,
     access              TEXT NOT NULL DEFAULT 'public' CHECK (access IN ('public', 'codes')),
+    -- The waiting room's 32-byte draw seed; NULL without a room, or for a sale made before seeds
+    -- (added to older stores by `open_writer`).
+    draw_seed           BLOB CHECK (draw_seed IS NULL OR length(draw_seed) = 32),
     CONSTRAINT stock_left CHECK (remaining >= 0),
     CONSTRAINT stock_whole CHECK (remaining <= stock)
 ) STRICT;

@@ -184,8 +184,8 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
         .prepare_cached(
             "INSERT INTO sales (id, name, description, stock, remaining, per_user_limit, \
              price_cents, starts_at_ms, ends_at_ms, payment_window_secs, created_at_ms, \
-             waiting_room, version, paused, access) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             waiting_room, version, paused, access, draw_seed) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             sale.id.as_str(),
@@ -202,6 +202,7 @@ fn create_sale(connection: &Connection, sale: &Sale) -> rusqlite::Result<()> {
             i64::try_from(sale.version).unwrap_or(i64::MAX),
             sale.paused,
             sale.access.as_str(),
+            crate::store::draw_seed_bytes(sale.waiting_room.as_ref()),
         ])?;
     outbox::record_sale_event(connection, &sale.id, SaleEvent::Created, sale.created_at)
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use flashsale_server::domain::{Admission, AdmissionChange, Sale, WaitingRoom};
+use flashsale_server::domain::{Admission, AdmissionChange, DrawSeed, Sale, SaleId, WaitingRoom};
 use flashsale_server::line::WaitingLine;
 use flashsale_server::BoxFuture;
 use jiff::SignedDuration;
@@ -24,7 +24,9 @@ macro_rules! line_suite {
             $crate::line_suite!(@cases $make;
                 a_restart_keeps_every_place_pass_and_admission,
                 joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end,
-                admission_changes_count_from_their_moment_and_a_paused_line_takes_nobody);
+                admission_changes_count_from_their_moment_and_a_paused_line_takes_nobody,
+                a_seeded_draw_places_early_joiners_by_the_hmac_of_the_seed,
+                a_join_that_arrived_before_the_start_is_drawn_even_when_placed_after);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -46,9 +48,46 @@ fn starting_at_t0() -> Sale {
             admit_per_sec: 10,
             pass_ttl_secs: 60,
             opens_before_secs: 900,
+            draw_seed: None,
         }),
         ..sale(10, 1)
     }
+}
+
+/// A sale with a fixed id and seed: every backend must give each buyer the same place.
+fn seeded_at_t0() -> Sale {
+    let mut sale = starting_at_t0();
+    sale.id = SaleId::parse("draw-conformance").expect("sale id");
+    sale.waiting_room = sale.waiting_room.map(|room| WaitingRoom {
+        draw_seed: Some(DrawSeed::from_bytes(*b"a seed of thirty-two bytes, here")),
+        ..room
+    });
+    sale
+}
+
+/// HMAC-SHA256(key = seed, message = sale id + "\n" + buyer), computed here with the crates
+/// themselves, apart from the server's code.
+fn expected_draw(seed: &[u8], sale: &str, buyer: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(seed).expect("any key length");
+    mac.update(format!("{sale}\n{buyer}").as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The places `buyers` must have when drawn together: their rank by draw, from 1.
+fn places_by_draw(sale: &Sale, buyers: &[String]) -> Vec<u64> {
+    let seed = sale
+        .waiting_room
+        .and_then(|room| room.draw_seed)
+        .expect("seeded");
+    let draws: Vec<Vec<u8>> = buyers
+        .iter()
+        .map(|buyer| expected_draw(seed.as_bytes(), sale.id.as_str(), buyer))
+        .collect();
+    draws
+        .iter()
+        .map(|draw| draws.iter().filter(|other| *other < draw).count() as u64 + 1)
+        .collect()
 }
 
 fn sold_out(value: bool) -> AdmissionChange {
@@ -67,7 +106,7 @@ pub async fn a_restart_keeps_every_place_pass_and_admission(backend: &dyn LineBa
     for (i, buyer) in buyers.iter().enumerate() {
         let when = if i < 30 { before } else { after };
         let joined = line
-            .join(&sale, buyer, when)
+            .join(&sale, buyer, when, when)
             .await
             .unwrap()
             .expect("joined");
@@ -128,7 +167,7 @@ pub async fn a_restart_keeps_every_place_pass_and_admission(backend: &dyn LineBa
     assert_eq!(seen[0].admission, paused);
     assert_eq!(reopened.admission(&sale).await.unwrap(), paused);
     let newcomer = reopened
-        .join(&sale, &user("new"), after)
+        .join(&sale, &user("new"), after, after)
         .await
         .unwrap()
         .expect("joined");
@@ -146,18 +185,22 @@ pub async fn joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end(
     let line = backend.open().await;
     let after = at(T0) + SignedDuration::from_secs(1);
     for i in 0..3 {
-        line.join(&sale, &user(&format!("b{i}")), after)
+        line.join(&sale, &user(&format!("b{i}")), after, after)
             .await
             .unwrap();
     }
-    let again = line.join(&sale, &user("b0"), after).await.unwrap().unwrap();
+    let again = line
+        .join(&sale, &user("b0"), after, after)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!again.placed);
     assert_eq!(again.facts.place, Some(1));
     let expires = after.as_millisecond() + 10_000;
     line.record_pass(&sale, &user("b0"), expires).await.unwrap();
     let before_expiry = jiff::Timestamp::from_millisecond(expires - 1).unwrap();
     let kept = line
-        .join(&sale, &user("b0"), before_expiry)
+        .join(&sale, &user("b0"), before_expiry, before_expiry)
         .await
         .unwrap()
         .unwrap();
@@ -165,7 +208,7 @@ pub async fn joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end(
     assert_eq!(kept.facts.pass_expires_ms, Some(expires));
     let at_expiry = jiff::Timestamp::from_millisecond(expires).unwrap();
     let rejoined = line
-        .join(&sale, &user("b0"), at_expiry)
+        .join(&sale, &user("b0"), at_expiry, at_expiry)
         .await
         .unwrap()
         .unwrap();
@@ -207,7 +250,7 @@ pub async fn admission_changes_count_from_their_moment_and_a_paused_line_takes_n
     );
     let after = at(T0) + SignedDuration::from_secs(10);
     assert_eq!(
-        line.join(&sale, &user("late"), after).await.unwrap(),
+        line.join(&sale, &user("late"), after, after).await.unwrap(),
         None,
         "nobody joins a paused line"
     );
@@ -238,9 +281,132 @@ pub async fn admission_changes_count_from_their_moment_and_a_paused_line_takes_n
         "admitted stay admitted"
     );
     assert_eq!(faster.admitted(start + 34_000), 130);
-    let joined = line.join(&sale, &user("late"), after).await.unwrap();
+    let joined = line.join(&sale, &user("late"), after, after).await.unwrap();
     assert!(joined.is_some_and(|joined| joined.placed));
     drop(line);
     let reopened = backend.open().await;
     assert_eq!(reopened.admission(&sale).await.unwrap(), faster);
+}
+
+pub async fn a_seeded_draw_places_early_joiners_by_the_hmac_of_the_seed(backend: &dyn LineBackend) {
+    let sale = seeded_at_t0();
+    let line = backend.open().await;
+    let before = at(T0) - SignedDuration::from_secs(30);
+    let after = at(T0) + SignedDuration::from_secs(1);
+    let buyers: Vec<String> = (0..50).map(|i| format!("buyer-{i}")).collect();
+    for buyer in &buyers {
+        let joined = line
+            .join(&sale, &user(buyer), before, before)
+            .await
+            .unwrap()
+            .expect("joined");
+        assert_eq!(joined.facts.place, None, "no place before the start");
+    }
+    let expected = places_by_draw(&sale, &buyers);
+    let mut seen = Vec::new();
+    for buyer in &buyers {
+        let facts = line.look(&sale, &user(buyer), after).await.unwrap();
+        seen.push(facts.and_then(|facts| facts.place).expect("drawn"));
+    }
+    assert_eq!(
+        seen, expected,
+        "places follow HMAC(seed, sale + \"\\n\" + buyer)"
+    );
+    let late = line
+        .join(&sale, &user("late"), after, after)
+        .await
+        .unwrap()
+        .expect("joined");
+    assert_eq!(late.facts.place, Some(51), "after the drawn crowd");
+    drop(line);
+    let reopened = backend.open().await;
+    for (buyer, place) in buyers.iter().zip(&expected) {
+        let facts = reopened.look(&sale, &user(buyer), after).await.unwrap();
+        assert_eq!(
+            facts.and_then(|facts| facts.place),
+            Some(*place),
+            "{buyer} after a restart"
+        );
+    }
+}
+
+pub async fn a_join_that_arrived_before_the_start_is_drawn_even_when_placed_after(
+    backend: &dyn LineBackend,
+) {
+    let sale = seeded_at_t0();
+    let line = backend.open().await;
+    let start = at(T0);
+    let ms = SignedDuration::from_millis;
+    let early: Vec<String> = (0..20).map(|i| format!("early-{i}")).collect();
+    for buyer in &early {
+        let before = start - ms(10_000);
+        line.join(&sale, &user(buyer), before, before)
+            .await
+            .unwrap();
+    }
+    // Places are read (and the draw sorted) before the late-placed joins come.
+    let first = line
+        .look(&sale, &user(&early[0]), start + ms(100))
+        .await
+        .unwrap()
+        .and_then(|facts| facts.place);
+    assert_eq!(first, Some(places_by_draw(&sale, &early)[0]));
+    // Arrived 100 ms before the start, placed 500 ms after it: in the draw.
+    let slow = line
+        .join(&sale, &user("slow"), start + ms(500), start - ms(100))
+        .await
+        .unwrap()
+        .expect("joined");
+    assert!(slow.placed);
+    // A stamp more than the slack before now counts as now minus the slack: still before the
+    // start here (now 1.5 s after it, stamp 10 s before: taken as 0.5 s before)...
+    line.join(
+        &sale,
+        &user("stamped-early"),
+        start + ms(1500),
+        start - ms(10_000),
+    )
+    .await
+    .unwrap();
+    // ... but not here (now 3 s after the start: the stamp counts as 1 s after it).
+    let backdated = line
+        .join(
+            &sale,
+            &user("backdated"),
+            start + ms(3000),
+            start - ms(10_000),
+        )
+        .await
+        .unwrap()
+        .expect("joined");
+    assert_eq!(
+        backdated.facts.place,
+        Some(23),
+        "at the end, not in the draw"
+    );
+    // A stamp later than now counts as now.
+    let later = line
+        .join(&sale, &user("after"), start + ms(3000), start + ms(60_000))
+        .await
+        .unwrap()
+        .expect("joined");
+    assert_eq!(later.facts.place, Some(24));
+    let mut drawn = early.clone();
+    drawn.extend(["slow".to_owned(), "stamped-early".to_owned()]);
+    let expected = places_by_draw(&sale, &drawn);
+    let now = start + ms(4000);
+    for (buyer, place) in drawn.iter().zip(&expected) {
+        let facts = line.look(&sale, &user(buyer), now).await.unwrap();
+        assert_eq!(facts.and_then(|facts| facts.place), Some(*place), "{buyer}");
+    }
+    drop(line);
+    let reopened = backend.open().await;
+    for (buyer, place) in drawn.iter().zip(&expected) {
+        let facts = reopened.look(&sale, &user(buyer), now).await.unwrap();
+        assert_eq!(
+            facts.and_then(|facts| facts.place),
+            Some(*place),
+            "{buyer} after a restart"
+        );
+    }
 }

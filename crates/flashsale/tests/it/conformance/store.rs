@@ -41,6 +41,7 @@ macro_rules! store_suite {
                 records_a_sale_change_with_its_event, prunes_by_age_without_reusing_a_sequence,
                 records_each_version_of_a_sale_once,
                 a_sale_changed_keeps_its_counts_and_its_version_across_reopen,
+                keeps_a_waiting_room_and_its_draw_seed_through_changes_and_reopen,
                 lists_by_status_and_keeps_access_codes,
                 records_a_payment_and_its_refund_once,
                 leaves_open_intents_to_the_provider_and_owes_late_money_back);
@@ -586,4 +587,55 @@ pub async fn lists_by_status_and_keeps_access_codes(backend: &dyn StoreBackend) 
     assert!(for_gate
         .iter()
         .any(|order| order.access_code == coded.access_code));
+}
+
+/// A room's draw seed is kept with the sale (a change of the room's rate keeps it); a sale made
+/// before seeds reads back without one.
+pub async fn keeps_a_waiting_room_and_its_draw_seed_through_changes_and_reopen(
+    backend: &dyn StoreBackend,
+) {
+    use flashsale_server::domain::{DrawSeed, WaitingRoom};
+    let store = backend.open().await;
+    let room = WaitingRoom {
+        admit_per_sec: 10,
+        pass_ttl_secs: 60,
+        opens_before_secs: 900,
+        draw_seed: Some(DrawSeed::from_bytes([0x5a; 32])),
+    };
+    let mut seeded = sale(10, 1);
+    seeded.waiting_room = Some(room);
+    let mut unseeded = sale(10, 1);
+    unseeded.waiting_room = Some(WaitingRoom {
+        draw_seed: None,
+        ..room
+    });
+    store.create_sale(&seeded).await.unwrap();
+    store.create_sale(&unseeded).await.unwrap();
+    let faster = changed(
+        &seeded,
+        SaleUpdate {
+            admit_per_sec: Some(50),
+            ..SaleUpdate::default()
+        },
+    );
+    store.change_sale(&faster).await.unwrap();
+    assert_eq!(
+        store.sale(&seeded.id).await.unwrap().as_ref(),
+        Some(&faster.sale)
+    );
+    store.close().await.unwrap();
+    drop(store);
+    let reopened = backend.open().await;
+    let kept = reopened.sale(&seeded.id).await.unwrap().expect("kept");
+    assert_eq!(kept, faster.sale);
+    let kept_room = kept.waiting_room.expect("a room");
+    assert_eq!(
+        (kept_room.admit_per_sec, kept_room.draw_seed),
+        (50, room.draw_seed)
+    );
+    assert_eq!(
+        reopened.sale(&unseeded.id).await.unwrap().as_ref(),
+        Some(&unseeded),
+        "no seed: none read back"
+    );
 }
