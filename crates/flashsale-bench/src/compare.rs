@@ -21,8 +21,19 @@ pub fn rate_ratios(plain: &[PhaseResult], compared: &[PhaseResult], config: &Pat
         .zip(compared)
         .map(|(plain, compared)| {
             let ratio = compared.requests_per_sec() / plain.requests_per_sec().max(1e-9);
+            // The server's own CPU tells its cost apart from its neighbours' (a receiver or a
+            // broker on the same cores takes CPU from both the server and the bench).
+            let cpu = match (
+                compared.server_cpu_micros_per_request(),
+                plain.server_cpu_micros_per_request(),
+            ) {
+                (Some(with), Some(without)) => {
+                    format!("; server CPU {with:.1} µs a request, without {without:.1}")
+                }
+                _ => String::new(),
+            };
             format!(
-                "{}: with {} {:.0} req/s, without {:.0}: ratio {ratio:.3}",
+                "{}: with {} {:.0} req/s, without {:.0}: ratio {ratio:.3}{cpu}",
                 plain.name,
                 config.display(),
                 compared.requests_per_sec(),
