@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::{not_modified, ApiError};
+use crate::domain::hex;
 use crate::service::ServiceError;
 
 /// Short enough that a sale's `remaining` and `state` stay current to the second.
@@ -57,8 +58,4 @@ fn matches_tag(headers: &HeaderMap, tag: &str) -> bool {
         .flat_map(|value| value.split(','))
         .map(|candidate| candidate.trim().trim_start_matches("W/"))
         .any(|candidate| candidate == tag || candidate == "*")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

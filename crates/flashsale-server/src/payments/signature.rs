@@ -8,6 +8,8 @@ use jiff::Timestamp;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::domain::hex;
+
 /// How old (or how far ahead of the server's clock) a signed event may be.
 pub const TOLERANCE_SECS: i64 = 300;
 
@@ -33,16 +35,6 @@ fn digest(secret: &[u8], timestamp: i64, body: &[u8]) -> [u8; 32] {
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 15)]));
-    }
-    text
 }
 
 /// The header Stripe would send for `body` signed at `timestamp` (tests sign their own events).

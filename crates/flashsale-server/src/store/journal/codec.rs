@@ -505,6 +505,20 @@ pub fn read(kind: u8, payload: &[u8]) -> Result<Record, Unreadable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records `out` holds, read back through a journal file as a start reads them.
+    fn replayed(out: &[u8]) -> Vec<Record> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        std::fs::write(&path, out).unwrap();
+        let mut records = Vec::new();
+        record_file::replay::<std::io::Error>(&path, |kind, payload| {
+            records.push(read(kind, payload).map_err(std::io::Error::other)?);
+            Ok(())
+        })
+        .unwrap();
+        records
+    }
     use crate::domain::{SaleDraft, WaitingRoom};
 
     #[test]
@@ -568,15 +582,7 @@ mod tests {
         put_order(&mut out, &mut scratch, &stored);
         put_order(&mut out, &mut scratch, &refunded);
         put_order_change(&mut out, &mut scratch, &refunded, &facts);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
-        std::fs::write(&path, &out).unwrap();
-        let mut records = Vec::new();
-        record_file::replay::<std::io::Error>(&path, |kind, payload| {
-            records.push(read(kind, payload).map_err(std::io::Error::other)?);
-            Ok(())
-        })
-        .unwrap();
+        let records = replayed(&out);
         let [Record::Sale(read_sale), Record::Order(read_order), Record::Order(read_refunded), Record::OrderChange(changed, read_facts)] =
             &records[..]
         else {
@@ -721,15 +727,7 @@ mod tests {
             ..room
         });
         put_sale_event(&mut out, &mut scratch, SALE_CHANGE, &without, &facts);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
-        std::fs::write(&path, &out).unwrap();
-        let mut records = Vec::new();
-        record_file::replay::<std::io::Error>(&path, |kind, payload| {
-            records.push(read(kind, payload).map_err(std::io::Error::other)?);
-            Ok(())
-        })
-        .unwrap();
+        let records = replayed(&out);
         let [Record::SaleChange(seeded, _), Record::SaleChange(unseeded, _)] = &records[..] else {
             panic!("two sale changes, {} records", records.len());
         };
