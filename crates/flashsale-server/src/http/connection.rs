@@ -342,8 +342,9 @@ impl AsyncWrite for Watched {
 
 /// When a request began to reach the server: its first bytes on a kept-alive connection, the
 /// accept on a new one (to the millisecond, from the phase already tracked: no clock read). The
-/// edge stamps the request's arrival from it, so the time a request waited for the server's
-/// tasks to get to it (under a crowd, tens of milliseconds) counts as before the edge.
+/// `Arrived` extractor turns it into the request's arrival for the routes that need one, so the
+/// time a request waited for the server's tasks to get to it (under a crowd, tens of
+/// milliseconds) counts as before it reached them.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadBegan(pub Option<Instant>);
 

@@ -1,4 +1,4 @@
-//! The one layer around every route: stamp the request's arrival, count and time the response (marking it `nosniff`), refuse from the headers what
+//! The one layer around every route: count and time the response (marking it `nosniff`), refuse from the headers what
 //! can be refused before anything is read (a declared body over the limit: `413`; an unknown
 //! route needs no permit), check the credentials, take an in-flight permit or shed at once
 //! (`503 overloaded`, rather than queueing), and bound the request's time. Requests with valid
@@ -19,9 +19,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
-use super::connection::HeadBegan;
 use super::error::ApiError;
-use super::extract::Arrived;
 use super::routes::Route;
 use super::{caller, AppState, BODY_LIMIT_BYTES};
 use crate::metrics::Metrics;
@@ -84,7 +82,7 @@ where
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let state = Arc::clone(&self.state);
@@ -99,16 +97,8 @@ where
             caller::forget();
             Admission::Unrouted
         } else {
-            let now = state.service.now();
-            // The request's arrival by the service's clock: when its first bytes reached the
-            // server (the connection's record), else now. A join is placed by it (in the draw
-            // when it came before the start, however long it then waited for the server).
-            let arrived = match request.extensions().get::<HeadBegan>() {
-                Some(HeadBegan(Some(began))) => state.service.clock_at(began.into_std()),
-                _ => now,
-            };
-            request.extensions_mut().insert(Arrived(Some(arrived)));
-            let valid = caller::authenticate(&state.auth, request.headers(), now.as_second());
+            let now_secs = state.service.now().as_second();
+            let valid = caller::authenticate(&state.auth, request.headers(), now_secs);
             let budget = if valid {
                 &state.in_flight
             } else {

@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::caller;
+use super::connection::HeadBegan;
 use super::error::{forbidden, ApiError};
 use super::AppState;
 use crate::auth::Principal;
@@ -258,20 +259,26 @@ impl<S: Send + Sync> FromRequestParts<S> for AccessCode {
     }
 }
 
-/// When the request reached the server: the edge's clock reading (`edge.rs`), before the request
-/// waited for anything; `None` for a request that did not pass the edge.
+/// When the request began to reach the server, by the service's clock: the connection's record
+/// (`connection::HeadBegan`), read only by the routes that need it (a join is placed by it, in
+/// the draw when it came before the start, however long it then waited for the server); `None`
+/// for a request the connection did not record.
 #[derive(Clone, Copy, Debug)]
 pub struct Arrived(pub Option<jiff::Timestamp>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Arrived {
+impl FromRequestParts<Arc<AppState>> for Arrived {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let began = match parts.extensions.get::<HeadBegan>() {
+            Some(HeadBegan(Some(began))) => Some(*began),
+            _ => None,
+        };
         Ok(Arrived(
-            parts
-                .extensions
-                .get::<Arrived>()
-                .and_then(|arrived| arrived.0),
+            began.map(|began| state.service.clock_at(began.into_std())),
         ))
     }
 }
