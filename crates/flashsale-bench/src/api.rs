@@ -107,6 +107,16 @@ impl Api {
         }
     }
 
+    /// The admin side of the server `target` names.
+    pub fn of(target: &super::target::Target, timeout: Duration) -> Self {
+        Self::new(
+            target.address,
+            target.admin_token.clone(),
+            target.jwt_secret.clone(),
+            timeout,
+        )
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.address
     }

@@ -347,12 +347,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
         None => Target::embedded(args.scenario == Scenario::Fairness, None)?,
     };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let api = Arc::new(Api::new(
-        target.address,
-        target.admin_token.clone(),
-        target.jwt_secret.clone(),
-        timeout,
-    ));
+    let api = Arc::new(Api::of(&target, timeout));
     let options = RunOptions {
         connections: args.connections,
         seed,
@@ -406,12 +401,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     }
     if let Some(config) = &args.compare_config {
         let compared = Target::embedded(args.scenario == Scenario::Fairness, Some(config))?;
-        let compared_api = Arc::new(Api::new(
-            compared.address,
-            compared.admin_token.clone(),
-            compared.jwt_secret.clone(),
-            timeout,
-        ));
+        let compared_api = Arc::new(Api::of(&compared, timeout));
         let compared_options = RunOptions {
             server_pid: compared.server.as_ref().map(target::EmbeddedServer::pid),
             ..options.clone()

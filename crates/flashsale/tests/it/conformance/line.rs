@@ -75,6 +75,25 @@ fn expected_draw(seed: &[u8], sale: &str, buyer: &str) -> Vec<u8> {
 }
 
 /// The places `buyers` must have when drawn together: their rank by draw, from 1.
+/// The line opened again (a restart) gives each buyer the place `expected` says.
+async fn places_survive_a_reopen(
+    backend: &dyn LineBackend,
+    sale: &Sale,
+    buyers: &[String],
+    expected: &[u64],
+    at: jiff::Timestamp,
+) {
+    let reopened = backend.open().await;
+    for (buyer, place) in buyers.iter().zip(expected) {
+        let facts = reopened.look(sale, &user(buyer), at).await.unwrap();
+        assert_eq!(
+            facts.and_then(|facts| facts.place),
+            Some(*place),
+            "{buyer} after a restart"
+        );
+    }
+}
+
 fn places_by_draw(sale: &Sale, buyers: &[String]) -> Vec<u64> {
     let seed = sale
         .waiting_room
@@ -319,15 +338,7 @@ pub async fn a_seeded_draw_places_early_joiners_by_the_hmac_of_the_seed(backend:
         .expect("joined");
     assert_eq!(late.facts.place, Some(51), "after the drawn crowd");
     drop(line);
-    let reopened = backend.open().await;
-    for (buyer, place) in buyers.iter().zip(&expected) {
-        let facts = reopened.look(&sale, &user(buyer), after).await.unwrap();
-        assert_eq!(
-            facts.and_then(|facts| facts.place),
-            Some(*place),
-            "{buyer} after a restart"
-        );
-    }
+    places_survive_a_reopen(backend, &sale, &buyers, &expected, after).await;
 }
 
 pub async fn a_join_that_arrived_before_the_start_is_drawn_even_when_placed_after(
@@ -400,13 +411,5 @@ pub async fn a_join_that_arrived_before_the_start_is_drawn_even_when_placed_afte
         assert_eq!(facts.and_then(|facts| facts.place), Some(*place), "{buyer}");
     }
     drop(line);
-    let reopened = backend.open().await;
-    for (buyer, place) in drawn.iter().zip(&expected) {
-        let facts = reopened.look(&sale, &user(buyer), now).await.unwrap();
-        assert_eq!(
-            facts.and_then(|facts| facts.place),
-            Some(*place),
-            "{buyer} after a restart"
-        );
-    }
+    places_survive_a_reopen(backend, &sale, &drawn, &expected, now).await;
 }
