@@ -20,13 +20,15 @@ use crate::events::delivery::Delivery;
 use crate::events::{DeliveryLedger, FileLedger, SinkStatus};
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits, ServeOptions, Timeouts};
-use crate::line::{LineError, MemoryLine, PassSigner, WaitingLine};
+use crate::line::{LineError, LogSigner, MemoryLine, PassSigner, WaitingLine};
 use crate::metrics::Metrics;
 use crate::payments::{PaymentProvider, StripeProvider, StripeSettings};
 use crate::redis::RedisLine;
-use crate::secrets::{self, ADMIN_TOKEN_FILE, INSTALLATION_ID_FILE, JWT_SECRET_FILE};
+use crate::secrets::{
+    self, ADMIN_TOKEN_FILE, INSTALLATION_ID_FILE, JWT_SECRET_FILE, QUEUE_LOG_KEY_FILE,
+};
 use crate::service::{
-    EventsParts, Intake, PaymentPage, PaymentParts, PrivateIntake, Service, ServiceError,
+    EventsParts, Intake, PaymentPage, PaymentParts, PrivateIntake, QueueLog, Service, ServiceError,
     SharedIntake, WaitingRoomParts,
 };
 use crate::store::{
@@ -71,6 +73,33 @@ pub enum StartError {
     },
     #[error("payments: {0}")]
     Payments(String),
+    #[error("{0}")]
+    QueueLogKey(String),
+}
+
+/// The key that signs admission logs: configured, or (embedded) kept in the data directory, or
+/// (a cluster) derived from the JWT secret every node shares.
+fn queue_log_signer(settings: &Settings, jwt_secret: &str) -> Result<LogSigner, StartError> {
+    let configured = settings.queue_log_key.as_deref();
+    let seed = match configured {
+        Some(seed) => seed.to_owned(),
+        None if settings.is_cluster() => return Ok(LogSigner::derived_from(jwt_secret.as_bytes())),
+        None => {
+            secrets::resolve(None, &settings.data_dir, QUEUE_LOG_KEY_FILE)
+                .map_err(|source| StartError::DataDir {
+                    path: settings.data_dir.display().to_string(),
+                    source,
+                })?
+                .value
+        }
+    };
+    LogSigner::from_hex(&seed).map_err(|error| {
+        let from = configured.map_or_else(
+            || format!("{QUEUE_LOG_KEY_FILE} in the data directory: "),
+            |_| String::new(),
+        );
+        StartError::QueueLogKey(format!("{from}{error}"))
+    })
 }
 
 /// The payment provider the settings name, and what goes with it.
@@ -404,7 +433,14 @@ impl App {
                 ledger,
             })
             .with_payments(payments)
-            .with_waiting_room(WaitingRoomParts { line, passes })
+            .with_waiting_room(WaitingRoomParts {
+                line,
+                passes,
+                log: Arc::new(QueueLog::new(queue_log_signer(
+                    settings,
+                    &credentials.jwt_secret,
+                )?)),
+            })
             .await?;
         if settings.demo {
             add_example_sale(&service).await?;
@@ -468,6 +504,10 @@ impl App {
             stop.clone(),
         ));
         let events = tokio::spawn(self.events.run(stop.clone()));
+        let queue_logs = tokio::spawn(crate::service::run_queue_log_keeper(
+            Arc::clone(&service),
+            stop.clone(),
+        ));
         let follower = tokio::spawn(follow_sales(Arc::clone(&service), stop.clone()));
         let persister = self
             .persister
@@ -483,6 +523,7 @@ impl App {
             let _ = persister.await;
         }
         let _ = events.await;
+        let _ = queue_logs.await;
         service.close().await?;
         Ok(())
     }

@@ -106,6 +106,10 @@ pub struct Settings {
     /// Names this installation in its events' `source` (`flashsale/<id>`). Unset: embedded,
     /// generated and kept in the data directory; a cluster, made once in PostgreSQL.
     pub installation_id: Option<String>,
+    /// The seed (64 hex digits) of the Ed25519 key that signs the waiting lines' admission logs.
+    /// Unset: embedded, generated and kept in the data directory; a cluster, derived from
+    /// `jwt_secret` (every node signs alike).
+    pub queue_log_key: Option<String>,
     /// Cluster: how long a node's hold on a sink lasts unless renewed; another node takes the
     /// sink over this long after its holder died.
     pub events_sink_lease_ms: u64,
@@ -182,6 +186,7 @@ impl Default for Settings {
             demo: false,
             events_retention_days: 30,
             installation_id: None,
+            queue_log_key: None,
             events_sink_lease_ms: 15_000,
             events: crate::events::settings::EventsSettings::default(),
             payment_provider: PaymentProviderKind::Simulated,
@@ -242,6 +247,7 @@ impl fmt::Debug for Settings {
             .field("demo", &self.demo)
             .field("events_retention_days", &self.events_retention_days)
             .field("installation_id", &self.installation_id)
+            .field("queue_log_key", &redact(&self.queue_log_key))
             .field("events_sink_lease_ms", &self.events_sink_lease_ms)
             .field("events", &self.events)
             .field("payment_provider", &self.payment_provider)
@@ -264,7 +270,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 45] = [
+const KEYS: [&str; 46] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -300,6 +306,7 @@ const KEYS: [&str; 45] = [
     "demo",
     "events_retention_days",
     "installation_id",
+    "queue_log_key",
     "events_sink_lease_ms",
     "payment_provider",
     "stripe_api_base",
@@ -396,6 +403,11 @@ impl Settings {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
             if !valid {
                 return rule("installation_id must be 1 to 64 letters, digits, '-', '_' or '.'");
+            }
+        }
+        if let Some(key) = &self.queue_log_key {
+            if let Err(error) = crate::line::LogSigner::from_hex(key) {
+                return rule(&error.to_string());
             }
         }
         self.check_payments()?;

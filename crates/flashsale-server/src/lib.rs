@@ -9,7 +9,8 @@
 //! - `gate`: the stock gate trait (atomic purchase decisions) and the embedded gate in memory.
 //! - `store`: the order store trait (system of record) and its stores: the embedded journal (the
 //!   default) and SQLite, and PostgreSQL for a cluster.
-//! - `line`: the waiting line trait in front of a sale, the embedded line and its journal, passes.
+//! - `line`: the waiting line trait in front of a sale, the embedded line and its journal, passes,
+//!   the admission logs' checkpoints and their signing key.
 //! - `redis`: everything kept in Redis: connection, key layout, clock, and the Redis gate, line
 //!   and order queue.
 //! - `cluster`: what a cluster node runs: its wiring, the cluster store (PostgreSQL plus the order
@@ -34,6 +35,7 @@
 //! - `descriptors`: the open-file limit (raised at start) and the connection cap it allows.
 //! - `tls`: rustls (ring) for PostgreSQL (`sslmode`) and Redis (`rediss://`) connections.
 //! - `error_chain`: an error with its causes, for messages at the edges.
+//! - `verify`: `flashsale verify`, an outsider's check of a sale's admission log over HTTP.
 //! - `app`: the composition root: builds everything from settings and runs until shutdown.
 
 pub mod access_codes;
@@ -60,6 +62,7 @@ pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod verify;
 
 /// The future a backend trait returns: boxed, so the traits can be used as `dyn` objects.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -10,6 +10,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin_token";
 pub const JWT_SECRET_FILE: &str = "jwt_secret";
 /// An embedded server's installation id (its events' `source`), made like the secrets.
 pub const INSTALLATION_ID_FILE: &str = "installation_id";
+/// An embedded server's admission-log signing key (the seed of its Ed25519 key, in hex).
+pub const QUEUE_LOG_KEY_FILE: &str = "queue_log_key";
 
 /// A secret and where it came from.
 pub struct Resolved {

@@ -31,6 +31,11 @@ pub enum Command {
     /// sale that disagrees from PostgreSQL (after Redis lost its data). Exit 0 when all agree,
     /// 2 when some do not.
     Reconcile(Box<ReconcileArgs>),
+    /// Check a sale's waiting line from the outside: the draw against its commitment, the
+    /// admission log's chain and signatures, admission by the rate, and (with the admin token)
+    /// that every order was bought by an admitted buyer. Exit 0 when it holds, 1 naming the first
+    /// break, 2 when the server could not be read.
+    Verify(VerifyArgs),
     /// The bench's bare baseline: answers every request with a fixed refusal, no middleware.
     #[command(hide = true)]
     BareResponder(BareResponderArgs),
@@ -40,6 +45,22 @@ pub enum Command {
 pub struct BareResponderArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The sale to check.
+    #[arg(long)]
+    pub sale: String,
+    /// The server's base URL, e.g. https://shop.example.
+    #[arg(long)]
+    pub url: String,
+    /// Also read the sale's orders and check each against the log.
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A buyer id whose draw to compute again (the public log names buyers by hash only).
+    #[arg(long = "buyer", value_name = "ID")]
+    pub buyers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +231,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<String>,
+    /// The seed (64 hex digits) of the Ed25519 key that signs the waiting lines' admission logs
+    /// (unset: embedded, generated in the data directory; a cluster, derived from the JWT secret).
+    #[arg(long, value_name = "HEX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_log_key: Option<String>,
     /// Cluster: how long a node's hold on an event sink lasts unless renewed, in milliseconds.
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use flashsale_server::app::{self, App};
 use flashsale_server::auth::mint_token;
 use flashsale_server::config::Settings;
 
-use crate::cli::{Command, ReconcileArgs, ServeArgs, TokenArgs};
+use crate::cli::{Command, ReconcileArgs, ServeArgs, TokenArgs, VerifyArgs};
 
 /// mimalloc instead of glibc's allocator: every request allocates and frees dozens of small
 /// buffers, and glibc's malloc was about a tenth of the server's CPU in profiles of the stampede.
@@ -51,10 +51,42 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Bench(args) => bench(*args),
         Command::Reconcile(args) => reconcile(*args),
+        Command::Verify(args) => verify(args),
         Command::BareResponder(args) => match flashsale_bench::serve_bare(args.listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(format!("bare responder: {error}")),
         },
+    }
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    use flashsale_server::verify::{verify, VerifyError, VerifyRequest};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("starting the runtime: {error}")),
+    };
+    let request = VerifyRequest {
+        url: args.url,
+        sale: args.sale,
+        admin_token: args.admin_token,
+        buyers: args.buyers,
+    };
+    match runtime.block_on(verify(&request)) {
+        Ok(summary) => {
+            println!("sale {}: the line verifies: {summary}", request.sale);
+            ExitCode::SUCCESS
+        }
+        Err(VerifyError::Broken(broken)) => {
+            eprintln!("flashsale verify: sale {}: {broken}", request.sale);
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("flashsale verify: sale {}: {error}", request.sale);
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -313,6 +313,11 @@ impl From<ServiceError> for ApiError {
                 "no_waiting_room",
                 "this sale has no waiting room",
             ),
+            ServiceError::NoVerifiableDraw => Self::new(
+                StatusCode::CONFLICT,
+                "no_verifiable_draw",
+                "this sale was made before draws were committed: it has no admission log",
+            ),
             ServiceError::QueueNotOpen { opens_at } => {
                 let mut error = Self::new(
                     StatusCode::CONFLICT,

@@ -16,7 +16,7 @@ pub const EVENTS_LIMIT_MAX: usize = 1000;
 /// The largest `after` the document allows (JSON's safe integers).
 pub const AFTER_MAX: u64 = 9_007_199_254_740_991;
 
-fn whole(field: &str, text: &str, low: u64, high: u64) -> Result<u64, ApiError> {
+pub(super) fn whole(field: &str, text: &str, low: u64, high: u64) -> Result<u64, ApiError> {
     text.parse::<u64>()
         .ok()
         .or_else(|| {

@@ -118,6 +118,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(route(Route::SaleCodes), post(sales::make_codes))
         .route(route(Route::Purchase), post(sales::purchase))
         .route(route(Route::Line), post(queue::join).get(queue::status))
+        .route(route(Route::QueueLog), get(queue::log))
+        .route(route(Route::Keys), get(queue::keys))
         .route(route(Route::Audit), get(sales::audit))
         .route(route(Route::Orders), get(orders::list_orders))
         .route(route(Route::OrdersCsv), get(orders::export_orders))

@@ -24,7 +24,7 @@ use super::{demo, error, events, ops, orders, pages, payments, queue, sales, wir
     paths(
         sales::create_sale, sales::list_sales, sales::show_sale, sales::purchase, sales::audit,
         sales::update_sale, sales::pause, sales::resume, sales::end, sales::make_codes,
-        queue::join, queue::status,
+        queue::join, queue::status, queue::log, queue::keys,
         orders::show_order, orders::list_orders, orders::export_orders, orders::pay,
         orders::cancel, orders::refund, payments::stripe_webhook, payments::payment_config,
         events::list_events, events::list_sinks,
@@ -38,7 +38,8 @@ use super::{demo, error, events, ops, orders, pages, payments, queue, sales, wir
         wire::QueueStatusBody, wire::CloudEventBody, wire::EventPageBody, wire::SinkBody,
         wire::SinkListBody, wire::DeadLetterBody, wire::UpdateSaleRequest, wire::WaitingRoomUpdate,
         wire::CodesRequest, wire::CodesBody, wire::AccessBody, wire::PaymentBody, wire::PayRequest,
-        wire::PaymentConfigBody,
+        wire::PaymentConfigBody, wire::QueueLogBody, wire::LogEntryBody, wire::CheckpointBody,
+        wire::AdmissionRuleBody, wire::KeysBody, wire::KeyBody,
     )),
     modifiers(&BearerSchemes, &SharedResponses),
 )]

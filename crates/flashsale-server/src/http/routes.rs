@@ -54,6 +54,8 @@ routes! {
     SaleCodes => "/api/v1/sales/{sale_id}/codes",
     Purchase => "/api/v1/sales/{sale_id}/purchase",
     Line => "/api/v1/sales/{sale_id}/queue",
+    QueueLog => "/api/v1/sales/{sale_id}/queue/log",
+    Keys => "/api/v1/keys",
     Audit => "/api/v1/sales/{sale_id}/audit",
     Orders => "/api/v1/orders",
     OrdersCsv => "/api/v1/orders.csv",

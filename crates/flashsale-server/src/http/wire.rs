@@ -10,8 +10,10 @@ use super::rfc3339;
 use crate::domain::{
     hex, revealed_seed, Order, Payment, Sale, SaleDraft, SaleState, WaitingRoom, WaitingRoomDraft,
 };
-use crate::domain::{SaleAccess, SaleUpdate};
-use crate::service::{Audit, PaymentPage, QueueView, SaleView};
+use crate::domain::{time_text, SaleAccess, SaleUpdate};
+use crate::service::{Audit, LogPage, PaymentPage, QueueView, SaleView};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 
 /// A JSON number with no fractional part, as JSON Schema's `integer` means it: `15` and `15.0`
 /// alike (a client generated from the document may send either).
@@ -259,6 +261,11 @@ pub struct QueueStatusBody {
     pub pass: Option<String>,
     #[schema(format = DateTime)]
     pub pass_expires_at: Option<String>,
+    /// The buyer's entry in the sale's admission log (`GET …/queue/log`): its `n`, null until
+    /// the draw has closed (2 s after `starts_at`).
+    pub log_entry: Option<u64>,
+    /// Hex SHA-256 of the buyer id: how the admission log names this buyer.
+    pub buyer_hash: String,
 }
 
 impl From<&QueueView> for QueueStatusBody {
@@ -270,6 +277,128 @@ impl From<&QueueView> for QueueStatusBody {
             eta_secs: view.eta_secs,
             pass: view.pass.clone(),
             pass_expires_at: view.pass_expires_at.map(|at| at.to_string()),
+            log_entry: view.log_entry,
+            buyer_hash: hex(&view.buyer_hash),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct QueueLogQuery {
+    pub after: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// One page of a sale's admission log.
+#[derive(Serialize, ToSchema)]
+pub struct QueueLogBody {
+    /// In place order: `n` = 1, 2, … (the place in the line).
+    pub entries: Vec<LogEntryBody>,
+    /// Carried by the page that reaches the end of the line: every checkpoint so far, oldest
+    /// first.
+    pub checkpoints: Vec<CheckpointBody>,
+    /// The `after` of the next page (the last entry's `n`).
+    pub next_after: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogEntryBody {
+    pub n: u64,
+    /// Hex SHA-256 of the buyer id.
+    pub buyer_hash: String,
+    /// The buyer's draw in hex; null for a buyer placed by arrival (joined after `starts_at`).
+    pub draw: Option<String>,
+    #[schema(format = DateTime)]
+    pub joined: Option<String>,
+    /// When the line's admission reached this place (from the checkpoints); null until a
+    /// checkpoint shows it admitted.
+    #[schema(format = DateTime)]
+    pub admitted_at: Option<String>,
+    pub prev_hash: String,
+    /// Hex SHA-256 of `prev_hash + "\n" + n + "\n" + buyer_hash + "\n" + (draw or "-")`.
+    pub hash: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointBody {
+    /// The last entry placed.
+    pub n: u64,
+    pub hash: String,
+    /// The last admitted place.
+    pub admitted_through: u64,
+    #[schema(format = DateTime)]
+    pub time: String,
+    /// Base64 Ed25519 over `"flashsale-checkpoint\n" + sale id + "\n" + n + "\n" + hash + "\n"
+    /// + admitted_through + "\n" + time`.
+    pub signature: String,
+    /// The key that signed (`GET /api/v1/keys`).
+    pub kid: String,
+    /// The admission rule in force (not signed: it must give `admitted_through`).
+    pub admission: AdmissionRuleBody,
+}
+
+/// `base` places admitted by `since`, then `admit_per_sec` more a second unless stopped.
+#[derive(Serialize, ToSchema)]
+pub struct AdmissionRuleBody {
+    pub base: u64,
+    #[schema(format = DateTime)]
+    pub since: String,
+    pub admit_per_sec: u32,
+    pub paused: bool,
+    pub sold_out: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeysBody {
+    pub keys: Vec<KeyBody>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyBody {
+    pub kid: String,
+    /// Ed25519.
+    pub alg: &'static str,
+    /// Base64 of the 32-byte public key.
+    pub public_key: String,
+}
+
+impl QueueLogBody {
+    pub fn of(page: &LogPage) -> Self {
+        let time = |ms: i64| time_text(ms);
+        Self {
+            entries: page
+                .entries
+                .iter()
+                .map(|entry| LogEntryBody {
+                    n: entry.n,
+                    buyer_hash: hex(&entry.buyer_hash),
+                    draw: entry.draw.map(|draw| hex(&draw)),
+                    joined: entry.joined_ms.map(time),
+                    admitted_at: entry.admitted_ms.map(time),
+                    prev_hash: hex(&entry.prev_hash),
+                    hash: hex(&entry.hash),
+                })
+                .collect(),
+            checkpoints: page
+                .checkpoints
+                .iter()
+                .map(|checkpoint| CheckpointBody {
+                    n: checkpoint.n,
+                    hash: hex(&checkpoint.hash),
+                    admitted_through: checkpoint.admitted_through,
+                    time: time(checkpoint.time_ms),
+                    signature: STANDARD.encode(&checkpoint.signature),
+                    kid: page.kid.clone(),
+                    admission: AdmissionRuleBody {
+                        base: checkpoint.admission.base,
+                        since: time(checkpoint.admission.since_ms),
+                        admit_per_sec: checkpoint.admission.admit_per_sec,
+                        paused: checkpoint.admission.paused,
+                        sold_out: checkpoint.admission.sold_out,
+                    },
+                })
+                .collect(),
+            next_after: page.next_after,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! their framing are `crate::record_file`'s.
 
 use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,7 +79,59 @@ fn map(file: &File, wanted: u64) -> Result<MmapMut, LineError> {
     unsafe { MmapMut::map_mut(file) }.map_err(failed)
 }
 
+/// Calls `each(offset, kind, payload)` for every record that starts in `[from, to)` of the
+/// journal at `path` (records there are written and never change: `to` is an end once seen).
+pub fn scan(
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(u64, u8, &[u8]),
+) -> Result<(), LineError> {
+    let mut file = File::open(path).map_err(failed)?;
+    file.seek(SeekFrom::Start(from)).map_err(failed)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file.take(to.saturating_sub(from)));
+    let mut offset = from;
+    let mut header = [0u8; 5];
+    let mut payload = Vec::new();
+    while offset < to {
+        reader.read_exact(&mut header).map_err(failed)?;
+        let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+        payload.resize(length as usize, 0);
+        reader.read_exact(&mut payload).map_err(failed)?;
+        let mut sum = [0u8; 4];
+        reader.read_exact(&mut sum).map_err(failed)?;
+        each(offset, header[0], &payload);
+        offset += (payload.len() + record_file::RECORD_OVERHEAD) as u64;
+    }
+    Ok(())
+}
+
+/// The record that starts at `offset` of `file`: (kind, payload).
+pub fn read_at(file: &File, offset: u64) -> Result<(u8, Vec<u8>), LineError> {
+    let mut header = [0u8; 5];
+    file.read_exact_at(&mut header, offset).map_err(failed)?;
+    let length = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    if length > record_file::RECORD_LENGTH_MAX {
+        return Err(LineError::Corrupt(format!(
+            "no record starts at {offset} of the line's journal"
+        )));
+    }
+    let mut payload = vec![0u8; length as usize];
+    file.read_exact_at(&mut payload, offset + 5)
+        .map_err(failed)?;
+    Ok((header[0], payload))
+}
+
 impl Journal {
+    /// Where the records end: what was appended so far.
+    pub fn end(&self) -> u64 {
+        let mapped = self
+            .mapped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        mapped.end as u64
+    }
+
     /// Takes `file`, whose records end at `end`, and starts the thread that syncs it.
     pub fn start(file: File, end: u64) -> Result<Self, LineError> {
         // A full disk does not stop the start: the line maps what it has and grows on the

@@ -16,18 +16,21 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
 
 use super::journal::{self, Journal};
 use super::{
-    draw_of_keyed, initial_admission, AdmissionLog, Drawer, Joined, LineError, WaitingLine,
+    checkpoint_codec, checkpoint_follows, draw_of_keyed, initial_admission, AdmissionLog,
+    CheckpointAdded, Drawer, Joined, LineError, Places, WaitingLine,
 };
 use crate::domain::{
-    arrival_ms, Admission, AdmissionChange, Draw, LineFacts, Sale, SaleId, UserId,
+    arrival_ms, Admission, AdmissionChange, Checkpoint, Draw, LineFacts, Placed, Sale, SaleId,
+    UserId,
 };
 use crate::BoxFuture;
 
@@ -40,8 +43,13 @@ const DRAWN_TICKET: u64 = 0;
 const JOINED: u8 = 1;
 const PASS: u8 = 2;
 const ADMISSION: u8 = 3;
-/// A drawn place: the whole draw, then the buyer.
+/// A drawn place: its arrival (ms) as the number (0 in lines of before the log), the whole
+/// draw, then the buyer.
 const DRAWN: u8 = 4;
+/// A place at the end: its number with `SEQUENCE_FLAG`, its arrival (ms, 8 bytes), the buyer.
+const JOINED_AT: u8 = 5;
+/// A checkpoint of the admission log (`checkpoint_codec`).
+const CHECKPOINT: u8 = 6;
 
 /// What the line orders drawn buyers by: the draw's first 128 bits (see the module's note).
 fn prefix(draw: &Draw) -> u128 {
@@ -82,6 +90,20 @@ struct SaleLine {
     last_sequence: u64,
     admission: Option<Admission>,
     passes: ByBuyer<i64>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// Where a sale's places are in the journal, in place order, found by reading the journal once
+/// the draw has closed and then only what was written since: 8 bytes a place.
+#[derive(Default)]
+struct Roll {
+    scanned_to: u64,
+    /// The drawn places' records in draw order, set at the first read after the draw closed.
+    drawn: Option<Vec<u64>>,
+    /// Drawn places' (draw, record) seen before the draw was read in order.
+    unsorted: Vec<(Draw, u64)>,
+    /// The places at the end, in number order.
+    ends: Vec<u64>,
 }
 
 impl SaleLine {
@@ -166,6 +188,10 @@ impl SaleLine {
 pub struct MemoryLine {
     lines: Mutex<HashMap<SaleId, SaleLine>>,
     journal: Journal,
+    journal_path: PathBuf,
+    /// A read handle on the journal, for the records of places.
+    reader: File,
+    rolls: Mutex<HashMap<SaleId, Roll>>,
     hasher: RandomState,
     drawer: Drawer,
 }
@@ -213,6 +239,100 @@ fn admission_bytes(sale: &SaleId, admission: &Admission) -> Vec<u8> {
     payload(sale, admission.base, None, &extra)
 }
 
+/// A time as a record's number (times before 1970 are not recorded: 0 is "unknown").
+fn as_number(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+/// The place a record of the journal gives out, or `None` for a record of another kind.
+fn placed_of(kind: u8, bytes: &[u8]) -> Option<Placed> {
+    let (_, number, rest) = parse(bytes)?;
+    let user = |bytes: &[u8]| UserId::parse(std::str::from_utf8(bytes).ok()?);
+    let known = |ms: u64| (ms != 0).then(|| i64::try_from(ms).ok()).flatten();
+    match kind {
+        DRAWN => {
+            let draw: Draw = rest.get(..32)?.try_into().ok()?;
+            Some(Placed {
+                user: user(rest.get(32..)?)?,
+                draw: Some(draw),
+                joined_ms: known(number),
+            })
+        }
+        JOINED_AT => {
+            let joined: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            Some(Placed {
+                user: user(rest.get(8..)?)?,
+                draw: None,
+                joined_ms: Some(i64::from_le_bytes(joined)),
+            })
+        }
+        JOINED if number & SEQUENCE_FLAG != 0 => Some(Placed {
+            user: user(rest)?,
+            draw: None,
+            joined_ms: None,
+        }),
+        JOINED => Some(Placed {
+            user: user(rest)?,
+            draw: Some(draw_of_keyed(number)),
+            joined_ms: None,
+        }),
+        _ => None,
+    }
+}
+
+impl Roll {
+    /// Takes in the sale's records written since the last read.
+    fn read_new(&mut self, sale: &SaleId, path: &Path, end: u64) -> Result<(), LineError> {
+        if self.scanned_to >= end {
+            return Ok(());
+        }
+        let (drawn, unsorted, ends) = (&self.drawn, &mut self.unsorted, &mut self.ends);
+        journal::scan(path, self.scanned_to, end, |offset, kind, bytes| {
+            if !matches!(kind, DRAWN | JOINED | JOINED_AT) {
+                return;
+            }
+            let Some((of, number, rest)) = parse(bytes) else {
+                return;
+            };
+            if of != *sale {
+                return;
+            }
+            let draw = match kind {
+                DRAWN => rest.get(..32).and_then(|draw| Draw::try_from(draw).ok()),
+                JOINED if number & SEQUENCE_FLAG == 0 => Some(draw_of_keyed(number)),
+                _ => None,
+            };
+            match draw {
+                Some(_) if drawn.is_some() => {
+                    tracing::warn!(%sale, "a drawn join after the draw closed is left out of the log");
+                }
+                Some(draw) => unsorted.push((draw, offset)),
+                None => ends.push(offset),
+            }
+        })?;
+        self.scanned_to = end;
+        if self.drawn.is_none() {
+            let mut unsorted = std::mem::take(&mut self.unsorted);
+            unsorted.sort_unstable();
+            self.drawn = Some(unsorted.into_iter().map(|(_, offset)| offset).collect());
+        }
+        Ok(())
+    }
+
+    fn record_of(&self, place: u64) -> Option<u64> {
+        let drawn = self.drawn.as_deref().unwrap_or_default();
+        let index = usize::try_from(place).ok()?;
+        match index.checked_sub(drawn.len()) {
+            None => drawn.get(index).copied(),
+            Some(end) => self.ends.get(end).copied(),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        (self.drawn.as_ref().map_or(0, Vec::len) + self.ends.len()) as u64
+    }
+}
+
 /// Splits a payload into (sale id, number, rest).
 fn parse(bytes: &[u8]) -> Option<(SaleId, u64, &[u8])> {
     let length = usize::from(*bytes.first()?);
@@ -227,7 +347,8 @@ impl MemoryLine {
         let hasher = RandomState::new();
         let mut lines: HashMap<SaleId, SaleLine> = HashMap::new();
         let mut damaged = None;
-        let (file, end) = journal::replay(&data_dir.join(JOURNAL_FILE), |kind, bytes| {
+        let journal_path = data_dir.join(JOURNAL_FILE);
+        let (file, end) = journal::replay(&journal_path, |kind, bytes| {
             let Some((sale, number, rest)) = parse(bytes) else {
                 damaged = Some(kind);
                 return;
@@ -253,6 +374,18 @@ impl MemoryLine {
                     let user = String::from_utf8_lossy(user);
                     line.apply_ticket(hasher.hash_one(user.as_ref()), DRAWN_TICKET, Some(whole));
                 }
+                JOINED_AT => {
+                    let Some(user) = rest.get(8..) else {
+                        damaged = Some(kind);
+                        return;
+                    };
+                    let user = String::from_utf8_lossy(user);
+                    line.apply_ticket(hasher.hash_one(user.as_ref()), number, None);
+                }
+                CHECKPOINT => match checkpoint_codec::decode(rest) {
+                    Some(checkpoint) => line.checkpoints.push(checkpoint),
+                    None => damaged = Some(kind),
+                },
                 PASS => {
                     let (Some(expires), Some(user)) = (rest.get(..8), rest.get(8..)) else {
                         damaged = Some(kind);
@@ -274,9 +407,15 @@ impl MemoryLine {
                 "a record of kind {kind} in {JOURNAL_FILE} does not parse"
             )));
         }
+        let reader = File::open(&journal_path).map_err(|error| {
+            LineError::Unavailable(format!("opening {JOURNAL_FILE} to read: {error}"))
+        })?;
         Ok(Self {
             lines: Mutex::new(lines),
             journal: Journal::start(file, end)?,
+            journal_path,
+            reader,
+            rolls: Mutex::new(HashMap::new()),
             hasher,
             drawer: Drawer::new(&draw_key),
         })
@@ -318,7 +457,8 @@ impl MemoryLine {
         let buyer = self.buyer(user);
         let starts_ms = sale.starts_at.as_millisecond();
         // A request that reached the server before the start is drawn, whenever it is placed.
-        let early = arrival_ms(arrived.as_millisecond(), now_ms) < starts_ms;
+        let arrival = arrival_ms(arrived.as_millisecond(), now_ms);
+        let early = arrival < starts_ms;
         // Drawn outside the lock (a repeated join before the start draws for nothing); needed
         // also to read a drawn buyer's place after the start.
         let drawn = (early || now_ms >= starts_ms).then(|| self.drawer.draw(sale, user));
@@ -339,15 +479,15 @@ impl MemoryLine {
                 Some(draw) if early && !expired => {
                     self.journal.append(&journal::encode(
                         DRAWN,
-                        &payload(&sale.id, 0, Some(user), &draw),
+                        &payload(&sale.id, as_number(arrival), Some(user), &draw),
                     ))?;
                     line.apply_ticket(buyer, DRAWN_TICKET, Some(draw));
                 }
                 _ => {
                     let ticket = (line.last_sequence + 1) | SEQUENCE_FLAG;
                     self.journal.append(&journal::encode(
-                        JOINED,
-                        &payload(&sale.id, ticket, Some(user), &[]),
+                        JOINED_AT,
+                        &payload(&sale.id, ticket, Some(user), &arrival.to_le_bytes()),
                     ))?;
                     line.apply_ticket(buyer, ticket, None);
                 }
@@ -415,6 +555,53 @@ impl MemoryLine {
     }
 }
 
+impl MemoryLine {
+    fn places_now(&self, sale: &Sale, after: u64, limit: usize) -> Result<Places, LineError> {
+        let end = self.journal.end();
+        let mut rolls = self
+            .rolls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !rolls.contains_key(&sale.id) {
+            rolls.insert(sale.id.clone(), Roll::default());
+        }
+        let Some(roll) = rolls.get_mut(&sale.id) else {
+            return Ok(Places::default());
+        };
+        roll.read_new(&sale.id, &self.journal_path, end)?;
+        let total = roll.total();
+        let last = total.min(after.saturating_add(limit as u64));
+        let mut places = Vec::with_capacity(last.saturating_sub(after) as usize);
+        for place in after..last {
+            let offset = roll
+                .record_of(place)
+                .ok_or_else(|| LineError::Corrupt(format!("place {} has no record", place + 1)))?;
+            let (kind, bytes) = journal::read_at(&self.reader, offset)?;
+            places.push(placed_of(kind, &bytes).ok_or_else(|| {
+                LineError::Corrupt(format!("the record of place {} does not parse", place + 1))
+            })?);
+        }
+        Ok(Places { total, places })
+    }
+
+    fn add_checkpoint_now(
+        &self,
+        sale: &Sale,
+        checkpoint: &Checkpoint,
+        spacing_ms: i64,
+    ) -> Result<CheckpointAdded, LineError> {
+        let mut lines = self.lines();
+        let line = sale_line(&mut lines, &sale.id)?;
+        let follows = checkpoint_follows(line.checkpoints.last(), checkpoint, spacing_ms);
+        if follows == CheckpointAdded::Added {
+            let bytes = payload(&sale.id, 0, None, &checkpoint_codec::encode(checkpoint));
+            self.journal.append(&journal::encode(CHECKPOINT, &bytes))?;
+            line.checkpoints.push(checkpoint.clone());
+        }
+        Ok(follows)
+    }
+}
+
 impl AdmissionLog for MemoryLine {
     fn record(&self, sale_id: &SaleId, initial: Admission, at_ms: i64, change: AdmissionChange) {
         if let Err(error) = self.change_admission_now(sale_id, initial, at_ms, change) {
@@ -472,6 +659,37 @@ impl WaitingLine for MemoryLine {
     ) -> BoxFuture<'a, Result<Admission, LineError>> {
         let current = self.change_admission_now(&sale.id, initial_admission(sale), at_ms, change);
         Box::pin(async move { current })
+    }
+
+    fn places<'a>(
+        &'a self,
+        sale: &'a Sale,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Places, LineError>> {
+        let places = self.places_now(sale, after, limit);
+        Box::pin(async move { places })
+    }
+
+    fn add_checkpoint<'a>(
+        &'a self,
+        sale: &'a Sale,
+        checkpoint: &'a Checkpoint,
+        spacing_ms: i64,
+    ) -> BoxFuture<'a, Result<CheckpointAdded, LineError>> {
+        let added = self.add_checkpoint_now(sale, checkpoint, spacing_ms);
+        Box::pin(async move { added })
+    }
+
+    fn checkpoints<'a>(
+        &'a self,
+        sale: &'a Sale,
+    ) -> BoxFuture<'a, Result<Vec<Checkpoint>, LineError>> {
+        let checkpoints = self
+            .lines()
+            .get(&sale.id)
+            .map_or_else(Vec::new, |line| line.checkpoints.clone());
+        Box::pin(async move { Ok(checkpoints) })
     }
 }
 

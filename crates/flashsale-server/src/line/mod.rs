@@ -4,10 +4,14 @@
 //! Redis, one hash tag per sale, each change made by one script (`redis.rs`). One conformance
 //! suite holds both to the same behaviour.
 
+mod checkpoint_codec;
 mod journal;
+mod log_signer;
 mod memory;
 mod pass;
 
+pub(crate) use self::checkpoint_codec::{decode as decode_checkpoint, encode as encode_checkpoint};
+pub use self::log_signer::{signature_valid, InvalidLogKey, LogSigner};
 pub use self::memory::MemoryLine;
 pub use self::pass::{PassSigner, VerifiedPass};
 
@@ -15,7 +19,9 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-use crate::domain::{Admission, AdmissionChange, Draw, LineFacts, Sale, SaleId, UserId};
+use crate::domain::{
+    Admission, AdmissionChange, Checkpoint, Draw, LineFacts, Placed, Sale, SaleId, UserId,
+};
 use crate::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,65 @@ pub trait WaitingLine: Send + Sync + 'static {
         at_ms: i64,
         change: AdmissionChange,
     ) -> BoxFuture<'a, Result<Admission, LineError>>;
+
+    /// The places after the first `after`, at most `limit`, in place order (the draw's first,
+    /// then the others by number). Call once the draw has closed (`ARRIVAL_SLACK_MS` after the
+    /// start): before, a late drawn join could still take a place among them.
+    fn places<'a>(
+        &'a self,
+        sale: &'a Sale,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Places, LineError>>;
+
+    /// Appends a signed checkpoint to the sale's admission log, durably, unless the last one is
+    /// less than `spacing_ms` older or says more (`checkpoint_follows`), atomically with that
+    /// check (every node of a cluster offers checkpoints).
+    fn add_checkpoint<'a>(
+        &'a self,
+        sale: &'a Sale,
+        checkpoint: &'a Checkpoint,
+        spacing_ms: i64,
+    ) -> BoxFuture<'a, Result<CheckpointAdded, LineError>>;
+
+    /// The sale's checkpoints, oldest first.
+    fn checkpoints<'a>(
+        &'a self,
+        sale: &'a Sale,
+    ) -> BoxFuture<'a, Result<Vec<Checkpoint>, LineError>>;
+}
+
+/// A stretch of a line's places, in place order, and how many places it has given out in all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Places {
+    pub total: u64,
+    pub places: Vec<Placed>,
+}
+
+/// Why a checkpoint was not added: the last one is too recent, or it says more than this one (a
+/// node that read the line a moment earlier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointAdded {
+    Added,
+    TooSoon,
+    Behind,
+}
+
+/// Whether `next` may follow `last` in a line's checkpoints, `spacing_ms` at least apart.
+pub fn checkpoint_follows(
+    last: Option<&Checkpoint>,
+    next: &Checkpoint,
+    spacing_ms: i64,
+) -> CheckpointAdded {
+    match last {
+        Some(last) if next.n < last.n || next.admitted_through < last.admitted_through => {
+            CheckpointAdded::Behind
+        }
+        Some(last) if next.time_ms < last.time_ms.saturating_add(spacing_ms) => {
+            CheckpointAdded::TooSoon
+        }
+        _ => CheckpointAdded::Added,
+    }
 }
 
 /// Where a stock gate in this process records a waiting line's admission changes at the moment

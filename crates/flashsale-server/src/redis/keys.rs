@@ -75,7 +75,8 @@ impl RedisKeys {
         self.of(sale_id.as_str(), "line-numbers")
     }
 
-    /// Hash: the line's last number and its admission (base, since, paused).
+    /// Hash: the line's last number, its admission (base, since, paused, held, rate) and the
+    /// last checkpoint's time, places and admissions (cp_time, cp_n, cp_through).
     pub fn line_meta(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "line-meta")
     }
@@ -83,6 +84,21 @@ impl RedisKeys {
     /// Hash: buyer → when their pass runs out (ms).
     pub fn line_passes(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "line-passes")
+    }
+
+    /// Hash: a drawn member of `line_draws` → when its join arrived (ms), for the admission log.
+    pub fn line_arrivals(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-arrivals")
+    }
+
+    /// List: the places at the end of the line in number order, as `arrival ms:buyer`.
+    pub fn line_ends(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-ends")
+    }
+
+    /// List: the admission log's signed checkpoints, oldest first (`line::encode_checkpoint`).
+    pub fn line_checkpoints(&self, sale_id: &SaleId) -> String {
+        self.of(sale_id.as_str(), "line-checkpoints")
     }
 
     /// Set of the sales that have orders in their queue: the persisters' work list, kept by the

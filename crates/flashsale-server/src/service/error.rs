@@ -40,6 +40,8 @@ pub enum ServiceError {
     Internal(String),
     #[error("the sale has no waiting room")]
     NoWaitingRoom,
+    #[error("the sale was made before draws were committed: it has no admission log")]
+    NoVerifiableDraw,
     #[error("the waiting line opens at {opens_at}")]
     QueueNotOpen { opens_at: jiff::Timestamp },
     #[error("not in the waiting line")]

@@ -18,6 +18,7 @@ mod feed;
 mod intake;
 mod payments;
 mod queue;
+mod queue_log;
 mod returns;
 
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub use self::intake::{Intake, PrivateIntake, SharedIntake};
 use self::payments::Payments;
 pub use self::payments::{PaymentPage, PaymentParts, SweepReport};
 pub use self::queue::{QueueView, WaitingRoomParts};
+pub use self::queue_log::{
+    run_keeper as run_queue_log_keeper, LogPage, PublicKey, QueueLog, LOG_PAGE_MAX,
+};
 use self::returns::StockReturns;
 use crate::access_codes::AccessCodes;
 use crate::clock::Clock;

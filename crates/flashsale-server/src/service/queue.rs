@@ -8,8 +8,12 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::error::ServiceError;
+use super::queue_log::QueueLog;
 use super::Service;
-use crate::domain::{standing, LineFacts, Rejection, Sale, SaleId, Standing, UserId, WaitingRoom};
+use crate::domain::{
+    buyer_hash, standing, LineFacts, Rejection, Sale, SaleId, Standing, UserId, WaitingRoom,
+    ARRIVAL_SLACK_MS,
+};
 use crate::line::{LineError, PassSigner, WaitingLine};
 
 impl From<LineError> for ServiceError {
@@ -26,6 +30,8 @@ impl From<LineError> for ServiceError {
 pub struct WaitingRoomParts {
     pub line: Arc<dyn WaitingLine>,
     pub passes: PassSigner,
+    /// The admission logs' signer and chains (`queue_log.rs`).
+    pub log: Arc<QueueLog>,
 }
 
 /// A buyer's place, as the contract shows it.
@@ -37,6 +43,10 @@ pub struct QueueView {
     pub eta_secs: Option<u64>,
     pub pass: Option<String>,
     pub pass_expires_at: Option<Timestamp>,
+    /// Where the buyer finds their entry in the sale's admission log: its `n` (once the draw
+    /// has closed) and `buyer_hash`.
+    pub log_entry: Option<u64>,
+    pub buyer_hash: [u8; 32],
     /// What this call changed, for the metrics: a new place, a pass handed out, a pass that had
     /// run out (the buyer went to the end).
     pub placed: bool,
@@ -125,6 +135,10 @@ impl Service {
             eta_secs: None,
             pass: None,
             pass_expires_at: None,
+            log_entry: facts
+                .place
+                .filter(|_| facts.now_ms >= sale.starts_at.as_millisecond() + ARRIVAL_SLACK_MS),
+            buyer_hash: buyer_hash(user),
             placed: false,
             pass_issued: false,
             pass_expired: false,

@@ -25,4 +25,5 @@ mod regressions;
 mod scenarios;
 mod services;
 mod tls;
+mod verifiable_draw;
 mod waiting_room;

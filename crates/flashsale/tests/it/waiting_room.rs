@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::harness::{Reply, TestServer};
 
 /// A sale with a waiting room starting `starts_in` seconds from the server's now.
-async fn room_sale(server: &TestServer, stock: u64, starts_in: i64, room: Value) -> String {
+pub async fn room_sale(server: &TestServer, stock: u64, starts_in: i64, room: Value) -> String {
     let starts_at = server.now() + SignedDuration::from_secs(starts_in);
     let id = server
         .create_sale(json!({
@@ -26,7 +26,7 @@ async fn room_sale(server: &TestServer, stock: u64, starts_in: i64, room: Value)
     id
 }
 
-async fn join(server: &TestServer, sale: &str, user: &str) -> Reply {
+pub async fn join(server: &TestServer, sale: &str, user: &str) -> Reply {
     let token = server.token(user);
     server
         .send(
@@ -39,14 +39,14 @@ async fn join(server: &TestServer, sale: &str, user: &str) -> Reply {
         .await
 }
 
-async fn status(server: &TestServer, sale: &str, user: &str) -> Reply {
+pub async fn status(server: &TestServer, sale: &str, user: &str) -> Reply {
     let token = server.token(user);
     server
         .get(&format!("/api/v1/sales/{sale}/queue"), Some(&token))
         .await
 }
 
-async fn buy_with(server: &TestServer, sale: &str, user: &str, pass: Option<&str>) -> Reply {
+pub async fn buy_with(server: &TestServer, sale: &str, user: &str, pass: Option<&str>) -> Reply {
     let token = server.token(user);
     let headers: Vec<(&str, &str)> = pass.map(|pass| ("queue-pass", pass)).into_iter().collect();
     server
@@ -60,7 +60,7 @@ async fn buy_with(server: &TestServer, sale: &str, user: &str, pass: Option<&str
         .await
 }
 
-fn ok(reply: &Reply) -> &Value {
+pub fn ok(reply: &Reply) -> &Value {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     &reply.body
 }

@@ -16,8 +16,13 @@ use redis::Script;
 use super::connection::Redis;
 use super::keys::RedisKeys;
 use crate::domain::{hex, ARRIVAL_SLACK_MS};
-use crate::domain::{Admission, AdmissionChange, LineFacts, Sale, UserId};
-use crate::line::{draw_score, initial_admission, Drawer, Joined, LineError, WaitingLine};
+use crate::domain::{
+    Admission, AdmissionChange, Checkpoint, DrawSeed, LineFacts, Placed, Sale, UserId,
+};
+use crate::line::{
+    decode_checkpoint, draw_score, encode_checkpoint, initial_admission, CheckpointAdded, Drawer,
+    Joined, LineError, Places, WaitingLine,
+};
 use crate::BoxFuture;
 
 pub struct RedisLine {
@@ -26,6 +31,8 @@ pub struct RedisLine {
     join: Script,
     pass: Script,
     admission: Script,
+    places: Script,
+    checkpoint: Script,
     /// Whether "now" comes from the caller (tests: one manual clock) instead of Redis's clock.
     time_from_caller: bool,
     drawer: Drawer,
@@ -105,6 +112,8 @@ impl RedisLine {
                 include_str!("admission_lib.lua"),
                 include_str!("admission.lua")
             )),
+            places: Script::new(include_str!("places.lua")),
+            checkpoint: Script::new(include_str!("checkpoint.lua")),
             time_from_caller,
             drawer: Drawer::new(&draw_key),
         }
@@ -137,6 +146,8 @@ impl RedisLine {
             .key(self.keys.line_numbers(&sale.id))
             .key(self.keys.line_meta(&sale.id))
             .key(self.keys.line_passes(&sale.id))
+            .key(self.keys.line_arrivals(&sale.id))
+            .key(self.keys.line_ends(&sale.id))
             .arg(user.as_str())
             .arg(draw_score(&draw))
             .arg(sale.starts_at.as_millisecond())
@@ -157,6 +168,40 @@ impl RedisLine {
                 .map_err(unavailable)
         })
     }
+}
+
+/// A drawn place from its member: the whole draw in hex, ":", the buyer (a sale made before
+/// seeds keeps the buyer alone: its keyed draw is computed again).
+fn drawn_place(drawer: &Drawer, sale: &Sale, member: &str, arrival: &str) -> Option<Placed> {
+    let seeded = member
+        .split_once(':')
+        .filter(|(draw, _)| draw.len() == 64)
+        .and_then(|(draw, user)| Some((DrawSeed::from_hex(draw)?, user)));
+    let (draw, user) = match seeded {
+        Some((draw, user)) => {
+            let user = UserId::parse(user)?;
+            (*draw.as_bytes(), user)
+        }
+        None => {
+            let user = UserId::parse(member)?;
+            (drawer.draw(sale, &user), user)
+        }
+    };
+    Some(Placed {
+        user,
+        draw: Some(draw),
+        joined_ms: arrival.parse().ok(),
+    })
+}
+
+/// A place at the end from its list entry, `arrival ms:buyer`.
+fn end_place(entry: &str) -> Option<Placed> {
+    let (arrival, user) = entry.split_once(':')?;
+    Some(Placed {
+        user: UserId::parse(user)?,
+        draw: None,
+        joined_ms: arrival.parse().ok(),
+    })
 }
 
 impl WaitingLine for RedisLine {
@@ -249,6 +294,108 @@ impl WaitingLine for RedisLine {
                 .await
                 .map_err(unavailable)?;
             parse_admission(&reply, sale).ok_or_else(|| corrupt("admission", &reply))
+        })
+    }
+    fn places<'a>(
+        &'a self,
+        sale: &'a Sale,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Places, LineError>> {
+        let mut invocation = self.places.prepare_invoke();
+        invocation
+            .key(self.keys.line_draws(&sale.id))
+            .key(self.keys.line_meta(&sale.id))
+            .key(self.keys.line_arrivals(&sale.id))
+            .key(self.keys.line_ends(&sale.id))
+            .arg(after)
+            .arg(limit);
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let reply: Vec<String> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let count = |at: usize| reply.get(at).and_then(|text| text.parse::<u64>().ok());
+            let (Some(drawn), Some(numbers)) = (count(0), count(1)) else {
+                return Err(corrupt("count of places", &reply));
+            };
+            let mut places = Vec::with_capacity(reply.len().saturating_sub(2) / 3);
+            for place in reply.get(2..).unwrap_or_default().chunks(3) {
+                let placed = match place {
+                    [kind, member, arrival] if kind == "d" => {
+                        drawn_place(&self.drawer, sale, member, arrival)
+                    }
+                    [_, entry, _] => end_place(entry),
+                    _ => None,
+                };
+                places.push(placed.ok_or_else(|| corrupt("place", place))?);
+            }
+            let total = drawn + numbers;
+            let expected = total.saturating_sub(after).min(limit as u64);
+            if (places.len() as u64) < expected {
+                return Err(LineError::Corrupt(format!(
+                    "Redis: the line has {total} places but keeps {} of them from place {} on (joined before the admission log?)",
+                    places.len(),
+                    after + 1
+                )));
+            }
+            Ok(Places { total, places })
+        })
+    }
+
+    fn add_checkpoint<'a>(
+        &'a self,
+        sale: &'a Sale,
+        checkpoint: &'a Checkpoint,
+        spacing_ms: i64,
+    ) -> BoxFuture<'a, Result<CheckpointAdded, LineError>> {
+        let mut invocation = self.checkpoint.prepare_invoke();
+        invocation
+            .key(self.keys.line_checkpoints(&sale.id))
+            .key(self.keys.line_meta(&sale.id))
+            .arg(checkpoint.time_ms)
+            .arg(checkpoint.n)
+            .arg(checkpoint.admitted_through)
+            .arg(spacing_ms)
+            .arg(encode_checkpoint(checkpoint));
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let reply: String = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            match reply.as_str() {
+                "added" => Ok(CheckpointAdded::Added),
+                "soon" => Ok(CheckpointAdded::TooSoon),
+                "behind" => Ok(CheckpointAdded::Behind),
+                _ => Err(corrupt("checkpoint answer", &[reply])),
+            }
+        })
+    }
+
+    fn checkpoints<'a>(
+        &'a self,
+        sale: &'a Sale,
+    ) -> BoxFuture<'a, Result<Vec<Checkpoint>, LineError>> {
+        let key = self.keys.line_checkpoints(&sale.id);
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            let stored: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            stored
+                .iter()
+                .map(|bytes| {
+                    decode_checkpoint(bytes).ok_or_else(|| {
+                        LineError::Corrupt("Redis: a checkpoint does not parse".into())
+                    })
+                })
+                .collect()
         })
     }
 }

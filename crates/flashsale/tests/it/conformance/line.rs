@@ -26,7 +26,8 @@ macro_rules! line_suite {
                 joining_again_keeps_the_place_and_a_run_out_pass_goes_to_the_end,
                 admission_changes_count_from_their_moment_and_a_paused_line_takes_nobody,
                 a_seeded_draw_places_early_joiners_by_the_hmac_of_the_seed,
-                a_join_that_arrived_before_the_start_is_drawn_even_when_placed_after);
+                a_join_that_arrived_before_the_start_is_drawn_even_when_placed_after,
+                the_log_reads_places_in_order_and_keeps_checkpoints_in_turn);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -412,4 +413,104 @@ pub async fn a_join_that_arrived_before_the_start_is_drawn_even_when_placed_afte
     }
     drop(line);
     places_survive_a_reopen(backend, &sale, &drawn, &expected, now).await;
+}
+
+/// The admission log's source: the places in draw order, then the later joins by number (a
+/// re-join after a run-out pass is a new place), each with its arrival; checkpoints kept in
+/// order, at most one per spacing, never one that says less than the last; all of it kept
+/// across a restart.
+pub async fn the_log_reads_places_in_order_and_keeps_checkpoints_in_turn(
+    backend: &dyn LineBackend,
+) {
+    use flashsale_server::domain::{Checkpoint, GENESIS};
+    use flashsale_server::line::CheckpointAdded;
+    let sale = seeded_at_t0();
+    let line = backend.open().await;
+    let start = at(T0);
+    let ms = SignedDuration::from_millis;
+    let early: Vec<String> = (0..30).map(|i| format!("log-early-{i}")).collect();
+    for (i, buyer) in early.iter().enumerate() {
+        let when = start - ms(20_000 - i as i64);
+        line.join(&sale, &user(buyer), when, when).await.unwrap();
+    }
+    let closed = start + ms(2_500);
+    for buyer in ["log-late-a", "log-late-b"] {
+        line.join(&sale, &user(buyer), closed, closed)
+            .await
+            .unwrap();
+    }
+    let read = line.places(&sale, 0, 1000).await.unwrap();
+    assert_eq!(read.total, 32);
+    assert_eq!(read.places.len(), 32);
+    let drawn: Vec<String> = read.places[..30]
+        .iter()
+        .map(|placed| placed.user.as_str().to_owned())
+        .collect();
+    let mut by_draw = early.clone();
+    let places = places_by_draw(&sale, &early);
+    by_draw.sort_by_key(|buyer| places[early.iter().position(|b| b == buyer).unwrap()]);
+    assert_eq!(drawn, by_draw, "the drawn places in draw order");
+    for placed in &read.places[..30] {
+        let seed = sale.waiting_room.and_then(|room| room.draw_seed).unwrap();
+        let expected = expected_draw(seed.as_bytes(), sale.id.as_str(), placed.user.as_str());
+        assert_eq!(placed.draw.map(|draw| draw.to_vec()), Some(expected));
+        let index = early
+            .iter()
+            .position(|b| b == placed.user.as_str())
+            .unwrap();
+        assert_eq!(
+            placed.joined_ms,
+            Some((start - ms(20_000 - index as i64)).as_millisecond())
+        );
+    }
+    assert_eq!(read.places[30].user.as_str(), "log-late-a");
+    assert_eq!(read.places[31].draw, None);
+    assert_eq!(read.places[31].joined_ms, Some(closed.as_millisecond()));
+    let page = line.places(&sale, 28, 3).await.unwrap();
+    let users: Vec<&str> = page
+        .places
+        .iter()
+        .map(|placed| placed.user.as_str())
+        .collect();
+    assert_eq!(
+        users,
+        [by_draw[28].as_str(), by_draw[29].as_str(), "log-late-a"]
+    );
+
+    let rule = Admission::initial(&sale, &sale.waiting_room.unwrap());
+    let at_ms = |offset: i64| (start + ms(offset)).as_millisecond();
+    let first = Checkpoint::at(32, GENESIS, at_ms(3_000), rule);
+    assert_eq!(line.checkpoints(&sale).await.unwrap(), Vec::new());
+    assert_eq!(
+        line.add_checkpoint(&sale, &first, 1000).await.unwrap(),
+        CheckpointAdded::Added
+    );
+    let soon = Checkpoint::at(32, GENESIS, at_ms(3_500), rule);
+    assert_eq!(
+        line.add_checkpoint(&sale, &soon, 1000).await.unwrap(),
+        CheckpointAdded::TooSoon
+    );
+    let mut second = Checkpoint::at(32, GENESIS, at_ms(4_000), rule);
+    second.signature = vec![7; 64];
+    assert_eq!(
+        line.add_checkpoint(&sale, &second, 1000).await.unwrap(),
+        CheckpointAdded::Added
+    );
+    let mut behind = Checkpoint::at(31, GENESIS, at_ms(6_000), rule);
+    behind.admitted_through = 0;
+    assert_eq!(
+        line.add_checkpoint(&sale, &behind, 1000).await.unwrap(),
+        CheckpointAdded::Behind
+    );
+    assert_eq!(
+        line.checkpoints(&sale).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    drop(line);
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.checkpoints(&sale).await.unwrap(),
+        vec![first, second]
+    );
+    assert_eq!(reopened.places(&sale, 0, 1000).await.unwrap(), read);
 }
