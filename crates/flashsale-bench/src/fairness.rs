@@ -520,6 +520,101 @@ pub async fn throughput(
     Ok((vec![yardstick, joins, looks], checks, notes))
 }
 
+/// The admission log's costs: a second line of `requests` buyers, all joined before its start
+/// and admitted in its first second, then its whole log read and checked as `flashsale verify`
+/// does (public data only), timed; and the server memory the log's reading kept.
+pub async fn admission_log(
+    api: &Arc<Api>,
+    options: &RunOptions,
+    requests: u64,
+    join_per_sec: f64,
+) -> Result<(Vec<PhaseResult>, Vec<Check>, Vec<String>), ApiError> {
+    // Room for the joins (at the rate just measured, with a margin) before the start.
+    let joining = Duration::from_secs_f64(requests as f64 / join_per_sec.max(1000.0) * 1.5 + 5.0);
+    let starts_at = jiff::Timestamp::now()
+        + jiff::SignedDuration::try_from(joining).unwrap_or(jiff::SignedDuration::from_secs(60));
+    let line = api
+        .create_sale_with(json!({
+            "name": "bench fairness: the logged line",
+            "stock": 1,
+            "starts_at": starts_at.to_string(),
+            "waiting_room": { "admit_per_sec": 1_000_000, "opens_before_secs": 86_400 },
+        }))
+        .await?;
+    let tokens = premint(api, requests);
+    let path = Arc::<str>::from(format!("/api/v1/sales/{line}/queue"));
+    let planner: Planner = Arc::new(move |index| Planned {
+        method: Method::POST,
+        path: Arc::clone(&path),
+        authorization: tokens.get(index as usize).cloned().flatten(),
+        idempotency_key: None,
+        body: None,
+        sale: 0,
+        buyer: index,
+    });
+    let joins = phase(
+        api,
+        options,
+        "join (logged line)",
+        requests,
+        planner,
+        closed(options),
+    )
+    .run()
+    .await;
+    let joined = joins.stats.count("200");
+    // The draw closes 2 s after the start; the first checkpoint admits everyone.
+    let closes = starts_at + jiff::SignedDuration::from_secs(3);
+    if let Ok(wait) = Duration::try_from(closes.duration_since(jiff::Timestamp::now())) {
+        tokio::time::sleep(wait).await;
+    }
+    let request = flashsale_server::verify::VerifyRequest {
+        url: format!("http://{}", api.address()),
+        sale: line.clone(),
+        admin_token: None,
+        buyers: Vec::new(),
+    };
+    let memory_before = options.server_pid.and_then(anonymous_bytes);
+    let mut result = None;
+    let mut took = Duration::ZERO;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let verified = flashsale_server::verify::verify(&request).await;
+        took = started.elapsed();
+        let done = matches!(&verified, Ok(summary) if summary.admitted == joined);
+        result = Some(verified);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let memory_after = options.server_pid.and_then(anonymous_bytes);
+    let mut notes = Vec::new();
+    let check = match result {
+        Some(Ok(summary)) => {
+            notes.push(format!(
+                "admission log of {joined} buyers read and verified in {:.2} s: {summary}",
+                took.as_secs_f64()
+            ));
+            Check::new(
+                "the logged line verifies, everyone admitted",
+                summary.admitted == joined && summary.entries == joined,
+                summary.to_string(),
+            )
+        }
+        Some(Err(error)) => Check::new("the logged line verifies", false, error.to_string()),
+        None => Check::new("the logged line verifies", false, "not run".to_owned()),
+    };
+    if let (Some(before), Some(after)) = (memory_before, memory_after) {
+        notes.push(format!(
+            "server anonymous memory after reading the log: +{:.1} MB, {:.1} bytes per entry (the places' index, with what the allocator kept of the read)",
+            after.saturating_sub(before) as f64 / 1_048_576.0,
+            after.saturating_sub(before) as f64 / joined.max(1) as f64
+        ));
+    }
+    Ok((vec![joins], vec![check], notes))
+}
+
 /// Anonymous resident memory of process `pid` now, in bytes (Linux `RssAnon`: the heap, not
 /// file pages the kernel can drop once written back).
 fn anonymous_bytes(pid: u32) -> Option<u64> {

@@ -266,8 +266,14 @@ async fn run_scenario(
                     "--bot-share must be at least 0 and below 1".into(),
                 ));
             }
-            let (phases, mut checks, mut notes) =
+            let (mut phases, mut checks, mut notes) =
                 fairness::throughput(api, options, args.requests).await?;
+            let join_per_sec = phases.get(1).map_or(0.0, |joins| joins.requests_per_sec());
+            let (log_phases, log_checks, log_notes) =
+                fairness::admission_log(api, options, args.requests, join_per_sec).await?;
+            phases.extend(log_phases);
+            checks.extend(log_checks);
+            notes.extend(log_notes);
             let (round_checks, round_notes) = fairness::run(
                 api,
                 &fairness::FairnessOptions {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 
@@ -188,10 +188,7 @@ impl SaleLine {
 pub struct MemoryLine {
     lines: Mutex<HashMap<SaleId, SaleLine>>,
     journal: Journal,
-    journal_path: PathBuf,
-    /// A read handle on the journal, for the records of places.
-    reader: File,
-    rolls: Mutex<HashMap<SaleId, Roll>>,
+    rolls: Arc<Rolls>,
     hasher: RandomState,
     drawer: Drawer,
 }
@@ -413,9 +410,11 @@ impl MemoryLine {
         Ok(Self {
             lines: Mutex::new(lines),
             journal: Journal::start(file, end)?,
-            journal_path,
-            reader,
-            rolls: Mutex::new(HashMap::new()),
+            rolls: Arc::new(Rolls {
+                journal_path,
+                reader,
+                by_sale: Mutex::new(HashMap::new()),
+            }),
             hasher,
             drawer: Drawer::new(&draw_key),
         })
@@ -555,20 +554,35 @@ impl MemoryLine {
     }
 }
 
-impl MemoryLine {
-    fn places_now(&self, sale: &Sale, after: u64, limit: usize) -> Result<Places, LineError> {
-        let end = self.journal.end();
+/// Every sale's roll, and what reads places from the journal: file reads, run on a blocking
+/// thread (never on the runtime's, where purchases run).
+struct Rolls {
+    journal_path: PathBuf,
+    /// A read handle on the journal, for the records of places.
+    reader: File,
+    by_sale: Mutex<HashMap<SaleId, Roll>>,
+}
+
+impl Rolls {
+    /// The places after `after` of the journal up to `end`.
+    fn places(
+        &self,
+        sale: &SaleId,
+        after: u64,
+        limit: usize,
+        end: u64,
+    ) -> Result<Places, LineError> {
         let mut rolls = self
-            .rolls
+            .by_sale
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !rolls.contains_key(&sale.id) {
-            rolls.insert(sale.id.clone(), Roll::default());
+        if !rolls.contains_key(sale) {
+            rolls.insert(sale.clone(), Roll::default());
         }
-        let Some(roll) = rolls.get_mut(&sale.id) else {
+        let Some(roll) = rolls.get_mut(sale) else {
             return Ok(Places::default());
         };
-        roll.read_new(&sale.id, &self.journal_path, end)?;
+        roll.read_new(sale, &self.journal_path, end)?;
         let total = roll.total();
         let last = total.min(after.saturating_add(limit as u64));
         let mut places = Vec::with_capacity(last.saturating_sub(after) as usize);
@@ -583,7 +597,9 @@ impl MemoryLine {
         }
         Ok(Places { total, places })
     }
+}
 
+impl MemoryLine {
     fn add_checkpoint_now(
         &self,
         sale: &Sale,
@@ -667,8 +683,14 @@ impl WaitingLine for MemoryLine {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Places, LineError>> {
-        let places = self.places_now(sale, after, limit);
-        Box::pin(async move { places })
+        let (rolls, sale, end) = (Arc::clone(&self.rolls), sale.id.clone(), self.journal.end());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || rolls.places(&sale, after, limit, end))
+                .await
+                .map_err(|error| {
+                    LineError::Unavailable(format!("reading the line's places: {error}"))
+                })?
+        })
     }
 
     fn add_checkpoint<'a>(

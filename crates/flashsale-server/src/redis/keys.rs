@@ -86,7 +86,7 @@ impl RedisKeys {
         self.of(sale_id.as_str(), "line-passes")
     }
 
-    /// Hash: a drawn member of `line_draws` → when its join arrived (ms), for the admission log.
+    /// Hash: a drawn buyer → when their join arrived (ms), for the admission log.
     pub fn line_arrivals(&self, sale_id: &SaleId) -> String {
         self.of(sale_id.as_str(), "line-arrivals")
     }

@@ -80,10 +80,15 @@ impl Chain {
     }
 }
 
+/// Pages built at once on a node: a crowd of readers waits its turn (or is shed at the edge)
+/// instead of taking the line's reads from the purchases.
+const PAGES_AT_ONCE: usize = 2;
+
 /// The signer and each sale's chain as far as this node has read it.
 pub struct QueueLog {
     signer: LogSigner,
     chains: Mutex<HashMap<SaleId, Chain>>,
+    pages: tokio::sync::Semaphore,
 }
 
 impl QueueLog {
@@ -91,6 +96,7 @@ impl QueueLog {
         Self {
             signer,
             chains: Mutex::new(HashMap::new()),
+            pages: tokio::sync::Semaphore::new(PAGES_AT_ONCE),
         }
     }
 
@@ -195,6 +201,11 @@ impl Service {
                 kid,
             });
         }
+        let _turn = log
+            .pages
+            .acquire()
+            .await
+            .map_err(|_| ServiceError::Unavailable("the admission log is closing".into()))?;
         let total = log.extend(line, &sale).await?;
         let limit = limit.clamp(1, LOG_PAGE_MAX);
         let start = after - after % ANCHOR_EVERY;

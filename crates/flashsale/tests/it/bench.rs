@@ -105,6 +105,8 @@ fn the_fairness_scenario_runs_every_round_and_the_line_costs() {
         "ok   arrivals after the start without room: the whole stock sells",
         "join req/s / sold-out purchase req/s = ",
         "waiting buyers: ",
+        "ok   the logged line verifies, everyone admitted",
+        "admission log of 2000 buyers read and verified in ",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

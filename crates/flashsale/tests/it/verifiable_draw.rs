@@ -459,6 +459,59 @@ async fn the_log_survives_a_restart() {
     server.stop().await;
 }
 
+/// A cluster archives an ended, settled sale's keys in Redis, but the log stays public: its
+/// places and checkpoints are kept, and it still verifies.
+pub async fn the_log_outlives_the_archive(server: TestServer) {
+    use redis::AsyncCommands;
+    let starts_at = server.now() + SignedDuration::from_secs(10);
+    let sale = server
+        .create_sale(json!({
+            "stock": 5,
+            "starts_at": starts_at.to_string(),
+            "ends_at": (starts_at + SignedDuration::from_secs(20)).to_string(),
+            "waiting_room": { "admit_per_sec": 5 },
+        }))
+        .await;
+    for buyer in users("archived", 4) {
+        ok(&join(&server, &sale, &buyer).await);
+    }
+    server.advance(SignedDuration::from_secs(13));
+    let admitted = eventually(Duration::from_secs(20), || async {
+        read_log(&server, &sale, 1000)
+            .await
+            .1
+            .last()
+            .map(|c| c["admitted_through"].clone())
+            == Some(json!(4))
+    })
+    .await;
+    assert!(admitted);
+    let before = read_log(&server, &sale, 1000).await;
+    let backends = server.backends().expect("a cluster");
+    let redis = redis::Client::open(backends.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let sale_key = format!("{}:{{{sale}}}:sale", backends.redis.prefix);
+    let archived = eventually(Duration::from_secs(30), || {
+        server.advance(SignedDuration::from_secs(61));
+        let (mut redis, sale_key) = (redis.clone(), sale_key.clone());
+        async move { !redis.exists::<_, bool>(sale_key).await.unwrap() }
+    })
+    .await;
+    assert!(archived, "the settled sale's gate is still in Redis");
+    let after = read_log(&server, &sale, 1000).await;
+    assert_eq!(after, before, "the same log after the archive");
+    let (url, sale) = (format!("http://{}", server.addrs[0]), sale.clone());
+    let (code, output) = tokio::task::spawn_blocking(move || verify(&url, &sale, None, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{output}");
+}
+
+crate::server_suite!(one_node_archiving, TestServer::start_cluster(1);
+    the_log_outlives_the_archive);
 crate::server_suite!(embedded, async { Some(TestServer::start().await) };
     a_line_verifies_and_every_planted_break_is_named);
 crate::server_suite!(two_nodes, TestServer::start_cluster(2);

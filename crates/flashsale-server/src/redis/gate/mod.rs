@@ -122,6 +122,9 @@ impl RedisGate {
             .key(self.keys.line_meta(sale_id))
             .key(self.keys.line_passes(sale_id))
             .key(self.keys.codes(sale_id))
+            .key(self.keys.line_checkpoints(sale_id))
+            .key(self.keys.line_arrivals(sale_id))
+            .key(self.keys.line_ends(sale_id))
             .arg(sale_id.as_str());
         let gone: i64 = invocation
             .invoke_async(&mut self.connection())

@@ -4,7 +4,7 @@
 -- scores order by the whole draw and places are ranks), even when the script runs after the
 -- start; later, and when a pass ran out, the buyer gets the next number at the end.
 -- KEYS: 1 draws (sorted set), 2 numbers (hash buyer → n), 3 meta (hash), 4 passes (hash buyer →
---       expiry ms), 5 arrivals of the drawn (hash member → ms), 6 the places at the end (list of
+--       expiry ms), 5 arrivals of the drawn (hash buyer → ms), 6 the places at the end (list of
 --       "arrival ms:buyer", for the admission log); one hash tag: the sale id
 -- ARGV: 1 buyer, 2 score, 3 starts_ms, 4 now ms ('' for Redis's clock; tests pass a manual
 --       clock), 5 '1' to join, 6 member in the draws, 7 arrival ms (when the request reached the
@@ -40,7 +40,7 @@ if ARGV[5] == '1' then
         placed = '1'
         if expired == '0' and arrived < starts then
             redis.call('ZADD', KEYS[1], ARGV[2], member)
-            redis.call('HSET', KEYS[5], member, string.format('%d', arrived))
+            redis.call('HSET', KEYS[5], buyer, string.format('%d', arrived))
             drawn = ARGV[2]
         else
             number = redis.call('HINCRBY', KEYS[3], 'last_number', 1)
