@@ -169,6 +169,17 @@ impl Catalog {
         }
     }
 
+    /// The sales this node holds now, as they are: no reload (background work must not change
+    /// how fresh a listing is).
+    pub fn known(&self) -> Vec<Arc<Sale>> {
+        self.sales
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Every sale, newest first.
     pub async fn all<S: SaleSource + ?Sized>(
         &self,

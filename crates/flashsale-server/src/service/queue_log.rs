@@ -239,7 +239,9 @@ impl Service {
     pub async fn keep_queue_logs(&self) -> Result<(), ServiceError> {
         let (line, log) = self.queue_log_parts()?;
         let now = self.clock.now();
-        for sale in self.catalog.all(self.store.as_ref()).await? {
+        // The sales this node holds (it follows the others' within a second); a reload here
+        // would keep every listing's cache young and hide a sale made a moment ago elsewhere.
+        for sale in self.catalog.known() {
             let Ok(closes_at) = draw_closed_at(&sale) else {
                 continue;
             };
