@@ -10,6 +10,7 @@ mod compare;
 mod driver;
 mod fairness;
 mod random;
+mod receiver;
 mod report;
 mod scenarios;
 mod stats;
@@ -27,6 +28,7 @@ use clap::{Args, ValueEnum};
 use self::api::Api;
 pub use self::bare::serve as serve_bare;
 pub use self::random::SplitMix64;
+pub use self::receiver::serve as serve_webhook_receiver;
 use self::report::{PhaseReport, Report};
 use self::scenarios::{Outcome, RunOptions};
 pub use self::stats::Stats;
@@ -154,6 +156,19 @@ pub struct BenchArgs {
     /// long it took to catch up.
     #[arg(long, value_name = "FILE")]
     pub compare_config: Option<PathBuf>,
+    /// With --compare-config (or alone, in its place): also start the bench's own webhook
+    /// receiver (`flashsale webhook-receiver`, checking every signature and each sale's order)
+    /// and add it to the compared server's sinks.
+    #[arg(long)]
+    pub webhook_receiver: bool,
+    /// With --compare-config or --webhook-receiver: compare this many times in the run, each
+    /// round a fresh plain server beside a fresh compared one, and print the median ratio.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub compare_rounds: usize,
+    /// Pin the embedded servers the bench starts to this CPU (run the bench itself under
+    /// `taskset` on another).
+    #[arg(long, value_name = "CPU")]
+    pub server_cpu: Option<usize>,
     /// Write every figure to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -307,6 +322,127 @@ async fn run_scenario(
     })
 }
 
+/// A run against a fresh server of the bench's own: its phases' figures, and its checks
+/// labelled with `label`.
+async fn fresh_run(
+    args: &BenchArgs,
+    options: &RunOptions,
+    timeout: Duration,
+    config: Option<&std::path::Path>,
+    label: &str,
+    outcome: &mut Outcome,
+) -> Result<(Vec<compare::PhaseFigures>, Target), BenchError> {
+    let server = Target::embedded(args.scenario == Scenario::Fairness, config, args.server_cpu)?;
+    let api = Arc::new(Api::of(&server, timeout));
+    let options = RunOptions {
+        server_pid: server.server.as_ref().map(target::EmbeddedServer::pid),
+        ..options.clone()
+    };
+    let run = run_scenario(args, &api, &options).await?;
+    outcome.checks.extend(run.checks.into_iter().map(|check| {
+        Check::new(
+            format!("{label}: {}", check.name),
+            check.passed,
+            check.detail,
+        )
+    }));
+    Ok((compare::figures(&run.phases), server))
+}
+
+/// The same scenario against fresh servers with the compared settings (and the bench's webhook
+/// receiver among their sinks, if asked), `--compare-rounds` times, each round beside a plain
+/// run (the first round's is the bench's own run; later rounds alternate which goes first, so a
+/// machine that drifts weighs on both alike): each phase's ratio per round and their median,
+/// every run's checks, and whether the sinks caught up and delivered everything.
+async fn compare_rounds(
+    args: &BenchArgs,
+    options: &RunOptions,
+    timeout: Duration,
+    outcome: &mut Outcome,
+) -> Result<(), BenchError> {
+    let base = match &args.compare_config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|error| BenchError::Usage(format!("reading {}: {error}", path.display())))?,
+        None => String::new(),
+    };
+    let compared_label = match (&args.compare_config, args.webhook_receiver) {
+        (Some(path), true) => format!("{} and the bench's webhook receiver", path.display()),
+        (Some(path), false) => path.display().to_string(),
+        (None, _) => "the bench's webhook receiver".into(),
+    };
+    let rounds = args.compare_rounds.max(1);
+    let mut pairs = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let tag = match rounds {
+            1 => String::new(),
+            _ => format!(" (round {})", round + 1),
+        };
+        let mut plain = (round == 0).then(|| compare::figures(&outcome.phases));
+        let compared_first = round % 2 == 1;
+        if plain.is_none() && !compared_first {
+            let label = format!("plain{tag}");
+            plain = Some(
+                fresh_run(args, options, timeout, None, &label, outcome)
+                    .await?
+                    .0,
+            );
+        }
+        // A receiver per round: what it saw is held to one server's sink.
+        let receiver = match args.webhook_receiver {
+            true => Some(receiver::WebhookReceiver::start()?),
+            false => None,
+        };
+        let settings = match &receiver {
+            Some(receiver) => receiver.settings_after(&base),
+            None => base.clone(),
+        };
+        let file =
+            std::env::temp_dir().join(format!("flashsale-bench-{}.toml", std::process::id()));
+        std::fs::write(&file, settings).map_err(|error| BenchError::Write(file.clone(), error))?;
+        let label = format!("with {compared_label}{tag}");
+        let compared = fresh_run(args, options, timeout, Some(&file), &label, outcome).await;
+        let _ = std::fs::remove_file(&file);
+        let (compared, server) = compared?;
+        let api = Api::of(&server, timeout);
+        let (checks, notes, sinks) = compare::drain_sinks(&api).await;
+        outcome.checks.extend(checks);
+        outcome
+            .notes
+            .extend(notes.into_iter().map(|note| format!("{note}{tag}")));
+        if let Some(receiver) = &receiver {
+            let delivered = sinks
+                .iter()
+                .find(|sink| sink.name == receiver::SINK_NAME)
+                .map(|sink| sink.delivered);
+            outcome
+                .checks
+                .extend(compare::receiver_checks(receiver.seen().await, delivered));
+        }
+        drop(server);
+        let plain = match plain {
+            Some(plain) => plain,
+            None => {
+                let label = format!("plain{tag}");
+                fresh_run(args, options, timeout, None, &label, outcome)
+                    .await?
+                    .0
+            }
+        };
+        outcome.notes.extend(
+            compare::rate_ratios(&plain, &compared, &compared_label)
+                .into_iter()
+                .map(|note| format!("{note}{tag}")),
+        );
+        pairs.push((plain, compared));
+    }
+    if rounds > 1 {
+        outcome
+            .notes
+            .extend(compare::median_ratios(&pairs, &compared_label));
+    }
+    Ok(())
+}
+
 /// Runs a bench; returns whether every check passed.
 pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     if args
@@ -335,9 +471,12 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
     if args.scenario == Scenario::Chaos {
         return run_chaos(&args, seed).await;
     }
-    if args.compare_config.is_some() && args.target.is_some() {
+    let compares = args.compare_config.is_some() || args.webhook_receiver;
+    if args.target.is_some() && (compares || args.server_cpu.is_some()) {
         return Err(BenchError::Usage(
-            "--compare-config starts servers of its own: it cannot go with --target".into(),
+            "--compare-config, --webhook-receiver and --server-cpu concern servers the bench \
+             starts: they cannot go with --target"
+                .into(),
         ));
     }
     let target = match &args.target {
@@ -350,7 +489,7 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             )
             .await?
         }
-        None => Target::embedded(args.scenario == Scenario::Fairness, None)?,
+        None => Target::embedded(args.scenario == Scenario::Fairness, None, args.server_cpu)?,
     };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let api = Arc::new(Api::of(&target, timeout));
@@ -405,26 +544,8 @@ pub async fn run(args: BenchArgs) -> Result<bool, BenchError> {
             bare.requests_per_sec()
         ));
     }
-    if let Some(config) = &args.compare_config {
-        let compared = Target::embedded(args.scenario == Scenario::Fairness, Some(config))?;
-        let compared_api = Arc::new(Api::of(&compared, timeout));
-        let compared_options = RunOptions {
-            server_pid: compared.server.as_ref().map(target::EmbeddedServer::pid),
-            ..options.clone()
-        };
-        let run = run_scenario(&args, &compared_api, &compared_options).await?;
-        outcome
-            .notes
-            .extend(compare::rate_ratios(&outcome.phases, &run.phases, config));
-        let label = |name: &str| format!("with {}: {name}", config.display());
-        outcome.checks.extend(
-            run.checks
-                .into_iter()
-                .map(|check| Check::new(label(&check.name), check.passed, check.detail)),
-        );
-        let (checks, notes) = compare::drain_sinks(&compared_api).await;
-        outcome.checks.extend(checks);
-        outcome.notes.extend(notes);
+    if compares {
+        compare_rounds(&args, &options, timeout, &mut outcome).await?;
     }
     let ratio = baseline.as_ref().and_then(|baseline| {
         outcome

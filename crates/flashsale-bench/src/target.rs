@@ -70,6 +70,31 @@ impl Drop for EmbeddedServer {
     }
 }
 
+/// Makes `command`'s process run on `cpu` only, from before its first instruction (so every
+/// thread it starts inherits it).
+fn pin_to(command: &mut Command, cpu: usize) -> Result<(), TargetError> {
+    use std::os::unix::process::CommandExt;
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(TargetError::Spawn(std::io::Error::other(format!(
+            "no CPU {cpu}"
+        ))));
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it (cpu < CPU_SETSIZE).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: between fork and exec the closure only makes one system call, which is
+    // async-signal-safe, and touches no memory but the set copied into it.
+    unsafe {
+        command.pre_exec(move || {
+            match libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    Ok(())
+}
+
 pub struct Target {
     pub address: SocketAddr,
     pub admin_token: String,
@@ -85,7 +110,7 @@ fn random_hex() -> String {
 
 /// Reads the `http://ADDR` a child process prints on its first line, then keeps draining its
 /// output (a process must never write into a closed pipe).
-fn read_address(child: &mut Child) -> Result<SocketAddr, TargetError> {
+pub(crate) fn read_address(child: &mut Child) -> Result<SocketAddr, TargetError> {
     let mut first_line = String::new();
     if let Some(stdout) = child.stdout.take() {
         let mut reader = BufReader::new(stdout);
@@ -143,7 +168,12 @@ impl Target {
     /// `buyer_limit` the per-buyer rate limit is off (load scenarios send many requests per
     /// buyer by design); with it, the server keeps its configured limit, as in production.
     /// With `config`, the server reads that settings file (`FLASHSALE_CONFIG`), e.g. event sinks.
-    pub fn embedded(buyer_limit: bool, config: Option<&Path>) -> Result<Self, TargetError> {
+    /// With `cpu`, the server and all its threads run on that CPU only.
+    pub fn embedded(
+        buyer_limit: bool,
+        config: Option<&Path>,
+        cpu: Option<usize>,
+    ) -> Result<Self, TargetError> {
         let executable = std::env::current_exe().map_err(TargetError::Spawn)?;
         let data_dir = std::env::temp_dir().join(format!("flashsale-bench-{}", random_hex()));
         let (admin_token, jwt_secret) = (random_hex(), random_hex());
@@ -160,6 +190,9 @@ impl Target {
         }
         if let Some(config) = config {
             command.env("FLASHSALE_CONFIG", config);
+        }
+        if let Some(cpu) = cpu {
+            pin_to(&mut command, cpu)?;
         }
         let mut child = command
             .stdin(Stdio::null())

@@ -17,6 +17,8 @@ use crate::config::EmbeddedStore;
 use crate::config::Settings;
 use crate::domain::{OrderId, SaleDraft};
 use crate::events::delivery::Delivery;
+use crate::events::pace::Pace;
+use crate::events::rendered::RenderedEvents;
 use crate::events::{DeliveryLedger, FileLedger, SinkStatus};
 use crate::gate::{MemoryGate, StockGate};
 use crate::http::{self, AppState, Limits, ServeOptions, Timeouts};
@@ -400,16 +402,24 @@ impl App {
         let lease = Duration::from_millis(settings.events_sink_lease_ms);
         let mut statuses = Vec::with_capacity(sinks.len());
         let mut deliveries = Vec::with_capacity(sinks.len());
+        let rendered = Arc::new(RenderedEvents::new(Arc::clone(&store), source.clone()));
+        let pace = {
+            let metrics = Arc::clone(&metrics);
+            Arc::new(Pace::new(
+                move || metrics.buyer_requests(),
+                settings.events_busy_deliveries_per_sec,
+            ))
+        };
         for (sink, config) in sinks.into_iter().zip(&sink_configs) {
             let status = SinkStatus::new(&config.name, config.kind.name());
             statuses.push(Arc::clone(&status));
             deliveries.push(Delivery {
                 sink,
                 status,
-                store: Arc::clone(&store),
+                events: Arc::clone(&rendered),
+                pace: Arc::clone(&pace),
                 ledger: Arc::clone(&ledger),
                 clock: Arc::clone(&clock),
-                source: source.clone(),
                 holder: holder.clone(),
                 lease,
                 retry_hours: config.retry_hours,

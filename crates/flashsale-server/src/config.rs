@@ -113,6 +113,10 @@ pub struct Settings {
     /// Cluster: how long a node's hold on a sink lasts unless renewed; another node takes the
     /// sink over this long after its holder died.
     pub events_sink_lease_ms: u64,
+    /// Deliveries a second, over all of a node's sinks, while buyers crowd in (over 2,000
+    /// purchases and joins a second): the rest wait in the outbox until the crowd is gone.
+    /// 0: deliver nothing while busy.
+    pub events_busy_deliveries_per_sec: u64,
     /// The sinks events are delivered to (`[[events.sinks]]` in the file only).
     pub events: crate::events::settings::EventsSettings,
     /// Payments: `simulated` (the buyer's word is the payment) or `stripe` (PaymentIntents).
@@ -188,6 +192,7 @@ impl Default for Settings {
             installation_id: None,
             queue_log_key: None,
             events_sink_lease_ms: 15_000,
+            events_busy_deliveries_per_sec: crate::events::pace::BUSY_DELIVERIES_PER_SEC_DEFAULT,
             events: crate::events::settings::EventsSettings::default(),
             payment_provider: PaymentProviderKind::Simulated,
             stripe_api_base: "https://api.stripe.com".into(),
@@ -249,6 +254,10 @@ impl fmt::Debug for Settings {
             .field("installation_id", &self.installation_id)
             .field("queue_log_key", &redact(&self.queue_log_key))
             .field("events_sink_lease_ms", &self.events_sink_lease_ms)
+            .field(
+                "events_busy_deliveries_per_sec",
+                &self.events_busy_deliveries_per_sec,
+            )
             .field("events", &self.events)
             .field("payment_provider", &self.payment_provider)
             .field("stripe_api_base", &self.stripe_api_base)
@@ -270,7 +279,7 @@ impl fmt::Debug for Settings {
 }
 
 /// The names environment variables may set, as `FLASHSALE_<NAME>`.
-const KEYS: [&str; 46] = [
+const KEYS: [&str; 47] = [
     "listen",
     "data_dir",
     "admin_token",
@@ -308,6 +317,7 @@ const KEYS: [&str; 46] = [
     "installation_id",
     "queue_log_key",
     "events_sink_lease_ms",
+    "events_busy_deliveries_per_sec",
     "payment_provider",
     "stripe_api_base",
     "stripe_secret_key",

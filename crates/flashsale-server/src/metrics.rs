@@ -185,6 +185,13 @@ impl Metrics {
         self.purchases[index].fetch_add(1, Relaxed);
     }
 
+    /// Buyer requests answered so far: purchases of every outcome and joins of waiting lines
+    /// (deliveries yield while these come fast, `events::pace`).
+    pub fn buyer_requests(&self) -> u64 {
+        let purchases: u64 = self.purchases.iter().map(|count| count.load(Relaxed)).sum();
+        purchases + self.line.places.load(Relaxed)
+    }
+
     pub fn record_commit_batch(&self, commands: usize) {
         self.commit_batch
             .record(u64::try_from(commands).unwrap_or(u64::MAX));

@@ -39,6 +39,18 @@ pub enum Command {
     /// The bench's bare baseline: answers every request with a fixed refusal, no middleware.
     #[command(hide = true)]
     BareResponder(BareResponderArgs),
+    /// The bench's webhook receiver: checks each signature and each sale's order, counts.
+    #[command(hide = true)]
+    WebhookReceiver(WebhookReceiverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookReceiverArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// The sink's Standard Webhooks secret (`whsec_…`).
+    #[arg(long, env = "FLASHSALE_BENCH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: String,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +252,11 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events_sink_lease_ms: Option<u64>,
+    /// Deliveries a second, over all event sinks, while buyers crowd in (the rest wait until the
+    /// crowd is gone; 0: none while busy).
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_busy_deliveries_per_sec: Option<u64>,
     /// Payments: simulated (the buyer's word is the payment; the default) or stripe.
     #[arg(long, value_name = "PROVIDER")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -56,6 +56,12 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(format!("bare responder: {error}")),
         },
+        Command::WebhookReceiver(args) => {
+            match flashsale_bench::serve_webhook_receiver(args.listen, &args.secret) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(format!("webhook receiver: {error}")),
+            }
+        }
     }
 }
 

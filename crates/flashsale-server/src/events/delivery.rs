@@ -9,6 +9,8 @@
 //!   (kept, shown) and its sale goes on.
 //! - Each sale's cursor is kept in the ledger a few times a second (delivery is at least once:
 //!   after a crash the events since the last save go out again; receivers dedupe by id).
+//! - While buyers crowd in, the node's sinks share a small budget of deliveries a second
+//!   (`pace.rs`): the events wait in the outbox and catch up once the crowd is gone.
 //! - A node starts a delivery only while its hold on the sink outlasts the delivery's timeout,
 //!   so one that lost its hold has finished before another takes over.
 
@@ -21,11 +23,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ledger::{DeadLetter, DeliveryLedger, LedgerError};
+use super::pace::Pace;
+use super::rendered::RenderedEvents;
 use super::sink::{DeliveryError, EventSink};
 use super::status::SinkStatus;
 use crate::clock::Clock;
 use crate::domain::SaleId;
-use crate::store::OrderStore;
 
 /// How often the loop looks for new events (and refreshes its lag).
 const LOOK_EVERY: Duration = Duration::from_millis(50);
@@ -40,11 +43,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub struct Delivery {
     pub sink: Arc<dyn EventSink>,
     pub status: Arc<SinkStatus>,
-    pub store: Arc<dyn OrderStore>,
+    /// The outbox, rendered once for all of the node's sinks.
+    pub events: Arc<RenderedEvents>,
+    /// Shared by the node's sinks: deliveries yield while buyers crowd in.
+    pub pace: Arc<Pace>,
     pub ledger: Arc<dyn DeliveryLedger>,
     pub clock: Arc<dyn Clock>,
-    /// The events' `source`.
-    pub source: String,
     /// Names this node in the sink's lease.
     pub holder: String,
     pub lease: Duration,
@@ -280,7 +284,7 @@ async fn start_lanes(
     shared: &Arc<Shared>,
     lanes: &mut HashMap<SaleId, JoinHandle<()>>,
 ) -> Result<(), crate::store::StoreError> {
-    let heads = shared.delivery.store.event_heads().await?;
+    let heads = shared.delivery.events.heads().await?;
     let now = shared.delivery.clock.now();
     let mut lag_events = 0;
     let mut oldest: Option<jiff::Timestamp> = None;
@@ -320,7 +324,7 @@ async fn run_lane(shared: Arc<Shared>, sale_id: SaleId, mut delivered: u64) {
     let delivery = &shared.delivery;
     let mut seed = random_seed();
     loop {
-        let events = match delivery.store.events(&sale_id, delivered, READ_BATCH).await {
+        let events = match delivery.events.after(&sale_id, delivered, READ_BATCH).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(sink = delivery.sink.name(), %error, "reading the outbox failed");
@@ -335,24 +339,25 @@ async fn run_lane(shared: Arc<Shared>, sale_id: SaleId, mut delivered: u64) {
             return;
         }
         for event in events {
-            if event.sequence > delivered + 1 {
+            let outbound = &event.outbound;
+            if outbound.sequence > delivered + 1 {
                 // Pruned by the retention before this sink had them.
                 delivery
                     .status
                     .pruned_undelivered
-                    .fetch_add(event.sequence - delivered - 1, Relaxed);
+                    .fetch_add(outbound.sequence - delivered - 1, Relaxed);
             }
             if let Some(progress) = shared.progress().get_mut(&sale_id) {
                 progress.oldest_pending = Some(event.at);
             }
-            let outbound = super::cloudevent::outbound(&delivery.source, &event);
+            delivery.pace.turn().await;
             let first_attempt = delivery.clock.now();
             let mut backoff = BACKOFF_FIRST;
             loop {
                 if !shared.may_deliver().await {
                     return;
                 }
-                let failure = match delivery.sink.deliver(&outbound).await {
+                let failure = match delivery.sink.deliver(outbound).await {
                     Ok(()) => {
                         delivery.status.delivered.fetch_add(1, Relaxed);
                         delivery.status.set_error(None);
@@ -366,7 +371,7 @@ async fn run_lane(shared: Arc<Shared>, sale_id: SaleId, mut delivered: u64) {
                 if tried_for >= jiff::SignedDuration::from_hours(i64::from(delivery.retry_hours)) {
                     let letter = DeadLetter {
                         sale_id: sale_id.clone(),
-                        sequence: event.sequence,
+                        sequence: outbound.sequence,
                         event: String::from_utf8_lossy(&outbound.json).into_owned(),
                         reason: failure.clone(),
                         recorded_at: delivery.clock.now(),
@@ -391,7 +396,7 @@ async fn run_lane(shared: Arc<Shared>, sale_id: SaleId, mut delivered: u64) {
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            delivered = event.sequence;
+            delivered = outbound.sequence;
             if let Some(progress) = shared.progress().get_mut(&sale_id) {
                 progress.delivered = progress.delivered.max(delivered);
                 progress.oldest_pending = None;

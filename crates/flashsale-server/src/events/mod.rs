@@ -2,9 +2,10 @@
 //! (the outbox, `store`); this module renders them as CloudEvents (`cloudevent.rs`), reads the
 //! sinks' settings (`settings.rs`), builds the sinks (`sinks_from_settings`: the webhook sink,
 //! `webhook.rs`; RabbitMQ, `amqp.rs`; NATS JetStream, `nats.rs`; what the two brokers share,
-//! `broker.rs`), delivers each sink's events in per-sale order in
-//! tasks of its own (`delivery.rs`, keeping its place in a `ledger`), reports what the sinks do
-//! (`status.rs`) and bounds the outbox by age (`retention.rs`).
+//! `broker.rs`), renders each event once for all sinks (`rendered.rs`), delivers each sink's
+//! events in per-sale order in tasks of its own, yielding to buyers (`delivery.rs`, `pace.rs`;
+//! keeping its place in a `ledger`), reports what the sinks do (`status.rs`) and bounds the
+//! outbox by age (`retention.rs`).
 
 pub mod amqp;
 pub mod broker;
@@ -12,6 +13,8 @@ pub mod cloudevent;
 pub mod delivery;
 pub mod ledger;
 pub mod nats;
+pub mod pace;
+pub mod rendered;
 pub mod retention;
 pub mod settings;
 pub mod sink;

@@ -455,3 +455,46 @@ async fn a_compared_run_with_a_sink_reports_the_ratio_and_the_sink_catching_up()
         "every delivered event is in the queue, once by id"
     );
 }
+
+/// `--webhook-receiver --compare-rounds 2 --server-cpu 0`: two rounds, each a plain server beside
+/// one that delivers to the bench's own webhook receiver (pinned to CPU 0 both); each round's
+/// receiver has every event its sink delivered, signed right and in order, and the run prints
+/// the median ratio of the rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_against_the_benchs_webhook_receiver_get_every_event_signed_and_in_order() {
+    let (passed, output) = tokio::task::spawn_blocking(|| {
+        bench(&[
+            "oversell",
+            "--buyers",
+            "300",
+            "--webhook-receiver",
+            "--compare-rounds",
+            "2",
+            "--server-cpu",
+            "0",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(passed, "{output}");
+    for check in [
+        "ok   the webhook receiver has every event its sink delivered",
+        "ok   every webhook was signed right",
+        "ok   each sale's webhooks came in sequence order",
+        "ok   every sink caught up after the load",
+    ] {
+        assert_eq!(
+            output.matches(check).count(),
+            2,
+            "{check}, once a round:\n{output}"
+        );
+    }
+    assert!(output.contains("(round 2)"), "{output}");
+    assert!(output.contains("median of 2 rounds"), "{output}");
+    // 100 units: the sale's creation, 100 orders made, and its sell-out, in each round.
+    assert!(
+        output.contains("102 distinct events (0 redelivered), the sink delivered 102"),
+        "{output}"
+    );
+    assert!(output.contains("ok   plain (round 2): "), "{output}");
+}

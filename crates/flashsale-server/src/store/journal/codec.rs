@@ -595,6 +595,52 @@ mod tests {
         assert_eq!(read_facts[..], facts);
     }
 
+    /// The outbox's cost in the journal: an event is its facts inside the record of the change
+    /// that made it (the order or sale is the record's own), so it weighs what its facts do.
+    #[test]
+    fn an_event_weighs_25_bytes_in_an_orders_record_and_33_in_a_sales() {
+        let sale = Sale::of_stock_for_test(5);
+        let stored = Stored {
+            order: Order::pending_for_test(&sale.id, "alice", Timestamp::UNIX_EPOCH),
+            stock_returned: true,
+        };
+        let facts = |kind, sequence| EventFacts {
+            sequence,
+            kind,
+            at: Timestamp::UNIX_EPOCH,
+            remaining: 4,
+        };
+        let created = facts(EventKind::Order(crate::domain::OrderEvent::Created), 2);
+        let sold_out = facts(EventKind::Sale(crate::domain::SaleEvent::SoldOut), 3);
+        let order_record = |events: &[EventFacts]| {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            put_order_change(&mut out, &mut scratch, &stored, events);
+            out.len()
+        };
+        let (none, one) = (order_record(&[]), order_record(&[created]));
+        assert_eq!(one - none, 25);
+        let mut without = Vec::new();
+        write_order(&mut Writer(&mut without), &stored);
+        write_payment(&mut Writer(&mut without), &stored.order);
+        let mut framed = Vec::new();
+        record_file::encode_into(&mut framed, ORDER, &without);
+        assert_eq!(
+            one - framed.len(),
+            25 + 1,
+            "and one byte for the record's count of events"
+        );
+        let sale_record = |with_event: bool| {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            if with_event {
+                put_sale_event(&mut out, &mut scratch, SALE_CHANGE, &sale, &sold_out);
+            } else {
+                put_sale(&mut out, &mut scratch, &sale);
+            }
+            out.len()
+        };
+        assert_eq!(sale_record(true) - sale_record(false), 33);
+    }
+
     #[test]
     fn an_order_written_before_payments_existed_still_reads() {
         // The bytes of a pending order's record as the previous version wrote them.
