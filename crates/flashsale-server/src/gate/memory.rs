@@ -24,9 +24,12 @@ use crate::line::AdmissionLog;
 use crate::BoxFuture;
 
 /// Enough shards that two cores rarely meet on one; each empty shard costs a few dozen bytes.
-const SHARDS_PER_SALE: usize = 64;
+const SHARDS_PER_SALE_MAX: usize = 64;
+/// Units per shard below which a sale has fewer shards: a small sale has few winners to keep
+/// apart, and thousands of small sales would otherwise cost kilobytes each in empty shards.
+const UNITS_PER_SHARD: u64 = 64;
 /// Access codes are fewer than buyers and bound once each.
-const CODE_SHARDS_PER_SALE: usize = 16;
+const CODE_SHARDS_PER_SALE_MAX: usize = 16;
 /// Set in a sale's `remaining` word while the operator pauses it.
 const PAUSED: u64 = 1 << 63;
 /// `ends_at_ms` of a sale without an end.
@@ -126,10 +129,18 @@ impl Holder {
     }
 }
 
+/// The shards of a sale of `stock` units: one per `UNITS_PER_SHARD`, 1 to the most. Fixed when
+/// the gate takes the sale up (a stock raised later grows the shards' maps, not their number).
+fn shards_for(stock: u64) -> usize {
+    usize::try_from(stock.div_ceil(UNITS_PER_SHARD)).map_or(SHARDS_PER_SALE_MAX, |shards| {
+        shards.clamp(1, SHARDS_PER_SALE_MAX)
+    })
+}
+
 /// A shard's share of the buyers `units` can go to, with an eighth more for the shards the hash
 /// favours.
-fn holders_per_shard(units: u64) -> usize {
-    let share = entries_for_stock(units).div_ceil(SHARDS_PER_SALE);
+fn holders_per_shard(units: u64, shards: usize) -> usize {
+    let share = entries_for_stock(units).div_ceil(shards);
     share + share / 8
 }
 
@@ -144,7 +155,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SaleGate {
     fn new(sale: &Sale, remaining: u64, log: Option<&Arc<dyn AdmissionLog>>) -> Self {
         // Sized for what is left to sell: a sale restored sold out sets nothing aside.
-        let holders = holders_per_shard(remaining);
+        let shards = shards_for(sale.stock);
+        let holders = holders_per_shard(remaining, shards);
         let line = match (log, &sale.waiting_room) {
             (Some(log), Some(room)) => Some(LineHook {
                 log: Arc::clone(log),
@@ -158,7 +170,7 @@ impl SaleGate {
             starts_at: sale.starts_at,
             ends_at_ms: AtomicI64::new(end_ms(sale)),
             shard_seed: RandomState::default(),
-            shards: (0..SHARDS_PER_SALE)
+            shards: (0..shards)
                 .map(|_| {
                     Mutex::new(FastMap::with_capacity_and_hasher(
                         holders,
@@ -166,7 +178,7 @@ impl SaleGate {
                     ))
                 })
                 .collect(),
-            codes: (0..CODE_SHARDS_PER_SALE)
+            codes: (0..shards.min(CODE_SHARDS_PER_SALE_MAX))
                 .map(|_| Mutex::new(FastMap::default()))
                 .collect(),
             change: Mutex::new(ChangeState {
@@ -180,12 +192,12 @@ impl SaleGate {
     }
 
     fn shard(&self, user_id: &UserId) -> MutexGuard<'_, FastMap<UserId, Holder>> {
-        let index = (self.shard_seed.hash_one(user_id) % SHARDS_PER_SALE as u64) as usize;
+        let index = (self.shard_seed.hash_one(user_id) % self.shards.len() as u64) as usize;
         lock(&self.shards[index])
     }
 
     fn code_shard(&self, code: &str) -> MutexGuard<'_, CodeShard> {
-        let index = (self.shard_seed.hash_one(code) % CODE_SHARDS_PER_SALE as u64) as usize;
+        let index = (self.shard_seed.hash_one(code) % self.codes.len() as u64) as usize;
         lock(&self.codes[index])
     }
 
@@ -694,11 +706,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_sale_sold_to_one_buyer_per_unit_never_grows_its_maps() {
-        let sale = Sale::of_stock_for_test(64_000);
-        let gate = SaleGate::new(&sale, sale.stock, None);
-        let before = capacities(&gate);
+    fn sell_one_unit_to_each_buyer(gate: &SaleGate, sale: &Sale) {
         let now: Timestamp = "2026-12-01T12:00:01Z".parse().unwrap();
         for buyer in 0..sale.stock {
             let reservation = Reservation {
@@ -711,6 +719,38 @@ mod tests {
                 GateDecision::Reserved { .. }
             ));
         }
+    }
+
+    /// What a sale costs the gate before anyone buys: the gate's own struct, its shards and code
+    /// shards (empty maps allocate nothing).
+    fn fixed_bytes(gate: &SaleGate) -> usize {
+        let shard = std::mem::size_of::<Mutex<FastMap<UserId, Holder>>>();
+        let code_shard = std::mem::size_of::<Mutex<CodeShard>>();
+        std::mem::size_of::<SaleGate>()
+            + gate.shards.len() * shard
+            + gate.codes.len() * code_shard
+            + capacities(gate).iter().sum::<usize>() * std::mem::size_of::<(UserId, Holder)>()
+    }
+
+    #[test]
+    fn a_small_sale_costs_the_gate_little_until_buyers_come() {
+        let sale = Sale::of_stock_for_test(100);
+        let gate = SaleGate::new(&sale, sale.stock, None);
+        assert_eq!(gate.shards.len(), 2);
+        assert_eq!(capacities(&gate), [0, 0]);
+        assert!(fixed_bytes(&gate) <= 1024, "{} bytes", fixed_bytes(&gate));
+        sell_one_unit_to_each_buyer(&gate, &sale);
+        assert_eq!(gate.remaining.load(Ordering::Acquire), 0);
+        let big = Sale::of_stock_for_test(1_000_000);
+        assert_eq!(SaleGate::new(&big, big.stock, None).shards.len(), 64);
+    }
+
+    #[test]
+    fn a_sale_sold_to_one_buyer_per_unit_never_grows_its_maps() {
+        let sale = Sale::of_stock_for_test(64_000);
+        let gate = SaleGate::new(&sale, sale.stock, None);
+        let before = capacities(&gate);
+        sell_one_unit_to_each_buyer(&gate, &sale);
         assert_eq!(gate.remaining.load(Ordering::Acquire), 0);
         assert_eq!(
             capacities(&gate),
