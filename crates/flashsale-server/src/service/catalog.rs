@@ -4,8 +4,11 @@
 //! revision of the sales moves: `Service::follow_sales`). What must hold the instant a change is
 //! answered (a pause, an end, the stock) the gate decides, whatever a node's copy says.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
 
 use super::error::ServiceError;
 use crate::domain::{Sale, SaleId};
@@ -56,6 +59,12 @@ const LISTING_FRESHNESS: Duration = Duration::from_secs(1);
 pub struct Catalog {
     policy: CatalogPolicy,
     sales: RwLock<FastMap<SaleId, Arc<Sale>>>,
+    /// The same sales by id (so by creation), for listings: a page walks its own sales only.
+    listed: RwLock<BTreeMap<SaleId, Arc<Sale>>>,
+    /// The sales not yet seen past their listing (`Sale::is_current`): the storefront's listing
+    /// walks these and drops those it finds past, so its cost follows the sales a buyer can
+    /// still act on, not every sale ever made. A change puts a sale back.
+    current: RwLock<BTreeSet<SaleId>>,
     /// When the last reload from the store started.
     loaded: Mutex<Option<Instant>>,
     reload: tokio::sync::Mutex<()>,
@@ -67,6 +76,8 @@ impl Catalog {
         Self {
             policy,
             sales: RwLock::new(FastMap::default()),
+            listed: RwLock::new(BTreeMap::new()),
+            current: RwLock::new(BTreeSet::new()),
             loaded: Mutex::new(None),
             reload: tokio::sync::Mutex::new(()),
             lookups: tokio::sync::Semaphore::new(MISS_LOOKUPS),
@@ -84,6 +95,8 @@ impl Catalog {
             _ => {
                 let sale = Arc::new(sale);
                 sales.insert(sale.id.clone(), Arc::clone(&sale));
+                write(&self.listed).insert(sale.id.clone(), Arc::clone(&sale));
+                write(&self.current).insert(sale.id.clone());
                 sale
             }
         }
@@ -180,17 +193,77 @@ impl Catalog {
             .collect()
     }
 
-    /// Every sale, newest first.
-    pub async fn all<S: SaleSource + ?Sized>(
+    /// A listing's page: up to `limit` sales, newest first, made before `before` (a cursor) and,
+    /// with `current_at`, only those still current then; and whether more follow.
+    pub async fn page<S: SaleSource + ?Sized>(
         &self,
         store: &S,
-    ) -> Result<Vec<Arc<Sale>>, ServiceError> {
+        before: Option<&SaleId>,
+        limit: usize,
+        current_at: Option<Timestamp>,
+    ) -> Result<(Vec<Arc<Sale>>, bool), ServiceError> {
+        self.reload_if_stale(store).await?;
+        let upper = before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let range = (std::ops::Bound::Unbounded, upper);
+        let mut page = Vec::new();
+        let mut past = Vec::new();
+        {
+            let listed = read(&self.listed);
+            match current_at {
+                None => page.extend(
+                    listed
+                        .range::<SaleId, _>(range)
+                        .rev()
+                        .take(limit + 1)
+                        .map(|(_, sale)| Arc::clone(sale)),
+                ),
+                Some(now) => {
+                    for sale_id in read(&self.current).range::<SaleId, _>(range).rev() {
+                        match listed.get(sale_id) {
+                            Some(sale) if sale.is_current(now) => page.push(Arc::clone(sale)),
+                            _ => past.push(sale_id.clone()),
+                        }
+                        if page.len() > limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(now) = current_at.filter(|_| !past.is_empty()) {
+            let listed = read(&self.listed);
+            let mut current = write(&self.current);
+            for sale_id in past {
+                // Looked at again under the lock: a change may have put it back meanwhile.
+                if listed
+                    .get(&sale_id)
+                    .is_none_or(|sale| !sale.is_current(now))
+                {
+                    current.remove(&sale_id);
+                }
+            }
+        }
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
+    }
+
+    async fn reload_if_stale<S: SaleSource + ?Sized>(&self, store: &S) -> Result<(), ServiceError> {
         let stale = self
             .loaded_at()
             .is_none_or(|loaded| loaded.elapsed() > LISTING_FRESHNESS);
         if self.policy == CatalogPolicy::Shared && stale {
             self.reload(store).await?;
         }
+        Ok(())
+    }
+
+    /// Every sale, newest first.
+    pub async fn all<S: SaleSource + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Vec<Arc<Sale>>, ServiceError> {
+        self.reload_if_stale(store).await?;
         let mut sales: Vec<Arc<Sale>> = self
             .sales
             .read()
@@ -201,6 +274,15 @@ impl Catalog {
         sales.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(sales)
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -317,5 +399,58 @@ mod tests {
         assert_eq!(source.one.load(Ordering::SeqCst), 64);
         let most = source.most_in_flight.load(Ordering::SeqCst);
         assert!((1..=MISS_LOOKUPS).contains(&most), "{most} lookups at once");
+    }
+
+    fn ended_long_ago(sale: &Sale, now: Timestamp) -> Sale {
+        let mut ended = sale.clone();
+        ended.ends_at = Some(now - jiff::SignedDuration::from_hours(48));
+        ended.version += 1;
+        ended
+    }
+
+    #[tokio::test]
+    async fn the_current_listing_walks_the_current_sales_only_and_pages_by_cursor() {
+        let source = CountingSource::of(0);
+        let catalog = Catalog::new(CatalogPolicy::Complete);
+        let now = Timestamp::now();
+        let mut live = Vec::new();
+        for made in 0..1_000 {
+            let sale = Sale::of_stock_for_test(1);
+            if made % 250 == 0 {
+                live.push(catalog.remember(sale).id.clone());
+            } else {
+                catalog.remember(ended_long_ago(&sale, now));
+            }
+        }
+        live.sort();
+        live.reverse();
+        let (page, more) = catalog.page(&source, None, 100, Some(now)).await.unwrap();
+        let ids: Vec<SaleId> = page.iter().map(|sale| sale.id.clone()).collect();
+        assert_eq!(ids, live, "the live sales, newest first");
+        assert!(!more);
+        assert_eq!(
+            read(&catalog.current).len(),
+            4,
+            "the past ones were dropped"
+        );
+        let (first, more) = catalog.page(&source, None, 2, Some(now)).await.unwrap();
+        assert!(more);
+        let (second, more) = catalog
+            .page(&source, Some(&first[1].id), 2, Some(now))
+            .await
+            .unwrap();
+        assert!(!more);
+        let paged: Vec<SaleId> = first.iter().chain(&second).map(|s| s.id.clone()).collect();
+        assert_eq!(paged, live);
+        // Every sale is still listed, and a change that reopens one puts it back.
+        let (every, more) = catalog.page(&source, None, 2_000, None).await.unwrap();
+        assert_eq!((every.len(), more), (1_000, false));
+        let mut reopened = Sale::clone(&every[1]);
+        reopened.ends_at = None;
+        reopened.version += 1;
+        let reopened = catalog.remember(reopened).id.clone();
+        let (page, _) = catalog.page(&source, None, 100, Some(now)).await.unwrap();
+        assert!(page.iter().any(|sale| sale.id == reopened));
+        assert_eq!(source.every.load(Ordering::SeqCst), 0);
     }
 }

@@ -287,20 +287,19 @@ impl Service {
                     .ok_or_else(|| InvalidField::new("cursor", "is not a cursor this API gave"))
             })
             .transpose()?;
-        let mut sales = self.catalog.all(self.store.as_ref()).await?;
-        if let Some(before) = &before {
-            sales.retain(|sale| sale.id < *before);
-        }
-        if current {
-            let now = self.clock.now();
-            sales.retain(|sale| sale.is_current(now));
-        }
-        let next = match limit {
-            Some(limit) if sales.len() > limit => {
-                sales.truncate(limit);
-                sales.last().map(|sale| sale.id.clone())
-            }
-            _ => None,
+        let current_at = current.then(|| self.clock.now());
+        let (sales, more) = self
+            .catalog
+            .page(
+                self.store.as_ref(),
+                before.as_ref(),
+                limit.unwrap_or(usize::MAX - 1),
+                current_at,
+            )
+            .await?;
+        let next = match more {
+            true => sales.last().map(|sale| sale.id.clone()),
+            false => None,
         };
         let ids: Vec<SaleId> = sales.iter().map(|sale| sale.id.clone()).collect();
         let remaining = self.gate.remaining_of(&ids).await?;
