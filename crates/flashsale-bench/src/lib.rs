@@ -377,15 +377,12 @@ async fn compare_rounds(
             1 => String::new(),
             _ => format!(" (round {})", round + 1),
         };
+        let plain_label = format!("plain{tag}");
         let mut plain = (round == 0).then(|| compare::figures(&outcome.phases));
         let compared_first = round % 2 == 1;
         if plain.is_none() && !compared_first {
-            let label = format!("plain{tag}");
-            plain = Some(
-                fresh_run(args, options, timeout, None, &label, outcome)
-                    .await?
-                    .0,
-            );
+            let run = fresh_run(args, options, timeout, None, &plain_label, outcome).await?;
+            plain = Some(run.0);
         }
         // A receiver per round: what it saw is held to one server's sink.
         let receiver = match args.webhook_receiver {
@@ -422,8 +419,7 @@ async fn compare_rounds(
         let plain = match plain {
             Some(plain) => plain,
             None => {
-                let label = format!("plain{tag}");
-                fresh_run(args, options, timeout, None, &label, outcome)
+                fresh_run(args, options, timeout, None, &plain_label, outcome)
                     .await?
                     .0
             }

@@ -52,15 +52,23 @@ pub struct Rendered {
     pub outbound: OutboundEvent,
 }
 
-/// A sale's latest rendered events: sequences `first ..first + events.len()`.
+/// A sale's latest rendered events, in sequence order without a gap (never empty).
 struct Window {
-    first: u64,
     events: VecDeque<Arc<Rendered>>,
 }
 
 impl Window {
+    fn first(&self) -> u64 {
+        self.events
+            .front()
+            .map_or(0, |event| event.outbound.sequence)
+    }
+
+    /// The sequence after the window's last.
     fn end(&self) -> u64 {
-        self.first + self.events.len() as u64
+        self.events
+            .back()
+            .map_or(0, |event| event.outbound.sequence + 1)
     }
 }
 
@@ -101,8 +109,8 @@ impl<S: Outbox + ?Sized> RenderedEvents<S> {
         {
             let (windows, _) = &*self.windows();
             if let Some(window) = windows.get(sale_id) {
-                if window.first <= wanted && wanted < window.end() {
-                    let skip = (wanted - window.first) as usize;
+                if window.first() <= wanted && wanted < window.end() {
+                    let skip = (wanted - window.first()) as usize;
                     return Ok(window
                         .events
                         .iter()
@@ -147,14 +155,12 @@ impl<S: Outbox + ?Sized> RenderedEvents<S> {
             *total = windows.values().map(|window| window.events.len()).sum();
         }
         let window = windows.entry(sale_id.clone()).or_insert_with(|| Window {
-            first: head.outbound.sequence,
             events: VecDeque::new(),
         });
-        if window.end() != head.outbound.sequence {
+        if !window.events.is_empty() && window.end() != head.outbound.sequence {
             // A gap (pruned events, or a sink far ahead): start the window anew.
             *total -= window.events.len();
             window.events.clear();
-            window.first = head.outbound.sequence;
         }
         for event in events {
             window.events.push_back(Arc::clone(event));
@@ -162,7 +168,6 @@ impl<S: Outbox + ?Sized> RenderedEvents<S> {
         }
         while window.events.len() > WINDOW_PER_SALE {
             window.events.pop_front();
-            window.first += 1;
             *total -= 1;
         }
     }
